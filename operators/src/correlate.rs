@@ -1,0 +1,875 @@
+//! Correlate: alerts of one tenant that share an entity within that entity
+//! kind's window join one cluster (union-find; clusters merge).
+//!
+//! * **Windows per entity kind** (host and user 60 min, ip 6 h, hash 24 h by
+//!   default): an entity links a new alert to its cluster only if it was last
+//!   seen within the window.
+//! * **Signal links, noise attaches.** Alerts at or above `link_min_level`
+//!   create clusters and merge the clusters of all their live entities.
+//!   Lower-level alerts (the bulk of SOC noise) join a live cluster through an
+//!   entity but never create, bridge or extend one; with no live cluster they
+//!   are counted as unclustered. Without this, routine noise on a host would
+//!   chain into one cluster that never closes.
+//! * **Hubs stop linking.** An ip, user, hash, process or url seen on more
+//!   than `hub_degree` hosts (a scanner, the DNS server) is demoted.
+//! * **Capped.** Clusters stop merging at `max_cluster_alerts`; entities and
+//!   clusters per tenant are bounded, evictions counted.
+//!
+//! After every alert the touched cluster is scored ([`crate::score`]) and
+//! judged ([`crate::handoff`]), so an escalation fires on the alert that
+//! crosses the threshold, not at window end. Duplicates (marked by dedup) only
+//! bump counts in the cluster of the alert they repeat.
+//!
+//! Results depend only on per-tenant record order and event times; state is
+//! expired on watermarks strictly after it can no longer match a non-late
+//! record, so batch size and shard count do not change them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::cluster::{
+    ClusterReport, EntityKind, Representative, RuleCount, Trigger, cluster_id_hex,
+};
+use crate::error::{Error, Result};
+use crate::handoff::HandoffConfig;
+use crate::hash::{FastMap, FastSet, StableHasher, stable_hash};
+use crate::mitre::kill_chain_index;
+use crate::operator::{AlertBatch, Collector, Context, Operator, Output, ReportKind};
+use crate::schema::{AlertColumns, opt_str};
+use crate::score::{Score, ScoreConfig, ScoreInput};
+use crate::time::{Duration, EventTime, Rfc3339};
+
+/// Correlation window per entity kind; a kind without a window does not link.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EntityWindows {
+    pub host: Option<Duration>,
+    pub user: Option<Duration>,
+    pub ip: Option<Duration>,
+    pub process: Option<Duration>,
+    pub hash: Option<Duration>,
+    pub url: Option<Duration>,
+}
+
+impl Default for EntityWindows {
+    fn default() -> Self {
+        Self {
+            host: Some(Duration::from_mins(60)),
+            user: Some(Duration::from_mins(60)),
+            ip: Some(Duration::from_hours(6)),
+            process: None,
+            hash: Some(Duration::from_hours(24)),
+            url: None,
+        }
+    }
+}
+
+impl EntityWindows {
+    pub fn get(&self, kind: EntityKind) -> Option<i64> {
+        let w = match kind {
+            EntityKind::Host => self.host,
+            EntityKind::User => self.user,
+            EntityKind::Ip => self.ip,
+            EntityKind::Process => self.process,
+            EntityKind::Hash => self.hash,
+            EntityKind::Url => self.url,
+        };
+        w.map(Duration::millis).filter(|&ms| ms > 0)
+    }
+}
+
+/// `[correlate]` settings.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorrelateConfig {
+    /// How long after its last sighting an entity still links alerts.
+    pub windows: EntityWindows,
+    /// Alerts at or above this level create and merge clusters; lower ones
+    /// only attach to a live cluster.
+    pub link_min_level: u8,
+    /// An ip/user/hash/process/url seen on more hosts than this stops linking.
+    pub hub_degree: usize,
+    /// A cluster stops merging once it holds this many distinct alerts.
+    pub max_cluster_alerts: u64,
+    /// Bounds on live state per tenant; the least recently active are evicted.
+    pub max_clusters_per_tenant: usize,
+    pub max_entities_per_tenant: usize,
+    /// User names that identify nobody and must not link (case-insensitive).
+    pub ignore_users: Vec<String>,
+    /// Entity values listed per kind in a report.
+    pub report_entities_per_kind: usize,
+    /// Representative alerts kept per cluster.
+    pub max_representatives: usize,
+    /// Event time between state sweeps (expiry, closing, eviction).
+    pub sweep_interval: Duration,
+    /// Emit a `close` report for every cluster, not only handed-off ones.
+    pub report_all_closed: bool,
+    /// Keep every member alert id in reports (for `sluice eval`); costs memory.
+    #[serde(skip)]
+    pub track_members: bool,
+}
+
+impl Default for CorrelateConfig {
+    fn default() -> Self {
+        Self {
+            windows: EntityWindows::default(),
+            link_min_level: 6,
+            hub_degree: 8,
+            max_cluster_alerts: 10_000,
+            max_clusters_per_tenant: 50_000,
+            max_entities_per_tenant: 250_000,
+            ignore_users: ["-", "(none)", "n/a", "system", "local service", "network service", "anonymous logon"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            report_entities_per_kind: 25,
+            max_representatives: 10,
+            sweep_interval: Duration::from_mins(1),
+            report_all_closed: false,
+            track_members: false,
+        }
+    }
+}
+
+impl CorrelateConfig {
+    pub fn validate(&self) -> Vec<String> {
+        let mut errors = Vec::new();
+        if EntityKind::ALL.iter().all(|k| self.windows.get(*k).is_none()) {
+            errors.push("correlate.windows: no entity kind has a window, so nothing can correlate".into());
+        }
+        if self.link_min_level > 16 {
+            errors.push(format!("correlate.link_min_level = {} is above the highest Wazuh level 16", self.link_min_level));
+        }
+        if self.hub_degree == 0 {
+            errors.push("correlate.hub_degree must be >= 1".into());
+        }
+        for (name, v) in [
+            ("max_cluster_alerts", self.max_cluster_alerts as usize),
+            ("max_clusters_per_tenant", self.max_clusters_per_tenant),
+            ("max_entities_per_tenant", self.max_entities_per_tenant),
+            ("max_representatives", self.max_representatives),
+            ("report_entities_per_kind", self.report_entities_per_kind),
+        ] {
+            if v == 0 {
+                errors.push(format!("correlate.{name} must be >= 1"));
+            }
+        }
+        if self.sweep_interval.millis() <= 0 {
+            errors.push("correlate.sweep_interval must be positive".into());
+        }
+        errors
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct EntityState {
+    cluster: u64,
+    first: EventTime,
+    last: EventTime,
+    /// Distinct hosts (hashed) this entity was seen on, up to `hub_degree + 1`.
+    hosts: Vec<u64>,
+    hub: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct TacticSeen {
+    name: String,
+    first: EventTime,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct RuleStat {
+    level: u8,
+    description: String,
+    count: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Cluster {
+    id: u64,
+    first: EventTime,
+    last: EventTime,
+    /// Latest event time at which one of its entities can still link.
+    retain_until: EventTime,
+    unique: u64,
+    duplicates: u64,
+    max_level: u8,
+    max_level_rule: u32,
+    rules: BTreeMap<u32, RuleStat>,
+    tactics: Vec<TacticSeen>,
+    signal_tactics: Vec<TacticSeen>,
+    entities: BTreeMap<EntityKind, BTreeSet<String>>,
+    entity_hashes: FastSet<(EntityKind, u64)>,
+    representatives: Vec<Representative>,
+    members: Vec<String>,
+    absorbed: Vec<u64>,
+    /// Score and signal-tactic count at the last hand-off.
+    handed: Option<(f64, usize)>,
+    score: Score,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct TenantState {
+    name: Arc<str>,
+    entities: FastMap<(EntityKind, u64), EntityState>,
+    clusters: FastMap<u64, Cluster>,
+    /// Merged cluster id → the cluster it went into.
+    forward: FastMap<u64, u64>,
+    /// Fingerprint of a passed alert → its cluster, so duplicates count there.
+    by_fingerprint: FastMap<u64, (u64, EventTime)>,
+    last_sweep: Option<EventTime>,
+}
+
+impl TenantState {
+    fn resolve(&mut self, mut id: u64) -> Option<u64> {
+        let start = id;
+        while let Some(&next) = self.forward.get(&id) {
+            id = next;
+        }
+        if id != start {
+            self.forward.insert(start, id);
+        }
+        self.clusters.contains_key(&id).then_some(id)
+    }
+}
+
+/// One entity of a row: kind, value, stable hash of the value.
+struct RowEntity<'a> {
+    kind: EntityKind,
+    value: &'a str,
+    key: u64,
+}
+
+/// The correlate operator (with scoring and the hand-off decision inline).
+#[derive(Debug)]
+pub struct Correlate {
+    config: CorrelateConfig,
+    score: ScoreConfig,
+    handoff: HandoffConfig,
+    ignore_users: FastSet<String>,
+    tenants: FastMap<Arc<str>, TenantState>,
+}
+
+const NAME: &str = "correlate";
+const SNAPSHOT_VERSION: u32 = 1;
+
+impl Correlate {
+    pub fn new(config: CorrelateConfig, score: ScoreConfig, handoff: HandoffConfig) -> Result<Self> {
+        let mut errors = config.validate();
+        errors.extend(score.validate());
+        errors.extend(handoff.validate());
+        if !errors.is_empty() {
+            return Err(Error::Config(errors.join("; ")));
+        }
+        let ignore_users = config.ignore_users.iter().map(|u| u.to_ascii_lowercase()).collect();
+        Ok(Self { config, score, handoff, ignore_users, tenants: FastMap::default() })
+    }
+
+    /// Live clusters of `tenant`.
+    pub fn live_clusters(&self, tenant: &str) -> usize {
+        self.tenants.get(tenant).map_or(0, |t| t.clusters.len())
+    }
+
+    fn row_entities<'a>(&self, c: &AlertColumns<'a>, row: usize, out: &mut Vec<RowEntity<'a>>) {
+        out.clear();
+        let mut push = |kind: EntityKind, value: Option<&'a str>| {
+            let Some(value) = value else { return };
+            if self.config.windows.get(kind).is_none() {
+                return;
+            }
+            if kind == EntityKind::User && self.ignore_users.contains(&value.to_ascii_lowercase()) {
+                return;
+            }
+            let key = StableHasher::new().u64(kind as u64).field(value.as_bytes()).finish();
+            if !out.iter().any(|e: &RowEntity<'_>| e.key == key) {
+                out.push(RowEntity { kind, value, key });
+            }
+        };
+        push(EntityKind::Host, c.agent_name(row).or(c.agent_id(row)));
+        push(EntityKind::User, opt_str(c.dst_user, row));
+        push(EntityKind::User, opt_str(c.src_user, row));
+        push(EntityKind::Ip, opt_str(c.src_ip, row));
+        push(EntityKind::Ip, opt_str(c.dst_ip, row));
+        push(EntityKind::Hash, opt_str(c.file_hash, row));
+        push(EntityKind::Process, opt_str(c.process, row));
+        push(EntityKind::Url, opt_str(c.url, row));
+    }
+}
+
+fn new_cluster(id: u64) -> Cluster {
+    Cluster {
+        id,
+        first: EventTime::MAX,
+        last: EventTime::MIN,
+        retain_until: EventTime::MIN,
+        unique: 0,
+        duplicates: 0,
+        max_level: 0,
+        max_level_rule: 0,
+        rules: BTreeMap::new(),
+        tactics: Vec::new(),
+        signal_tactics: Vec::new(),
+        entities: BTreeMap::new(),
+        entity_hashes: FastSet::default(),
+        representatives: Vec::new(),
+        members: Vec::new(),
+        absorbed: Vec::new(),
+        handed: None,
+        score: Score::default(),
+    }
+}
+
+fn add_tactic(list: &mut Vec<TacticSeen>, name: &str, t: EventTime) {
+    match list.iter_mut().find(|s| s.name == name) {
+        Some(s) => s.first = s.first.min(t),
+        None => list.push(TacticSeen { name: name.to_string(), first: t }),
+    }
+}
+
+/// Tactics in order of first appearance; ties broken by kill-chain position.
+fn ordered(list: &[TacticSeen]) -> Vec<&str> {
+    let mut v: Vec<&TacticSeen> = list.iter().collect();
+    v.sort_by(|a, b| {
+        (a.first, kill_chain_index(&a.name).unwrap_or(usize::MAX), &a.name)
+            .cmp(&(b.first, kill_chain_index(&b.name).unwrap_or(usize::MAX), &b.name))
+    });
+    v.into_iter().map(|s| s.name.as_str()).collect()
+}
+
+impl Cluster {
+    fn add_entity(&mut self, kind: EntityKind, value: &str, key: u64, cap: usize) {
+        if self.entity_hashes.insert((kind, key)) {
+            let set = self.entities.entry(kind).or_default();
+            if set.len() < cap {
+                set.insert(value.to_string());
+            }
+        }
+    }
+
+    fn rescore(&mut self, cfg: &ScoreConfig) {
+        let tactics = ordered(&self.signal_tactics);
+        let strong_rules = self.rules.values().filter(|r| r.level >= cfg.diversity_min_level).count();
+        let description = self.rules.get(&self.max_level_rule).map_or("", |r| r.description.as_str());
+        self.score = cfg.score(&ScoreInput {
+            max_level: self.max_level,
+            max_level_rule: (self.max_level_rule, description),
+            signal_tactics: &tactics,
+            strong_rules,
+            unique_alerts: self.unique,
+        });
+    }
+
+    fn absorb(&mut self, other: Cluster, cfg: &CorrelateConfig) {
+        self.first = self.first.min(other.first);
+        self.last = self.last.max(other.last);
+        self.retain_until = self.retain_until.max(other.retain_until);
+        self.unique += other.unique;
+        self.duplicates += other.duplicates;
+        if (other.max_level, std::cmp::Reverse(other.max_level_rule)) > (self.max_level, std::cmp::Reverse(self.max_level_rule)) {
+            self.max_level = other.max_level;
+            self.max_level_rule = other.max_level_rule;
+        }
+        for (id, r) in other.rules {
+            match self.rules.get_mut(&id) {
+                Some(mine) => mine.count += r.count,
+                None => {
+                    self.rules.insert(id, r);
+                }
+            }
+        }
+        for t in other.tactics {
+            add_tactic(&mut self.tactics, &t.name, t.first);
+        }
+        for t in other.signal_tactics {
+            add_tactic(&mut self.signal_tactics, &t.name, t.first);
+        }
+        for (kind, values) in other.entities {
+            let set = self.entities.entry(kind).or_default();
+            for v in values {
+                if set.len() >= cfg.report_entities_per_kind {
+                    break;
+                }
+                set.insert(v);
+            }
+        }
+        self.entity_hashes.extend(other.entity_hashes);
+        for rep in other.representatives {
+            match self.representatives.iter_mut().find(|r| r.fingerprint == rep.fingerprint) {
+                Some(mine) => mine.count += rep.count,
+                None => self.representatives.push(rep),
+            }
+        }
+        self.trim_representatives(cfg.max_representatives);
+        self.members.extend(other.members);
+        self.absorbed.push(other.id);
+        self.absorbed.extend(other.absorbed);
+        self.handed = match (self.handed, other.handed) {
+            (Some(a), _) => Some(a),
+            (None, b) => b,
+        };
+    }
+
+    fn trim_representatives(&mut self, cap: usize) {
+        if self.representatives.len() > cap {
+            // Keep the most severe; among equals the most frequent, then earliest.
+            self.representatives.sort_by(|a, b| {
+                b.level.cmp(&a.level).then(b.count.cmp(&a.count)).then(a.event_time.cmp(&b.event_time)).then(a.alert_id.cmp(&b.alert_id))
+            });
+            self.representatives.truncate(cap);
+        }
+    }
+
+    fn report(&self, tenant: &str, kind: ReportKind, handoff: &HandoffConfig, trigger: Option<Trigger>, members: bool) -> ClusterReport {
+        let (decision, reason) = handoff.decide(self.score.total, self.handed.is_some());
+        let version = self.unique + self.duplicates;
+        let cluster_id = cluster_id_hex(self.id);
+        let mut entities_truncated = BTreeMap::new();
+        for (kind, set) in &self.entities {
+            let total = self.entity_hashes.iter().filter(|(k, _)| k == kind).count() as u64;
+            if total > set.len() as u64 {
+                entities_truncated.insert(*kind, total - set.len() as u64);
+            }
+        }
+        let mut merged: Vec<String> = self.absorbed.iter().map(|id| cluster_id_hex(*id)).collect();
+        merged.sort();
+        let mut representatives = self.representatives.clone();
+        representatives.sort_by(|a, b| a.event_time.cmp(&b.event_time).then(a.alert_id.cmp(&b.alert_id)));
+        let _ = kind;
+        ClusterReport {
+            idempotency_key: format!("{cluster_id}:{version}"),
+            cluster_id,
+            version,
+            tenant: tenant.to_string(),
+            score: self.score.total,
+            decision,
+            reason,
+            breakdown: self.score.lines.clone(),
+            first_seen: Rfc3339(self.first).to_string(),
+            last_seen: Rfc3339(self.last).to_string(),
+            entities: self.entities.iter().map(|(k, v)| (*k, v.iter().cloned().collect())).collect(),
+            entities_truncated,
+            tactics: ordered(&self.tactics).into_iter().map(str::to_string).collect(),
+            max_level: self.max_level,
+            alerts: version,
+            duplicates: self.duplicates,
+            rules: self
+                .rules
+                .iter()
+                .map(|(id, r)| RuleCount { rule_id: *id, level: r.level, description: r.description.clone(), count: r.count })
+                .collect(),
+            representatives,
+            merged,
+            trigger,
+            members: members.then(|| {
+                let mut m = self.members.clone();
+                m.sort();
+                m
+            }),
+            first_seen_ms: self.first,
+            last_seen_ms: self.last,
+        }
+    }
+}
+
+/// Everything about one row that the cluster update needs.
+struct Row<'a> {
+    t: EventTime,
+    level: u8,
+    rule_id: u32,
+    fingerprint: u64,
+    alert_id: &'a str,
+    description: &'a str,
+    agent: Option<&'a str>,
+    src_ip: Option<&'a str>,
+    user: Option<&'a str>,
+    full_log: Option<&'a str>,
+}
+
+const FULL_LOG_EXCERPT: usize = 512;
+
+fn excerpt(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+impl Correlate {
+    #[allow(clippy::too_many_arguments)]
+    fn add_row(
+        cfg: &CorrelateConfig,
+        score_cfg: &ScoreConfig,
+        cluster: &mut Cluster,
+        row: &Row<'_>,
+        tactics: &[&str],
+        entities: &[RowEntity<'_>],
+    ) {
+        cluster.first = cluster.first.min(row.t);
+        cluster.last = cluster.last.max(row.t);
+        cluster.unique += 1;
+        if (row.level, std::cmp::Reverse(row.rule_id)) > (cluster.max_level, std::cmp::Reverse(cluster.max_level_rule)) || cluster.unique == 1 {
+            cluster.max_level = row.level;
+            cluster.max_level_rule = row.rule_id;
+        }
+        cluster
+            .rules
+            .entry(row.rule_id)
+            .or_insert_with(|| RuleStat { level: row.level, description: row.description.to_string(), count: 0 })
+            .count += 1;
+        for t in tactics {
+            add_tactic(&mut cluster.tactics, t, row.t);
+            if row.level >= score_cfg.tactic_min_level {
+                add_tactic(&mut cluster.signal_tactics, t, row.t);
+            }
+        }
+        for e in entities {
+            cluster.add_entity(e.kind, e.value, e.key, cfg.report_entities_per_kind);
+        }
+        if cfg.track_members {
+            cluster.members.push(row.alert_id.to_string());
+        }
+        let rep = Representative {
+            alert_id: row.alert_id.to_string(),
+            event_time: Rfc3339(row.t).to_string(),
+            rule_id: row.rule_id,
+            level: row.level,
+            description: row.description.to_string(),
+            agent: row.agent.map(str::to_string),
+            src_ip: row.src_ip.map(str::to_string),
+            user: row.user.map(str::to_string),
+            full_log: row.full_log.map(|l| excerpt(l, FULL_LOG_EXCERPT)),
+            count: 1,
+            fingerprint: row.fingerprint,
+        };
+        let full = cluster.representatives.len() >= cfg.max_representatives;
+        if !full {
+            cluster.representatives.push(rep);
+        } else if let Some(weakest) = cluster
+            .representatives
+            .iter_mut()
+            .filter(|r| r.level < row.level)
+            .min_by(|a, b| a.level.cmp(&b.level).then(a.count.cmp(&b.count)))
+        {
+            *weakest = rep;
+        }
+        cluster.rescore(score_cfg);
+    }
+
+    fn process_rows(&mut self, batch: &AlertBatch, ctx: &mut Context, out: &mut dyn Collector) -> Result<()> {
+        // Tenants' state is taken out while rows are processed so the config
+        // can be borrowed alongside it.
+        let mut tenants = std::mem::take(&mut self.tenants);
+        let result = self.process_rows_with(&mut tenants, batch, ctx, out);
+        self.tenants = tenants;
+        result
+    }
+
+    fn process_rows_with(
+        &self,
+        tenants: &mut FastMap<Arc<str>, TenantState>,
+        batch: &AlertBatch,
+        ctx: &mut Context,
+        out: &mut dyn Collector,
+    ) -> Result<()> {
+        let c = AlertColumns::new(&batch.batch)?;
+        let marks = batch.dedup.as_ref();
+        let mut entities: Vec<RowEntity<'_>> = Vec::with_capacity(8);
+        let mut tactics: Vec<&str> = Vec::with_capacity(4);
+        let mut candidates: Vec<u64> = Vec::with_capacity(8);
+        let mut per_tenant: FastMap<Arc<str>, [u64; 4]> = FastMap::default();
+        for row in 0..batch.num_rows() {
+            let tenant_name = c.tenant(row);
+            if !tenants.contains_key(tenant_name) {
+                let name: Arc<str> = Arc::from(tenant_name);
+                tenants.insert(name.clone(), TenantState { name, ..TenantState::default() });
+            }
+            let state = tenants.get_mut(tenant_name).expect("inserted above");
+            let tenant_key = &state.name.clone();
+            let counts = per_tenant.entry(tenant_key.clone()).or_default();
+            let t = c.event_time.value(row);
+            let fingerprint = marks.map_or_else(|| stable_hash(c.alert_id.value(row).as_bytes()), |m| m.fingerprint[row]);
+            let duplicate = marks.is_some_and(|m| m.duplicate[row]);
+            let alert_id = c.alert_id.value(row);
+
+            if duplicate {
+                let cluster = state.by_fingerprint.get(&fingerprint).map(|&(id, _)| id);
+                match cluster.and_then(|id| state.resolve(id)) {
+                    Some(id) => {
+                        let cl = state.clusters.get_mut(&id).expect("resolved");
+                        cl.duplicates += 1;
+                        cl.last = cl.last.max(t);
+                        if let Some(rep) = cl.representatives.iter_mut().find(|r| r.fingerprint == fingerprint) {
+                            rep.count += 1;
+                        }
+                        if self.config.track_members {
+                            cl.members.push(alert_id.to_string());
+                        }
+                        counts[0] += 1;
+                    }
+                    None => counts[1] += 1,
+                }
+                continue;
+            }
+
+            let level = c.rule_level.value(row);
+            self.row_entities(&c, row, &mut entities);
+            tactics.clear();
+            tactics.extend(c.tactics(row));
+            let host_key = entities.iter().find(|e| e.kind == EntityKind::Host).map(|e| e.key);
+
+            // Live, non-hub entities → their clusters.
+            candidates.clear();
+            for e in &entities {
+                let window = self.config.windows.get(e.kind).expect("only windowed kinds are extracted");
+                if let Some(s) = state.entities.get(&(e.kind, e.key)) {
+                    let live = t <= s.last.saturating_add(window) && t >= s.first.saturating_sub(window);
+                    if live && !s.hub {
+                        let id = s.cluster;
+                        if let Some(id) = state.resolve(id) {
+                            if !candidates.contains(&id) {
+                                candidates.push(id);
+                            }
+                        }
+                    }
+                }
+            }
+
+            let strong = level >= self.config.link_min_level;
+            let target = if strong {
+                let target = match candidates.as_slice() {
+                    [] => {
+                        let id = StableHasher::new().field(tenant_name.as_bytes()).field(alert_id.as_bytes()).finish();
+                        state.clusters.insert(id, new_cluster(id));
+                        counts[2] += 1;
+                        id
+                    }
+                    [only] => *only,
+                    many => {
+                        let mut order = many.to_vec();
+                        order.sort_by(|a, b| {
+                            let (ca, cb) = (&state.clusters[a], &state.clusters[b]);
+                            (cb.handed.is_some(), cb.unique, std::cmp::Reverse(cb.first), std::cmp::Reverse(cb.id))
+                                .cmp(&(ca.handed.is_some(), ca.unique, std::cmp::Reverse(ca.first), std::cmp::Reverse(ca.id)))
+                        });
+                        let root = order[0];
+                        for other in &order[1..] {
+                            let fits = state.clusters[&root].unique + state.clusters[other].unique < self.config.max_cluster_alerts;
+                            if !fits {
+                                continue;
+                            }
+                            let absorbed = state.clusters.remove(other).expect("candidate is live");
+                            state.forward.insert(*other, root);
+                            let root_cluster = state.clusters.get_mut(&root).expect("root is live");
+                            root_cluster.absorb(absorbed, &self.config);
+                        }
+                        root
+                    }
+                };
+                // A full cluster takes no more alerts: start a fresh one.
+                let target = if state.clusters[&target].unique >= self.config.max_cluster_alerts {
+                    let id = StableHasher::new().field(tenant_name.as_bytes()).field(alert_id.as_bytes()).finish();
+                    state.clusters.insert(id, new_cluster(id));
+                    counts[2] += 1;
+                    id
+                } else {
+                    target
+                };
+                // Register / refresh this alert's entities on the target.
+                let mut retain = EventTime::MIN;
+                for e in &entities {
+                    let window = self.config.windows.get(e.kind).expect("windowed");
+                    retain = retain.max(t.saturating_add(window));
+                    let hub_degree = self.config.hub_degree;
+                    let entry = state.entities.entry((e.kind, e.key));
+                    let s = entry.or_insert_with(|| EntityState { cluster: target, first: t, last: t, hosts: Vec::new(), hub: false });
+                    let live = t <= s.last.saturating_add(window) && t >= s.first.saturating_sub(window);
+                    if !live {
+                        *s = EntityState { cluster: target, first: t, last: t, hosts: Vec::new(), hub: false };
+                    }
+                    s.first = s.first.min(t);
+                    s.last = s.last.max(t);
+                    if !s.hub {
+                        s.cluster = target;
+                    }
+                    if e.kind != EntityKind::Host {
+                        if let Some(h) = host_key {
+                            if !s.hosts.contains(&h) && s.hosts.len() <= hub_degree {
+                                s.hosts.push(h);
+                            }
+                            if s.hosts.len() > hub_degree && !s.hub {
+                                s.hub = true;
+                                counts[3] += 1;
+                            }
+                        }
+                    }
+                }
+                let cl = state.clusters.get_mut(&target).expect("target is live");
+                cl.retain_until = cl.retain_until.max(retain);
+                Some(target)
+            } else {
+                candidates.first().copied()
+            };
+
+            let Some(target) = target else {
+                counts[1] += 1;
+                continue;
+            };
+            counts[0] += 1;
+            state.by_fingerprint.insert(fingerprint, (target, t));
+            let row_data = Row {
+                t,
+                level,
+                rule_id: c.rule_id.value(row),
+                fingerprint,
+                alert_id,
+                description: c.rule_description(row).unwrap_or(""),
+                agent: c.agent_name(row),
+                src_ip: opt_str(c.src_ip, row),
+                user: opt_str(c.dst_user, row).or(opt_str(c.src_user, row)),
+                full_log: opt_str(c.full_log, row),
+            };
+            let cluster = state.clusters.get_mut(&target).expect("target is live");
+            Self::add_row(&self.config, &self.score, cluster, &row_data, &tactics, &entities);
+            let signal = cluster.signal_tactics.len();
+            if let Some(kind) = self.handoff.report_for(cluster.score.total, signal, cluster.handed) {
+                cluster.handed = Some((cluster.score.total, signal));
+                let trigger = Trigger { alert_id: alert_id.to_string(), ingest_time_us: c.ingest_time.value(row) };
+                let report = cluster.report(tenant_key, kind, &self.handoff, Some(trigger), self.config.track_members);
+                ctx.counters.add(NAME, if kind == ReportKind::Escalate { "escalated" } else { "updates" }, tenant_key, 1);
+                out.collect(Output::Cluster(kind, Box::new(report)));
+            }
+        }
+        for (tenant, [clustered, unclustered, created, hubs]) in per_tenant {
+            ctx.counters.add(NAME, "clustered", &tenant, clustered);
+            ctx.counters.add(NAME, "unclustered", &tenant, unclustered);
+            ctx.counters.add(NAME, "clusters_created", &tenant, created);
+            ctx.counters.add(NAME, "hubs_demoted", &tenant, hubs);
+        }
+        Ok(())
+    }
+
+    fn close_cluster(&self, tenant: &Arc<str>, state: &mut TenantState, id: u64, reason: &'static str, ctx: &mut Context, out: &mut dyn Collector) {
+        let Some(cluster) = state.clusters.remove(&id) else { return };
+        for a in &cluster.absorbed {
+            state.forward.remove(a);
+        }
+        let (decision, _) = self.handoff.decide(cluster.score.total, cluster.handed.is_some());
+        ctx.counters.add(NAME, reason, tenant, 1);
+        ctx.counters.add(NAME, decision_metric(decision), tenant, 1);
+        if cluster.handed.is_some() || self.config.report_all_closed {
+            let report = cluster.report(tenant, ReportKind::Close, &self.handoff, None, self.config.track_members);
+            out.collect(Output::Cluster(ReportKind::Close, Box::new(report)));
+        }
+    }
+
+    fn sweep(&mut self, wm: EventTime, ctx: &mut Context, out: &mut dyn Collector, force: bool) {
+        let mut tenants = std::mem::take(&mut self.tenants);
+        for (tenant, state) in &mut tenants {
+            if !force && state.last_sweep.is_some_and(|s| wm < s.saturating_add(self.config.sweep_interval.millis())) {
+                continue;
+            }
+            state.last_sweep = Some(wm);
+            // Close clusters none of whose entities can link any more.
+            let mut closing: Vec<(EventTime, u64)> =
+                state.clusters.values().filter(|c| force || c.retain_until < wm).map(|c| (c.first, c.id)).collect();
+            closing.sort_unstable();
+            for (_, id) in closing {
+                self.close_cluster(tenant, state, id, "clusters_closed", ctx, out);
+            }
+            // Evict the least recently active beyond the bound.
+            if state.clusters.len() > self.config.max_clusters_per_tenant {
+                let mut by_age: Vec<(EventTime, u64)> = state.clusters.values().map(|c| (c.last, c.id)).collect();
+                by_age.sort_unstable();
+                let excess = state.clusters.len() - self.config.max_clusters_per_tenant;
+                for (_, id) in by_age.into_iter().take(excess) {
+                    self.close_cluster(tenant, state, id, "clusters_evicted", ctx, out);
+                }
+            }
+            let windows = &self.config.windows;
+            let before = state.entities.len();
+            state.entities.retain(|(kind, _), s| windows.get(*kind).is_some_and(|w| s.last.saturating_add(w) >= wm) && !force);
+            ctx.counters.add(NAME, "entities_expired", tenant, (before - state.entities.len()) as u64);
+            if state.entities.len() > self.config.max_entities_per_tenant {
+                let mut by_age: Vec<(EventTime, (EntityKind, u64))> = state.entities.iter().map(|(k, s)| (s.last, *k)).collect();
+                by_age.sort_unstable();
+                let excess = state.entities.len() - self.config.max_entities_per_tenant;
+                for (_, key) in by_age.into_iter().take(excess) {
+                    state.entities.remove(&key);
+                }
+                ctx.counters.add(NAME, "entities_evicted", tenant, excess as u64);
+            }
+            let clusters = &state.clusters;
+            let forward = &state.forward;
+            state.by_fingerprint.retain(|_, (id, _)| {
+                let mut id = *id;
+                while let Some(&next) = forward.get(&id) {
+                    id = next;
+                }
+                clusters.contains_key(&id)
+            });
+        }
+        tenants.retain(|_, s| !s.clusters.is_empty() || !s.entities.is_empty());
+        self.tenants = tenants;
+    }
+}
+
+fn decision_metric(d: crate::cluster::Decision) -> &'static str {
+    match d {
+        crate::cluster::Decision::Escalate => "closed_escalate",
+        crate::cluster::Decision::Review => "closed_review",
+        crate::cluster::Decision::Suppress => "closed_suppress",
+    }
+}
+
+impl Operator for Correlate {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn process(&mut self, batch: AlertBatch, ctx: &mut Context, out: &mut dyn Collector) -> Result<()> {
+        self.process_rows(&batch, ctx, out)?;
+        // Bound state between watermarks too: a burst must not outgrow the caps.
+        let over = self.tenants.values().any(|s| {
+            s.clusters.len() > self.config.max_clusters_per_tenant + self.config.max_clusters_per_tenant / 4
+                || s.entities.len() > self.config.max_entities_per_tenant + self.config.max_entities_per_tenant / 4
+        });
+        if over {
+            if let Some(wm) = ctx.watermark {
+                self.sweep(wm, ctx, out, false);
+            }
+        }
+        Ok(())
+    }
+
+    fn on_watermark(&mut self, wm: EventTime, ctx: &mut Context, out: &mut dyn Collector) -> Result<()> {
+        self.sweep(wm, ctx, out, false);
+        Ok(())
+    }
+
+    fn on_end(&mut self, ctx: &mut Context, out: &mut dyn Collector) -> Result<()> {
+        self.sweep(EventTime::MAX, ctx, out, true);
+        Ok(())
+    }
+
+    fn snapshot(&self) -> Result<Vec<u8>> {
+        let mut tenants: Vec<(&Arc<str>, &TenantState)> = self.tenants.iter().collect();
+        tenants.sort_by(|a, b| a.0.cmp(b.0));
+        serde_json::to_vec(&(SNAPSHOT_VERSION, tenants)).map_err(|e| Error::Restore { operator: NAME, reason: e.to_string() })
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<()> {
+        let (version, tenants): (u32, Vec<(Arc<str>, TenantState)>) =
+            serde_json::from_slice(state).map_err(|e| Error::Restore { operator: NAME, reason: e.to_string() })?;
+        if version != SNAPSHOT_VERSION {
+            return Err(Error::Restore { operator: NAME, reason: format!("snapshot version {version}, this build reads {SNAPSHOT_VERSION}") });
+        }
+        self.tenants = tenants.into_iter().collect();
+        Ok(())
+    }
+}

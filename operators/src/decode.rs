@@ -1,0 +1,812 @@
+//! Decode: raw Wazuh alert lines → Arrow alert batches, with simd-json.
+//!
+//! One [`Decoder`] per decoding thread; it owns reusable parse buffers and
+//! column builders so the hot path allocates little per record. Each record is
+//! parsed and fully validated before any column is appended, so a bad record
+//! never leaves a half-written row: it becomes a [`DeadLetter`] with its
+//! reason and byte offset, and the rest of the chunk goes on.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, BinaryBuilder, ListBuilder, RecordBatch, StringBuilder, StringDictionaryBuilder,
+    TimestampMicrosecondBuilder, TimestampMillisecondBuilder, UInt8Builder, UInt32Builder,
+};
+use arrow::datatypes::{Int32Type, SchemaRef};
+use serde::{Deserialize, Serialize};
+use simd_json::prelude::*;
+use simd_json::{Buffers, ErrorType, Tape};
+
+use crate::dead_letter::{DeadLetter, Reason};
+use crate::error::{Error, Result};
+use crate::hash::stable_hash;
+use crate::schema::alert_schema;
+use crate::time::parse_timestamp;
+
+/// A chunk of raw records as a source read them: one buffer, line spans into
+/// it, and the byte offset of the buffer's start in the source.
+#[derive(Debug, Clone, Default)]
+pub struct RawChunk {
+    pub source: Arc<str>,
+    pub data: Vec<u8>,
+    /// `(start, end)` of each record in `data`, without the line terminator.
+    pub lines: Vec<(usize, usize)>,
+    /// Offset of `data[0]` in the source.
+    pub base_offset: u64,
+    /// Wall-clock time the chunk was read, µs since the epoch.
+    pub ingest_us: i64,
+}
+
+impl RawChunk {
+    /// Builds a chunk from newline-separated bytes (a trailing partial line is
+    /// treated as a record). Blank lines are skipped.
+    pub fn from_lines(source: &str, data: Vec<u8>, base_offset: u64, ingest_us: i64) -> Self {
+        let mut lines = Vec::new();
+        let mut start = 0;
+        for (i, &b) in data.iter().enumerate() {
+            if b == b'\n' {
+                push_line(&data, start, i, &mut lines);
+                start = i + 1;
+            }
+        }
+        push_line(&data, start, data.len(), &mut lines);
+        Self { source: source.into(), data, lines, base_offset, ingest_us }
+    }
+}
+
+/// Pushes `data[start..end]` (minus a trailing `\r`) unless it is blank.
+pub fn push_line(data: &[u8], start: usize, end: usize, lines: &mut Vec<(usize, usize)>) {
+    let end = if end > start && data[end - 1] == b'\r' { end - 1 } else { end };
+    if data[start..end].iter().any(|b| !b.is_ascii_whitespace()) {
+        lines.push((start, end));
+    }
+}
+
+/// Where the tenant of a record comes from.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    /// Dotted JSON path of the tenant field (default `manager.name`; MSSPs
+    /// often set `agent.labels.tenant`). Records without it are dead-lettered.
+    #[serde(default = "default_tenant_field")]
+    pub field: String,
+    /// A fixed tenant for every record, for single-tenant installs. When set,
+    /// `field` is ignored.
+    #[serde(default, rename = "static")]
+    pub static_tenant: Option<String>,
+}
+
+fn default_tenant_field() -> String {
+    "manager.name".into()
+}
+
+impl Default for TenantConfig {
+    fn default() -> Self {
+        Self { field: default_tenant_field(), static_tenant: None }
+    }
+}
+
+/// Which JSON paths feed each typed column; the first present path wins.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ColumnSources {
+    pub src_ip: Vec<String>,
+    pub dst_ip: Vec<String>,
+    pub src_user: Vec<String>,
+    pub dst_user: Vec<String>,
+    pub process: Vec<String>,
+    /// A value like `SHA1=..,MD5=..,SHA256=..` (Sysmon `hashes`) yields its SHA256.
+    pub file_hash: Vec<String>,
+    pub url: Vec<String>,
+}
+
+fn paths(p: &[&str]) -> Vec<String> {
+    p.iter().map(|s| s.to_string()).collect()
+}
+
+impl Default for ColumnSources {
+    fn default() -> Self {
+        Self {
+            src_ip: paths(&["data.srcip", "data.src_ip", "data.win.eventdata.ipAddress"]),
+            dst_ip: paths(&["data.dstip", "data.dest_ip", "data.dst_ip"]),
+            src_user: paths(&["data.srcuser", "data.win.eventdata.subjectUserName"]),
+            dst_user: paths(&["data.dstuser", "data.win.eventdata.targetUserName", "syscheck.uname_after"]),
+            process: paths(&["data.win.eventdata.image", "data.audit.exe", "predecoder.program_name"]),
+            file_hash: paths(&[
+                "syscheck.sha256_after",
+                "data.win.eventdata.hashes",
+                "data.virustotal.source.sha256",
+                "data.virustotal.source.sha1",
+            ]),
+            url: paths(&["data.url"]),
+        }
+    }
+}
+
+/// Decoder settings (`[decode]` in the config file).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DecodeConfig {
+    /// Largest record accepted, in bytes; larger ones are dead-lettered.
+    pub max_record_bytes: usize,
+    /// Deepest JSON nesting accepted; deeper records are dead-lettered.
+    pub max_depth: usize,
+    /// JSON paths feeding the typed entity columns.
+    pub columns: ColumnSources,
+    /// Extra typed columns: JSON path → column name (nullable Utf8), e.g.
+    /// `"data.win.eventdata.targetUserName" = "target_user"`.
+    pub fields: BTreeMap<String, String>,
+}
+
+impl Default for DecodeConfig {
+    fn default() -> Self {
+        Self {
+            max_record_bytes: 1 << 20,
+            max_depth: 64,
+            columns: ColumnSources::default(),
+            fields: BTreeMap::new(),
+        }
+    }
+}
+
+impl DecodeConfig {
+    /// Every problem with this config, not only the first.
+    pub fn validate(&self) -> Vec<String> {
+        let mut errors = Vec::new();
+        if self.max_record_bytes == 0 {
+            errors.push("decode.max_record_bytes must be > 0".to_string());
+        }
+        if self.max_depth < 4 {
+            errors.push(format!("decode.max_depth = {} is below 4; Wazuh alerts nest 4 deep", self.max_depth));
+        }
+        let base = alert_schema(&[]);
+        for (path, name) in &self.fields {
+            if path.is_empty() || path.split('.').any(str::is_empty) {
+                errors.push(format!("decode.fields: {path:?} is not a dotted JSON path"));
+            }
+            if base.field_with_name(name).is_ok() {
+                errors.push(format!("decode.fields.{path:?}: column name {name:?} is already a built-in column"));
+            }
+        }
+        let mut names: Vec<&String> = self.fields.values().collect();
+        names.sort();
+        for pair in names.windows(2) {
+            if pair[0] == pair[1] {
+                errors.push(format!("decode.fields: column name {:?} is used twice", pair[0]));
+            }
+        }
+        errors
+    }
+}
+
+/// Counters of one decoder.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct DecodeStats {
+    pub read: u64,
+    pub decoded: u64,
+    pub dead_lettered: u64,
+}
+
+/// Output of decoding one chunk.
+#[derive(Debug)]
+pub struct Decoded {
+    /// `None` when no record of the chunk survived.
+    pub batch: Option<RecordBatch>,
+    pub dead_letters: Vec<DeadLetter>,
+}
+
+type Path = Vec<String>;
+
+fn split(p: &str) -> Path {
+    p.split('.').map(str::to_string).collect()
+}
+
+/// Stateful simd-json → Arrow decoder. Not shared between threads.
+pub struct Decoder {
+    config: DecodeConfig,
+    schema: SchemaRef,
+    tenant_static: Option<String>,
+    tenant_path: Path,
+    src_ip: Vec<Path>,
+    dst_ip: Vec<Path>,
+    src_user: Vec<Path>,
+    dst_user: Vec<Path>,
+    process: Vec<Path>,
+    file_hash: Vec<Path>,
+    url: Vec<Path>,
+    extra: Vec<Path>,
+    scratch: Vec<u8>,
+    buffers: Buffers,
+    tape: Option<Tape<'static>>,
+    b: Builders,
+    stats: DecodeStats,
+}
+
+struct Builders {
+    tenant: StringDictionaryBuilder<Int32Type>,
+    event_time: TimestampMillisecondBuilder,
+    ingest_time: TimestampMicrosecondBuilder,
+    alert_id: StringBuilder,
+    rule_id: UInt32Builder,
+    rule_level: UInt8Builder,
+    rule_description: StringDictionaryBuilder<Int32Type>,
+    rule_groups: ListBuilder<StringDictionaryBuilder<Int32Type>>,
+    mitre_tactics: ListBuilder<StringDictionaryBuilder<Int32Type>>,
+    mitre_techniques: ListBuilder<StringDictionaryBuilder<Int32Type>>,
+    agent_id: StringDictionaryBuilder<Int32Type>,
+    agent_name: StringDictionaryBuilder<Int32Type>,
+    agent_ip: StringDictionaryBuilder<Int32Type>,
+    manager: StringDictionaryBuilder<Int32Type>,
+    decoder: StringDictionaryBuilder<Int32Type>,
+    location: StringDictionaryBuilder<Int32Type>,
+    src_ip: StringBuilder,
+    dst_ip: StringBuilder,
+    src_user: StringBuilder,
+    dst_user: StringBuilder,
+    process: StringBuilder,
+    file_hash: StringBuilder,
+    url: StringBuilder,
+    full_log: StringBuilder,
+    raw: BinaryBuilder,
+    extra: Vec<StringBuilder>,
+}
+
+impl Builders {
+    fn new(extra: usize) -> Self {
+        let dict = StringDictionaryBuilder::<Int32Type>::new;
+        let list = || ListBuilder::new(StringDictionaryBuilder::<Int32Type>::new());
+        Self {
+            tenant: dict(),
+            event_time: TimestampMillisecondBuilder::new().with_timezone("UTC"),
+            ingest_time: TimestampMicrosecondBuilder::new().with_timezone("UTC"),
+            alert_id: StringBuilder::new(),
+            rule_id: UInt32Builder::new(),
+            rule_level: UInt8Builder::new(),
+            rule_description: dict(),
+            rule_groups: list(),
+            mitre_tactics: list(),
+            mitre_techniques: list(),
+            agent_id: dict(),
+            agent_name: dict(),
+            agent_ip: dict(),
+            manager: dict(),
+            decoder: dict(),
+            location: dict(),
+            src_ip: StringBuilder::new(),
+            dst_ip: StringBuilder::new(),
+            src_user: StringBuilder::new(),
+            dst_user: StringBuilder::new(),
+            process: StringBuilder::new(),
+            file_hash: StringBuilder::new(),
+            url: StringBuilder::new(),
+            full_log: StringBuilder::new(),
+            raw: BinaryBuilder::new(),
+            extra: (0..extra).map(|_| StringBuilder::new()).collect(),
+        }
+    }
+
+    fn finish(&mut self) -> Vec<ArrayRef> {
+        let mut cols: Vec<ArrayRef> = vec![
+            Arc::new(self.tenant.finish()),
+            Arc::new(self.event_time.finish()),
+            Arc::new(self.ingest_time.finish()),
+            Arc::new(self.alert_id.finish()),
+            Arc::new(self.rule_id.finish()),
+            Arc::new(self.rule_level.finish()),
+            Arc::new(self.rule_description.finish()),
+            Arc::new(self.rule_groups.finish()),
+            Arc::new(self.mitre_tactics.finish()),
+            Arc::new(self.mitre_techniques.finish()),
+            Arc::new(self.agent_id.finish()),
+            Arc::new(self.agent_name.finish()),
+            Arc::new(self.agent_ip.finish()),
+            Arc::new(self.manager.finish()),
+            Arc::new(self.decoder.finish()),
+            Arc::new(self.location.finish()),
+            Arc::new(self.src_ip.finish()),
+            Arc::new(self.dst_ip.finish()),
+            Arc::new(self.src_user.finish()),
+            Arc::new(self.dst_user.finish()),
+            Arc::new(self.process.finish()),
+            Arc::new(self.file_hash.finish()),
+            Arc::new(self.url.finish()),
+            Arc::new(self.full_log.finish()),
+            Arc::new(self.raw.finish()),
+        ];
+        cols.extend(self.extra.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
+        cols
+    }
+}
+
+impl std::fmt::Debug for Decoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Decoder").field("config", &self.config).field("stats", &self.stats).finish_non_exhaustive()
+    }
+}
+
+type TapeValue<'t, 'i> = simd_json::tape::Value<'t, 'i>;
+
+fn lookup<'t, 'i>(root: TapeValue<'t, 'i>, path: &[String]) -> Option<TapeValue<'t, 'i>> {
+    let mut v = root;
+    for key in path {
+        v = v.as_object()?.get(key.as_str())?;
+    }
+    Some(v)
+}
+
+/// A field that must be a string (or absent / null).
+fn opt_string<'t, 'i>(root: TapeValue<'t, 'i>, path: &[String]) -> Result<Option<&'i str>, Reason> {
+    match lookup(root, path) {
+        None => Ok(None),
+        Some(v) if v.is_null() => Ok(None),
+        Some(v) => match v.into_string() {
+            Some(s) => Ok(Some(s)),
+            None => Err(Reason::WrongType { field: path.join("."), expected: "string" }),
+        },
+    }
+}
+
+/// First present, non-empty string among `paths`; numbers are accepted as text
+/// for entity columns (ports, ids) but objects and arrays are a type error.
+fn first_string<'t, 'i>(root: TapeValue<'t, 'i>, paths: &[Path]) -> Result<Option<&'i str>, Reason> {
+    for p in paths {
+        if let Some(s) = opt_string(root, p)? {
+            if !s.is_empty() {
+                return Ok(Some(s));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// `SHA256=…` out of a Sysmon `hashes` value, or the value itself.
+fn sha256_of(value: &str) -> &str {
+    match value.find("SHA256=") {
+        Some(i) => {
+            let rest = &value[i + 7..];
+            rest.split([',', ' ']).next().unwrap_or(rest)
+        }
+        None => value,
+    }
+}
+
+/// The validated fields of one record, borrowed from the parse tape.
+struct Fields<'i> {
+    tenant: &'i str,
+    event_time: i64,
+    alert_id: Option<&'i str>,
+    rule_id: u32,
+    rule_level: u8,
+    rule_description: Option<&'i str>,
+    agent_id: Option<&'i str>,
+    agent_name: Option<&'i str>,
+    agent_ip: Option<&'i str>,
+    manager: Option<&'i str>,
+    decoder: Option<&'i str>,
+    location: Option<&'i str>,
+    src_ip: Option<&'i str>,
+    dst_ip: Option<&'i str>,
+    src_user: Option<&'i str>,
+    dst_user: Option<&'i str>,
+    process: Option<&'i str>,
+    file_hash: Option<&'i str>,
+    url: Option<&'i str>,
+    full_log: Option<&'i str>,
+}
+
+fn string_list<'t, 'i>(root: TapeValue<'t, 'i>, path: &[String]) -> Result<Vec<&'i str>, Reason> {
+    let Some(v) = lookup(root, path) else { return Ok(Vec::new()) };
+    if v.is_null() {
+        return Ok(Vec::new());
+    }
+    let wrong = || Reason::WrongType { field: path.join("."), expected: "array of strings" };
+    let arr = v.as_array().ok_or_else(wrong)?;
+    arr.iter().map(|e| e.into_string().ok_or_else(wrong)).collect()
+}
+
+fn uint_field(root: TapeValue<'_, '_>, path: &[String], max: u64) -> Result<u64, Reason> {
+    let v = lookup(root, path).ok_or_else(|| Reason::MissingField { field: path.join(".") })?;
+    let n = v.as_u64().or_else(|| v.as_str().and_then(|s| s.trim().parse::<u64>().ok()));
+    match n {
+        Some(n) if n <= max => Ok(n),
+        _ => Err(Reason::WrongType {
+            field: path.join("."),
+            expected: if max == u64::from(u8::MAX) { "integer level 0-16" } else { "unsigned integer" },
+        }),
+    }
+}
+
+fn depth_of(bytes: &[u8], structural: &[u32]) -> usize {
+    let (mut depth, mut max) = (0usize, 0usize);
+    for &i in structural {
+        match bytes.get(i as usize) {
+            Some(b'{' | b'[') => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            Some(b'}' | b']') => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
+}
+
+impl Decoder {
+    /// Builds a decoder; fails if the config is invalid.
+    pub fn new(config: DecodeConfig, tenant: &TenantConfig) -> Result<Self> {
+        let errors = config.validate();
+        if !errors.is_empty() {
+            return Err(Error::Config(errors.join("; ")));
+        }
+        if tenant.static_tenant.is_none() && tenant.field.trim().is_empty() {
+            return Err(Error::Config("tenant.field is empty and tenant.static is not set".into()));
+        }
+        let extra_names: Vec<String> = config.fields.values().cloned().collect();
+        let all = |v: &Vec<String>| v.iter().map(|p| split(p)).collect::<Vec<_>>();
+        let c = &config.columns;
+        Ok(Self {
+            schema: alert_schema(&extra_names),
+            tenant_static: tenant.static_tenant.clone(),
+            tenant_path: split(&tenant.field),
+            src_ip: all(&c.src_ip),
+            dst_ip: all(&c.dst_ip),
+            src_user: all(&c.src_user),
+            dst_user: all(&c.dst_user),
+            process: all(&c.process),
+            file_hash: all(&c.file_hash),
+            url: all(&c.url),
+            extra: config.fields.keys().map(|p| split(p)).collect(),
+            b: Builders::new(config.fields.len()),
+            config,
+            scratch: Vec::new(),
+            buffers: Buffers::default(),
+            tape: Some(Tape::null().reset()),
+            stats: DecodeStats::default(),
+        })
+    }
+
+    /// The schema of the batches this decoder produces.
+    pub fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    /// Counters since this decoder was built.
+    pub fn stats(&self) -> DecodeStats {
+        self.stats
+    }
+
+    /// Decodes every record of `chunk`; bad records become dead letters.
+    pub fn decode(&mut self, chunk: &RawChunk) -> Result<Decoded> {
+        let mut dead_letters = Vec::new();
+        let mut rows = 0usize;
+        for &(start, end) in &chunk.lines {
+            self.stats.read += 1;
+            let record = &chunk.data[start..end];
+            match self.decode_record(record, chunk.ingest_us) {
+                Ok(()) => {
+                    rows += 1;
+                    self.stats.decoded += 1;
+                }
+                Err(reason) => {
+                    self.stats.dead_lettered += 1;
+                    dead_letters.push(DeadLetter {
+                        source: chunk.source.clone(),
+                        offset: chunk.base_offset + start as u64,
+                        reason,
+                        record: record.to_vec(),
+                    });
+                }
+            }
+        }
+        let batch = if rows == 0 {
+            // Builders are empty; nothing to finish.
+            None
+        } else {
+            Some(RecordBatch::try_new(self.schema.clone(), self.b.finish())?)
+        };
+        Ok(Decoded { batch, dead_letters })
+    }
+
+    fn decode_record(&mut self, record: &[u8], ingest_us: i64) -> Result<(), Reason> {
+        if record.len() > self.config.max_record_bytes {
+            return Err(Reason::TooLarge { bytes: record.len(), limit: self.config.max_record_bytes });
+        }
+        // simd-json rewrites its input while unescaping, so parse a copy and
+        // keep `record` untouched for the `raw` column.
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        scratch.extend_from_slice(record);
+        let mut tape = self.tape.take().unwrap_or_else(|| Tape::null().reset()).reset();
+        let result = match simd_json::fill_tape(&mut scratch, &mut self.buffers, &mut tape) {
+            Err(e) => Err(match e.error() {
+                ErrorType::InvalidUtf8 => Reason::InvalidUtf8,
+                _ => Reason::NotJson { detail: e.to_string() },
+            }),
+            Ok(()) => self.append_parsed(tape.as_value(), record, ingest_us),
+        };
+        self.tape = Some(tape.reset());
+        self.scratch = scratch;
+        result
+    }
+
+    fn append_parsed(&mut self, root: TapeValue<'_, '_>, record: &[u8], ingest_us: i64) -> Result<(), Reason> {
+        let depth = depth_of(record, self.buffers.structural_indexes());
+        if depth > self.config.max_depth {
+            return Err(Reason::TooDeep { depth, limit: self.config.max_depth });
+        }
+        if !root.is_object() {
+            return Err(Reason::NotObject);
+        }
+        let fields = self.extract(root)?;
+        let mut extras: Vec<Option<&str>> = Vec::with_capacity(self.extra.len());
+        for p in &self.extra {
+            extras.push(first_string(root, std::slice::from_ref(p))?);
+        }
+        let groups = string_list(root, &RULE_GROUPS)?;
+        let tactics = string_list(root, &MITRE_TACTIC)?;
+        let techniques = string_list(root, &MITRE_ID)?;
+        let tenant = self.tenant_static.as_deref().unwrap_or(fields.tenant);
+        append(&mut self.b, tenant, &fields, &groups, &tactics, &techniques, &extras, record, ingest_us);
+        Ok(())
+    }
+
+    fn extract<'t, 'i>(&self, root: TapeValue<'t, 'i>) -> Result<Fields<'i>, Reason> {
+        let tenant = match &self.tenant_static {
+            Some(_) => "",
+            None => match opt_string(root, &self.tenant_path)? {
+                Some(t) if !t.trim().is_empty() => t,
+                _ => return Err(Reason::NoTenant { field: self.tenant_path.join(".") }),
+            },
+        };
+        let ts = match opt_string(root, &TIMESTAMP)? {
+            Some(ts) => ts,
+            None => opt_string(root, &AT_TIMESTAMP)?
+                .ok_or_else(|| Reason::MissingField { field: "timestamp".into() })?,
+        };
+        let event_time = parse_timestamp(ts).ok_or_else(|| Reason::BadTimestamp { value: ts.into() })?;
+        let alert_id = match lookup(root, &ID) {
+            None => None,
+            Some(v) => Some(v.into_string().ok_or(Reason::WrongType { field: "id".into(), expected: "string" })?),
+        };
+        let rule_id = uint_field(root, &RULE_ID, u64::from(u32::MAX))? as u32;
+        let rule_level = uint_field(root, &RULE_LEVEL, 16)? as u8;
+        Ok(Fields {
+            tenant,
+            event_time,
+            alert_id,
+            rule_id,
+            rule_level,
+            rule_description: opt_string(root, &RULE_DESCRIPTION)?,
+            agent_id: opt_string(root, &AGENT_ID)?,
+            agent_name: opt_string(root, &AGENT_NAME)?,
+            agent_ip: opt_string(root, &AGENT_IP)?,
+            manager: opt_string(root, &MANAGER)?,
+            decoder: opt_string(root, &DECODER)?,
+            location: opt_string(root, &LOCATION)?,
+            src_ip: first_string(root, &self.src_ip)?,
+            dst_ip: first_string(root, &self.dst_ip)?,
+            src_user: first_string(root, &self.src_user)?,
+            dst_user: first_string(root, &self.dst_user)?,
+            process: first_string(root, &self.process)?,
+            file_hash: first_string(root, &self.file_hash)?.map(sha256_of),
+            url: first_string(root, &self.url)?,
+            full_log: opt_string(root, &FULL_LOG)?,
+        })
+    }
+
+}
+
+macro_rules! static_path {
+    ($name:ident = $($seg:literal).+) => {
+        static $name: std::sync::LazyLock<Path> =
+            std::sync::LazyLock::new(|| vec![$($seg.to_string()),+]);
+    };
+}
+static_path!(TIMESTAMP = "timestamp");
+static_path!(AT_TIMESTAMP = "@timestamp");
+static_path!(ID = "id");
+static_path!(RULE_ID = "rule"."id");
+static_path!(RULE_LEVEL = "rule"."level");
+static_path!(RULE_DESCRIPTION = "rule"."description");
+static_path!(RULE_GROUPS = "rule"."groups");
+static_path!(MITRE_TACTIC = "rule"."mitre"."tactic");
+static_path!(MITRE_ID = "rule"."mitre"."id");
+static_path!(AGENT_ID = "agent"."id");
+static_path!(AGENT_NAME = "agent"."name");
+static_path!(AGENT_IP = "agent"."ip");
+static_path!(MANAGER = "manager"."name");
+static_path!(DECODER = "decoder"."name");
+static_path!(LOCATION = "location");
+static_path!(FULL_LOG = "full_log");
+
+fn dict_opt(b: &mut StringDictionaryBuilder<Int32Type>, v: Option<&str>) {
+    match v {
+        Some(s) => {
+            b.append_value(s);
+        }
+        None => b.append_null(),
+    }
+}
+
+fn list(b: &mut ListBuilder<StringDictionaryBuilder<Int32Type>>, values: &[&str]) {
+    for v in values {
+        b.values().append_value(v);
+    }
+    b.append(true);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn append(
+    b: &mut Builders,
+    tenant: &str,
+    f: &Fields<'_>,
+    groups: &[&str],
+    tactics: &[&str],
+    techniques: &[&str],
+    extras: &[Option<&str>],
+    record: &[u8],
+    ingest_us: i64,
+) {
+    b.tenant.append_value(tenant);
+    b.event_time.append_value(f.event_time);
+    b.ingest_time.append_value(ingest_us);
+    match f.alert_id {
+        Some(id) => b.alert_id.append_value(id),
+        // Keep the column non-null: an alert without `id` is named by its content hash.
+        None => b.alert_id.append_value(format!("sluice-{:016x}", stable_hash(record))),
+    }
+    b.rule_id.append_value(f.rule_id);
+    b.rule_level.append_value(f.rule_level);
+    dict_opt(&mut b.rule_description, f.rule_description);
+    list(&mut b.rule_groups, groups);
+    list(&mut b.mitre_tactics, tactics);
+    list(&mut b.mitre_techniques, techniques);
+    dict_opt(&mut b.agent_id, f.agent_id);
+    dict_opt(&mut b.agent_name, f.agent_name);
+    dict_opt(&mut b.agent_ip, f.agent_ip);
+    dict_opt(&mut b.manager, f.manager);
+    dict_opt(&mut b.decoder, f.decoder);
+    dict_opt(&mut b.location, f.location);
+    b.src_ip.append_option(f.src_ip);
+    b.dst_ip.append_option(f.dst_ip);
+    b.src_user.append_option(f.src_user);
+    b.dst_user.append_option(f.dst_user);
+    b.process.append_option(f.process);
+    b.file_hash.append_option(f.file_hash);
+    b.url.append_option(f.url);
+    b.full_log.append_option(f.full_log);
+    b.raw.append_value(record);
+    for (builder, v) in b.extra.iter_mut().zip(extras) {
+        builder.append_option(*v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::{AlertColumns, col, opt_str};
+    use arrow::array::{Array, AsArray};
+
+    const SAMPLE: &str = include_str!("../../tests/data/wazuh-sample-alert-5712.ndjson");
+    const MALFORMED: &str = include_str!("../../tests/data/wazuh-sample-malformed.txt");
+
+    fn decode(lines: &str, tenant: TenantConfig) -> Decoded {
+        decode_bytes(lines.as_bytes(), tenant)
+    }
+
+    fn decode_bytes(lines: &[u8], tenant: TenantConfig) -> Decoded {
+        let mut d = Decoder::new(DecodeConfig::default(), &tenant).unwrap();
+        d.decode(&RawChunk::from_lines("test", lines.to_vec(), 100, 7)).unwrap()
+    }
+
+    #[test]
+    fn real_sample_alert_decodes_with_every_field_right() {
+        let out = decode(SAMPLE, TenantConfig::default());
+        assert!(out.dead_letters.is_empty(), "{:?}", out.dead_letters);
+        let batch = out.batch.unwrap();
+        assert_eq!(batch.num_rows(), 1);
+        let c = AlertColumns::new(&batch).unwrap();
+        assert_eq!(c.tenant(0), "localhost.localdomain");
+        assert_eq!(c.event_time.value(0), 1_652_272_159_905);
+        assert_eq!(c.ingest_time.value(0), 7);
+        assert_eq!(c.alert_id.value(0), "1652272159.1549653");
+        assert_eq!(c.rule_id.value(0), 5712);
+        assert_eq!(c.rule_level.value(0), 10);
+        assert_eq!(
+            c.rule_description(0),
+            Some("sshd: brute force trying to get access to the system. Non existent user.")
+        );
+        assert_eq!(c.tactics(0).collect::<Vec<_>>(), ["Credential Access"]);
+        assert_eq!(c.agent_id(0), Some("000"));
+        assert_eq!(c.agent_name(0), Some("localhost.localdomain"));
+        assert_eq!(opt_str(c.src_ip, 0), Some("172.17.1.1"));
+        assert_eq!(opt_str(c.src_user, 0), Some("paco"));
+        assert_eq!(opt_str(c.dst_user, 0), None);
+        assert_eq!(opt_str(c.process, 0), Some("sshd"));
+        assert_eq!(
+            opt_str(c.full_log, 0),
+            Some("May 11 12:29:18 localhost sshd[17584]: Invalid user paco from 172.17.1.1 port 56404")
+        );
+        assert_eq!(c.raw.value(0), SAMPLE.trim_end().as_bytes());
+        let groups = batch.column_by_name(col::RULE_GROUPS).unwrap().as_list::<i32>().value(0);
+        let groups = arrow::compute::cast(&groups, &arrow::datatypes::DataType::Utf8).unwrap();
+        let groups: Vec<_> = groups.as_string::<i32>().iter().flatten().collect();
+        assert_eq!(groups, ["syslog", "sshd", "authentication_failures"]);
+        let techniques = batch.column_by_name(col::MITRE_TECHNIQUES).unwrap().as_list::<i32>().value(0);
+        assert_eq!(techniques.len(), 1);
+        for name in [col::DECODER, col::LOCATION, col::MANAGER] {
+            assert!(!batch.column_by_name(name).unwrap().is_null(0), "{name}");
+        }
+    }
+
+    #[test]
+    fn malformed_sample_is_dead_lettered_with_offset_and_the_rest_goes_on() {
+        let input = format!("{}\n{}{}", SAMPLE.trim_end(), MALFORMED.trim_end(), "\n");
+        let out = decode(&input, TenantConfig::default());
+        assert_eq!(out.batch.as_ref().map(|b| b.num_rows()), Some(1));
+        assert_eq!(out.dead_letters.len(), 1);
+        let dl = &out.dead_letters[0];
+        assert_eq!(dl.reason.code(), "not_json");
+        assert_eq!(dl.offset, 100 + SAMPLE.trim_end().len() as u64 + 1);
+        assert_eq!(dl.record, MALFORMED.trim_end().as_bytes());
+        assert!(dl.reason.to_string().starts_with("not JSON"), "{}", dl.reason);
+    }
+
+    #[test]
+    fn every_kind_of_bad_record_has_its_reason() {
+        let deep = format!("{}{}", "[".repeat(100), "]".repeat(100));
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (b"not json at all".to_vec(), "not_json"),
+            (b"[1,2,3]".to_vec(), "not_object"),
+            (br#"{"rule":{"id":"1","level":3},"manager":{"name":"a"}}"#.to_vec(), "missing_field"),
+            (br#"{"timestamp":"soon","rule":{"id":"1","level":3},"manager":{"name":"a"}}"#.to_vec(), "bad_timestamp"),
+            (br#"{"timestamp":"2022-05-11T12:29:19.905+0000","rule":{"id":"1","level":"high"},"manager":{"name":"a"}}"#.to_vec(), "wrong_type"),
+            (br#"{"timestamp":"2022-05-11T12:29:19.905+0000","rule":{"id":"1","level":3,"groups":"x"},"manager":{"name":"a"}}"#.to_vec(), "wrong_type"),
+            (br#"{"timestamp":"2022-05-11T12:29:19.905+0000","rule":{"id":"1","level":3}}"#.to_vec(), "no_tenant"),
+            (b"{\"timestamp\":\"\xff\xfe\"}".to_vec(), "invalid_utf8"),
+            (deep.into_bytes(), "too_deep"),
+        ];
+        for (record, code) in cases {
+            let out = decode_bytes(&record, TenantConfig::default());
+            assert!(out.batch.is_none(), "{code}");
+            assert_eq!(out.dead_letters.len(), 1, "{code}");
+            assert_eq!(out.dead_letters[0].reason.code(), code, "{}", out.dead_letters[0].reason);
+        }
+        let mut small = Decoder::new(DecodeConfig { max_record_bytes: 10, ..DecodeConfig::default() }, &TenantConfig::default()).unwrap();
+        let out = small.decode(&RawChunk::from_lines("t", SAMPLE.as_bytes().to_vec(), 0, 0)).unwrap();
+        assert_eq!(out.dead_letters[0].reason.code(), "too_large");
+    }
+
+    #[test]
+    fn tenant_from_configured_field_or_static_value() {
+        let line = r#"{"timestamp":"2022-05-11T12:29:19.905+0000","rule":{"id":"5715","level":3},"agent":{"labels":{"tenant":"acme"}},"manager":{"name":"mgr"}}"#;
+        let by_label = decode(line, TenantConfig { field: "agent.labels.tenant".into(), static_tenant: None });
+        assert_eq!(AlertColumns::new(by_label.batch.as_ref().unwrap()).unwrap().tenant(0), "acme");
+        let fixed = decode(line, TenantConfig { field: "nowhere".into(), static_tenant: Some("solo".into()) });
+        assert_eq!(AlertColumns::new(fixed.batch.as_ref().unwrap()).unwrap().tenant(0), "solo");
+        let missing = decode(line, TenantConfig { field: "agent.labels.customer".into(), static_tenant: None });
+        assert_eq!(missing.dead_letters[0].reason.code(), "no_tenant");
+    }
+
+    #[test]
+    fn extra_fields_become_columns_and_sysmon_hashes_yield_sha256() {
+        let line = r#"{"timestamp":"2022-05-11T12:29:19.905+0000","rule":{"id":"92213","level":15},"manager":{"name":"m"},"data":{"win":{"eventdata":{"hashes":"SHA1=AA,MD5=BB,SHA256=CC11,IMPHASH=DD","targetUserName":"bob"}}}}"#;
+        let mut fields = BTreeMap::new();
+        fields.insert("data.win.eventdata.targetUserName".to_string(), "target_user".to_string());
+        let mut d = Decoder::new(DecodeConfig { fields, ..DecodeConfig::default() }, &TenantConfig::default()).unwrap();
+        let batch = d.decode(&RawChunk::from_lines("t", line.as_bytes().to_vec(), 0, 0)).unwrap().batch.unwrap();
+        let c = AlertColumns::new(&batch).unwrap();
+        assert_eq!(opt_str(c.file_hash, 0), Some("CC11"));
+        assert_eq!(batch.column_by_name("target_user").unwrap().as_string::<i32>().value(0), "bob");
+        assert_eq!(d.stats(), DecodeStats { read: 1, decoded: 1, dead_lettered: 0 });
+    }
+
+    #[test]
+    fn config_errors_are_all_reported() {
+        let mut fields = BTreeMap::new();
+        fields.insert("data..x".to_string(), "rule_id".to_string());
+        let errors = DecodeConfig { max_record_bytes: 0, fields, ..DecodeConfig::default() }.validate();
+        assert_eq!(errors.len(), 3, "{errors:?}");
+    }
+}

@@ -1,0 +1,312 @@
+//! Dedup: fold repeats of the same alert within a window into a count.
+//!
+//! The fingerprint hashes the tenant plus configurable fields (default: rule
+//! id, agent, source ip, destination user and the `full_log` template with
+//! numbers, ips, hashes and timestamps masked). Within `window` of the first
+//! occurrence, the first alert passes and repeats are marked duplicate: they
+//! only bump counts downstream. A repeat with a higher level, or from another
+//! source, is never a duplicate (the level is checked and the source ip is in
+//! the fingerprint), so an exploit never hides in a scanner's row.
+//!
+//! Whether a row is a duplicate depends only on event times, never on when
+//! the watermark expired state, so the result is independent of batch size.
+
+use std::collections::VecDeque;
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::hash::{FastMap, StableHasher};
+use crate::operator::{AlertBatch, Collector, Context, DedupMarks, Operator, Output};
+use crate::schema::{AlertColumns, opt_str};
+use crate::time::{Duration, EventTime};
+
+/// A field that takes part in the dedup fingerprint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DedupField {
+    RuleId,
+    Agent,
+    SrcIp,
+    DstIp,
+    SrcUser,
+    DstUser,
+    Process,
+    FileHash,
+    Url,
+    /// `full_log` with every token that contains a digit masked.
+    FullLogTemplate,
+}
+
+/// `[dedup]` settings.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DedupConfig {
+    /// Turn dedup off entirely (every alert passes).
+    pub enabled: bool,
+    /// Repeats within this long after the first occurrence are folded.
+    pub window: Duration,
+    /// Fields hashed into the fingerprint (the tenant always is).
+    pub fields: Vec<DedupField>,
+    /// Most fingerprints kept per tenant; the oldest are evicted beyond it
+    /// (counted in `dedup.evicted`).
+    pub max_entries_per_tenant: NonZeroUsize,
+}
+
+impl Default for DedupConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            window: Duration::from_mins(5),
+            fields: vec![
+                DedupField::RuleId,
+                DedupField::Agent,
+                DedupField::SrcIp,
+                DedupField::DstUser,
+                DedupField::FullLogTemplate,
+            ],
+            max_entries_per_tenant: NonZeroUsize::new(200_000).expect("non-zero"),
+        }
+    }
+}
+
+impl DedupConfig {
+    pub fn validate(&self) -> Vec<String> {
+        let mut errors = Vec::new();
+        if self.window.millis() <= 0 {
+            errors.push("dedup.window must be positive".into());
+        }
+        if self.enabled && self.fields.is_empty() {
+            errors.push("dedup.fields is empty: every alert of a tenant would be one duplicate".into());
+        }
+        errors
+    }
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+struct Entry {
+    first: EventTime,
+    last: EventTime,
+    level: u8,
+    count: u64,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct TenantState {
+    entries: FastMap<u64, Entry>,
+    /// Fingerprints in insertion order, for expiry and eviction. An item whose
+    /// time no longer matches its entry's `first` is stale and skipped.
+    order: VecDeque<(u64, EventTime)>,
+}
+
+/// Masks every alphanumeric token containing a digit with `#`, so
+/// `sshd[17584]: ... from 172.17.1.1 port 56404` and the same line with other
+/// numbers share a template.
+pub fn mask_template(log: &str, out: &mut String) {
+    out.clear();
+    let bytes = log.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let c = bytes[i];
+        if c.is_ascii_alphanumeric() {
+            let start = i;
+            let mut has_digit = false;
+            while i < bytes.len() && bytes[i].is_ascii_alphanumeric() {
+                has_digit |= bytes[i].is_ascii_digit();
+                i += 1;
+            }
+            if has_digit {
+                out.push('#');
+            } else {
+                out.push_str(&log[start..i]);
+            }
+        } else {
+            // Copy the whole (possibly multi-byte) character.
+            let ch_len = log[i..].chars().next().map_or(1, char::len_utf8);
+            out.push_str(&log[i..i + ch_len]);
+            i += ch_len;
+        }
+    }
+}
+
+/// The dedup operator. Marks rows; never removes them, so correlation can
+/// still count repeats into the right cluster.
+#[derive(Debug)]
+pub struct Dedup {
+    config: DedupConfig,
+    tenants: FastMap<Arc<str>, TenantState>,
+    template: String,
+}
+
+const NAME: &str = "dedup";
+const SNAPSHOT_VERSION: u32 = 1;
+
+impl Dedup {
+    pub fn new(config: DedupConfig) -> Result<Self> {
+        let errors = config.validate();
+        if !errors.is_empty() {
+            return Err(Error::Config(errors.join("; ")));
+        }
+        Ok(Self { config, tenants: FastMap::default(), template: String::new() })
+    }
+
+    /// Number of fingerprints held for `tenant`.
+    pub fn state_size(&self, tenant: &str) -> usize {
+        self.tenants.get(tenant).map_or(0, |t| t.entries.len())
+    }
+
+    fn fingerprint(&mut self, c: &AlertColumns<'_>, row: usize) -> u64 {
+        let mut h = StableHasher::new();
+        h.field(c.tenant(row).as_bytes());
+        for f in &self.config.fields {
+            match f {
+                DedupField::RuleId => h.u64(u64::from(c.rule_id.value(row))),
+                DedupField::Agent => h.opt(c.agent_id(row).or(c.agent_name(row))),
+                DedupField::SrcIp => h.opt(opt_str(c.src_ip, row)),
+                DedupField::DstIp => h.opt(opt_str(c.dst_ip, row)),
+                DedupField::SrcUser => h.opt(opt_str(c.src_user, row)),
+                DedupField::DstUser => h.opt(opt_str(c.dst_user, row)),
+                DedupField::Process => h.opt(opt_str(c.process, row)),
+                DedupField::FileHash => h.opt(opt_str(c.file_hash, row)),
+                DedupField::Url => h.opt(opt_str(c.url, row)),
+                DedupField::FullLogTemplate => {
+                    mask_template(opt_str(c.full_log, row).unwrap_or(""), &mut self.template);
+                    h.field(self.template.as_bytes())
+                }
+            };
+        }
+        h.finish()
+    }
+}
+
+fn evict_front(state: &mut TenantState, mut keep: impl FnMut(EventTime) -> bool) -> u64 {
+    let mut removed = 0;
+    while let Some(&(fp, t)) = state.order.front() {
+        let live = state.entries.get(&fp).is_some_and(|e| e.first == t);
+        if live && keep(t) {
+            break;
+        }
+        state.order.pop_front();
+        if live {
+            state.entries.remove(&fp);
+            removed += 1;
+        }
+    }
+    removed
+}
+
+impl Operator for Dedup {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn process(&mut self, mut batch: AlertBatch, ctx: &mut Context, out: &mut dyn Collector) -> Result<()> {
+        let rows = batch.num_rows();
+        let mut marks = DedupMarks { fingerprint: Vec::with_capacity(rows), duplicate: Vec::with_capacity(rows) };
+        {
+            let c = AlertColumns::new(&batch.batch)?;
+            let window = self.config.window.millis();
+            let cap = self.config.max_entries_per_tenant.get();
+            for row in 0..rows {
+                let fp = self.fingerprint(&c, row);
+                marks.fingerprint.push(fp);
+                if !self.config.enabled {
+                    marks.duplicate.push(false);
+                    continue;
+                }
+                let t = c.event_time.value(row);
+                let level = c.rule_level.value(row);
+                let tenant = c.tenant(row);
+                let state = match self.tenants.get_mut(tenant) {
+                    Some(s) => s,
+                    None => self.tenants.entry(Arc::from(tenant)).or_default(),
+                };
+                let dup = match state.entries.get_mut(&fp) {
+                    Some(e) if (t - e.first).abs() < window && level <= e.level => {
+                        e.count += 1;
+                        e.last = e.last.max(t);
+                        true
+                    }
+                    _ => false,
+                };
+                if !dup {
+                    state.entries.insert(fp, Entry { first: t, last: t, level, count: 1 });
+                    state.order.push_back((fp, t));
+                    if state.entries.len() > cap {
+                        let mut budget = state.entries.len() - cap;
+                        let evicted = evict_front(state, |_| {
+                            let go = budget > 0;
+                            budget = budget.saturating_sub(1);
+                            !go
+                        });
+                        let key: Arc<str> = Arc::from(tenant);
+                        ctx.counters.add(NAME, "evicted", &key, evicted);
+                    }
+                }
+                marks.duplicate.push(dup);
+            }
+            // Count per tenant once per batch, not per row.
+            let mut per_tenant: FastMap<&str, (u64, u64)> = FastMap::default();
+            for row in 0..rows {
+                let e = per_tenant.entry(c.tenant(row)).or_default();
+                e.0 += 1;
+                e.1 += u64::from(marks.duplicate[row]);
+            }
+            for (tenant, (n, dups)) in per_tenant {
+                let key: Arc<str> = self.tenants.get_key_value(tenant).map_or_else(|| Arc::from(tenant), |(k, _)| k.clone());
+                ctx.counters.add(NAME, "records_in", &key, n);
+                ctx.counters.add(NAME, "duplicates", &key, dups);
+                ctx.counters.add(NAME, "passed", &key, n - dups);
+            }
+        }
+        batch.dedup = Some(marks);
+        out.collect(Output::Batch(batch));
+        Ok(())
+    }
+
+    fn on_watermark(&mut self, wm: EventTime, ctx: &mut Context, _out: &mut dyn Collector) -> Result<()> {
+        let window = self.config.window.millis();
+        for (tenant, state) in &mut self.tenants {
+            // An entry can still match a non-late record (t >= wm) only while
+            // first + window > wm.
+            let expired = evict_front(state, |t| t.saturating_add(window) > wm);
+            ctx.counters.add(NAME, "expired", tenant, expired);
+        }
+        self.tenants.retain(|_, s| !s.entries.is_empty());
+        Ok(())
+    }
+
+    fn snapshot(&self) -> Result<Vec<u8>> {
+        let mut tenants: Vec<(&Arc<str>, Vec<(u64, Entry)>, &VecDeque<(u64, EventTime)>)> = self
+            .tenants
+            .iter()
+            .map(|(k, s)| {
+                let mut entries: Vec<(u64, Entry)> = s.entries.iter().map(|(fp, e)| (*fp, *e)).collect();
+                entries.sort_by_key(|(fp, _)| *fp);
+                (k, entries, &s.order)
+            })
+            .collect();
+        tenants.sort_by(|a, b| a.0.cmp(b.0));
+        serde_json::to_vec(&(SNAPSHOT_VERSION, tenants))
+            .map_err(|e| Error::Restore { operator: NAME, reason: e.to_string() })
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<()> {
+        type Snap = (u32, Vec<(Arc<str>, Vec<(u64, Entry)>, VecDeque<(u64, EventTime)>)>);
+        let (version, tenants): Snap = serde_json::from_slice(state)
+            .map_err(|e| Error::Restore { operator: NAME, reason: e.to_string() })?;
+        if version != SNAPSHOT_VERSION {
+            return Err(Error::Restore {
+                operator: NAME,
+                reason: format!("snapshot version {version}, this build reads {SNAPSHOT_VERSION}"),
+            });
+        }
+        self.tenants = tenants
+            .into_iter()
+            .map(|(k, entries, order)| (k, TenantState { entries: entries.into_iter().collect(), order }))
+            .collect();
+        Ok(())
+    }
+}

@@ -97,8 +97,6 @@ pub struct Representative {
     pub full_log: Option<String>,
     /// This alert plus its duplicates.
     pub count: u64,
-    #[serde(skip)]
-    pub fingerprint: u64,
 }
 
 /// The alert whose arrival produced a report, for triage latency.

@@ -186,6 +186,39 @@ struct RuleStat {
     count: u64,
 }
 
+/// A representative alert as kept in state (see [`Representative`]).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Rep {
+    fingerprint: u64,
+    alert_id: String,
+    t: EventTime,
+    rule_id: u32,
+    level: u8,
+    description: String,
+    agent: Option<String>,
+    src_ip: Option<String>,
+    user: Option<String>,
+    full_log: Option<String>,
+    count: u64,
+}
+
+impl Rep {
+    fn to_report(&self) -> Representative {
+        Representative {
+            alert_id: self.alert_id.clone(),
+            event_time: Rfc3339(self.t).to_string(),
+            rule_id: self.rule_id,
+            level: self.level,
+            description: self.description.clone(),
+            agent: self.agent.clone(),
+            src_ip: self.src_ip.clone(),
+            user: self.user.clone(),
+            full_log: self.full_log.clone(),
+            count: self.count,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct Cluster {
     id: u64,
@@ -202,7 +235,7 @@ struct Cluster {
     signal_tactics: Vec<TacticSeen>,
     entities: BTreeMap<EntityKind, BTreeSet<String>>,
     entity_hashes: FastSet<(EntityKind, u64)>,
-    representatives: Vec<Representative>,
+    representatives: Vec<Rep>,
     members: Vec<String>,
     absorbed: Vec<u64>,
     /// Score and signal-tactic count at the last hand-off.
@@ -415,7 +448,7 @@ impl Cluster {
         if self.representatives.len() > cap {
             // Keep the most severe; among equals the most frequent, then earliest.
             self.representatives.sort_by(|a, b| {
-                b.level.cmp(&a.level).then(b.count.cmp(&a.count)).then(a.event_time.cmp(&b.event_time)).then(a.alert_id.cmp(&b.alert_id))
+                b.level.cmp(&a.level).then(b.count.cmp(&a.count)).then(a.t.cmp(&b.t)).then(a.alert_id.cmp(&b.alert_id))
             });
             self.representatives.truncate(cap);
         }
@@ -434,8 +467,9 @@ impl Cluster {
         }
         let mut merged: Vec<String> = self.absorbed.iter().map(|id| cluster_id_hex(*id)).collect();
         merged.sort();
-        let mut representatives = self.representatives.clone();
-        representatives.sort_by(|a, b| a.event_time.cmp(&b.event_time).then(a.alert_id.cmp(&b.alert_id)));
+        let mut reps: Vec<&Rep> = self.representatives.iter().collect();
+        reps.sort_by(|a, b| a.t.cmp(&b.t).then(a.alert_id.cmp(&b.alert_id)));
+        let representatives = reps.into_iter().map(Rep::to_report).collect();
         let _ = kind;
         ClusterReport {
             idempotency_key: format!("{cluster_id}:{version}"),
@@ -534,9 +568,9 @@ impl Correlate {
         if cfg.track_members {
             cluster.members.push(row.alert_id.to_string());
         }
-        let rep = Representative {
+        let rep = Rep {
             alert_id: row.alert_id.to_string(),
-            event_time: Rfc3339(row.t).to_string(),
+            t: row.t,
             rule_id: row.rule_id,
             level: row.level,
             description: row.description.to_string(),
@@ -860,16 +894,204 @@ impl Operator for Correlate {
     fn snapshot(&self) -> Result<Vec<u8>> {
         let mut tenants: Vec<(&Arc<str>, &TenantState)> = self.tenants.iter().collect();
         tenants.sort_by(|a, b| a.0.cmp(b.0));
-        serde_json::to_vec(&(SNAPSHOT_VERSION, tenants)).map_err(|e| Error::Restore { operator: NAME, reason: e.to_string() })
+        crate::snapshot::encode(NAME, SNAPSHOT_VERSION, &tenants)
     }
 
     fn restore(&mut self, state: &[u8]) -> Result<()> {
-        let (version, tenants): (u32, Vec<(Arc<str>, TenantState)>) =
-            serde_json::from_slice(state).map_err(|e| Error::Restore { operator: NAME, reason: e.to_string() })?;
-        if version != SNAPSHOT_VERSION {
-            return Err(Error::Restore { operator: NAME, reason: format!("snapshot version {version}, this build reads {SNAPSHOT_VERSION}") });
-        }
+        let tenants: Vec<(Arc<str>, TenantState)> = crate::snapshot::decode(NAME, SNAPSHOT_VERSION, state)?;
         self.tenants = tenants.into_iter().collect();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::Decision;
+    use crate::dedup::{Dedup, DedupConfig};
+    use crate::operator::Chain;
+    use crate::testkit::{A, batch};
+
+    fn chain(cfg: CorrelateConfig) -> Chain {
+        let cfg = CorrelateConfig { report_all_closed: true, track_members: true, ..cfg };
+        Chain::new(vec![
+            Box::new(Dedup::new(DedupConfig::default()).unwrap()),
+            Box::new(Correlate::new(cfg, ScoreConfig::default(), HandoffConfig::default()).unwrap()),
+        ])
+    }
+
+    /// Runs alerts through dedup → correlate; returns (live reports, final reports, counters).
+    fn run(cfg: CorrelateConfig, alerts: &[A<'_>]) -> (Vec<(ReportKind, ClusterReport)>, Vec<ClusterReport>, Context) {
+        let mut c = chain(cfg);
+        let mut ctx = Context::default();
+        let mut out = Vec::new();
+        c.process(batch(alerts), &mut ctx, &mut out).unwrap();
+        c.on_end(&mut ctx, &mut out).unwrap();
+        let mut live = Vec::new();
+        let mut finals = Vec::new();
+        for o in out {
+            if let Output::Cluster(kind, r) = o {
+                if kind == ReportKind::Close { finals.push(*r) } else { live.push((kind, *r)) }
+            }
+        }
+        finals.sort_by(|a, b| a.first_seen.cmp(&b.first_seen));
+        (live, finals, ctx)
+    }
+
+    fn strong<'a>(id: &'a str, t: i64, host: &'a str, ip: Option<&'a str>) -> A<'a> {
+        A { tenant: "acme", id, t, rule: 5712, level: 10, host, src_ip: ip, log: id, tactics: &["Credential Access"], ..A::default() }
+    }
+
+    fn members(r: &ClusterReport) -> Vec<&str> {
+        r.members.as_ref().unwrap().iter().map(String::as_str).collect()
+    }
+
+    #[test]
+    fn shared_entity_within_window_joins_beyond_it_splits() {
+        let (_, finals, _) = run(
+            CorrelateConfig::default(),
+            &[strong("a", 0, "h1", None), strong("b", 1800, "h1", None), strong("c", 1800 + 3601, "h1", None)],
+        );
+        assert_eq!(finals.len(), 2);
+        assert_eq!(members(&finals[0]), ["a", "b"]);
+        assert_eq!(members(&finals[1]), ["c"]);
+    }
+
+    #[test]
+    fn an_alert_with_two_entities_merges_their_clusters() {
+        let (_, finals, _) = run(
+            CorrelateConfig::default(),
+            &[strong("a", 0, "h1", None), strong("b", 10, "h2", Some("9.9.9.9")), strong("c", 20, "h1", Some("9.9.9.9"))],
+        );
+        assert_eq!(finals.len(), 1);
+        assert_eq!(members(&finals[0]), ["a", "b", "c"]);
+        assert_eq!(finals[0].merged.len(), 1);
+        assert_eq!(finals[0].entities[&EntityKind::Host], ["h1", "h2"]);
+    }
+
+    #[test]
+    fn low_level_alerts_attach_but_never_create_or_bridge() {
+        let weak = |id, t, host, ip| A { level: 3, rule: 5715, tactics: &[], ..strong(id, t, host, ip) };
+        let (_, finals, ctx) = run(
+            CorrelateConfig::default(),
+            &[
+                weak("w0", 0, "h9", None),               // nothing live: unclustered
+                strong("a", 10, "h1", None),
+                strong("b", 20, "h2", Some("5.5.5.5")),
+                weak("w1", 30, "h1", Some("5.5.5.5")), // joins h1's cluster, does not bridge to h2's
+            ],
+        );
+        assert_eq!(finals.len(), 2);
+        assert_eq!(members(&finals[0]), ["a", "w1"]);
+        assert_eq!(members(&finals[1]), ["b"]);
+        assert_eq!(ctx.counters.total("correlate", "unclustered"), 1);
+    }
+
+    #[test]
+    fn hub_ips_stop_linking() {
+        let cfg = CorrelateConfig { hub_degree: 2, ..CorrelateConfig::default() };
+        let hosts = ["h1", "h2", "h3", "h4", "h5"];
+        let ids = ["a", "b", "c", "d", "e"];
+        let alerts: Vec<A<'_>> =
+            hosts.iter().zip(ids).enumerate().map(|(i, (h, id))| strong(id, i as i64, h, Some("6.6.6.6"))).collect();
+        let (_, finals, ctx) = run(cfg, &alerts);
+        // h1..h3 linked before the scanner became a hub on its third host.
+        assert_eq!(finals.iter().map(|f| members(f).len()).collect::<Vec<_>>(), [3, 1, 1]);
+        assert_eq!(ctx.counters.total("correlate", "hubs_demoted"), 1);
+    }
+
+    #[test]
+    fn tenants_never_mix_even_with_identical_entities() {
+        let a = strong("a", 0, "h1", Some("1.1.1.1"));
+        let b = A { tenant: "globex", ..strong("b", 1, "h1", Some("1.1.1.1")) };
+        let (_, finals, _) = run(CorrelateConfig::default(), &[a, b]);
+        assert_eq!(finals.len(), 2);
+        assert!(finals.iter().all(|f| members(f).len() == 1));
+        let tenants: BTreeSet<&str> = finals.iter().map(|f| f.tenant.as_str()).collect();
+        assert_eq!(tenants.len(), 2);
+    }
+
+    #[test]
+    fn escalates_on_the_crossing_alert_then_updates_on_a_new_tactic() {
+        let step = |id, t, rule, level, tactics| A { tenant: "acme", id, t, rule, level, host: "h1", src_ip: Some("7.7.7.7"), log: id, tactics, ..A::default() };
+        let (live, finals, _) = run(
+            CorrelateConfig::default(),
+            &[
+                step("s1", 0, 5712, 10, &["Credential Access"]),
+                step("s2", 60, 5715, 3, &["Initial Access"]), // level 3: tactic not a signal
+                step("s3", 120, 5403, 6, &["Privilege Escalation"]),
+                step("s4", 180, 5902, 8, &["Persistence"]),
+                step("s5", 240, 2833, 8, &["Execution", "Persistence"]),
+                step("s6", 300, 99548, 12, &["Exfiltration"]),
+            ],
+        );
+        let kinds: Vec<(ReportKind, &str)> = live.iter().map(|(k, r)| (*k, r.trigger.as_ref().unwrap().alert_id.as_str())).collect();
+        // Defaults: s4 scores 60 (below 70), s5 crosses, s6 adds a tactic.
+        assert_eq!(kinds, [(ReportKind::Escalate, "s5"), (ReportKind::Update, "s6")]);
+        let esc = &live[0].1;
+        assert!(esc.score >= 70.0);
+        let sum: f64 = esc.breakdown.iter().map(|l| l.points).sum();
+        assert!((sum - esc.score).abs() < 0.01, "breakdown explains every point");
+        assert_eq!(esc.tactics, ["Credential Access", "Initial Access", "Privilege Escalation", "Persistence", "Execution"]);
+        assert_eq!(finals[0].decision, Decision::Escalate);
+        assert!(live[1].1.version > esc.version);
+        assert_ne!(live[1].1.idempotency_key, esc.idempotency_key);
+    }
+
+    #[test]
+    fn duplicates_count_in_the_cluster_of_their_original() {
+        let mut a = strong("a", 0, "h1", Some("1.1.1.1"));
+        a.log = "sshd[1]: fail from 1.1.1.1";
+        let mut b = a.clone();
+        b.id = "b";
+        b.t = 5;
+        b.log = "sshd[2]: fail from 1.1.1.1";
+        let (_, finals, ctx) = run(CorrelateConfig::default(), &[a, b]);
+        assert_eq!(finals[0].alerts, 2);
+        assert_eq!(finals[0].duplicates, 1);
+        assert_eq!(finals[0].representatives.len(), 1);
+        assert_eq!(finals[0].representatives[0].count, 2);
+        assert_eq!(ctx.counters.total("dedup", "duplicates"), 1);
+    }
+
+    #[test]
+    fn clusters_stop_growing_at_the_cap() {
+        let cfg = CorrelateConfig { max_cluster_alerts: 3, ..CorrelateConfig::default() };
+        let ids = ["a", "b", "c", "d", "e"];
+        let alerts: Vec<A<'_>> = ids.iter().enumerate().map(|(i, id)| strong(id, i as i64, "h1", None)).collect();
+        let (_, finals, _) = run(cfg, &alerts);
+        assert_eq!(finals.iter().map(|f| f.alerts).collect::<Vec<_>>(), [3, 2]);
+    }
+
+    #[test]
+    fn snapshot_restore_continues_as_if_never_stopped() {
+        let first = [strong("a", 0, "h1", Some("1.1.1.1")), strong("b", 10, "h2", None)];
+        let second = [strong("c", 20, "h2", Some("1.1.1.1"))];
+        let uninterrupted = {
+            let mut c = chain(CorrelateConfig::default());
+            let (mut ctx, mut out) = (Context::default(), Vec::new());
+            c.process(batch(&first), &mut ctx, &mut out).unwrap();
+            c.process(batch(&second), &mut ctx, &mut out).unwrap();
+            c.on_end(&mut ctx, &mut out).unwrap();
+            out
+        };
+        let resumed = {
+            let mut c = chain(CorrelateConfig::default());
+            let (mut ctx, mut out) = (Context::default(), Vec::new());
+            c.process(batch(&first), &mut ctx, &mut Vec::new()).unwrap();
+            let snaps: Vec<Vec<u8>> = c.operators().iter().map(|o| o.snapshot().unwrap()).collect();
+            let mut fresh = chain(CorrelateConfig::default());
+            for (op, snap) in fresh.operators_mut().iter_mut().zip(&snaps) {
+                op.restore(snap).unwrap();
+            }
+            fresh.process(batch(&second), &mut ctx, &mut out).unwrap();
+            fresh.on_end(&mut ctx, &mut out).unwrap();
+            out
+        };
+        let finals = |v: &[Output]| -> Vec<ClusterReport> {
+            v.iter().filter_map(|o| match o { Output::Cluster(ReportKind::Close, r) => Some((**r).clone()), _ => None }).collect()
+        };
+        assert_eq!(finals(&uninterrupted), finals(&resumed));
+        assert_eq!(finals(&resumed).len(), 1);
     }
 }

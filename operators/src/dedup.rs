@@ -289,24 +289,109 @@ impl Operator for Dedup {
             })
             .collect();
         tenants.sort_by(|a, b| a.0.cmp(b.0));
-        serde_json::to_vec(&(SNAPSHOT_VERSION, tenants))
-            .map_err(|e| Error::Restore { operator: NAME, reason: e.to_string() })
+        crate::snapshot::encode(NAME, SNAPSHOT_VERSION, &tenants)
     }
 
     fn restore(&mut self, state: &[u8]) -> Result<()> {
-        type Snap = (u32, Vec<(Arc<str>, Vec<(u64, Entry)>, VecDeque<(u64, EventTime)>)>);
-        let (version, tenants): Snap = serde_json::from_slice(state)
-            .map_err(|e| Error::Restore { operator: NAME, reason: e.to_string() })?;
-        if version != SNAPSHOT_VERSION {
-            return Err(Error::Restore {
-                operator: NAME,
-                reason: format!("snapshot version {version}, this build reads {SNAPSHOT_VERSION}"),
-            });
-        }
+        type Snap = Vec<(Arc<str>, Vec<(u64, Entry)>, VecDeque<(u64, EventTime)>)>;
+        let tenants: Snap = crate::snapshot::decode(NAME, SNAPSHOT_VERSION, state)?;
         self.tenants = tenants
             .into_iter()
             .map(|(k, entries, order)| (k, TenantState { entries: entries.into_iter().collect(), order }))
             .collect();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::{A, batch};
+
+    fn alert<'a>(id: &'a str, t: i64, level: u8, ip: &'a str, log: &'a str) -> A<'a> {
+        A { tenant: "acme", id, t, rule: 5710, level, host: "web-1", src_ip: Some(ip), log, ..A::default() }
+    }
+
+    fn dups(d: &mut Dedup, alerts: &[A<'_>]) -> Vec<bool> {
+        let mut out = Vec::new();
+        d.process(batch(alerts), &mut Context::default(), &mut out).unwrap();
+        let Some(Output::Batch(b)) = out.pop() else { panic!("dedup emits its batch") };
+        b.dedup.unwrap().duplicate
+    }
+
+    #[test]
+    fn template_masks_numbers_ips_and_pids() {
+        let mut a = String::new();
+        let mut b = String::new();
+        mask_template("May 11 12:29:18 host sshd[17584]: Invalid user paco from 172.17.1.1 port 56404", &mut a);
+        mask_template("May 11 13:01:02 host sshd[99]: Invalid user paco from 10.0.0.7 port 22", &mut b);
+        assert_eq!(a, b);
+        assert_eq!(a, "May # #:#:# host sshd[#]: Invalid user paco from #.#.#.# port #");
+        mask_template("héllo wörld 42", &mut a);
+        assert_eq!(a, "héllo wörld #");
+    }
+
+    #[test]
+    fn repeats_fold_within_the_window_only() {
+        let mut d = Dedup::new(DedupConfig::default()).unwrap();
+        let log = "sshd[1]: Invalid user x from 1.2.3.4 port 5";
+        let r = dups(
+            &mut d,
+            &[
+                alert("1", 1000, 5, "1.2.3.4", log),
+                alert("2", 1010, 5, "1.2.3.4", "sshd[2]: Invalid user x from 1.2.3.4 port 6"),
+                alert("3", 1000 + 299, 5, "1.2.3.4", log),
+                alert("4", 1000 + 300, 5, "1.2.3.4", log), // window is 5 min from the first: new first
+                alert("5", 1000 + 301, 5, "1.2.3.4", log),
+            ],
+        );
+        assert_eq!(r, [false, true, true, false, true]);
+    }
+
+    #[test]
+    fn higher_level_or_other_source_is_never_a_duplicate() {
+        let mut d = Dedup::new(DedupConfig::default()).unwrap();
+        let log = "GET /index.php 400";
+        let r = dups(
+            &mut d,
+            &[alert("1", 1000, 5, "1.1.1.1", log), alert("2", 1001, 5, "2.2.2.2", log), alert("3", 1002, 12, "1.1.1.1", log)],
+        );
+        assert_eq!(r, [false, false, false]);
+    }
+
+    #[test]
+    fn tenants_never_share_fingerprints() {
+        let mut d = Dedup::new(DedupConfig::default()).unwrap();
+        let a = alert("1", 1000, 5, "1.1.1.1", "x");
+        let b = A { tenant: "globex", ..alert("2", 1000, 5, "1.1.1.1", "x") };
+        assert_eq!(dups(&mut d, &[a, b]), [false, false]);
+    }
+
+    #[test]
+    fn state_is_bounded_and_evictions_counted() {
+        let cfg = DedupConfig { max_entries_per_tenant: NonZeroUsize::new(2).unwrap(), ..DedupConfig::default() };
+        let mut d = Dedup::new(cfg).unwrap();
+        let mut ctx = Context::default();
+        let logs = ["a", "b", "c", "d"];
+        let alerts: Vec<A<'_>> = logs.iter().enumerate().map(|(i, l)| alert("x", 1000 + i as i64, 5, "1.1.1.1", l)).collect();
+        d.process(batch(&alerts), &mut ctx, &mut Vec::new()).unwrap();
+        assert_eq!(d.state_size("acme"), 2);
+        assert_eq!(ctx.counters.total("dedup", "evicted"), 2);
+    }
+
+    #[test]
+    fn watermark_expires_state_and_snapshot_round_trips() {
+        let mut d = Dedup::new(DedupConfig::default()).unwrap();
+        let mut ctx = Context::default();
+        d.process(batch(&[alert("1", 1000, 5, "1.1.1.1", "a"), alert("2", 1200, 5, "1.1.1.1", "b")]), &mut ctx, &mut Vec::new())
+            .unwrap();
+        let snap = d.snapshot().unwrap();
+        d.on_watermark(1_300_000, &mut ctx, &mut Vec::new()).unwrap();
+        assert_eq!(d.state_size("acme"), 1, "entry first seen at 1000 s expires at 1300 s");
+        let mut restored = Dedup::new(DedupConfig::default()).unwrap();
+        restored.restore(&snap).unwrap();
+        assert_eq!(restored.state_size("acme"), 2);
+        assert_eq!(dups(&mut restored, &[alert("3", 1001, 5, "1.1.1.1", "a")]), [true]);
+        assert!(restored.restore(b"{not a snapshot").is_err());
     }
 }

@@ -20,7 +20,11 @@ pub mod hash;
 pub mod mitre;
 pub mod operator;
 pub mod schema;
+pub mod snapshot;
 pub mod score;
 pub mod time;
+
+#[cfg(test)]
+pub(crate) mod testkit;
 
 pub use error::{Error, Result};

@@ -1,0 +1,261 @@
+//! The one TOML config file: every section, every key, its default.
+//!
+//! Unknown keys are rejected with their name (serde `deny_unknown_fields`),
+//! and [`Config::validate`] reports every problem at once, each naming its
+//! key. Secrets never live here: they come from the environment.
+//! `deploy/sluice.example.toml` documents every key with its default.
+
+use std::num::NonZeroUsize;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use sluice_operators::correlate::CorrelateConfig;
+use sluice_operators::decode::{DecodeConfig, TenantConfig};
+use sluice_operators::dedup::DedupConfig;
+use sluice_operators::handoff::HandoffConfig;
+use sluice_operators::score::ScoreConfig;
+use sluice_operators::time::Duration;
+
+/// The whole configuration.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub input: InputConfig,
+    pub generator: GeneratorSettings,
+    pub tenant: TenantConfig,
+    pub decode: DecodeConfig,
+    pub time: TimeConfig,
+    pub dedup: DedupConfig,
+    pub correlate: CorrelateConfig,
+    pub score: ScoreConfig,
+    pub handoff: HandoffConfig,
+    pub runtime: RuntimeConfig,
+    pub output: OutputConfig,
+}
+
+/// `[input]`: where alerts come from.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct InputConfig {
+    /// A Wazuh alerts file (`/var/ossec/logs/alerts/alerts.json`), `-` for
+    /// stdin, or unset for the embedded generator.
+    pub path: Option<String>,
+    /// Tail the file like `tail -F` (survives rotation and truncation).
+    pub follow: bool,
+}
+
+/// `[generator]`: the embedded synthetic stream used when no input is set.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GeneratorSettings {
+    pub tenants: usize,
+    pub alerts: u64,
+    pub seed: u64,
+    /// Average alerts per second of event time, all tenants together.
+    pub rate: f64,
+}
+
+impl Default for GeneratorSettings {
+    fn default() -> Self {
+        Self { tenants: 5, alerts: 500_000, seed: 42, rate: 100.0 }
+    }
+}
+
+/// `[time]`: event time and watermarks.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimeConfig {
+    /// How far behind the newest event time a record may arrive and still be
+    /// on time. Later records are counted and written to the late output
+    /// (and still correlated while their cluster is alive).
+    pub allowed_lateness: Duration,
+    /// Watermarks advance in steps of this much event time. Coarser steps
+    /// mean fewer, larger batches; results do not depend on it.
+    pub watermark_interval: Duration,
+}
+
+impl Default for TimeConfig {
+    fn default() -> Self {
+        Self { allowed_lateness: Duration::from_secs(30), watermark_interval: Duration::from_secs(10) }
+    }
+}
+
+/// `[runtime]`: threads, batches, channels.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// Worker shards; each tenant lives on exactly one. 0 = one per core.
+    pub shards: usize,
+    /// Decoding threads. 0 = one per core.
+    pub decode_threads: usize,
+    /// Most alerts per Arrow batch.
+    pub batch_size: NonZeroUsize,
+    /// Capacity of every channel between stages, in batches (backpressure).
+    pub channel_capacity: NonZeroUsize,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            shards: 0,
+            decode_threads: 0,
+            batch_size: NonZeroUsize::new(4096).expect("non-zero"),
+            channel_capacity: NonZeroUsize::new(8).expect("non-zero"),
+        }
+    }
+}
+
+impl RuntimeConfig {
+    pub fn effective_shards(&self) -> usize {
+        if self.shards == 0 { cores() } else { self.shards }
+    }
+    pub fn effective_decode_threads(&self) -> usize {
+        if self.decode_threads == 0 { cores() } else { self.decode_threads }
+    }
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, NonZeroUsize::get)
+}
+
+/// How escalated clusters are printed on stdout.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    /// A few lines per cluster, for a person.
+    #[default]
+    Human,
+    /// One JSON case file per line.
+    Json,
+    /// Nothing per cluster (only the summary).
+    Quiet,
+}
+
+/// `[output]`: where results go.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputConfig {
+    /// Escalations and updates on stdout.
+    pub format: Format,
+    /// Case files (escalations, updates, final state of escalated clusters)
+    /// as NDJSON.
+    pub cases: Option<String>,
+    /// Dead-lettered records with their reason and offset, as NDJSON. Created
+    /// on the first dead letter.
+    pub dead_letters: String,
+    /// Late records (beyond `time.allowed_lateness`), as NDJSON. Unset: only counted.
+    pub late: Option<String>,
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        Self { format: Format::Human, cases: None, dead_letters: "sluice-dead-letters.ndjson".into(), late: None }
+    }
+}
+
+/// A config that could not be loaded, with everything wrong in it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("config {path} has {} problem(s):\n  - {}", .errors.len(), .errors.join("\n  - "))]
+    Invalid { path: String, errors: Vec<String> },
+}
+
+impl Config {
+    /// Reads, parses and validates a TOML config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates TOML text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let config: Config =
+            toml::from_str(text).map_err(|e| ConfigError::Parse { path: origin.to_string(), message: e.to_string() })?;
+        let errors = config.validate();
+        if errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid { path: origin.to_string(), errors })
+        }
+    }
+
+    /// Every problem, each naming its key.
+    pub fn validate(&self) -> Vec<String> {
+        let mut errors = Vec::new();
+        errors.extend(self.decode.validate());
+        errors.extend(self.dedup.validate());
+        errors.extend(self.correlate.validate());
+        errors.extend(self.score.validate());
+        errors.extend(self.handoff.validate());
+        if self.tenant.static_tenant.as_deref().is_some_and(|t| t.trim().is_empty()) {
+            errors.push("tenant.static is set but empty".into());
+        }
+        if self.tenant.static_tenant.is_none() && self.tenant.field.trim().is_empty() {
+            errors.push("tenant.field is empty and tenant.static is not set: no record could get a tenant".into());
+        }
+        if self.time.allowed_lateness.millis() < 0 {
+            errors.push("time.allowed_lateness must not be negative".into());
+        }
+        if self.time.watermark_interval.millis() <= 0 {
+            errors.push("time.watermark_interval must be positive".into());
+        }
+        if self.input.follow && self.input.path.is_none() {
+            errors.push("input.follow needs input.path".into());
+        }
+        if self.generator.tenants == 0 {
+            errors.push("generator.tenants must be >= 1".into());
+        }
+        if !(self.generator.rate.is_finite() && self.generator.rate > 0.0) {
+            errors.push(format!("generator.rate = {} must be > 0", self.generator.rate));
+        }
+        if self.output.dead_letters.trim().is_empty() {
+            errors.push("output.dead_letters must name a file: dead letters are never discarded".into());
+        }
+        errors
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_parses_to_the_defaults() {
+        let text = include_str!("../../deploy/sluice.example.toml");
+        let parsed = Config::parse(text, "sluice.example.toml").unwrap();
+        assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_by_name() {
+        let err = Config::parse("[dedup]\nwindw = \"5m\"\n", "c.toml").unwrap_err().to_string();
+        assert!(err.contains("windw"), "{err}");
+        let err = Config::parse("[nonsense]\n", "c.toml").unwrap_err().to_string();
+        assert!(err.contains("nonsense"), "{err}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_key() {
+        let text = "[handoff]\nreview_threshold = 90.0\n[time]\nwatermark_interval = \"0s\"\n[generator]\ntenants = 0\n";
+        let Err(ConfigError::Invalid { errors, .. }) = Config::parse(text, "c.toml") else { panic!("expected invalid") };
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert!(errors.iter().any(|e| e.contains("handoff.review_threshold")));
+        assert!(errors.iter().any(|e| e.contains("time.watermark_interval")));
+        assert!(errors.iter().any(|e| e.contains("generator.tenants")));
+    }
+
+    #[test]
+    fn bad_duration_names_its_key() {
+        let err = Config::parse("[dedup]\nwindow = \"five minutes\"\n", "c.toml").unwrap_err().to_string();
+        assert!(err.contains("window") && err.contains("five minutes"), "{err}");
+    }
+}

@@ -1,0 +1,262 @@
+//! Triage quality as numbers: reduction, recall, precision, fragmentation.
+//!
+//! Input: the labels written by the generator (alert id → campaign and step)
+//! and the final state of every escalated cluster, with its member alert ids.
+//!
+//! * **reduction** = alerts in / escalations handed off,
+//! * **campaign recall** = campaigns with an alert in an escalated cluster,
+//! * **step recall** = campaign steps with an alert in an escalated cluster,
+//! * **precision** = escalated clusters holding at least one campaign alert,
+//! * **fragmentation** = escalated clusters per recalled campaign (1 is ideal).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt::Write as _;
+
+use serde::Serialize;
+use sluice_connectors::generator::Label;
+use sluice_connectors::source::{Source, StopFlag};
+use sluice_operators::cluster::{ClusterReport, Decision};
+use sluice_operators::operator::ReportKind;
+
+use crate::config::Config;
+use crate::runtime::{Event, RunError, RunOptions, Summary, run};
+
+/// Runs the pipeline with membership tracking and scores the result.
+/// `labels` is called after the run (a generator source fills them as it goes).
+pub fn evaluate_run(
+    config: &Config,
+    source: Box<dyn Source>,
+    labels: impl FnOnce() -> Vec<Label>,
+) -> Result<(EvalReport, Summary), RunError> {
+    let stop = StopFlag::new();
+    let options = RunOptions { track_members: true, progress: Some(std::time::Duration::from_secs(10)), ..RunOptions::default() };
+    let mut finals = Vec::new();
+    let mut escalations: BTreeMap<String, u64> = BTreeMap::new();
+    let summary = run(config, source, &options, &stop, |e| {
+        match e {
+            Event::Report(ReportKind::Close, r) => finals.push(*r),
+            Event::Report(ReportKind::Escalate, r) => *escalations.entry(r.tenant.clone()).or_default() += 1,
+            _ => {}
+        }
+        Ok(())
+    })?;
+    let alerts: BTreeMap<String, u64> = summary
+        .tenants
+        .iter()
+        .map(|(t, m)| (t.clone(), m.get("dedup.records_in").copied().unwrap_or(0)))
+        .collect();
+    let labels = labels();
+    Ok((evaluate(&labels, &finals, &alerts, &escalations), summary))
+}
+
+/// Quality figures for one tenant or overall.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Quality {
+    pub alerts: u64,
+    pub escalations: u64,
+    pub escalated_clusters: u64,
+    pub campaigns: u64,
+    pub campaigns_recalled: u64,
+    pub steps: u64,
+    pub steps_recalled: u64,
+    pub true_positive_clusters: u64,
+    pub reduction: f64,
+    pub campaign_recall: f64,
+    pub step_recall: f64,
+    pub precision: f64,
+    pub fragmentation: f64,
+    /// Campaign ids that no escalated cluster reached.
+    pub missed: Vec<String>,
+}
+
+/// The whole evaluation.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct EvalReport {
+    pub overall: Quality,
+    pub tenants: BTreeMap<String, Quality>,
+}
+
+#[derive(Default)]
+struct Acc {
+    alerts: u64,
+    escalations: u64,
+    clusters: u64,
+    tp_clusters: u64,
+    campaigns: BTreeSet<String>,
+    steps: BTreeSet<(String, u8)>,
+    recalled: BTreeSet<String>,
+    steps_recalled: BTreeSet<(String, u8)>,
+    /// Campaign → escalated clusters holding its alerts.
+    clusters_per_campaign: BTreeMap<String, BTreeSet<String>>,
+}
+
+fn ratio(a: f64, b: f64) -> f64 {
+    if b == 0.0 { 0.0 } else { a / b }
+}
+
+impl Acc {
+    fn quality(&self) -> Quality {
+        let frag: Vec<usize> = self.clusters_per_campaign.values().map(BTreeSet::len).collect();
+        Quality {
+            alerts: self.alerts,
+            escalations: self.escalations,
+            escalated_clusters: self.clusters,
+            campaigns: self.campaigns.len() as u64,
+            campaigns_recalled: self.recalled.len() as u64,
+            steps: self.steps.len() as u64,
+            steps_recalled: self.steps_recalled.len() as u64,
+            true_positive_clusters: self.tp_clusters,
+            reduction: if self.escalations == 0 { self.alerts as f64 } else { ratio(self.alerts as f64, self.escalations as f64) },
+            campaign_recall: ratio(self.recalled.len() as f64, self.campaigns.len() as f64),
+            step_recall: ratio(self.steps_recalled.len() as f64, self.steps.len() as f64),
+            precision: ratio(self.tp_clusters as f64, self.clusters as f64),
+            fragmentation: ratio(frag.iter().sum::<usize>() as f64, frag.len() as f64),
+            missed: self.campaigns.difference(&self.recalled).cloned().collect(),
+        }
+    }
+
+    fn merge(&mut self, o: &Acc) {
+        self.alerts += o.alerts;
+        self.escalations += o.escalations;
+        self.clusters += o.clusters;
+        self.tp_clusters += o.tp_clusters;
+        self.campaigns.extend(o.campaigns.iter().cloned());
+        self.steps.extend(o.steps.iter().cloned());
+        self.recalled.extend(o.recalled.iter().cloned());
+        self.steps_recalled.extend(o.steps_recalled.iter().cloned());
+        for (k, v) in &o.clusters_per_campaign {
+            self.clusters_per_campaign.entry(k.clone()).or_default().extend(v.iter().cloned());
+        }
+    }
+}
+
+/// Scores the final escalated clusters against the labels.
+///
+/// `alerts_per_tenant` counts every alert read; `escalations_per_tenant`
+/// counts escalations handed off. `finals` are the final reports of
+/// escalated clusters, with members.
+pub fn evaluate(
+    labels: &[Label],
+    finals: &[ClusterReport],
+    alerts_per_tenant: &BTreeMap<String, u64>,
+    escalations_per_tenant: &BTreeMap<String, u64>,
+) -> EvalReport {
+    let by_alert: HashMap<&str, &Label> = labels.iter().map(|l| (l.alert_id.as_str(), l)).collect();
+    let mut acc: BTreeMap<String, Acc> = BTreeMap::new();
+    for (tenant, n) in alerts_per_tenant {
+        acc.entry(tenant.clone()).or_default().alerts = *n;
+    }
+    for (tenant, n) in escalations_per_tenant {
+        acc.entry(tenant.clone()).or_default().escalations = *n;
+    }
+    for l in labels {
+        let a = acc.entry(l.tenant.clone()).or_default();
+        a.campaigns.insert(l.campaign.clone());
+        a.steps.insert((l.campaign.clone(), l.step));
+    }
+    for r in finals.iter().filter(|r| r.decision == Decision::Escalate) {
+        let a = acc.entry(r.tenant.clone()).or_default();
+        a.clusters += 1;
+        let mut tp = false;
+        for m in r.members.iter().flatten() {
+            if let Some(l) = by_alert.get(m.as_str()) {
+                tp = true;
+                a.recalled.insert(l.campaign.clone());
+                a.steps_recalled.insert((l.campaign.clone(), l.step));
+                a.clusters_per_campaign.entry(l.campaign.clone()).or_default().insert(r.cluster_id.clone());
+            }
+        }
+        a.tp_clusters += u64::from(tp);
+    }
+    let mut overall = Acc::default();
+    for a in acc.values() {
+        overall.merge(a);
+    }
+    EvalReport { overall: overall.quality(), tenants: acc.iter().map(|(t, a)| (t.clone(), a.quality())).collect() }
+}
+
+/// A table for a person.
+pub fn human(report: &EvalReport) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{:<12} {:>10} {:>6} {:>10} {:>9} {:>9} {:>9} {:>9}",
+        "tenant", "alerts", "esc", "reduction", "recall", "steps", "precision", "frag"
+    );
+    let row = |s: &mut String, name: &str, q: &Quality| {
+        let _ = writeln!(
+            s,
+            "{:<12} {:>10} {:>6} {:>9.0}× {:>9.3} {:>9.3} {:>9.3} {:>9.2}",
+            name, q.alerts, q.escalations, q.reduction, q.campaign_recall, q.step_recall, q.precision, q.fragmentation
+        );
+    };
+    for (t, q) in &report.tenants {
+        row(&mut s, t, q);
+    }
+    row(&mut s, "OVERALL", &report.overall);
+    if !report.overall.missed.is_empty() {
+        let _ = writeln!(s, "missed campaigns: {}", report.overall.missed.join(", "));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_connectors::generator::CampaignKind;
+
+    fn label(id: &str, campaign: &str, step: u8) -> Label {
+        Label {
+            alert_id: id.into(),
+            tenant: "acme".into(),
+            campaign: campaign.into(),
+            kind: CampaignKind::SshBruteforce,
+            step,
+            step_name: format!("step {step}"),
+        }
+    }
+
+    fn cluster(id: &str, members: &[&str]) -> ClusterReport {
+        ClusterReport {
+            cluster_id: id.into(),
+            version: 1,
+            idempotency_key: format!("{id}:1"),
+            tenant: "acme".into(),
+            score: 99.0,
+            decision: Decision::Escalate,
+            reason: String::new(),
+            breakdown: vec![],
+            first_seen: String::new(),
+            last_seen: String::new(),
+            entities: BTreeMap::new(),
+            entities_truncated: BTreeMap::new(),
+            tactics: vec![],
+            max_level: 10,
+            alerts: members.len() as u64,
+            duplicates: 0,
+            rules: vec![],
+            representatives: vec![],
+            merged: vec![],
+            trigger: None,
+            members: Some(members.iter().map(|s| s.to_string()).collect()),
+            first_seen_ms: 0,
+            last_seen_ms: 0,
+        }
+    }
+
+    #[test]
+    fn metrics_follow_their_definitions() {
+        let labels = vec![label("a1", "c1", 1), label("a2", "c1", 2), label("b1", "c2", 1), label("b2", "c2", 2)];
+        // c1 split over two clusters (step 1 and 2), c2 missed, one noise cluster.
+        let finals = vec![cluster("x", &["a1", "n1"]), cluster("y", &["a2"]), cluster("z", &["n2", "n3"])];
+        let alerts = BTreeMap::from([("acme".to_string(), 1000)]);
+        let esc = BTreeMap::from([("acme".to_string(), 4)]);
+        let q = evaluate(&labels, &finals, &alerts, &esc).overall;
+        assert_eq!(q.reduction, 250.0);
+        assert_eq!(q.campaign_recall, 0.5);
+        assert_eq!(q.step_recall, 0.5);
+        assert!((q.precision - 2.0 / 3.0).abs() < 1e-9);
+        assert_eq!(q.fragmentation, 2.0);
+        assert_eq!(q.missed, ["c2"]);
+    }
+}

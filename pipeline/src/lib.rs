@@ -1,0 +1,11 @@
+//! Sluice's runtime: config, the sharded topology, watermarks, evaluation and
+//! output formatting. The `sluice` binary (`main.rs`) is a thin CLI over it.
+
+pub mod config;
+pub mod eval;
+pub mod output;
+pub mod runtime;
+pub mod watermark;
+
+pub use config::Config;
+pub use runtime::{Event, RunOptions, Summary, run};

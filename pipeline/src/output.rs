@@ -1,0 +1,167 @@
+//! What a person or a tool sees: escalations on stdout, the run summary, and
+//! the NDJSON files (case files, dead letters, late records).
+
+use std::fmt::Write as _;
+use std::io::Write;
+use std::path::Path;
+
+use sluice_connectors::ndjson::NdjsonWriter;
+use sluice_operators::cluster::ClusterReport;
+use sluice_operators::operator::ReportKind;
+
+use crate::config::{Format, OutputConfig};
+use crate::runtime::{Event, Summary};
+
+/// A case file line: the report plus what kind of hand-off it is.
+#[derive(serde::Serialize)]
+struct CaseLine<'a> {
+    kind: ReportKind,
+    #[serde(flatten)]
+    report: &'a ClusterReport,
+}
+
+/// One NDJSON case file line for a report.
+pub fn case_json(kind: ReportKind, report: &ClusterReport) -> String {
+    serde_json::to_string(&CaseLine { kind, report }).expect("a cluster report always serializes")
+}
+
+/// A few lines describing a report, for a person.
+pub fn human(kind: ReportKind, r: &ClusterReport) -> String {
+    let mut s = String::new();
+    let head = match kind {
+        ReportKind::Escalate => "ESCALATE",
+        ReportKind::Update => "UPDATE  ",
+        ReportKind::Close => "FINAL   ",
+    };
+    let _ = writeln!(
+        s,
+        "{head} [{}] cluster {} v{}  score {:.1}  {} alerts ({} duplicates), max level {}",
+        r.tenant, r.cluster_id, r.version, r.score, r.alerts, r.duplicates, r.max_level
+    );
+    let _ = writeln!(s, "         window   {} .. {}", r.first_seen, r.last_seen);
+    if !r.tactics.is_empty() {
+        let _ = writeln!(s, "         tactics  {}", r.tactics.join(" → "));
+    }
+    let entities: Vec<String> = r
+        .entities
+        .iter()
+        .map(|(k, v)| {
+            let more = r.entities_truncated.get(k).map_or(String::new(), |n| format!(" +{n}"));
+            let shown: Vec<&str> = v.iter().take(5).map(String::as_str).collect();
+            let extra = v.len().saturating_sub(5);
+            format!("{k}: {}{}{more}", shown.join(", "), if extra > 0 { format!(" +{extra}") } else { String::new() })
+        })
+        .collect();
+    let _ = writeln!(s, "         entities {}", entities.join(" | "));
+    let mut rules: Vec<_> = r.rules.iter().collect();
+    rules.sort_by(|a, b| b.level.cmp(&a.level).then(b.count.cmp(&a.count)));
+    let top: Vec<String> = rules.iter().take(4).map(|r| format!("{}×{} (L{})", r.rule_id, r.count, r.level)).collect();
+    let _ = writeln!(s, "         rules    {}{}", top.join(", "), if rules.len() > 4 { format!(" +{} more", rules.len() - 4) } else { String::new() });
+    let why: Vec<String> = r.breakdown.iter().map(|l| format!("{} +{}", l.factor, l.points)).collect();
+    let _ = writeln!(s, "         why      {} — {}", why.join(", "), r.reason);
+    s
+}
+
+/// The end-of-run summary, for a person.
+pub fn human_summary(s: &Summary) -> String {
+    let mut out = String::new();
+    let l = &s.triage_latency_us;
+    let _ = writeln!(out, "── summary ───────────────────────────────────────────");
+    let _ = writeln!(out, "alerts read        {:>12}", s.alerts_read);
+    let _ = writeln!(out, "dead-lettered      {:>12}", s.dead_lettered);
+    let _ = writeln!(out, "late               {:>12}", s.late);
+    let _ = writeln!(out, "deduplicated       {:>12}", s.deduplicated);
+    let _ = writeln!(out, "clustered          {:>12}   (unclustered low-level: {})", s.clustered, s.unclustered);
+    let _ = writeln!(out, "clusters           {:>12}   (review {}, suppress {})", s.clusters, s.closed_review, s.closed_suppress);
+    let _ = writeln!(out, "escalated          {:>12}   (+{} updates)", s.escalated, s.updates);
+    let _ = writeln!(out, "reduction          {:>12.1}×  alerts read per escalated cluster", s.reduction);
+    let _ = writeln!(
+        out,
+        "triage latency     p50 {:.2} ms, p99 {:.2} ms ({} escalations/updates)",
+        l.p50 as f64 / 1000.0,
+        l.p99 as f64 / 1000.0,
+        l.count
+    );
+    let _ = writeln!(out, "throughput         {:>12.0} alerts/s over {:.2} s", s.alerts_per_sec, s.elapsed_secs);
+    out
+}
+
+/// Writes events where the config says: stdout, case file, dead letters, late.
+pub struct EventWriter<W: Write> {
+    format: Format,
+    stdout: W,
+    cases: Option<NdjsonWriter>,
+    dead_letters_path: String,
+    dead_letters: Option<NdjsonWriter>,
+    late: Option<NdjsonWriter>,
+    /// Print `close` reports too (final state of escalated clusters).
+    pub show_final: bool,
+}
+
+impl<W: Write> std::fmt::Debug for EventWriter<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventWriter").field("format", &self.format).finish_non_exhaustive()
+    }
+}
+
+impl<W: Write> EventWriter<W> {
+    pub fn new(config: &OutputConfig, stdout: W) -> std::io::Result<Self> {
+        Ok(Self {
+            format: config.format,
+            stdout,
+            cases: config.cases.as_deref().map(|p| NdjsonWriter::create(Path::new(p))).transpose()?,
+            dead_letters_path: config.dead_letters.clone(),
+            dead_letters: None,
+            late: config.late.as_deref().map(|p| NdjsonWriter::create(Path::new(p))).transpose()?,
+            show_final: false,
+        })
+    }
+
+    /// Handles one event; returning is the acknowledgement (data flushed).
+    pub fn write(&mut self, event: Event) -> std::io::Result<()> {
+        match event {
+            Event::Report(kind, report) => {
+                if let Some(cases) = &mut self.cases {
+                    cases.write_line(&case_json(kind, &report))?;
+                    cases.flush()?;
+                }
+                if kind != ReportKind::Close || self.show_final {
+                    match self.format {
+                        Format::Human => self.stdout.write_all(human(kind, &report).as_bytes())?,
+                        Format::Json => writeln!(self.stdout, "{}", case_json(kind, &report))?,
+                        Format::Quiet => {}
+                    }
+                    self.stdout.flush()?;
+                }
+            }
+            Event::DeadLetter(dl) => {
+                tracing::warn!(source = %dl.source, offset = dl.offset, reason = %dl.reason, "dead letter");
+                if self.dead_letters.is_none() {
+                    self.dead_letters = Some(NdjsonWriter::create(Path::new(&self.dead_letters_path))?);
+                }
+                let w = self.dead_letters.as_mut().expect("opened above");
+                w.write_line(&dl.to_json())?;
+                w.flush()?;
+            }
+            Event::Late(late) => {
+                if let Some(w) = &mut self.late {
+                    w.write_line(&serde_json::to_string(&late).expect("serializable"))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Flushes all files.
+    pub fn finish(&mut self) -> std::io::Result<()> {
+        for w in [&mut self.cases, &mut self.dead_letters, &mut self.late].into_iter().flatten() {
+            w.flush()?;
+        }
+        self.stdout.flush()
+    }
+
+    /// Where dead letters went, if any were written.
+    pub fn dead_letter_file(&self) -> Option<&str> {
+        self.dead_letters.as_ref().map(NdjsonWriter::path)
+    }
+}

@@ -1,0 +1,517 @@
+//! The runtime: threads, bounded channels, sharding and watermarks.
+//!
+//! ```text
+//!  source ─► decoders (N) ─► router ─► shards (S) ─► events ─► caller
+//!  thread     threads         thread    threads      channel   (main thread)
+//! ```
+//!
+//! * The **source** thread reads chunks and numbers them.
+//! * **Decoders** turn chunks into Arrow batches in parallel; dead letters
+//!   go straight on.
+//! * The **router** puts batches back in input order, tracks the watermark,
+//!   marks late records, splits each batch by tenant shard (a tenant lives on
+//!   exactly one shard) and cuts batches where the watermark steps.
+//! * Each **shard** owns a chain of operators (dedup → correlate) and the
+//!   state of its tenants: no locks on the hot path.
+//! * The caller receives [`Event`]s on its own thread and acknowledges each
+//!   by returning; triage latency is measured at that point.
+//!
+//! Every channel is bounded, so a slow consumer slows the source.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use arrow::array::{RecordBatch, UInt32Array};
+use arrow::compute::take_record_batch;
+use crossbeam_channel::{Receiver, Sender, bounded};
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use sluice_connectors::source::{Source, StopFlag, now_us};
+use sluice_operators::cluster::ClusterReport;
+use sluice_operators::correlate::{Correlate, CorrelateConfig};
+use sluice_operators::dead_letter::DeadLetter;
+use sluice_operators::decode::{DecodeStats, Decoder, RawChunk};
+use sluice_operators::dedup::Dedup;
+use sluice_operators::hash::stable_hash;
+use sluice_operators::operator::{AlertBatch, Chain, Context, Counters, Operator, Output, ReportKind};
+use sluice_operators::schema::AlertColumns;
+use sluice_operators::time::{EventTime, Rfc3339};
+
+use crate::config::Config;
+use crate::watermark::WatermarkTracker;
+
+/// A record that arrived after the watermark had passed its event time.
+#[derive(Debug, Clone, Serialize)]
+pub struct LateRecord {
+    pub tenant: String,
+    pub alert_id: String,
+    pub event_time: String,
+    pub watermark: String,
+    /// The original record.
+    pub record: String,
+}
+
+/// What the pipeline hands to its caller.
+#[derive(Debug)]
+pub enum Event {
+    Report(ReportKind, Box<ClusterReport>),
+    DeadLetter(DeadLetter),
+    Late(LateRecord),
+}
+
+/// Counts and timings of one run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Summary {
+    pub alerts_read: u64,
+    pub decoded: u64,
+    pub dead_lettered: u64,
+    pub late: u64,
+    pub deduplicated: u64,
+    pub clustered: u64,
+    pub unclustered: u64,
+    pub clusters: u64,
+    pub escalated: u64,
+    pub updates: u64,
+    pub closed_review: u64,
+    pub closed_suppress: u64,
+    pub hubs_demoted: u64,
+    pub evicted: u64,
+    /// Alerts read per escalated cluster.
+    pub reduction: f64,
+    pub elapsed_secs: f64,
+    pub alerts_per_sec: f64,
+    pub triage_latency_us: LatencySummary,
+    /// Per-tenant counters: tenant → metric → value.
+    pub tenants: BTreeMap<String, BTreeMap<String, u64>>,
+}
+
+/// Triage latency percentiles in µs, from an HdrHistogram.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LatencySummary {
+    pub count: u64,
+    pub p50: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub max: u64,
+}
+
+impl LatencySummary {
+    pub fn from_histogram(h: &Histogram<u64>) -> Self {
+        Self {
+            count: h.len(),
+            p50: h.value_at_quantile(0.50),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+            max: h.max(),
+        }
+    }
+}
+
+/// Why a run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("source: {0}")]
+    Source(#[from] sluice_connectors::source::SourceError),
+    #[error("{0}")]
+    Operator(#[from] sluice_operators::Error),
+    #[error("output: {0}")]
+    Output(#[from] std::io::Error),
+    #[error("internal error: a pipeline thread panicked ({0})")]
+    Panic(&'static str),
+}
+
+enum ShardMsg {
+    Batch(AlertBatch),
+    Watermark(EventTime),
+    End,
+}
+
+struct Decodedchunk {
+    seq: u64,
+    batches: Vec<RecordBatch>,
+    dead_letters: Vec<DeadLetter>,
+}
+
+/// Builds the operator chain of one shard.
+pub fn build_chain(config: &Config, correlate: CorrelateConfig) -> Result<Chain, sluice_operators::Error> {
+    let ops: Vec<Box<dyn Operator>> = vec![
+        Box::new(Dedup::new(config.dedup.clone())?),
+        Box::new(Correlate::new(correlate, config.score.clone(), config.handoff.clone())?),
+    ];
+    Ok(Chain::new(ops))
+}
+
+/// Options that are not part of the config file.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Keep member alert ids in reports (eval).
+    pub track_members: bool,
+    /// Report every closed cluster, not only escalated ones (eval, golden tests).
+    pub report_all_closed: bool,
+    /// Log progress to stderr every this often.
+    pub progress: Option<Duration>,
+}
+
+/// Runs the pipeline over `source` until it ends (or is stopped), calling
+/// `on_event` on this thread for every event. Returning from `on_event` is
+/// the acknowledgement: triage latency is measured then.
+pub fn run(
+    config: &Config,
+    source: Box<dyn Source>,
+    options: &RunOptions,
+    stop: &StopFlag,
+    mut on_event: impl FnMut(Event) -> std::io::Result<()>,
+) -> Result<Summary, RunError> {
+    let started = Instant::now();
+    let cap = config.runtime.channel_capacity.get();
+    let shards = config.runtime.effective_shards();
+    let decoders = config.runtime.effective_decode_threads();
+    let batch_size = config.runtime.batch_size.get();
+    let mut correlate_cfg = config.correlate.clone();
+    correlate_cfg.track_members |= options.track_members;
+    correlate_cfg.report_all_closed |= options.report_all_closed;
+    // Build everything up front so a bad config fails before any thread starts.
+    let mut chains = (0..shards).map(|_| build_chain(config, correlate_cfg.clone())).collect::<Result<Vec<_>, _>>()?;
+    let mut decoder_list =
+        (0..decoders).map(|_| Decoder::new(config.decode.clone(), &config.tenant)).collect::<Result<Vec<_>, _>>()?;
+
+    let (chunk_tx, chunk_rx) = bounded::<(u64, RawChunk)>(cap);
+    let (decoded_tx, decoded_rx) = bounded::<Decodedchunk>(cap * 2);
+    let (event_tx, event_rx) = bounded::<Event>(cap * 1024);
+    let read_counter = Arc::new(AtomicU64::new(0));
+
+    // Source.
+    let mut source = source;
+    let source_stop = stop.clone();
+    let source_handle = thread::Builder::new()
+        .name("sluice-source".into())
+        .spawn(move || -> Result<(), RunError> {
+            let mut seq = 0u64;
+            while let Some(chunk) = source.next_chunk()? {
+                if chunk_tx.send((seq, chunk)).is_err() {
+                    break;
+                }
+                seq += 1;
+                if source_stop.is_stopped() {
+                    // Give the source one last call to hand over what it holds.
+                    if let Some(chunk) = source.next_chunk()? {
+                        let _ = chunk_tx.send((seq, chunk));
+                    }
+                    break;
+                }
+            }
+            Ok(())
+        })
+        .expect("spawn source thread");
+
+    // Decoders.
+    let mut decoder_handles = Vec::new();
+    for (i, mut decoder) in decoder_list.drain(..).enumerate() {
+        let rx = chunk_rx.clone();
+        let tx = decoded_tx.clone();
+        decoder_handles.push(
+            thread::Builder::new()
+                .name(format!("sluice-decode-{i}"))
+                .spawn(move || -> Result<DecodeStats, RunError> {
+                    for (seq, chunk) in rx {
+                        let mut batches = Vec::new();
+                        let mut dead_letters = Vec::new();
+                        for part in split_chunk(chunk, batch_size) {
+                            let out = decoder.decode(&part)?;
+                            batches.extend(out.batch);
+                            dead_letters.extend(out.dead_letters);
+                        }
+                        if tx.send(Decodedchunk { seq, batches, dead_letters }).is_err() {
+                            break;
+                        }
+                    }
+                    Ok(decoder.stats())
+                })
+                .expect("spawn decoder thread"),
+        );
+    }
+    drop(chunk_rx);
+    drop(decoded_tx);
+
+    // Shards.
+    let mut shard_txs = Vec::new();
+    let mut shard_handles = Vec::new();
+    for (i, mut chain) in chains.drain(..).enumerate() {
+        let (tx, rx) = bounded::<ShardMsg>(cap);
+        shard_txs.push(tx);
+        let events = event_tx.clone();
+        shard_handles.push(
+            thread::Builder::new()
+                .name(format!("sluice-shard-{i}"))
+                .spawn(move || run_shard(&mut chain, rx, events))
+                .expect("spawn shard thread"),
+        );
+    }
+
+    // Router.
+    let lateness = config.time.allowed_lateness.millis();
+    let interval = config.time.watermark_interval.millis();
+    let router_events = event_tx.clone();
+    let router_read = read_counter.clone();
+    let router_handle = thread::Builder::new()
+        .name("sluice-router".into())
+        .spawn(move || {
+            let mut router = Router {
+                shards: shard_txs,
+                events: router_events,
+                watermark: WatermarkTracker::new(1, lateness, interval),
+                late: 0,
+                read: router_read,
+            };
+            router.run(decoded_rx)
+        })
+        .expect("spawn router thread");
+    drop(event_tx);
+
+    // The caller's side: events until every producer is done.
+    let mut latency = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds");
+    let mut escalations = 0u64;
+    let mut updates = 0u64;
+    let mut output_error = None;
+    let mut last_progress = Instant::now();
+    loop {
+        let event = match event_rx.recv_timeout(Duration::from_millis(500)) {
+            Ok(e) => e,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                progress(options, &mut last_progress, &read_counter, started, escalations);
+                continue;
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+        };
+        let trigger = match &event {
+            Event::Report(kind @ (ReportKind::Escalate | ReportKind::Update), r) => {
+                if *kind == ReportKind::Escalate {
+                    escalations += 1;
+                } else {
+                    updates += 1;
+                }
+                r.trigger.as_ref().map(|t| t.ingest_time_us)
+            }
+            _ => None,
+        };
+        if output_error.is_none() {
+            if let Err(e) = on_event(event) {
+                // Stop reading; keep draining so every thread can finish.
+                output_error = Some(e);
+                stop.stop();
+            }
+        }
+        if let Some(ingest) = trigger {
+            let _ = latency.record((now_us() - ingest).max(1) as u64);
+        }
+        progress(options, &mut last_progress, &read_counter, started, escalations);
+    }
+
+    let source_result = source_handle.join().map_err(|_| RunError::Panic("source"))?;
+    let mut decode_stats = DecodeStats::default();
+    for h in decoder_handles {
+        let s = h.join().map_err(|_| RunError::Panic("decoder"))??;
+        decode_stats.read += s.read;
+        decode_stats.decoded += s.decoded;
+        decode_stats.dead_lettered += s.dead_lettered;
+    }
+    let late = router_handle.join().map_err(|_| RunError::Panic("router"))?;
+    let mut counters = Counters::default();
+    for h in shard_handles {
+        counters.merge(&h.join().map_err(|_| RunError::Panic("shard"))??);
+    }
+    source_result?;
+    if let Some(e) = output_error {
+        return Err(RunError::Output(e));
+    }
+
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut tenants: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    for ((op, metric, tenant), v) in &counters.0 {
+        tenants.entry(tenant.to_string()).or_default().insert(format!("{op}.{metric}"), *v);
+    }
+    Ok(Summary {
+        alerts_read: decode_stats.read,
+        decoded: decode_stats.decoded,
+        dead_lettered: decode_stats.dead_lettered,
+        late,
+        deduplicated: counters.total("dedup", "duplicates"),
+        clustered: counters.total("correlate", "clustered"),
+        unclustered: counters.total("correlate", "unclustered"),
+        clusters: counters.total("correlate", "clusters_created"),
+        escalated: escalations,
+        updates,
+        closed_review: counters.total("correlate", "closed_review"),
+        closed_suppress: counters.total("correlate", "closed_suppress"),
+        hubs_demoted: counters.total("correlate", "hubs_demoted"),
+        evicted: counters.total("correlate", "clusters_evicted") + counters.total("dedup", "evicted"),
+        reduction: if escalations == 0 { decode_stats.read as f64 } else { decode_stats.read as f64 / escalations as f64 },
+        elapsed_secs: elapsed,
+        alerts_per_sec: decode_stats.read as f64 / elapsed.max(1e-9),
+        triage_latency_us: LatencySummary::from_histogram(&latency),
+        tenants,
+    })
+}
+
+fn progress(options: &RunOptions, last: &mut Instant, read: &AtomicU64, started: Instant, escalated: u64) {
+    let Some(every) = options.progress else { return };
+    if last.elapsed() < every {
+        return;
+    }
+    *last = Instant::now();
+    let n = read.load(Ordering::Relaxed);
+    let secs = started.elapsed().as_secs_f64();
+    tracing::info!(alerts = n, alerts_per_sec = (n as f64 / secs.max(1e-9)) as u64, escalated, "progress");
+}
+
+/// Splits a chunk into chunks of at most `n` records (no copy when it fits).
+fn split_chunk(chunk: RawChunk, n: usize) -> Vec<RawChunk> {
+    if chunk.lines.len() <= n {
+        return vec![chunk];
+    }
+    chunk
+        .lines
+        .chunks(n)
+        .map(|lines| {
+            let (start, end) = (lines[0].0, lines[lines.len() - 1].1);
+            RawChunk {
+                source: chunk.source.clone(),
+                data: chunk.data[start..end].to_vec(),
+                lines: lines.iter().map(|&(s, e)| (s - start, e - start)).collect(),
+                base_offset: chunk.base_offset + start as u64,
+                ingest_us: chunk.ingest_us,
+            }
+        })
+        .collect()
+}
+
+fn run_shard(chain: &mut Chain, rx: Receiver<ShardMsg>, events: Sender<Event>) -> Result<Counters, RunError> {
+    let mut ctx = Context::default();
+    let mut out: Vec<Output> = Vec::new();
+    let forward = |out: &mut Vec<Output>| -> bool {
+        for o in out.drain(..) {
+            if let Output::Cluster(kind, report) = o {
+                if events.send(Event::Report(kind, report)).is_err() {
+                    return false;
+                }
+            }
+        }
+        true
+    };
+    for msg in rx {
+        match msg {
+            ShardMsg::Batch(b) => chain.process(b, &mut ctx, &mut out)?,
+            ShardMsg::Watermark(wm) => chain.on_watermark(wm, &mut ctx, &mut out)?,
+            ShardMsg::End => {
+                chain.on_end(&mut ctx, &mut out)?;
+                forward(&mut out);
+                break;
+            }
+        }
+        if !forward(&mut out) {
+            break;
+        }
+    }
+    Ok(ctx.counters)
+}
+
+struct Router {
+    shards: Vec<Sender<ShardMsg>>,
+    events: Sender<Event>,
+    watermark: WatermarkTracker,
+    late: u64,
+    read: Arc<AtomicU64>,
+}
+
+impl Router {
+    /// Returns the number of late records.
+    fn run(&mut self, rx: Receiver<Decodedchunk>) -> u64 {
+        let mut pending: BTreeMap<u64, Decodedchunk> = BTreeMap::new();
+        let mut next = 0u64;
+        'outer: for chunk in rx {
+            pending.insert(chunk.seq, chunk);
+            while let Some(chunk) = pending.remove(&next) {
+                next += 1;
+                for dl in chunk.dead_letters {
+                    self.read.fetch_add(1, Ordering::Relaxed);
+                    if self.events.send(Event::DeadLetter(dl)).is_err() {
+                        break 'outer;
+                    }
+                }
+                for batch in chunk.batches {
+                    self.read.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+                    if self.route(batch).is_err() {
+                        break 'outer;
+                    }
+                }
+            }
+        }
+        for tx in &self.shards {
+            let _ = tx.send(ShardMsg::End);
+        }
+        self.late
+    }
+
+    fn shard_of(&self, tenant: &str) -> usize {
+        (stable_hash(tenant.as_bytes()) % self.shards.len() as u64) as usize
+    }
+
+    /// Splits one batch by shard, cutting wherever the watermark steps.
+    fn route(&mut self, batch: RecordBatch) -> Result<(), ()> {
+        let cols = AlertColumns::new(&batch).map_err(|_| ())?;
+        let mut shard_of_key: BTreeMap<i32, usize> = BTreeMap::new();
+        let mut rows: Vec<Vec<u32>> = vec![Vec::new(); self.shards.len()];
+        for row in 0..batch.num_rows() {
+            let t = cols.event_time.value(row);
+            if self.watermark.is_late(t) {
+                self.late += 1;
+                let wm = self.watermark.current().unwrap_or(EventTime::MIN);
+                let late = LateRecord {
+                    tenant: cols.tenant(row).to_string(),
+                    alert_id: cols.alert_id.value(row).to_string(),
+                    event_time: Rfc3339(t).to_string(),
+                    watermark: Rfc3339(wm).to_string(),
+                    record: String::from_utf8_lossy(cols.raw.value(row)).into_owned(),
+                };
+                self.events.send(Event::Late(late)).map_err(|_| ())?;
+            }
+            let key = cols.tenant_key(row);
+            let shard = match shard_of_key.get(&key) {
+                Some(&s) => s,
+                None => {
+                    let s = self.shard_of(cols.tenant(row));
+                    shard_of_key.insert(key, s);
+                    s
+                }
+            };
+            rows[shard].push(row as u32);
+            if let Some(wm) = self.watermark.observe(0, t) {
+                self.flush(&batch, &mut rows)?;
+                for tx in &self.shards {
+                    tx.send(ShardMsg::Watermark(wm)).map_err(|_| ())?;
+                }
+            }
+        }
+        self.flush(&batch, &mut rows)
+    }
+
+    fn flush(&self, batch: &RecordBatch, rows: &mut [Vec<u32>]) -> Result<(), ()> {
+        for (shard, idx) in rows.iter_mut().enumerate() {
+            if idx.is_empty() {
+                continue;
+            }
+            let part = if idx.len() == batch.num_rows() {
+                batch.clone()
+            } else {
+                let indices = UInt32Array::from(std::mem::take(idx));
+                take_record_batch(batch, &indices).map_err(|_| ())?
+            };
+            idx.clear();
+            self.shards[shard].send(ShardMsg::Batch(AlertBatch::new(part))).map_err(|_| ())?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,91 @@
+//! Watermarks: how far event time has certainly advanced.
+//!
+//! Watermark = the lowest, over active inputs, of the highest event time
+//! seen, minus the allowed lateness, rounded down to the watermark interval.
+//! Rounding to a fixed grid of event time is what makes results independent
+//! of batch size: the router cuts batches exactly where the watermark steps,
+//! so every shard sees the same records between the same watermarks however
+//! the input was chunked.
+
+use sluice_operators::time::EventTime;
+
+/// Tracks the watermark over a set of inputs.
+#[derive(Debug, Clone)]
+pub struct WatermarkTracker {
+    lateness: i64,
+    interval: i64,
+    /// Highest event time per input; `None` until the input has data.
+    inputs: Vec<Option<EventTime>>,
+    current: Option<EventTime>,
+}
+
+impl WatermarkTracker {
+    pub fn new(inputs: usize, lateness_ms: i64, interval_ms: i64) -> Self {
+        Self { lateness: lateness_ms, interval: interval_ms.max(1), inputs: vec![None; inputs.max(1)], current: None }
+    }
+
+    /// The watermark emitted so far.
+    pub fn current(&self) -> Option<EventTime> {
+        self.current
+    }
+
+    /// Whether a record of this event time is late.
+    pub fn is_late(&self, t: EventTime) -> bool {
+        self.current.is_some_and(|wm| t < wm)
+    }
+
+    /// Observes a record; returns the new watermark if it stepped forward.
+    pub fn observe(&mut self, input: usize, t: EventTime) -> Option<EventTime> {
+        let slot = &mut self.inputs[input];
+        if slot.is_some_and(|m| m >= t) {
+            return None;
+        }
+        *slot = Some(t);
+        self.recompute()
+    }
+
+    /// An idle or finished input stops holding the watermark back.
+    pub fn retire(&mut self, input: usize) -> Option<EventTime> {
+        self.inputs[input] = None;
+        self.recompute()
+    }
+
+    fn recompute(&mut self) -> Option<EventTime> {
+        let low = self.inputs.iter().flatten().min()?;
+        let raw = low.saturating_sub(self.lateness);
+        let stepped = raw.div_euclid(self.interval) * self.interval;
+        if self.current.is_none_or(|c| stepped > c) {
+            self.current = Some(stepped);
+            Some(stepped)
+        } else {
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_on_the_grid_and_never_goes_back() {
+        let mut w = WatermarkTracker::new(1, 30_000, 10_000);
+        assert_eq!(w.observe(0, 100_000), Some(70_000));
+        assert_eq!(w.observe(0, 105_000), None); // 75_000 rounds to 70_000
+        assert_eq!(w.observe(0, 90_000), None); // older record: no change
+        assert_eq!(w.observe(0, 111_000), Some(80_000));
+        assert!(w.is_late(79_999));
+        assert!(!w.is_late(80_000));
+    }
+
+    #[test]
+    fn slowest_input_holds_it_back_until_retired() {
+        let mut w = WatermarkTracker::new(2, 0, 1);
+        assert_eq!(w.observe(0, 500), Some(500));
+        assert_eq!(w.observe(1, 100), None);
+        assert_eq!(w.current(), Some(500));
+        assert_eq!(w.observe(0, 900), None); // input 1 is at 100
+        assert_eq!(w.observe(1, 800), Some(800));
+        assert_eq!(w.retire(1), Some(900));
+    }
+}

@@ -126,11 +126,8 @@ impl FileSource {
 
     /// Cuts `pending` at its last newline (or entirely when `all`) into a chunk.
     fn take_chunk(&mut self, all: bool) -> Option<RawChunk> {
-        let cut = if all {
-            self.pending.len()
-        } else {
-            self.pending.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1)
-        };
+        let cut =
+            if all { self.pending.len() } else { self.pending.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1) };
         if cut == 0 {
             return None;
         }
@@ -160,18 +157,19 @@ impl FileSource {
         if len < self.read_offset {
             tracing::warn!(path = %self.name, offset = self.read_offset, len, "file truncated; reading from the start");
             let Some(Input::File { file, .. }) = &mut self.input else { unreachable!() };
-            file.seek(SeekFrom::Start(0)).map_err(|e| SourceError::Io { path: path.display().to_string(), source: e })?;
+            file.seek(SeekFrom::Start(0))
+                .map_err(|e| SourceError::Io { path: path.display().to_string(), source: e })?;
             self.reset_offsets();
             return Ok(true);
         }
         let id = *id;
-        if let Ok(new) = File::open(&path) {
-            if identity(&new) != id {
-                tracing::info!(path = %self.name, "file rotated; opening the new one");
-                self.input = Some(Input::File { identity: identity(&new), file: new });
-                self.reset_offsets();
-                return Ok(true);
-            }
+        if let Ok(new) = File::open(&path)
+            && identity(&new) != id
+        {
+            tracing::info!(path = %self.name, "file rotated; opening the new one");
+            self.input = Some(Input::File { identity: identity(&new), file: new });
+            self.reset_offsets();
+            return Ok(true);
         }
         Ok(false)
     }

@@ -18,7 +18,8 @@ impl NdjsonWriter {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
-        let file = File::create(path).map_err(|e| std::io::Error::new(e.kind(), format!("cannot create {}: {e}", path.display())))?;
+        let file = File::create(path)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot create {}: {e}", path.display())))?;
         Ok(Self { path: path.display().to_string(), out: BufWriter::with_capacity(1 << 16, file), lines: 0 })
     }
 

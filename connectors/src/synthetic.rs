@@ -23,7 +23,13 @@ impl std::fmt::Debug for GeneratorSource {
 
 impl GeneratorSource {
     pub fn new(config: GeneratorConfig, lines_per_chunk: usize, stop: StopFlag) -> Result<Self, GeneratorError> {
-        Ok(Self { generator: Generator::new(config)?, lines_per_chunk: lines_per_chunk.max(1), offset: 0, stop, on_label: None })
+        Ok(Self {
+            generator: Generator::new(config)?,
+            lines_per_chunk: lines_per_chunk.max(1),
+            offset: 0,
+            stop,
+            on_label: None,
+        })
     }
 
     /// Receives the label of every campaign alert, in stream order.

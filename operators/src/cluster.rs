@@ -24,14 +24,8 @@ pub enum EntityKind {
 }
 
 impl EntityKind {
-    pub const ALL: [EntityKind; 6] = [
-        EntityKind::Host,
-        EntityKind::User,
-        EntityKind::Ip,
-        EntityKind::Process,
-        EntityKind::Hash,
-        EntityKind::Url,
-    ];
+    pub const ALL: [EntityKind; 6] =
+        [EntityKind::Host, EntityKind::User, EntityKind::Ip, EntityKind::Process, EntityKind::Hash, EntityKind::Url];
 
     pub fn as_str(self) -> &'static str {
         match self {

@@ -29,16 +29,14 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::cluster::{
-    ClusterReport, EntityKind, Representative, RuleCount, Trigger, cluster_id_hex,
-};
+use crate::cluster::{ClusterReport, EntityKind, Representative, RuleCount, Trigger, cluster_id_hex};
 use crate::error::{Error, Result};
 use crate::handoff::HandoffConfig;
 use crate::hash::{FastMap, FastSet, StableHasher, stable_hash};
 use crate::mitre::kill_chain_index;
 use crate::operator::{AlertBatch, Collector, Context, Operator, Output, ReportKind};
 use crate::schema::{AlertColumns, opt_str};
-use crate::score::{Score, ScoreConfig, ScoreInput};
+use crate::score::{RuleRef, Score, ScoreConfig, ScoreInput};
 use crate::time::{Duration, EventTime, Rfc3339};
 
 /// Correlation window per entity kind; a kind without a window does not link.
@@ -80,6 +78,38 @@ impl EntityWindows {
     }
 }
 
+/// Per entity kind: on how many hosts an entity may be seen before it is a
+/// hub. Scanners hit every host, so ips are demoted early; a compromised
+/// account or a spreading file legitimately reaches a few hosts.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HubDegrees {
+    pub ip: usize,
+    pub user: usize,
+    pub hash: usize,
+    pub process: usize,
+    pub url: usize,
+}
+
+impl Default for HubDegrees {
+    fn default() -> Self {
+        Self { ip: 3, user: 8, hash: 6, process: 8, url: 8 }
+    }
+}
+
+impl HubDegrees {
+    fn get(&self, kind: EntityKind) -> usize {
+        match kind {
+            EntityKind::Host => usize::MAX,
+            EntityKind::User => self.user,
+            EntityKind::Ip => self.ip,
+            EntityKind::Process => self.process,
+            EntityKind::Hash => self.hash,
+            EntityKind::Url => self.url,
+        }
+    }
+}
+
 /// `[correlate]` settings.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -89,8 +119,24 @@ pub struct CorrelateConfig {
     /// Alerts at or above this level create and merge clusters; lower ones
     /// only attach to a live cluster.
     pub link_min_level: u8,
-    /// An ip/user/hash/process/url seen on more hosts than this stops linking.
-    pub hub_degree: usize,
+    /// An entity seen on more hosts than this (per kind) is a hub and stops linking.
+    pub hub_degree: HubDegrees,
+    /// Alerts of a rule that already fired more than this many times on the
+    /// same host within `routine_window` are routine there: they attach to a
+    /// live cluster but never create, bridge or extend one (0 = off).
+    pub routine_alerts: u32,
+    pub routine_window: Duration,
+    /// Rule groups of failed logons: the user names in them are chosen by
+    /// whoever tries to log in, so they are reported but never link.
+    pub failed_auth_groups: Vec<String>,
+    /// Entity kinds specific enough to link at any level (the same file hash
+    /// on several hosts is a signal even in a level-5 integrity alert).
+    pub link_at_any_level: Vec<EntityKind>,
+    /// A rule seen on more than this many hosts of a tenant within
+    /// `common_window` is common there (its base rate is high): its level is
+    /// discounted and its tactics are not counted as signal (0 = off).
+    pub common_rule_hosts: usize,
+    pub common_window: Duration,
     /// A cluster stops merging once it holds this many distinct alerts.
     pub max_cluster_alerts: u64,
     /// Bounds on live state per tenant; the least recently active are evicted.
@@ -116,7 +162,16 @@ impl Default for CorrelateConfig {
         Self {
             windows: EntityWindows::default(),
             link_min_level: 6,
-            hub_degree: 8,
+            hub_degree: HubDegrees::default(),
+            routine_alerts: 10,
+            routine_window: Duration::from_hours(1),
+            link_at_any_level: vec![EntityKind::Hash],
+            common_rule_hosts: 3,
+            common_window: Duration::from_hours(24),
+            failed_auth_groups: ["authentication_failed", "authentication_failures", "invalid_login"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
             max_cluster_alerts: 10_000,
             max_clusters_per_tenant: 50_000,
             max_entities_per_tenant: 250_000,
@@ -140,10 +195,27 @@ impl CorrelateConfig {
             errors.push("correlate.windows: no entity kind has a window, so nothing can correlate".into());
         }
         if self.link_min_level > 16 {
-            errors.push(format!("correlate.link_min_level = {} is above the highest Wazuh level 16", self.link_min_level));
+            errors.push(format!(
+                "correlate.link_min_level = {} is above the highest Wazuh level 16",
+                self.link_min_level
+            ));
         }
-        if self.hub_degree == 0 {
-            errors.push("correlate.hub_degree must be >= 1".into());
+        for (kind, d) in [
+            ("ip", self.hub_degree.ip),
+            ("user", self.hub_degree.user),
+            ("hash", self.hub_degree.hash),
+            ("process", self.hub_degree.process),
+            ("url", self.hub_degree.url),
+        ] {
+            if d == 0 {
+                errors.push(format!("correlate.hub_degree.{kind} must be >= 1"));
+            }
+        }
+        if self.common_window.millis() <= 0 {
+            errors.push("correlate.common_window must be positive".into());
+        }
+        if self.routine_window.millis() <= 0 {
+            errors.push("correlate.routine_window must be positive".into());
         }
         for (name, v) in [
             ("max_cluster_alerts", self.max_cluster_alerts as usize),
@@ -184,6 +256,11 @@ struct RuleStat {
     level: u8,
     description: String,
     count: u64,
+    /// Whether the rule was common in the tenant (or routine on its host)
+    /// at its latest alert: a rule that turns out to be noise stops counting.
+    common: bool,
+    /// ATT&CK tactics the rule carries.
+    tactics: Vec<String>,
 }
 
 /// A representative alert as kept in state (see [`Representative`]).
@@ -232,7 +309,8 @@ struct Cluster {
     max_level_rule: u32,
     rules: BTreeMap<u32, RuleStat>,
     tactics: Vec<TacticSeen>,
-    signal_tactics: Vec<TacticSeen>,
+    /// Tactics of uncommon rules at or above the tactic level (derived in `rescore`).
+    signal_tactics: usize,
     entities: BTreeMap<EntityKind, BTreeSet<String>>,
     entity_hashes: FastSet<(EntityKind, u64)>,
     representatives: Vec<Rep>,
@@ -252,6 +330,10 @@ struct TenantState {
     forward: FastMap<u64, u64>,
     /// Fingerprint of a passed alert → its cluster, so duplicates count there.
     by_fingerprint: FastMap<u64, (u64, EventTime)>,
+    /// (rule, host) → (window start, alerts in the window, alerts in the previous one).
+    routine: FastMap<(u32, u64), (EventTime, u32, u32)>,
+    /// rule → (window start, distinct hosts that raised it, capped).
+    rule_hosts: FastMap<u32, (EventTime, Vec<u64>)>,
     last_sweep: Option<EventTime>,
 }
 
@@ -273,6 +355,8 @@ struct RowEntity<'a> {
     kind: EntityKind,
     value: &'a str,
     key: u64,
+    /// Whether this entity may link (attacker-chosen values may not).
+    link: bool,
 }
 
 /// The correlate operator (with scoring and the hand-off decision inline).
@@ -282,6 +366,7 @@ pub struct Correlate {
     score: ScoreConfig,
     handoff: HandoffConfig,
     ignore_users: FastSet<String>,
+    failed_auth_groups: FastSet<String>,
     tenants: FastMap<Arc<str>, TenantState>,
 }
 
@@ -297,7 +382,8 @@ impl Correlate {
             return Err(Error::Config(errors.join("; ")));
         }
         let ignore_users = config.ignore_users.iter().map(|u| u.to_ascii_lowercase()).collect();
-        Ok(Self { config, score, handoff, ignore_users, tenants: FastMap::default() })
+        let failed_auth_groups = config.failed_auth_groups.iter().cloned().collect();
+        Ok(Self { config, score, handoff, ignore_users, failed_auth_groups, tenants: FastMap::default() })
     }
 
     /// Live clusters of `tenant`.
@@ -305,8 +391,46 @@ impl Correlate {
         self.tenants.get(tenant).map_or(0, |t| t.clusters.len())
     }
 
+    /// Records a rule raised on a host; true when the rule is common in the tenant.
+    fn count_common(&self, state: &mut TenantState, rule: u32, host: Option<&str>, t: EventTime) -> bool {
+        let cap = self.config.common_rule_hosts;
+        if cap == 0 {
+            return false;
+        }
+        let host = StableHasher::new().opt(host).finish();
+        let window = self.config.common_window.millis();
+        let (start, hosts) = state.rule_hosts.entry(rule).or_insert_with(|| (t, Vec::new()));
+        if t >= start.saturating_add(window) {
+            *start = t;
+            hosts.clear();
+        }
+        if hosts.len() <= cap && !hosts.contains(&host) {
+            hosts.push(host);
+        }
+        hosts.len() > cap
+    }
+
+    /// Counts an alert of `rule` on `host`; true when the rule is routine there.
+    fn count_routine(&self, state: &mut TenantState, rule: u32, host: Option<&str>, t: EventTime) -> bool {
+        if self.config.routine_alerts == 0 {
+            return false;
+        }
+        let host = StableHasher::new().opt(host).finish();
+        let window = self.config.routine_window.millis();
+        let (start, count, previous) = state.routine.entry((rule, host)).or_insert((t, 0, 0));
+        if t >= start.saturating_add(window) {
+            // The previous window still counts if it directly precedes this one.
+            *previous = if t < start.saturating_add(2 * window) { *count } else { 0 };
+            *start = t;
+            *count = 0;
+        }
+        *count += 1;
+        (*count).max(*previous) > self.config.routine_alerts
+    }
+
     fn row_entities<'a>(&self, c: &AlertColumns<'a>, row: usize, out: &mut Vec<RowEntity<'a>>) {
         out.clear();
+        let failed_auth = c.groups(row).any(|g| self.failed_auth_groups.contains(g));
         let mut push = |kind: EntityKind, value: Option<&'a str>| {
             let Some(value) = value else { return };
             if self.config.windows.get(kind).is_none() {
@@ -317,7 +441,8 @@ impl Correlate {
             }
             let key = StableHasher::new().u64(kind as u64).field(value.as_bytes()).finish();
             if !out.iter().any(|e: &RowEntity<'_>| e.key == key) {
-                out.push(RowEntity { kind, value, key });
+                let link = !(failed_auth && kind == EntityKind::User);
+                out.push(RowEntity { kind, value, key, link });
             }
         };
         push(EntityKind::Host, c.agent_name(row).or(c.agent_id(row)));
@@ -325,6 +450,8 @@ impl Correlate {
         push(EntityKind::User, opt_str(c.src_user, row));
         push(EntityKind::Ip, opt_str(c.src_ip, row));
         push(EntityKind::Ip, opt_str(c.dst_ip, row));
+        // The agent's own address: network sensors report the host by it.
+        push(EntityKind::Ip, c.agent_ip(row));
         push(EntityKind::Hash, opt_str(c.file_hash, row));
         push(EntityKind::Process, opt_str(c.process, row));
         push(EntityKind::Url, opt_str(c.url, row));
@@ -343,7 +470,7 @@ fn new_cluster(id: u64) -> Cluster {
         max_level_rule: 0,
         rules: BTreeMap::new(),
         tactics: Vec::new(),
-        signal_tactics: Vec::new(),
+        signal_tactics: 0,
         entities: BTreeMap::new(),
         entity_hashes: FastSet::default(),
         representatives: Vec::new(),
@@ -365,8 +492,11 @@ fn add_tactic(list: &mut Vec<TacticSeen>, name: &str, t: EventTime) {
 fn ordered(list: &[TacticSeen]) -> Vec<&str> {
     let mut v: Vec<&TacticSeen> = list.iter().collect();
     v.sort_by(|a, b| {
-        (a.first, kill_chain_index(&a.name).unwrap_or(usize::MAX), &a.name)
-            .cmp(&(b.first, kill_chain_index(&b.name).unwrap_or(usize::MAX), &b.name))
+        (a.first, kill_chain_index(&a.name).unwrap_or(usize::MAX), &a.name).cmp(&(
+            b.first,
+            kill_chain_index(&b.name).unwrap_or(usize::MAX),
+            &b.name,
+        ))
     });
     v.into_iter().map(|s| s.name.as_str()).collect()
 }
@@ -382,15 +512,31 @@ impl Cluster {
     }
 
     fn rescore(&mut self, cfg: &ScoreConfig) {
-        let tactics = ordered(&self.signal_tactics);
-        let strong_rules = self.rules.values().filter(|r| r.level >= cfg.diversity_min_level).count();
-        let description = self.rules.get(&self.max_level_rule).map_or("", |r| r.description.as_str());
+        let signal: Vec<&str> = self
+            .rules
+            .values()
+            .filter(|r| !r.common && r.level >= cfg.tactic_min_level)
+            .flat_map(|r| r.tactics.iter().map(String::as_str))
+            .collect();
+        let tactics: Vec<&str> = ordered(&self.tactics).into_iter().filter(|t| signal.contains(t)).collect();
+        self.signal_tactics = tactics.len();
+        let strong_rules = self.rules.values().filter(|r| !r.common && r.level >= cfg.diversity_min_level).count();
+        // Highest level among uncommon and among common rules (ties: lowest rule id).
+        let top = |common: bool| {
+            self.rules
+                .iter()
+                .filter(|(_, r)| r.common == common)
+                .max_by(|a, b| a.1.level.cmp(&b.1.level).then(b.0.cmp(a.0)))
+                .map(|(id, r)| RuleRef { level: r.level, rule_id: *id, description: &r.description })
+        };
+        let hosts = self.entity_hashes.iter().filter(|(k, _)| *k == EntityKind::Host).count();
         self.score = cfg.score(&ScoreInput {
-            max_level: self.max_level,
-            max_level_rule: (self.max_level_rule, description),
+            top_rule: top(false),
+            top_common_rule: top(true),
             signal_tactics: &tactics,
             strong_rules,
             unique_alerts: self.unique,
+            hosts,
         });
     }
 
@@ -400,13 +546,18 @@ impl Cluster {
         self.retain_until = self.retain_until.max(other.retain_until);
         self.unique += other.unique;
         self.duplicates += other.duplicates;
-        if (other.max_level, std::cmp::Reverse(other.max_level_rule)) > (self.max_level, std::cmp::Reverse(self.max_level_rule)) {
+        if (other.max_level, std::cmp::Reverse(other.max_level_rule))
+            > (self.max_level, std::cmp::Reverse(self.max_level_rule))
+        {
             self.max_level = other.max_level;
             self.max_level_rule = other.max_level_rule;
         }
         for (id, r) in other.rules {
             match self.rules.get_mut(&id) {
-                Some(mine) => mine.count += r.count,
+                Some(mine) => {
+                    mine.count += r.count;
+                    mine.common |= r.common;
+                }
                 None => {
                     self.rules.insert(id, r);
                 }
@@ -414,9 +565,6 @@ impl Cluster {
         }
         for t in other.tactics {
             add_tactic(&mut self.tactics, &t.name, t.first);
-        }
-        for t in other.signal_tactics {
-            add_tactic(&mut self.signal_tactics, &t.name, t.first);
         }
         for (kind, values) in other.entities {
             let set = self.entities.entry(kind).or_default();
@@ -454,7 +602,14 @@ impl Cluster {
         }
     }
 
-    fn report(&self, tenant: &str, kind: ReportKind, handoff: &HandoffConfig, trigger: Option<Trigger>, members: bool) -> ClusterReport {
+    fn report(
+        &self,
+        tenant: &str,
+        kind: ReportKind,
+        handoff: &HandoffConfig,
+        trigger: Option<Trigger>,
+        members: bool,
+    ) -> ClusterReport {
         let (decision, reason) = handoff.decide(self.score.total, self.handed.is_some());
         let version = self.unique + self.duplicates;
         let cluster_id = cluster_id_hex(self.id);
@@ -491,7 +646,12 @@ impl Cluster {
             rules: self
                 .rules
                 .iter()
-                .map(|(id, r)| RuleCount { rule_id: *id, level: r.level, description: r.description.clone(), count: r.count })
+                .map(|(id, r)| RuleCount {
+                    rule_id: *id,
+                    level: r.level,
+                    description: r.description.clone(),
+                    count: r.count,
+                })
                 .collect(),
             representatives,
             merged,
@@ -512,6 +672,7 @@ struct Row<'a> {
     t: EventTime,
     level: u8,
     rule_id: u32,
+    common: bool,
     fingerprint: u64,
     alert_id: &'a str,
     description: &'a str,
@@ -547,20 +708,23 @@ impl Correlate {
         cluster.first = cluster.first.min(row.t);
         cluster.last = cluster.last.max(row.t);
         cluster.unique += 1;
-        if (row.level, std::cmp::Reverse(row.rule_id)) > (cluster.max_level, std::cmp::Reverse(cluster.max_level_rule)) || cluster.unique == 1 {
+        if (row.level, std::cmp::Reverse(row.rule_id)) > (cluster.max_level, std::cmp::Reverse(cluster.max_level_rule))
+            || cluster.unique == 1
+        {
             cluster.max_level = row.level;
             cluster.max_level_rule = row.rule_id;
         }
-        cluster
-            .rules
-            .entry(row.rule_id)
-            .or_insert_with(|| RuleStat { level: row.level, description: row.description.to_string(), count: 0 })
-            .count += 1;
+        let stat = cluster.rules.entry(row.rule_id).or_insert_with(|| RuleStat {
+            level: row.level,
+            description: row.description.to_string(),
+            count: 0,
+            common: row.common,
+            tactics: tactics.iter().map(|t| t.to_string()).collect(),
+        });
+        stat.count += 1;
+        stat.common = row.common;
         for t in tactics {
             add_tactic(&mut cluster.tactics, t, row.t);
-            if row.level >= score_cfg.tactic_min_level {
-                add_tactic(&mut cluster.signal_tactics, t, row.t);
-            }
         }
         for e in entities {
             cluster.add_entity(e.kind, e.value, e.key, cfg.report_entities_per_kind);
@@ -627,9 +791,13 @@ impl Correlate {
             let tenant_key = &state.name.clone();
             let counts = per_tenant.entry(tenant_key.clone()).or_default();
             let t = c.event_time.value(row);
-            let fingerprint = marks.map_or_else(|| stable_hash(c.alert_id.value(row).as_bytes()), |m| m.fingerprint[row]);
+            let fingerprint =
+                marks.map_or_else(|| stable_hash(c.alert_id.value(row).as_bytes()), |m| m.fingerprint[row]);
             let duplicate = marks.is_some_and(|m| m.duplicate[row]);
             let alert_id = c.alert_id.value(row);
+            let rule_id = c.rule_id.value(row);
+            let host_name = c.agent_name(row).or(c.agent_id(row));
+            let routine = self.count_routine(state, rule_id, host_name, t);
 
             if duplicate {
                 let cluster = state.by_fingerprint.get(&fingerprint).map(|&(id, _)| id);
@@ -652,29 +820,39 @@ impl Correlate {
             }
 
             let level = c.rule_level.value(row);
+            let common = self.count_common(state, rule_id, host_name, t) || routine;
             self.row_entities(&c, row, &mut entities);
             tactics.clear();
             tactics.extend(c.tactics(row));
             let host_key = entities.iter().find(|e| e.kind == EntityKind::Host).map(|e| e.key);
 
+            let specific = entities.iter().any(|e| e.link && self.config.link_at_any_level.contains(&e.kind));
+            let strong = (level >= self.config.link_min_level || specific) && !routine;
+            // A common rule's alerts link only through their own host and
+            // file hashes: a scanner's sweep must not bridge hosts, the same
+            // file appearing on several hosts must.
+            if common {
+                for e in entities.iter_mut() {
+                    e.link &= matches!(e.kind, EntityKind::Host | EntityKind::Hash);
+                }
+            }
             // Live, non-hub entities → their clusters.
             candidates.clear();
-            for e in &entities {
+            for e in entities.iter().filter(|e| e.link) {
                 let window = self.config.windows.get(e.kind).expect("only windowed kinds are extracted");
                 if let Some(s) = state.entities.get(&(e.kind, e.key)) {
                     let live = t <= s.last.saturating_add(window) && t >= s.first.saturating_sub(window);
                     if live && !s.hub {
                         let id = s.cluster;
-                        if let Some(id) = state.resolve(id) {
-                            if !candidates.contains(&id) {
-                                candidates.push(id);
-                            }
+                        if let Some(id) = state.resolve(id)
+                            && !candidates.contains(&id)
+                        {
+                            candidates.push(id);
                         }
                     }
                 }
             }
 
-            let strong = level >= self.config.link_min_level;
             let target = if strong {
                 let target = match candidates.as_slice() {
                     [] => {
@@ -688,12 +866,19 @@ impl Correlate {
                         let mut order = many.to_vec();
                         order.sort_by(|a, b| {
                             let (ca, cb) = (&state.clusters[a], &state.clusters[b]);
-                            (cb.handed.is_some(), cb.unique, std::cmp::Reverse(cb.first), std::cmp::Reverse(cb.id))
-                                .cmp(&(ca.handed.is_some(), ca.unique, std::cmp::Reverse(ca.first), std::cmp::Reverse(ca.id)))
+                            (cb.handed.is_some(), cb.unique, std::cmp::Reverse(cb.first), std::cmp::Reverse(cb.id)).cmp(
+                                &(
+                                    ca.handed.is_some(),
+                                    ca.unique,
+                                    std::cmp::Reverse(ca.first),
+                                    std::cmp::Reverse(ca.id),
+                                ),
+                            )
                         });
                         let root = order[0];
                         for other in &order[1..] {
-                            let fits = state.clusters[&root].unique + state.clusters[other].unique < self.config.max_cluster_alerts;
+                            let fits = state.clusters[&root].unique + state.clusters[other].unique
+                                < self.config.max_cluster_alerts;
                             if !fits {
                                 continue;
                             }
@@ -716,12 +901,18 @@ impl Correlate {
                 };
                 // Register / refresh this alert's entities on the target.
                 let mut retain = EventTime::MIN;
-                for e in &entities {
+                for e in entities.iter().filter(|e| e.link) {
                     let window = self.config.windows.get(e.kind).expect("windowed");
                     retain = retain.max(t.saturating_add(window));
-                    let hub_degree = self.config.hub_degree;
+                    let hub_degree = self.config.hub_degree.get(e.kind);
                     let entry = state.entities.entry((e.kind, e.key));
-                    let s = entry.or_insert_with(|| EntityState { cluster: target, first: t, last: t, hosts: Vec::new(), hub: false });
+                    let s = entry.or_insert_with(|| EntityState {
+                        cluster: target,
+                        first: t,
+                        last: t,
+                        hosts: Vec::new(),
+                        hub: false,
+                    });
                     let live = t <= s.last.saturating_add(window) && t >= s.first.saturating_sub(window);
                     if !live {
                         *s = EntityState { cluster: target, first: t, last: t, hosts: Vec::new(), hub: false };
@@ -731,15 +922,13 @@ impl Correlate {
                     if !s.hub {
                         s.cluster = target;
                     }
-                    if e.kind != EntityKind::Host {
-                        if let Some(h) = host_key {
-                            if !s.hosts.contains(&h) && s.hosts.len() <= hub_degree {
-                                s.hosts.push(h);
-                            }
-                            if s.hosts.len() > hub_degree && !s.hub {
-                                s.hub = true;
-                                counts[3] += 1;
-                            }
+                    if let Some(h) = host_key.filter(|_| e.kind != EntityKind::Host) {
+                        if !s.hosts.contains(&h) && s.hosts.len() <= hub_degree.min(64) {
+                            s.hosts.push(h);
+                        }
+                        if s.hosts.len() > hub_degree && !s.hub {
+                            s.hub = true;
+                            counts[3] += 1;
                         }
                     }
                 }
@@ -759,7 +948,8 @@ impl Correlate {
             let row_data = Row {
                 t,
                 level,
-                rule_id: c.rule_id.value(row),
+                rule_id,
+                common,
                 fingerprint,
                 alert_id,
                 description: c.rule_description(row).unwrap_or(""),
@@ -770,12 +960,17 @@ impl Correlate {
             };
             let cluster = state.clusters.get_mut(&target).expect("target is live");
             Self::add_row(&self.config, &self.score, cluster, &row_data, &tactics, &entities);
-            let signal = cluster.signal_tactics.len();
+            let signal = cluster.signal_tactics;
             if let Some(kind) = self.handoff.report_for(cluster.score.total, signal, cluster.handed) {
                 cluster.handed = Some((cluster.score.total, signal));
                 let trigger = Trigger { alert_id: alert_id.to_string(), ingest_time_us: c.ingest_time.value(row) };
                 let report = cluster.report(tenant_key, kind, &self.handoff, Some(trigger), self.config.track_members);
-                ctx.counters.add(NAME, if kind == ReportKind::Escalate { "escalated" } else { "updates" }, tenant_key, 1);
+                ctx.counters.add(
+                    NAME,
+                    if kind == ReportKind::Escalate { "escalated" } else { "updates" },
+                    tenant_key,
+                    1,
+                );
                 out.collect(Output::Cluster(kind, Box::new(report)));
             }
         }
@@ -788,7 +983,15 @@ impl Correlate {
         Ok(())
     }
 
-    fn close_cluster(&self, tenant: &Arc<str>, state: &mut TenantState, id: u64, reason: &'static str, ctx: &mut Context, out: &mut dyn Collector) {
+    fn close_cluster(
+        &self,
+        tenant: &Arc<str>,
+        state: &mut TenantState,
+        id: u64,
+        reason: &'static str,
+        ctx: &mut Context,
+        out: &mut dyn Collector,
+    ) {
         let Some(cluster) = state.clusters.remove(&id) else { return };
         for a in &cluster.absorbed {
             state.forward.remove(a);
@@ -827,10 +1030,13 @@ impl Correlate {
             }
             let windows = &self.config.windows;
             let before = state.entities.len();
-            state.entities.retain(|(kind, _), s| windows.get(*kind).is_some_and(|w| s.last.saturating_add(w) >= wm) && !force);
+            state
+                .entities
+                .retain(|(kind, _), s| windows.get(*kind).is_some_and(|w| s.last.saturating_add(w) >= wm) && !force);
             ctx.counters.add(NAME, "entities_expired", tenant, (before - state.entities.len()) as u64);
             if state.entities.len() > self.config.max_entities_per_tenant {
-                let mut by_age: Vec<(EventTime, (EntityKind, u64))> = state.entities.iter().map(|(k, s)| (s.last, *k)).collect();
+                let mut by_age: Vec<(EventTime, (EntityKind, u64))> =
+                    state.entities.iter().map(|(k, s)| (s.last, *k)).collect();
                 by_age.sort_unstable();
                 let excess = state.entities.len() - self.config.max_entities_per_tenant;
                 for (_, key) in by_age.into_iter().take(excess) {
@@ -838,6 +1044,10 @@ impl Correlate {
                 }
                 ctx.counters.add(NAME, "entities_evicted", tenant, excess as u64);
             }
+            let routine_window = self.config.routine_window.millis();
+            state.routine.retain(|_, (start, _, _)| start.saturating_add(2 * routine_window) > wm && !force);
+            let common_window = self.config.common_window.millis();
+            state.rule_hosts.retain(|_, (start, _)| start.saturating_add(common_window) > wm && !force);
             let clusters = &state.clusters;
             let forward = &state.forward;
             state.by_fingerprint.retain(|_, (id, _)| {
@@ -873,10 +1083,8 @@ impl Operator for Correlate {
             s.clusters.len() > self.config.max_clusters_per_tenant + self.config.max_clusters_per_tenant / 4
                 || s.entities.len() > self.config.max_entities_per_tenant + self.config.max_entities_per_tenant / 4
         });
-        if over {
-            if let Some(wm) = ctx.watermark {
-                self.sweep(wm, ctx, out, false);
-            }
+        if let Some(wm) = ctx.watermark.filter(|_| over) {
+            self.sweep(wm, ctx, out, false);
         }
         Ok(())
     }
@@ -939,7 +1147,18 @@ mod tests {
     }
 
     fn strong<'a>(id: &'a str, t: i64, host: &'a str, ip: Option<&'a str>) -> A<'a> {
-        A { tenant: "acme", id, t, rule: 5712, level: 10, host, src_ip: ip, log: id, tactics: &["Credential Access"], ..A::default() }
+        A {
+            tenant: "acme",
+            id,
+            t,
+            rule: 5712,
+            level: 10,
+            host,
+            src_ip: ip,
+            log: id,
+            tactics: &["Credential Access"],
+            ..A::default()
+        }
     }
 
     fn members(r: &ClusterReport) -> Vec<&str> {
@@ -961,7 +1180,11 @@ mod tests {
     fn an_alert_with_two_entities_merges_their_clusters() {
         let (_, finals, _) = run(
             CorrelateConfig::default(),
-            &[strong("a", 0, "h1", None), strong("b", 10, "h2", Some("9.9.9.9")), strong("c", 20, "h1", Some("9.9.9.9"))],
+            &[
+                strong("a", 0, "h1", None),
+                strong("b", 10, "h2", Some("9.9.9.9")),
+                strong("c", 20, "h1", Some("9.9.9.9")),
+            ],
         );
         assert_eq!(finals.len(), 1);
         assert_eq!(members(&finals[0]), ["a", "b", "c"]);
@@ -975,7 +1198,7 @@ mod tests {
         let (_, finals, ctx) = run(
             CorrelateConfig::default(),
             &[
-                weak("w0", 0, "h9", None),               // nothing live: unclustered
+                weak("w0", 0, "h9", None), // nothing live: unclustered
                 strong("a", 10, "h1", None),
                 strong("b", 20, "h2", Some("5.5.5.5")),
                 weak("w1", 30, "h1", Some("5.5.5.5")), // joins h1's cluster, does not bridge to h2's
@@ -989,7 +1212,8 @@ mod tests {
 
     #[test]
     fn hub_ips_stop_linking() {
-        let cfg = CorrelateConfig { hub_degree: 2, ..CorrelateConfig::default() };
+        let cfg =
+            CorrelateConfig { hub_degree: HubDegrees { ip: 2, ..HubDegrees::default() }, ..CorrelateConfig::default() };
         let hosts = ["h1", "h2", "h3", "h4", "h5"];
         let ids = ["a", "b", "c", "d", "e"];
         let alerts: Vec<A<'_>> =
@@ -1013,7 +1237,18 @@ mod tests {
 
     #[test]
     fn escalates_on_the_crossing_alert_then_updates_on_a_new_tactic() {
-        let step = |id, t, rule, level, tactics| A { tenant: "acme", id, t, rule, level, host: "h1", src_ip: Some("7.7.7.7"), log: id, tactics, ..A::default() };
+        let step = |id, t, rule, level, tactics| A {
+            tenant: "acme",
+            id,
+            t,
+            rule,
+            level,
+            host: "h1",
+            src_ip: Some("7.7.7.7"),
+            log: id,
+            tactics,
+            ..A::default()
+        };
         let (live, finals, _) = run(
             CorrelateConfig::default(),
             &[
@@ -1025,14 +1260,18 @@ mod tests {
                 step("s6", 300, 99548, 12, &["Exfiltration"]),
             ],
         );
-        let kinds: Vec<(ReportKind, &str)> = live.iter().map(|(k, r)| (*k, r.trigger.as_ref().unwrap().alert_id.as_str())).collect();
+        let kinds: Vec<(ReportKind, &str)> =
+            live.iter().map(|(k, r)| (*k, r.trigger.as_ref().unwrap().alert_id.as_str())).collect();
         // Defaults: s4 scores 60 (below 70), s5 crosses, s6 adds a tactic.
         assert_eq!(kinds, [(ReportKind::Escalate, "s5"), (ReportKind::Update, "s6")]);
         let esc = &live[0].1;
         assert!(esc.score >= 70.0);
         let sum: f64 = esc.breakdown.iter().map(|l| l.points).sum();
         assert!((sum - esc.score).abs() < 0.01, "breakdown explains every point");
-        assert_eq!(esc.tactics, ["Credential Access", "Initial Access", "Privilege Escalation", "Persistence", "Execution"]);
+        assert_eq!(
+            esc.tactics,
+            ["Credential Access", "Initial Access", "Privilege Escalation", "Persistence", "Execution"]
+        );
         assert_eq!(finals[0].decision, Decision::Escalate);
         assert!(live[1].1.version > esc.version);
         assert_ne!(live[1].1.idempotency_key, esc.idempotency_key);
@@ -1089,7 +1328,12 @@ mod tests {
             out
         };
         let finals = |v: &[Output]| -> Vec<ClusterReport> {
-            v.iter().filter_map(|o| match o { Output::Cluster(ReportKind::Close, r) => Some((**r).clone()), _ => None }).collect()
+            v.iter()
+                .filter_map(|o| match o {
+                    Output::Cluster(ReportKind::Close, r) => Some((**r).clone()),
+                    _ => None,
+                })
+                .collect()
         };
         assert_eq!(finals(&uninterrupted), finals(&resumed));
         assert_eq!(finals(&resumed).len(), 1);

@@ -103,9 +103,7 @@ impl DeadLetter {
     /// One NDJSON line (without the newline) describing this dead letter.
     pub fn to_json(&self) -> String {
         let text = std::str::from_utf8(&self.record).ok();
-        let hex = text.is_none().then(|| {
-            self.record.iter().map(|b| format!("{b:02x}")).collect::<String>()
-        });
+        let hex = text.is_none().then(|| self.record.iter().map(|b| format!("{b:02x}")).collect::<String>());
         let json = DeadLetterJson {
             source: &self.source,
             offset: self.offset,

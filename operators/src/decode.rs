@@ -141,12 +141,7 @@ pub struct DecodeConfig {
 
 impl Default for DecodeConfig {
     fn default() -> Self {
-        Self {
-            max_record_bytes: 1 << 20,
-            max_depth: 64,
-            columns: ColumnSources::default(),
-            fields: BTreeMap::new(),
-        }
+        Self { max_record_bytes: 1 << 20, max_depth: 64, columns: ColumnSources::default(), fields: BTreeMap::new() }
     }
 }
 
@@ -351,10 +346,8 @@ fn opt_string<'t, 'i>(root: TapeValue<'t, 'i>, path: &[String]) -> Result<Option
 /// for entity columns (ports, ids) but objects and arrays are a type error.
 fn first_string<'t, 'i>(root: TapeValue<'t, 'i>, paths: &[Path]) -> Result<Option<&'i str>, Reason> {
     for p in paths {
-        if let Some(s) = opt_string(root, p)? {
-            if !s.is_empty() {
-                return Ok(Some(s));
-            }
+        if let Some(s) = opt_string(root, p)?.filter(|s| !s.is_empty()) {
+            return Ok(Some(s));
         }
     }
     Ok(None)
@@ -561,8 +554,9 @@ impl Decoder {
         };
         let ts = match opt_string(root, &TIMESTAMP)? {
             Some(ts) => ts,
-            None => opt_string(root, &AT_TIMESTAMP)?
-                .ok_or_else(|| Reason::MissingField { field: "timestamp".into() })?,
+            None => {
+                opt_string(root, &AT_TIMESTAMP)?.ok_or_else(|| Reason::MissingField { field: "timestamp".into() })?
+            }
         };
         let event_time = parse_timestamp(ts).ok_or_else(|| Reason::BadTimestamp { value: ts.into() })?;
         let alert_id = match lookup(root, &ID) {
@@ -594,7 +588,6 @@ impl Decoder {
             full_log: opt_string(root, &FULL_LOG)?,
         })
     }
-
 }
 
 macro_rules! static_path {
@@ -773,7 +766,9 @@ mod tests {
             assert_eq!(out.dead_letters.len(), 1, "{code}");
             assert_eq!(out.dead_letters[0].reason.code(), code, "{}", out.dead_letters[0].reason);
         }
-        let mut small = Decoder::new(DecodeConfig { max_record_bytes: 10, ..DecodeConfig::default() }, &TenantConfig::default()).unwrap();
+        let mut small =
+            Decoder::new(DecodeConfig { max_record_bytes: 10, ..DecodeConfig::default() }, &TenantConfig::default())
+                .unwrap();
         let out = small.decode(&RawChunk::from_lines("t", SAMPLE.as_bytes().to_vec(), 0, 0)).unwrap();
         assert_eq!(out.dead_letters[0].reason.code(), "too_large");
     }

@@ -255,7 +255,8 @@ impl Operator for Dedup {
                 e.1 += u64::from(marks.duplicate[row]);
             }
             for (tenant, (n, dups)) in per_tenant {
-                let key: Arc<str> = self.tenants.get_key_value(tenant).map_or_else(|| Arc::from(tenant), |(k, _)| k.clone());
+                let key: Arc<str> =
+                    self.tenants.get_key_value(tenant).map_or_else(|| Arc::from(tenant), |(k, _)| k.clone());
                 ctx.counters.add(NAME, "records_in", &key, n);
                 ctx.counters.add(NAME, "duplicates", &key, dups);
                 ctx.counters.add(NAME, "passed", &key, n - dups);
@@ -279,7 +280,8 @@ impl Operator for Dedup {
     }
 
     fn snapshot(&self) -> Result<Vec<u8>> {
-        let mut tenants: Vec<(&Arc<str>, Vec<(u64, Entry)>, &VecDeque<(u64, EventTime)>)> = self
+        type TenantSnapshot<'a> = (&'a Arc<str>, Vec<(u64, Entry)>, &'a VecDeque<(u64, EventTime)>);
+        let mut tenants: Vec<TenantSnapshot<'_>> = self
             .tenants
             .iter()
             .map(|(k, s)| {
@@ -354,7 +356,11 @@ mod tests {
         let log = "GET /index.php 400";
         let r = dups(
             &mut d,
-            &[alert("1", 1000, 5, "1.1.1.1", log), alert("2", 1001, 5, "2.2.2.2", log), alert("3", 1002, 12, "1.1.1.1", log)],
+            &[
+                alert("1", 1000, 5, "1.1.1.1", log),
+                alert("2", 1001, 5, "2.2.2.2", log),
+                alert("3", 1002, 12, "1.1.1.1", log),
+            ],
         );
         assert_eq!(r, [false, false, false]);
     }
@@ -373,7 +379,8 @@ mod tests {
         let mut d = Dedup::new(cfg).unwrap();
         let mut ctx = Context::default();
         let logs = ["a", "b", "c", "d"];
-        let alerts: Vec<A<'_>> = logs.iter().enumerate().map(|(i, l)| alert("x", 1000 + i as i64, 5, "1.1.1.1", l)).collect();
+        let alerts: Vec<A<'_>> =
+            logs.iter().enumerate().map(|(i, l)| alert("x", 1000 + i as i64, 5, "1.1.1.1", l)).collect();
         d.process(batch(&alerts), &mut ctx, &mut Vec::new()).unwrap();
         assert_eq!(d.state_size("acme"), 2);
         assert_eq!(ctx.counters.total("dedup", "evicted"), 2);
@@ -383,8 +390,12 @@ mod tests {
     fn watermark_expires_state_and_snapshot_round_trips() {
         let mut d = Dedup::new(DedupConfig::default()).unwrap();
         let mut ctx = Context::default();
-        d.process(batch(&[alert("1", 1000, 5, "1.1.1.1", "a"), alert("2", 1200, 5, "1.1.1.1", "b")]), &mut ctx, &mut Vec::new())
-            .unwrap();
+        d.process(
+            batch(&[alert("1", 1000, 5, "1.1.1.1", "a"), alert("2", 1200, 5, "1.1.1.1", "b")]),
+            &mut ctx,
+            &mut Vec::new(),
+        )
+        .unwrap();
         let snap = d.snapshot().unwrap();
         d.on_watermark(1_300_000, &mut ctx, &mut Vec::new()).unwrap();
         assert_eq!(d.state_size("acme"), 1, "entry first seen at 1000 s expires at 1300 s");

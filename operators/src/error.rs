@@ -15,16 +15,10 @@ pub enum Error {
     /// A snapshot could not be read back: wrong version or corrupt bytes.
     /// Not retryable; start fresh or restore another checkpoint.
     #[error("cannot restore {operator} state: {reason}")]
-    Restore {
-        operator: &'static str,
-        reason: String,
-    },
+    Restore { operator: &'static str, reason: String },
     /// A batch did not have the column an operator needs (internal bug).
     #[error("internal error in {operator}: column {column} missing or of the wrong type")]
-    Schema {
-        operator: &'static str,
-        column: &'static str,
-    },
+    Schema { operator: &'static str, column: &'static str },
     /// Arrow refused to build or slice a batch (internal bug).
     #[error("arrow: {0}")]
     Arrow(#[from] arrow::error::ArrowError),

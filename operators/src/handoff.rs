@@ -26,7 +26,7 @@ pub struct HandoffConfig {
 
 impl Default for HandoffConfig {
     fn default() -> Self {
-        Self { escalate_threshold: 70.0, review_threshold: 40.0, update_score_delta: 15.0, update_on_new_tactic: true }
+        Self { escalate_threshold: 65.0, review_threshold: 40.0, update_score_delta: 15.0, update_on_new_tactic: true }
     }
 }
 

@@ -20,8 +20,8 @@ pub mod hash;
 pub mod mitre;
 pub mod operator;
 pub mod schema;
-pub mod snapshot;
 pub mod score;
+pub mod snapshot;
 pub mod time;
 
 #[cfg(test)]

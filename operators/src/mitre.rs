@@ -48,10 +48,7 @@ mod tests {
     fn progression_counts_forward_moves() {
         assert_eq!(progression(&[]), 0);
         assert_eq!(progression(&["Credential Access"]), 1);
-        assert_eq!(
-            progression(&["Reconnaissance", "Initial Access", "Execution", "Persistence"]),
-            4
-        );
+        assert_eq!(progression(&["Reconnaissance", "Initial Access", "Execution", "Persistence"]), 4);
         // Going backwards does not count.
         assert_eq!(progression(&["Impact", "Exfiltration", "Execution"]), 1);
         assert_eq!(progression(&["Initial Access", "Impact", "Execution", "Persistence"]), 3);

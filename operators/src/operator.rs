@@ -182,7 +182,13 @@ impl Chain {
         Ok(())
     }
 
-    fn run_from(&mut self, start: usize, mut pending: Vec<Output>, ctx: &mut Context, out: &mut dyn Collector) -> Result<()> {
+    fn run_from(
+        &mut self,
+        start: usize,
+        mut pending: Vec<Output>,
+        ctx: &mut Context,
+        out: &mut dyn Collector,
+    ) -> Result<()> {
         let start = start.min(self.operators.len());
         for op in &mut self.operators[start..] {
             let mut next = Vec::new();

@@ -8,8 +8,8 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, BinaryArray, DictionaryArray, ListArray, RecordBatch, StringArray,
-    TimestampMicrosecondArray, TimestampMillisecondArray, UInt8Array, UInt32Array,
+    Array, BinaryArray, DictionaryArray, ListArray, RecordBatch, StringArray, TimestampMicrosecondArray,
+    TimestampMillisecondArray, UInt8Array, UInt32Array,
 };
 use arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef, TimeUnit};
 
@@ -107,8 +107,11 @@ pub struct AlertColumns<'a> {
     rule_description: DictStr<'a>,
     pub mitre_tactics: &'a ListArray,
     tactic_values: DictStr<'a>,
+    pub rule_groups: &'a ListArray,
+    group_values: DictStr<'a>,
     agent_id: DictStr<'a>,
     agent_name: DictStr<'a>,
+    agent_ip: DictStr<'a>,
     pub src_ip: &'a StringArray,
     pub dst_ip: &'a StringArray,
     pub src_user: &'a StringArray,
@@ -128,17 +131,12 @@ struct DictStr<'a> {
 
 impl<'a> DictStr<'a> {
     fn new(batch: &'a RecordBatch, name: &'static str) -> Result<Self> {
-        let column = batch
-            .column_by_name(name)
-            .ok_or(Error::Schema { operator: "schema", column: name })?;
+        let column = batch.column_by_name(name).ok_or(Error::Schema { operator: "schema", column: name })?;
         Self::from_array(column.as_ref(), name)
     }
 
     fn from_array(array: &'a dyn Array, name: &'static str) -> Result<Self> {
-        let keys = array
-            .as_any()
-            .downcast_ref::<Dict>()
-            .ok_or(Error::Schema { operator: "schema", column: name })?;
+        let keys = array.as_any().downcast_ref::<Dict>().ok_or(Error::Schema { operator: "schema", column: name })?;
         let values = keys
             .values()
             .as_any()
@@ -172,6 +170,7 @@ impl<'a> AlertColumns<'a> {
     pub fn new(batch: &'a RecordBatch) -> Result<Self> {
         let tenant = downcast::<Dict>(batch, col::TENANT)?;
         let mitre_tactics = downcast::<ListArray>(batch, col::MITRE_TACTICS)?;
+        let rule_groups = downcast::<ListArray>(batch, col::RULE_GROUPS)?;
         let tenant_values = tenant
             .values()
             .as_any()
@@ -188,8 +187,11 @@ impl<'a> AlertColumns<'a> {
             rule_description: DictStr::new(batch, col::RULE_DESCRIPTION)?,
             mitre_tactics,
             tactic_values: DictStr::from_array(mitre_tactics.values().as_ref(), col::MITRE_TACTICS)?,
+            rule_groups,
+            group_values: DictStr::from_array(rule_groups.values().as_ref(), col::RULE_GROUPS)?,
             agent_id: DictStr::new(batch, col::AGENT_ID)?,
             agent_name: DictStr::new(batch, col::AGENT_NAME)?,
+            agent_ip: DictStr::new(batch, col::AGENT_IP)?,
             src_ip: downcast(batch, col::SRC_IP)?,
             dst_ip: downcast(batch, col::DST_IP)?,
             src_user: downcast(batch, col::SRC_USER)?,
@@ -218,15 +220,22 @@ impl<'a> AlertColumns<'a> {
     pub fn agent_name(&self, row: usize) -> Option<&'a str> {
         self.agent_name.get(row)
     }
+    pub fn agent_ip(&self, row: usize) -> Option<&'a str> {
+        self.agent_ip.get(row).filter(|ip| !ip.is_empty() && *ip != "any")
+    }
     /// MITRE tactics of the row, in the order the alert lists them.
     pub fn tactics(&self, row: usize) -> impl Iterator<Item = &'a str> + use<'a> {
-        let offsets = self.mitre_tactics.value_offsets();
-        let range = if self.mitre_tactics.is_null(row) {
-            0..0
-        } else {
-            offsets[row] as usize..offsets[row + 1] as usize
-        };
-        let tactics = self.tactic_values;
-        range.filter_map(move |i| tactics.get(i))
+        list_values(self.mitre_tactics, self.tactic_values, row)
     }
+
+    /// Wazuh rule groups of the row.
+    pub fn groups(&self, row: usize) -> impl Iterator<Item = &'a str> + use<'a> {
+        list_values(self.rule_groups, self.group_values, row)
+    }
+}
+
+fn list_values<'a>(list: &'a ListArray, values: DictStr<'a>, row: usize) -> impl Iterator<Item = &'a str> + use<'a> {
+    let offsets = list.value_offsets();
+    let range = if list.is_null(row) { 0..0 } else { offsets[row] as usize..offsets[row + 1] as usize };
+    range.filter_map(move |i| values.get(i))
 }

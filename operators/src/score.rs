@@ -38,6 +38,12 @@ pub struct ScoreConfig {
     /// Points per doubling of distinct (non-duplicate) alerts, capped.
     pub volume_weight: f64,
     pub volume_cap: f64,
+    /// A rule that is common in the tenant counts at this fraction of its level.
+    pub common_level_factor: f64,
+    /// Points per host beyond the first (one entity reaching several hosts:
+    /// lateral movement, spreading malware), capped.
+    pub spread_weight: f64,
+    pub spread_cap: f64,
 }
 
 impl Default for ScoreConfig {
@@ -52,6 +58,9 @@ impl Default for ScoreConfig {
             diversity_cap: 20.0,
             volume_weight: 2.0,
             volume_cap: 10.0,
+            common_level_factor: 0.5,
+            spread_weight: 6.0,
+            spread_cap: 18.0,
         }
     }
 }
@@ -67,12 +76,17 @@ impl ScoreConfig {
             ("diversity_cap", self.diversity_cap),
             ("volume_weight", self.volume_weight),
             ("volume_cap", self.volume_cap),
+            ("common_level_factor", self.common_level_factor),
+            ("spread_weight", self.spread_weight),
+            ("spread_cap", self.spread_cap),
         ] {
             if !v.is_finite() || v < 0.0 {
                 errors.push(format!("score.{name} = {v} must be a finite number >= 0"));
             }
         }
-        for (name, v) in [("tactic_min_level", self.tactic_min_level), ("diversity_min_level", self.diversity_min_level)] {
+        for (name, v) in
+            [("tactic_min_level", self.tactic_min_level), ("diversity_min_level", self.diversity_min_level)]
+        {
             if v > 16 {
                 errors.push(format!("score.{name} = {v} is above the highest Wazuh level 16"));
             }
@@ -81,16 +95,28 @@ impl ScoreConfig {
     }
 }
 
+/// A rule, as the scorer names it.
+#[derive(Debug, Clone, Copy)]
+pub struct RuleRef<'a> {
+    pub level: u8,
+    pub rule_id: u32,
+    pub description: &'a str,
+}
+
 /// What the scorer reads from a cluster.
 #[derive(Debug)]
 pub struct ScoreInput<'a> {
-    pub max_level: u8,
-    pub max_level_rule: (u32, &'a str),
-    /// Tactics of alerts at or above `tactic_min_level`, in order of first appearance.
+    /// The highest-level rule that is not common in the tenant.
+    pub top_rule: Option<RuleRef<'a>>,
+    /// The highest-level rule that is common in the tenant.
+    pub top_common_rule: Option<RuleRef<'a>>,
+    /// Tactics of uncommon alerts at or above `tactic_min_level`, in order of first appearance.
     pub signal_tactics: &'a [&'a str],
-    /// Distinct rules at or above `diversity_min_level`.
+    /// Distinct uncommon rules at or above `diversity_min_level`.
     pub strong_rules: usize,
     pub unique_alerts: u64,
+    /// Distinct hosts in the cluster.
+    pub hosts: usize,
 }
 
 /// A total and its breakdown.
@@ -114,20 +140,37 @@ impl ScoreConfig {
                 lines.push(ScoreLine { factor: factor.to_string(), points, detail });
             }
         };
-        push(
-            "max_level",
-            self.level_weight * f64::from(c.max_level),
-            format!(
-                "highest rule level {} (rule {}: {}) × {}",
-                c.max_level, c.max_level_rule.0, c.max_level_rule.1, self.level_weight
+        let uncommon = c.top_rule.map(|r| (self.level_weight * f64::from(r.level), r));
+        let common = c.top_common_rule.map(|r| (self.level_weight * f64::from(r.level) * self.common_level_factor, r));
+        match (uncommon, common) {
+            (Some((p, r)), c2) if c2.is_none_or(|(q, _)| p >= q) => push(
+                "max_level",
+                p,
+                format!(
+                    "highest rule level {} (rule {}: {}) × {}",
+                    r.level, r.rule_id, r.description, self.level_weight
+                ),
             ),
-        );
+            (_, Some((q, r))) => push(
+                "max_level",
+                q,
+                format!(
+                    "highest rule level {} (rule {}: {}) × {}, × {} because the rule is common in this tenant",
+                    r.level, r.rule_id, r.description, self.level_weight, self.common_level_factor
+                ),
+            ),
+            _ => {}
+        }
         let tactics = c.signal_tactics.len();
         if tactics > 1 {
             push(
                 "tactic_breadth",
                 self.tactic_weight * (tactics - 1) as f64,
-                format!("{tactics} ATT&CK tactics ({}) × {} beyond the first", c.signal_tactics.join(", "), self.tactic_weight),
+                format!(
+                    "{tactics} ATT&CK tactics ({}) × {} beyond the first",
+                    c.signal_tactics.join(", "),
+                    self.tactic_weight
+                ),
             );
         }
         let progression = mitre::progression(c.signal_tactics);
@@ -135,7 +178,10 @@ impl ScoreConfig {
             push(
                 "kill_chain",
                 self.kill_chain_weight * (progression - 2) as f64,
-                format!("tactics advance {progression} steps along the kill chain × {} beyond two", self.kill_chain_weight),
+                format!(
+                    "tactics advance {progression} steps along the kill chain × {} beyond two",
+                    self.kill_chain_weight
+                ),
             );
         }
         if c.strong_rules > 1 {
@@ -157,6 +203,14 @@ impl ScoreConfig {
                 format!("{} distinct alerts: {} × log2 (cap {})", c.unique_alerts, self.volume_weight, self.volume_cap),
             );
         }
+        if c.hosts > 1 {
+            let raw = self.spread_weight * (c.hosts - 1) as f64;
+            push(
+                "spread",
+                raw.min(self.spread_cap),
+                format!("{} hosts × {} beyond the first (cap {})", c.hosts, self.spread_weight, self.spread_cap),
+            );
+        }
         let total = round2(lines.iter().map(|l| l.points).sum());
         Score { total, lines }
     }
@@ -168,12 +222,25 @@ mod tests {
 
     fn input<'a>(level: u8, tactics: &'a [&'a str], strong: usize, alerts: u64) -> ScoreInput<'a> {
         ScoreInput {
-            max_level: level,
-            max_level_rule: (5712, "sshd: brute force"),
+            top_rule: Some(RuleRef { level, rule_id: 5712, description: "sshd: brute force" }),
+            top_common_rule: None,
             signal_tactics: tactics,
             strong_rules: strong,
             unique_alerts: alerts,
+            hosts: 1,
         }
+    }
+
+    #[test]
+    fn common_rules_count_at_a_discount_and_say_so() {
+        let cfg = ScoreConfig::default();
+        let mut i = input(4, &[], 0, 1);
+        i.top_common_rule = Some(RuleRef { level: 15, rule_id: 92213, description: "dropped exe" });
+        let s = cfg.score(&i);
+        assert_eq!(s.lines[0].points, 22.5);
+        assert!(s.lines[0].detail.contains("common in this tenant"), "{}", s.lines[0].detail);
+        i.top_rule = Some(RuleRef { level: 12, rule_id: 87105, description: "VirusTotal" });
+        assert_eq!(cfg.score(&i).lines[0].points, 36.0);
     }
 
     #[test]

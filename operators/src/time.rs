@@ -68,10 +68,7 @@ pub fn parse_timestamp(s: &str) -> Option<EventTime> {
         [] | [b'Z'] => 0,
         [sign @ (b'+' | b'-'), rest @ ..] => {
             let (h, m) = match rest {
-                [h1, h2, m1, m2] | [h1, h2, b':', m1, m2] => (
-                    two_digits(*h1, *h2)?,
-                    two_digits(*m1, *m2)?,
-                ),
+                [h1, h2, m1, m2] | [h1, h2, b':', m1, m2] => (two_digits(*h1, *h2)?, two_digits(*m1, *m2)?),
                 _ => return None,
             };
             if h > 23 || m > 59 {
@@ -139,13 +136,7 @@ impl fmt::Display for Rfc3339 {
         let secs = self.0.div_euclid(1000);
         let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
         let s = secs.rem_euclid(86_400);
-        write!(
-            f,
-            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
-            s / 3600,
-            s / 60 % 60,
-            s % 60
-        )
+        write!(f, "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z", s / 3600, s / 60 % 60, s % 60)
     }
 }
 

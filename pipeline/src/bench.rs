@@ -95,7 +95,12 @@ pub fn cmd_bench(a: BenchArgs) -> Result<()> {
             if !p.exists() {
                 eprintln!("generating {} alerts into {} …", a.alerts, p.display());
                 std::fs::create_dir_all("target")?;
-                let cfg = GeneratorConfig { tenants: a.tenants, alerts: a.alerts, seed: a.seed, ..GeneratorConfig::default() };
+                let cfg = GeneratorConfig {
+                    tenants: a.tenants,
+                    alerts: a.alerts,
+                    seed: a.seed,
+                    ..GeneratorConfig::default()
+                };
                 let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&p)?);
                 write_stream(cfg, &mut out, &mut std::io::sink(), |_| {})?;
                 std::io::Write::flush(&mut out)?;
@@ -165,7 +170,11 @@ pub fn cmd_bench(a: BenchArgs) -> Result<()> {
         alerts,
         bytes,
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
-        stages: vec![stage("parse_only_1_thread", parse_secs), stage("decode_to_arrow_1_thread", decode_secs), stage("full_pipeline", full_secs)],
+        stages: vec![
+            stage("parse_only_1_thread", parse_secs),
+            stage("decode_to_arrow_1_thread", decode_secs),
+            stage("full_pipeline", full_secs),
+        ],
         peak_rss_mib: peak_rss_mib(),
         escalated: summary.escalated,
         offered_rate: a.offered_rate,
@@ -178,7 +187,10 @@ pub fn cmd_bench(a: BenchArgs) -> Result<()> {
         println!("input {} — {} alerts, {:.1} MiB, {} cores", report.input, alerts, mb, report.cores);
         println!("{:<26} {:>12} {:>10} {:>9} {:>8}", "stage", "alerts/s", "MiB/s", "secs", "×parse");
         for s in &report.stages {
-            println!("{:<26} {:>12.0} {:>10.1} {:>9.2} {:>8.2}", s.name, s.alerts_per_sec, s.mb_per_sec, s.secs, s.ratio_to_parse);
+            println!(
+                "{:<26} {:>12.0} {:>10.1} {:>9.2} {:>8.2}",
+                s.name, s.alerts_per_sec, s.mb_per_sec, s.secs, s.ratio_to_parse
+            );
         }
         println!("peak RSS {:.0} MiB, {} escalated", report.peak_rss_mib, report.escalated);
         let l = &report.triage_latency_us;
@@ -224,4 +236,3 @@ impl Source for Paced {
         Ok(Some(chunk))
     }
 }
-

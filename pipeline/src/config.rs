@@ -178,14 +178,10 @@ impl Config {
 
     /// Parses and validates TOML text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
-        let config: Config =
-            toml::from_str(text).map_err(|e| ConfigError::Parse { path: origin.to_string(), message: e.to_string() })?;
+        let config: Config = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: origin.to_string(), message: e.to_string() })?;
         let errors = config.validate();
-        if errors.is_empty() {
-            Ok(config)
-        } else {
-            Err(ConfigError::Invalid { path: origin.to_string(), errors })
-        }
+        if errors.is_empty() { Ok(config) } else { Err(ConfigError::Invalid { path: origin.to_string(), errors }) }
     }
 
     /// Every problem, each naming its key.
@@ -245,8 +241,11 @@ mod tests {
 
     #[test]
     fn every_problem_is_reported_with_its_key() {
-        let text = "[handoff]\nreview_threshold = 90.0\n[time]\nwatermark_interval = \"0s\"\n[generator]\ntenants = 0\n";
-        let Err(ConfigError::Invalid { errors, .. }) = Config::parse(text, "c.toml") else { panic!("expected invalid") };
+        let text =
+            "[handoff]\nreview_threshold = 90.0\n[time]\nwatermark_interval = \"0s\"\n[generator]\ntenants = 0\n";
+        let Err(ConfigError::Invalid { errors, .. }) = Config::parse(text, "c.toml") else {
+            panic!("expected invalid")
+        };
         assert_eq!(errors.len(), 3, "{errors:?}");
         assert!(errors.iter().any(|e| e.contains("handoff.review_threshold")));
         assert!(errors.iter().any(|e| e.contains("time.watermark_interval")));

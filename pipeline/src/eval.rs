@@ -29,7 +29,8 @@ pub fn evaluate_run(
     labels: impl FnOnce() -> Vec<Label>,
 ) -> Result<(EvalReport, Summary), RunError> {
     let stop = StopFlag::new();
-    let options = RunOptions { track_members: true, progress: Some(std::time::Duration::from_secs(10)), ..RunOptions::default() };
+    let options =
+        RunOptions { track_members: true, progress: Some(std::time::Duration::from_secs(10)), ..RunOptions::default() };
     let mut finals = Vec::new();
     let mut escalations: BTreeMap<String, u64> = BTreeMap::new();
     let summary = run(config, source, &options, &stop, |e| {
@@ -40,11 +41,8 @@ pub fn evaluate_run(
         }
         Ok(())
     })?;
-    let alerts: BTreeMap<String, u64> = summary
-        .tenants
-        .iter()
-        .map(|(t, m)| (t.clone(), m.get("dedup.records_in").copied().unwrap_or(0)))
-        .collect();
+    let alerts: BTreeMap<String, u64> =
+        summary.tenants.iter().map(|(t, m)| (t.clone(), m.get("dedup.records_in").copied().unwrap_or(0))).collect();
     let labels = labels();
     Ok((evaluate(&labels, &finals, &alerts, &escalations), summary))
 }
@@ -106,7 +104,11 @@ impl Acc {
             steps: self.steps.len() as u64,
             steps_recalled: self.steps_recalled.len() as u64,
             true_positive_clusters: self.tp_clusters,
-            reduction: if self.escalations == 0 { self.alerts as f64 } else { ratio(self.alerts as f64, self.escalations as f64) },
+            reduction: if self.escalations == 0 {
+                self.alerts as f64
+            } else {
+                ratio(self.alerts as f64, self.escalations as f64)
+            },
             campaign_recall: ratio(self.recalled.len() as f64, self.campaigns.len() as f64),
             step_recall: ratio(self.steps_recalled.len() as f64, self.steps.len() as f64),
             precision: ratio(self.tp_clusters as f64, self.clusters as f64),
@@ -141,7 +143,9 @@ pub fn evaluate(
     alerts_per_tenant: &BTreeMap<String, u64>,
     escalations_per_tenant: &BTreeMap<String, u64>,
 ) -> EvalReport {
-    let by_alert: HashMap<&str, &Label> = labels.iter().map(|l| (l.alert_id.as_str(), l)).collect();
+    // Alert ids are unique per Wazuh manager, not across tenants: key by both.
+    let by_alert: HashMap<(&str, &str), &Label> =
+        labels.iter().map(|l| ((l.tenant.as_str(), l.alert_id.as_str()), l)).collect();
     let mut acc: BTreeMap<String, Acc> = BTreeMap::new();
     for (tenant, n) in alerts_per_tenant {
         acc.entry(tenant.clone()).or_default().alerts = *n;
@@ -159,7 +163,7 @@ pub fn evaluate(
         a.clusters += 1;
         let mut tp = false;
         for m in r.members.iter().flatten() {
-            if let Some(l) = by_alert.get(m.as_str()) {
+            if let Some(l) = by_alert.get(&(r.tenant.as_str(), m.as_str())) {
                 tp = true;
                 a.recalled.insert(l.campaign.clone());
                 a.steps_recalled.insert((l.campaign.clone(), l.step));

@@ -103,6 +103,9 @@ struct RunArgs {
     /// Write the run summary as JSON to this file.
     #[arg(long)]
     summary_json: Option<PathBuf>,
+    /// List every member alert id in case files (costs memory on big clusters).
+    #[arg(long)]
+    members: bool,
     /// Worker shards (overrides runtime.shards).
     #[arg(long)]
     shards: Option<usize>,
@@ -222,7 +225,9 @@ fn open_source(config: &Config, stop: &StopFlag) -> Result<Box<dyn Source>> {
             let opts = FileOptions { follow: config.input.follow, ..FileOptions::default() };
             Box::new(FileSource::open(path, opts, stop.clone())?)
         }
-        None => Box::new(GeneratorSource::new(generator_config(config), config.runtime.batch_size.get(), stop.clone())?),
+        None => {
+            Box::new(GeneratorSource::new(generator_config(config), config.runtime.batch_size.get(), stop.clone())?)
+        }
     })
 }
 
@@ -266,7 +271,8 @@ fn cmd_run(a: RunArgs) -> Result<()> {
     let stdout = std::io::stdout().lock();
     let mut writer = EventWriter::new(&config.output, BufWriter::new(stdout))?;
     writer.show_final = a.show_final;
-    let options = RunOptions { progress: Some(Duration::from_secs(5)), ..RunOptions::default() };
+    let options =
+        RunOptions { progress: Some(Duration::from_secs(5)), track_members: a.members, ..RunOptions::default() };
     let summary = run(&config, source, &options, &stop, |e| writer.write(e))?;
     writer.finish()?;
     let dead_file = writer.dead_letter_file().map(str::to_string);
@@ -280,7 +286,8 @@ fn cmd_run(a: RunArgs) -> Result<()> {
         eprintln!("{} dead-lettered record(s) written to {path}", summary.dead_lettered);
     }
     if let Some(path) = a.summary_json {
-        std::fs::write(&path, serde_json::to_vec_pretty(&summary)?).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(&path, serde_json::to_vec_pretty(&summary)?)
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }
@@ -293,7 +300,8 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
         let base = if a.output == "-" { "alerts.json".to_string() } else { a.output.clone() };
         PathBuf::from(format!("{base}.labels.ndjson"))
     });
-    let labels_file = std::fs::File::create(&labels_path).with_context(|| format!("creating {}", labels_path.display()))?;
+    let labels_file =
+        std::fs::File::create(&labels_path).with_context(|| format!("creating {}", labels_path.display()))?;
     let mut labels = BufWriter::new(labels_file);
     let started = std::time::Instant::now();
     let total = gen_cfg.alerts;
@@ -336,11 +344,11 @@ fn generate_to(
     progress: impl FnMut(u64),
 ) -> Result<sluice_connectors::generator::GenerateStats> {
     if !realtime {
-        return Ok(write_stream(cfg, out, labels, progress)?);
+        return Ok(write_stream(cfg, &mut &mut *out, &mut &mut *labels, progress)?);
     }
     let start = std::time::Instant::now();
     let mut paced = Paced { inner: out, written: 0, start, rate };
-    Ok(write_stream(cfg, &mut paced, labels, progress)?)
+    Ok(write_stream(cfg, &mut paced, &mut &mut *labels, progress)?)
 }
 
 /// A writer that flushes each line and sleeps to hold a rate in lines/s.
@@ -395,13 +403,18 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
         None => {
             let collected = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
             let sink = collected.clone();
-            let source = GeneratorSource::new(generator_config(&config), config.runtime.batch_size.get(), StopFlag::new())?
-                .with_labels(move |l| sink.lock().expect("labels lock").push(l));
-            eval::evaluate_run(&config, Box::new(source), move || std::mem::take(&mut *collected.lock().expect("labels lock")))?
+            let source =
+                GeneratorSource::new(generator_config(&config), config.runtime.batch_size.get(), StopFlag::new())?
+                    .with_labels(move |l| sink.lock().expect("labels lock").push(l));
+            eval::evaluate_run(&config, Box::new(source), move || {
+                std::mem::take(&mut *collected.lock().expect("labels lock"))
+            })?
         }
     };
     match a.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "quality": report, "summary": summary }))?),
+        Format::Json => {
+            println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "quality": report, "summary": summary }))?)
+        }
         _ => {
             print!("{}", eval::human(&report));
             eprintln!(
@@ -418,10 +431,12 @@ fn cmd_validate(path: &Path) -> Result<()> {
     // Build every component once: what would fail at start fails here.
     sluice_pipeline::runtime::build_chain(&config, config.correlate.clone())?;
     sluice_operators::decode::Decoder::new(config.decode.clone(), &config.tenant)?;
-    if let Some(p) = &config.input.path {
-        if p != "-" && !config.input.follow && !Path::new(p).exists() {
-            bail!("{}: input.path {p:?} does not exist", path.display());
-        }
+    if let Some(p) = &config.input.path
+        && p != "-"
+        && !config.input.follow
+        && !Path::new(p).exists()
+    {
+        bail!("{}: input.path {p:?} does not exist", path.display());
     }
     println!("{}: OK", path.display());
     Ok(())

@@ -56,7 +56,12 @@ pub fn human(kind: ReportKind, r: &ClusterReport) -> String {
     let mut rules: Vec<_> = r.rules.iter().collect();
     rules.sort_by(|a, b| b.level.cmp(&a.level).then(b.count.cmp(&a.count)));
     let top: Vec<String> = rules.iter().take(4).map(|r| format!("{}×{} (L{})", r.rule_id, r.count, r.level)).collect();
-    let _ = writeln!(s, "         rules    {}{}", top.join(", "), if rules.len() > 4 { format!(" +{} more", rules.len() - 4) } else { String::new() });
+    let _ = writeln!(
+        s,
+        "         rules    {}{}",
+        top.join(", "),
+        if rules.len() > 4 { format!(" +{} more", rules.len() - 4) } else { String::new() }
+    );
     let why: Vec<String> = r.breakdown.iter().map(|l| format!("{} +{}", l.factor, l.points)).collect();
     let _ = writeln!(s, "         why      {} — {}", why.join(", "), r.reason);
     s
@@ -72,7 +77,11 @@ pub fn human_summary(s: &Summary) -> String {
     let _ = writeln!(out, "late               {:>12}", s.late);
     let _ = writeln!(out, "deduplicated       {:>12}", s.deduplicated);
     let _ = writeln!(out, "clustered          {:>12}   (unclustered low-level: {})", s.clustered, s.unclustered);
-    let _ = writeln!(out, "clusters           {:>12}   (review {}, suppress {})", s.clusters, s.closed_review, s.closed_suppress);
+    let _ = writeln!(
+        out,
+        "clusters           {:>12}   (review {}, suppress {})",
+        s.clusters, s.closed_review, s.closed_suppress
+    );
     let _ = writeln!(out, "escalated          {:>12}   (+{} updates)", s.escalated, s.updates);
     let _ = writeln!(out, "reduction          {:>12.1}×  alerts read per escalated cluster", s.reduction);
     let _ = writeln!(

@@ -297,12 +297,12 @@ pub fn run(
             }
             _ => None,
         };
-        if output_error.is_none() {
-            if let Err(e) = on_event(event) {
-                // Stop reading; keep draining so every thread can finish.
-                output_error = Some(e);
-                stop.stop();
-            }
+        if output_error.is_none()
+            && let Err(e) = on_event(event)
+        {
+            // Stop reading; keep draining so every thread can finish.
+            output_error = Some(e);
+            stop.stop();
         }
         if let Some(ingest) = trigger {
             let _ = latency.record((now_us() - ingest).max(1) as u64);
@@ -348,7 +348,11 @@ pub fn run(
         closed_suppress: counters.total("correlate", "closed_suppress"),
         hubs_demoted: counters.total("correlate", "hubs_demoted"),
         evicted: counters.total("correlate", "clusters_evicted") + counters.total("dedup", "evicted"),
-        reduction: if escalations == 0 { decode_stats.read as f64 } else { decode_stats.read as f64 / escalations as f64 },
+        reduction: if escalations == 0 {
+            decode_stats.read as f64
+        } else {
+            decode_stats.read as f64 / escalations as f64
+        },
         elapsed_secs: elapsed,
         alerts_per_sec: decode_stats.read as f64 / elapsed.max(1e-9),
         triage_latency_us: LatencySummary::from_histogram(&latency),
@@ -393,10 +397,10 @@ fn run_shard(chain: &mut Chain, rx: Receiver<ShardMsg>, events: Sender<Event>) -
     let mut out: Vec<Output> = Vec::new();
     let forward = |out: &mut Vec<Output>| -> bool {
         for o in out.drain(..) {
-            if let Output::Cluster(kind, report) = o {
-                if events.send(Event::Report(kind, report)).is_err() {
-                    return false;
-                }
+            if let Output::Cluster(kind, report) = o
+                && events.send(Event::Report(kind, report)).is_err()
+            {
+                return false;
             }
         }
         true

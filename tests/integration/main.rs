@@ -1,1 +1,8 @@
-fn main() {}
+//! Sluice's integration tests: one test binary, one module per concern.
+//! Fixtures live in `tests/data/`.
+
+mod common;
+mod differential;
+mod golden;
+mod properties;
+mod quality;

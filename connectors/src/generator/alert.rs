@@ -32,6 +32,8 @@ pub(crate) struct Draft {
     /// The `syscheck` object; omitted when empty.
     pub syscheck: J,
     pub location: String,
+    /// The full log is the `data` JSON itself (Windows eventchannel).
+    pub full_log_is_data: bool,
     /// Values for `$(field)` placeholders in the rule description.
     pub fields: Fields,
     /// Scratch space for sources (Windows eventdata, messages).
@@ -52,6 +54,7 @@ impl Default for Draft {
             data: J::default(),
             syscheck: J::default(),
             location: String::new(),
+            full_log_is_data: false,
             fields: Fields::default(),
             ev: J::default(),
             scratch: String::new(),
@@ -71,6 +74,7 @@ impl Draft {
         self.data.clear();
         self.syscheck.clear();
         self.location.clear();
+        self.full_log_is_data = false;
         self.fields.clear();
         self.ev.clear();
         self.scratch.clear();
@@ -80,13 +84,7 @@ impl Draft {
 /// Writes `d` as one line (with `\n`) into `line`, advancing the tenant's
 /// `firedtimes` and alerts-file offset. Returns the alert id's two parts
 /// (unix seconds, offset).
-pub(crate) fn write_line(
-    line: &mut String,
-    d: &Draft,
-    rules: &RuleSet,
-    t: &mut Tenant,
-    ts: i64,
-) -> (i64, u64) {
+pub(crate) fn write_line(line: &mut String, d: &Draft, rules: &RuleSet, t: &mut Tenant, ts: i64) -> (i64, u64) {
     line.clear();
     line.push_str("{\"timestamp\":\"");
     civil::write_wazuh(line, ts);
@@ -111,10 +109,13 @@ pub(crate) fn write_line(
         esc(line, &d.previous_output);
         line.push('"');
     }
-    if !rule.no_full_log && !d.full_log.is_empty() {
-        line.push_str(",\"full_log\":\"");
-        esc(line, &d.full_log);
-        line.push('"');
+    if !rule.no_full_log {
+        let full = if d.full_log_is_data { &d.data.buf } else { &d.full_log };
+        if !full.is_empty() {
+            line.push_str(",\"full_log\":\"");
+            esc(line, full);
+            line.push('"');
+        }
     }
     if !d.syscheck.is_empty() {
         line.push_str(",\"syscheck\":");

@@ -6,9 +6,7 @@
 
 use std::fmt::Write as _;
 
-const MONTHS: [&str; 12] = [
-    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-];
+const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
 
 /// Days since 1970-01-01 of a proleptic-Gregorian date.
 pub(crate) fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
@@ -95,15 +93,7 @@ pub(crate) fn write_wazuh(out: &mut String, ms: i64) {
 /// Syslog (RFC 3164) time as the predecoder reports it: `Nov  1 00:00:03`.
 pub(crate) fn write_syslog(out: &mut String, ms: i64) {
     let c = Civil::from_ms(ms);
-    let _ = write!(
-        out,
-        "{} {:>2} {:02}:{:02}:{:02}",
-        c.month_abbr(),
-        c.day,
-        c.hour,
-        c.minute,
-        c.second
-    );
+    let _ = write!(out, "{} {:>2} {:02}:{:02}:{:02}", c.month_abbr(), c.day, c.hour, c.minute, c.second);
 }
 
 /// Apache / nginx access-log time: `01/Nov/2026:00:00:03 +0000`.
@@ -168,21 +158,13 @@ pub(crate) fn write_eve(out: &mut String, ms: i64, micros: u32) {
 /// dpkg.log time: `2026-11-01 00:00:03`.
 pub(crate) fn write_dpkg(out: &mut String, ms: i64) {
     let c = Civil::from_ms(ms);
-    let _ = write!(
-        out,
-        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
-        c.year, c.month, c.day, c.hour, c.minute, c.second
-    );
+    let _ = write!(out, "{:04}-{:02}-{:02} {:02}:{:02}:{:02}", c.year, c.month, c.day, c.hour, c.minute, c.second);
 }
 
 /// ISO time without zone, as in `syscheck.mtime_after`: `2026-11-01T00:00:03`.
 pub(crate) fn write_iso_seconds(out: &mut String, ms: i64) {
     let c = Civil::from_ms(ms);
-    let _ = write!(
-        out,
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
-        c.year, c.month, c.day, c.hour, c.minute, c.second
-    );
+    let _ = write!(out, "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}", c.year, c.month, c.day, c.hour, c.minute, c.second);
 }
 
 /// ISO time with `Z` and milliseconds (MS Graph, VirusTotal): `2026-11-01T00:00:03.123Z`.

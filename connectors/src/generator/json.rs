@@ -4,11 +4,36 @@
 
 use std::fmt::{self, Write as _};
 
+/// Whether any of the 8 bytes in `w` is a control character, `"` or `\\`
+/// (SWAR: exact for this test, non-ASCII bytes never match).
+const fn needs_escape(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let control = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
+    let q = w ^ (ONES * 0x22);
+    let quote = q.wrapping_sub(ONES) & !q & HIGH;
+    let b = w ^ (ONES * 0x5C);
+    let backslash = b.wrapping_sub(ONES) & !b & HIGH;
+    (control | quote | backslash) != 0
+}
+
 /// Appends `s` JSON-escaped (without quotes).
 pub(crate) fn esc(out: &mut String, s: &str) {
     let bytes = s.as_bytes();
     let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
+    let mut i = 0;
+    while i < bytes.len() {
+        while let Some(chunk) = bytes.get(i..i + 8) {
+            let w =
+                u64::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3], chunk[4], chunk[5], chunk[6], chunk[7]]);
+            if needs_escape(w) {
+                break;
+            }
+            i += 8;
+        }
+        let Some(&b) = bytes.get(i) else {
+            break;
+        };
         let rep: &str = match b {
             b'"' => "\\\"",
             b'\\' => "\\\\",
@@ -18,14 +43,20 @@ pub(crate) fn esc(out: &mut String, s: &str) {
             0..=0x1f => {
                 out.push_str(&s[start..i]);
                 let _ = write!(out, "\\u{b:04x}");
-                start = i + 1;
+                i += 1;
+                start = i;
                 continue;
             }
-            _ => continue,
+            _ => {
+                i += 1;
+                continue;
+            }
         };
+        // Escaped bytes are ASCII, so `start..i` ends on a char boundary.
         out.push_str(&s[start..i]);
         out.push_str(rep);
-        start = i + 1;
+        i += 1;
+        start = i;
     }
     out.push_str(&s[start..]);
 }
@@ -129,13 +160,6 @@ impl J {
         self
     }
 
-    /// A bare JSON number.
-    pub(crate) fn num(&mut self, k: &str, v: u64) -> &mut Self {
-        self.key(k);
-        push_u64(&mut self.buf, v);
-        self
-    }
-
     /// A string value written by `f` (which must not need escaping, e.g. a
     /// timestamp).
     pub(crate) fn str_with(&mut self, k: &str, f: impl FnOnce(&mut String)) -> &mut Self {
@@ -159,12 +183,6 @@ impl J {
         self.buf.push('"');
         push_hex(&mut self.buf, bytes);
         self.buf.push('"');
-        self
-    }
-
-    pub(crate) fn bool(&mut self, k: &str, v: bool) -> &mut Self {
-        self.key(k);
-        self.buf.push_str(if v { "true" } else { "false" });
         self
     }
 
@@ -235,17 +253,36 @@ mod tests {
     }
 
     #[test]
+    fn escaping_matches_serde_on_every_byte() {
+        for b in 0u8..128 {
+            for pos in 0..12 {
+                let mut text = "abcdefghijk".to_string();
+                text.insert(pos, b as char);
+                text.push_str("é€𝄞 tail");
+                let mut mine = String::new();
+                esc(&mut mine, &text);
+                let theirs = serde_json::to_string(&text).unwrap();
+                let back: String = serde_json::from_str(&format!("\"{mine}\"")).unwrap();
+                assert_eq!(back, text);
+                if b >= 0x20 || matches!(b, b'\n' | b'\r' | b'\t') {
+                    assert_eq!(format!("\"{mine}\""), theirs);
+                }
+            }
+        }
+    }
+
+    #[test]
     fn builder_nests() {
         let mut j = J::default();
         j.clear();
         j.begin();
-        j.str("a", "x\"y").num_str("p", 22).obj("o").num("n", 0).bool("b", false).end();
+        j.str("a", "x\"y").num_str("p", 22).obj("o").num_str("n", 0).end();
         j.arr_str("l", &["1", "2"]).arr("e").elem_obj().str("k", "v").end().end_arr();
         j.end();
         let v: serde_json::Value = serde_json::from_str(&j.buf).unwrap();
         assert_eq!(v["a"], "x\"y");
         assert_eq!(v["p"], "22");
-        assert_eq!(v["o"]["n"], 0);
+        assert_eq!(v["o"]["n"], "0");
         assert_eq!(v["l"][1], "2");
         assert_eq!(v["e"][0]["k"], "v");
         let mut n = String::new();

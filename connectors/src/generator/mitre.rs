@@ -9,12 +9,7 @@
 /// One technique: (id, name, tactics).
 pub(crate) type Technique = (&'static str, &'static str, &'static [&'static str]);
 
-const VALID_ACCOUNTS_TACTICS: &[&str] = &[
-    "Defense Evasion",
-    "Persistence",
-    "Privilege Escalation",
-    "Initial Access",
-];
+const VALID_ACCOUNTS_TACTICS: &[&str] = &["Defense Evasion", "Persistence", "Privilege Escalation", "Initial Access"];
 const SCHEDULED_TACTICS: &[&str] = &["Execution", "Persistence", "Privilege Escalation"];
 
 /// Sorted by id (binary-searched).
@@ -52,10 +47,7 @@ const TECHNIQUES: &[Technique] = &[
 
 /// The technique with this ATT&CK id, if the table has it.
 pub(crate) fn technique(id: &str) -> Option<&'static Technique> {
-    TECHNIQUES
-        .binary_search_by(|t| t.0.cmp(id))
-        .ok()
-        .map(|i| &TECHNIQUES[i])
+    TECHNIQUES.binary_search_by(|t| t.0.cmp(id)).ok().map(|i| &TECHNIQUES[i])
 }
 
 #[cfg(test)]

@@ -17,17 +17,12 @@ use super::mitre;
 // BEGIN USED_RULES
 pub(crate) const USED_RULES: &[u32] = &[
     // syslog: sshd, PAM, sudo, accounts, cron, packages, kernel, systemd
-    1002, 2833, 2902, 2932, 5104, 5402, 5403, 5501, 5502, 5706, 5710, 5712, 5715, 5716, 5720,
-    5901, 5902, 40704, 52002,
-    // Wazuh: syscheck (FIM), netstat, auditd commands
-    533, 550, 553, 554, 80792,
-    // web access logs
-    31101, 31103, 31106, 31151, 31164,
-    // Suricata, VirusTotal, MS Graph
-    86601, 87105, 99548,
-    // Windows security channel and Sysmon
-    60106, 60122, 60137, 60204, 60228, 92052, 92066, 92067, 92068, 92200, 92213, 92652, 92653,
-    92657,
+    1002, 2833, 2902, 2932, 5104, 5402, 5403, 5501, 5502, 5706, 5710, 5712, 5715, 5716, 5720, 5901, 5902, 40704,
+    52002, // Wazuh: syscheck (FIM), netstat, auditd commands
+    533, 550, 553, 554, 80792, // web access logs
+    31101, 31103, 31106, 31151, 31164, // Suricata, VirusTotal, MS Graph
+    86601, 87105, 99548, // Windows security channel and Sysmon
+    60106, 60122, 60137, 60204, 60228, 92052, 92066, 92067, 92068, 92200, 92213, 92652, 92653, 92657,
 ];
 // END USED_RULES
 
@@ -61,6 +56,7 @@ enum Seg {
 #[derive(Debug)]
 pub(crate) struct Rule {
     pub id: u32,
+    #[cfg_attr(not(test), allow(dead_code))]
     pub level: u8,
     pub no_full_log: bool,
     desc: Vec<Seg>,
@@ -92,11 +88,7 @@ impl Fields {
     }
 
     fn get(&self, name: &str) -> Option<&str> {
-        self.spans
-            .iter()
-            .rev()
-            .find(|s| s.0 == name)
-            .map(|s| &self.buf[s.1..s.2])
+        self.spans.iter().rev().find(|s| s.0 == name).map(|s| &self.buf[s.1..s.2])
     }
 }
 
@@ -117,6 +109,7 @@ impl Rule {
     }
 
     /// The names of the `$(field)` placeholders of the description.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn placeholders(&self) -> impl Iterator<Item = &str> {
         self.desc.iter().filter_map(|s| match s {
             Seg::Field(f) => Some(f.as_str()),
@@ -163,10 +156,7 @@ fn json_str_array(out: &mut String, items: impl IntoIterator<Item = impl AsRef<s
 }
 
 fn build(raw: RawRule) -> Result<Rule, String> {
-    let id: u32 = raw
-        .id
-        .parse()
-        .map_err(|_| format!("rule id {:?} is not a number", raw.id))?;
+    let id: u32 = raw.id.parse().map_err(|_| format!("rule id {:?} is not a number", raw.id))?;
     let mut head = String::new();
     let _ = write!(head, "{{\"level\":{},\"description\":\"", raw.level);
     let mut mid = String::new();
@@ -175,8 +165,8 @@ fn build(raw: RawRule) -> Result<Rule, String> {
         let mut tactics: Vec<&str> = Vec::new();
         let mut names = Vec::new();
         for t in &raw.mitre_ids {
-            let (_, name, tacs) = mitre::technique(t)
-                .ok_or_else(|| format!("rule {id}: MITRE id {t} missing from mitre.rs"))?;
+            let (_, name, tacs) =
+                mitre::technique(t).ok_or_else(|| format!("rule {id}: MITRE id {t} missing from mitre.rs"))?;
             names.push(*name);
             for tac in *tacs {
                 if !tactics.contains(tac) {
@@ -232,17 +222,15 @@ impl RuleSet {
             if line.trim().is_empty() {
                 continue;
             }
-            let raw: RawRule = serde_json::from_str(line)
-                .map_err(|e| format!("wazuh-rules.ndjson line {}: {e}", n + 1))?;
+            let raw: RawRule =
+                serde_json::from_str(line).map_err(|e| format!("wazuh-rules.ndjson line {}: {e}", n + 1))?;
             rules.push(build(raw)?);
         }
         rules.sort_by_key(|r| r.id);
         let set = RuleSet { rules };
         for id in USED_RULES {
             if set.index(*id).is_none() {
-                return Err(format!(
-                    "rule {id} is used but missing from wazuh-rules.ndjson (run extract_rules.py)"
-                ));
+                return Err(format!("rule {id} is used but missing from wazuh-rules.ndjson (run extract_rules.py)"));
             }
         }
         Ok(set)
@@ -267,6 +255,7 @@ impl RuleSet {
         self.rules.len()
     }
 
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn iter(&self) -> impl Iterator<Item = &Rule> {
         self.rules.iter()
     }
@@ -310,7 +299,16 @@ mod tests {
         let d = v["description"].as_str().unwrap();
         assert!(d.starts_with("Successful Remote Logon Detected - User:ACME\\jdoe - NTLM"), "{d}");
         assert!(d.contains("Verify that ACME-WS-001 is allowed"));
-        assert_eq!(v["mitre"]["tactic"], serde_json::json!(["Defense Evasion", "Lateral Movement", "Persistence", "Privilege Escalation", "Initial Access"]));
+        assert_eq!(
+            v["mitre"]["tactic"],
+            serde_json::json!([
+                "Defense Evasion",
+                "Lateral Movement",
+                "Persistence",
+                "Privilege Escalation",
+                "Initial Access"
+            ])
+        );
         assert_eq!(v["firedtimes"], 3);
     }
 

@@ -8,18 +8,8 @@ use std::fmt::Write as _;
 use super::json::esc;
 use super::rng::Rng;
 
-const NAMED_TENANTS: [&str; 10] = [
-    "acme",
-    "globex",
-    "initech",
-    "umbrella",
-    "hooli",
-    "stark",
-    "wayne",
-    "wonka",
-    "tyrell",
-    "cyberdyne",
-];
+const NAMED_TENANTS: [&str; 10] =
+    ["acme", "globex", "initech", "umbrella", "hooli", "stark", "wayne", "wonka", "tyrell", "cyberdyne"];
 
 /// The name of the tenant at position `i` (0-based): `acme`, …, `cyberdyne`,
 /// then `tenant-11`, `tenant-12`, ….
@@ -31,31 +21,125 @@ pub(crate) fn tenant_name(i: usize) -> String {
 }
 
 const FIRST_NAMES: [&str; 48] = [
-    "james", "mary", "robert", "patricia", "john", "jennifer", "michael", "linda", "david",
-    "elizabeth", "william", "barbara", "richard", "susan", "joseph", "jessica", "thomas", "sarah",
-    "carlos", "karen", "daniel", "lisa", "matthew", "nancy", "anthony", "sandra", "mark", "ashley",
-    "paul", "emily", "steven", "donna", "andrew", "michelle", "kevin", "carol", "brian", "amanda",
-    "george", "melissa", "omar", "priya", "wei", "fatima", "lukas", "sofia", "hiroshi", "amara",
+    "james",
+    "mary",
+    "robert",
+    "patricia",
+    "john",
+    "jennifer",
+    "michael",
+    "linda",
+    "david",
+    "elizabeth",
+    "william",
+    "barbara",
+    "richard",
+    "susan",
+    "joseph",
+    "jessica",
+    "thomas",
+    "sarah",
+    "carlos",
+    "karen",
+    "daniel",
+    "lisa",
+    "matthew",
+    "nancy",
+    "anthony",
+    "sandra",
+    "mark",
+    "ashley",
+    "paul",
+    "emily",
+    "steven",
+    "donna",
+    "andrew",
+    "michelle",
+    "kevin",
+    "carol",
+    "brian",
+    "amanda",
+    "george",
+    "melissa",
+    "omar",
+    "priya",
+    "wei",
+    "fatima",
+    "lukas",
+    "sofia",
+    "hiroshi",
+    "amara",
 ];
 
 const LAST_NAMES: [&str; 60] = [
-    "smith", "johnson", "williams", "brown", "jones", "garcia", "miller", "davis", "rodriguez",
-    "martinez", "hernandez", "lopez", "gonzalez", "wilson", "anderson", "thomas", "taylor",
-    "moore", "jackson", "martin", "lee", "perez", "thompson", "white", "harris", "sanchez",
-    "clark", "ramirez", "lewis", "robinson", "walker", "young", "allen", "king", "wright",
-    "scott", "torres", "nguyen", "hill", "flores", "green", "adams", "nelson", "baker", "hall",
-    "rivera", "campbell", "mitchell", "carter", "roberts", "kowalski", "schmidt", "novak",
-    "mueller", "rossi", "silva", "tanaka", "patel", "okafor", "haddad",
+    "smith",
+    "johnson",
+    "williams",
+    "brown",
+    "jones",
+    "garcia",
+    "miller",
+    "davis",
+    "rodriguez",
+    "martinez",
+    "hernandez",
+    "lopez",
+    "gonzalez",
+    "wilson",
+    "anderson",
+    "thomas",
+    "taylor",
+    "moore",
+    "jackson",
+    "martin",
+    "lee",
+    "perez",
+    "thompson",
+    "white",
+    "harris",
+    "sanchez",
+    "clark",
+    "ramirez",
+    "lewis",
+    "robinson",
+    "walker",
+    "young",
+    "allen",
+    "king",
+    "wright",
+    "scott",
+    "torres",
+    "nguyen",
+    "hill",
+    "flores",
+    "green",
+    "adams",
+    "nelson",
+    "baker",
+    "hall",
+    "rivera",
+    "campbell",
+    "mitchell",
+    "carter",
+    "roberts",
+    "kowalski",
+    "schmidt",
+    "novak",
+    "mueller",
+    "rossi",
+    "silva",
+    "tanaka",
+    "patel",
+    "okafor",
+    "haddad",
 ];
 
 /// Linux service accounts that log in over SSH and run sudo all day.
-pub(crate) const LINUX_SERVICE_ACCOUNTS: [&str; 6] =
-    ["ansible", "backup", "nagios", "deploy", "jenkins", "zabbix"];
+pub(crate) const LINUX_SERVICE_ACCOUNTS: [&str; 6] = ["ansible", "backup", "nagios", "deploy", "jenkins", "zabbix"];
 
 /// Windows service accounts (domain accounts that log on to servers).
-pub(crate) const WINDOWS_SERVICE_ACCOUNTS: [&str; 6] = [
-    "svc_sql", "svc_backup", "svc_scan", "svc_sccm", "svc_veeam", "svc_iis",
-];
+pub(crate) const WINDOWS_SERVICE_ACCOUNTS: [&str; 6] =
+    ["svc_sql", "svc_backup", "svc_scan", "svc_sccm", "svc_veeam", "svc_iis"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Role {
@@ -132,10 +216,8 @@ impl Agent {
 pub(crate) struct User {
     /// sAMAccountName and Linux login (`jsmith`).
     pub name: String,
-    pub display: String,
     pub uid: u32,
     pub rid: u32,
-    pub admin: bool,
 }
 
 #[derive(Debug)]
@@ -161,6 +243,8 @@ pub(crate) struct Tenant {
     pub dcs: Vec<usize>,
     pub win_servers: Vec<usize>,
     pub workstations: Vec<usize>,
+    /// Windows servers and domain controllers.
+    pub win_infra: Vec<usize>,
     /// The CI / configuration-management host that SSHes everywhere.
     pub automation: usize,
     /// The IT admins' jump host.
@@ -181,14 +265,10 @@ pub(crate) fn agent_count(i: usize) -> usize {
 
 impl Tenant {
     pub(crate) fn new(index: usize, seed: u64, rule_count: usize) -> Tenant {
-        let mut rng = Rng::derive(&[seed, 0x7E4A_47, index as u64]);
+        let mut rng = Rng::derive(&[seed, 0x007E_4A47, index as u64]);
         let name = tenant_name(index);
-        let domain: String = name
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric())
-            .take(15)
-            .collect::<String>()
-            .to_ascii_uppercase();
+        let domain: String =
+            name.chars().filter(|c| c.is_ascii_alphanumeric()).take(15).collect::<String>().to_ascii_uppercase();
         let dns = format!("{name}.local");
         let sid = format!(
             "S-1-5-21-{}-{}-{}",
@@ -221,6 +301,7 @@ impl Tenant {
             dcs: Vec::new(),
             win_servers: Vec::new(),
             workstations: Vec::new(),
+            win_infra: Vec::new(),
             automation: 0,
             bastion: 0,
             record_ids: Vec::new(),
@@ -264,10 +345,10 @@ impl Tenant {
             let ip = format!("10.{octet}.0.{}", 10 + i);
             t.push_agent(host, ip, Role::DomainController, Os::Windows, None);
         }
-        const SRV_KINDS: [&str; 3] = ["fs", "sql", "app"];
+        const SRV_KINDS: [&str; 3] = ["fs", "sql", "rds"];
         for i in 0..n_winsrv {
             let kind = SRV_KINDS[i % SRV_KINDS.len()];
-            let host = format!("{name}-{kind}-{:02}", 10 + next(kind));
+            let host = format!("{name}-{kind}-{:02}", next(kind));
             let ip = format!("10.{octet}.0.{}", 20 + i);
             t.push_agent(host, ip, Role::WinServer, Os::Windows, None);
         }
@@ -286,11 +367,10 @@ impl Tenant {
                 Role::Workstation => t.workstations.push(i),
             }
         }
+        t.win_infra = t.win_servers.iter().chain(&t.dcs).copied().collect();
         t.bastion = t.linux[0];
         t.automation = t.linux[1];
-        t.record_ids = (0..t.agents.len())
-            .map(|_| rng.range(50_000, 9_000_000))
-            .collect();
+        t.record_ids = (0..t.agents.len()).map(|_| rng.range(50_000, 9_000_000)).collect();
 
         // Users: one or two per workstation, the first three are IT admins.
         let n_users = n_ws + n_ws / 2 + 6;
@@ -305,14 +385,7 @@ impl Tenant {
                 login = format!("{base}{k}");
                 k += 1;
             }
-            let display = format!("{} {}", capitalize(first), capitalize(last));
-            t.users.push(User {
-                name: login,
-                display,
-                uid: 1001 + i as u32,
-                rid: 1104 + i as u32,
-                admin: i < 3,
-            });
+            t.users.push(User { name: login, uid: 1001 + i as u32, rid: 1104 + i as u32 });
         }
         t.admins = vec![0, 1, 2];
         let mut svc: Vec<&'static str> = LINUX_SERVICE_ACCOUNTS.to_vec();
@@ -352,16 +425,7 @@ impl Tenant {
         } else {
             (host.clone(), host.clone())
         };
-        self.agents.push(Agent {
-            name: host,
-            ip,
-            role,
-            os,
-            web,
-            netbios,
-            fqdn,
-            header,
-        });
+        self.agents.push(Agent { name: host, ip, role, os, web, netbios, fqdn, header });
     }
 
     /// All hosts reachable from the internet by SSH / HTTP (Linux and web).
@@ -371,11 +435,7 @@ impl Tenant {
 
     /// All Windows agents.
     pub(crate) fn windows(&self) -> impl Iterator<Item = usize> + '_ {
-        self.dcs
-            .iter()
-            .chain(&self.win_servers)
-            .chain(&self.workstations)
-            .copied()
+        self.dcs.iter().chain(&self.win_servers).chain(&self.workstations).copied()
     }
 
     /// The primary user of workstation number `k` (index into `workstations`).
@@ -388,18 +448,6 @@ impl Tenant {
         let r = &mut self.record_ids[agent];
         *r += 1;
         *r
-    }
-
-    pub(crate) fn user_sid(&self, u: &User) -> String {
-        format!("{}-{}", self.sid, u.rid)
-    }
-}
-
-fn capitalize(s: &str) -> String {
-    let mut c = s.chars();
-    match c.next() {
-        Some(f) => f.to_ascii_uppercase().to_string() + c.as_str(),
-        None => String::new(),
     }
 }
 
@@ -424,7 +472,7 @@ mod tests {
         }
         let t = Tenant::new(0, 42, 1);
         assert_eq!(t.agents[t.dcs[0]].name, "acme-dc-01");
-        assert_eq!(t.agents[t.workstations[16]].name, "acme-ws-017");
+        assert_eq!(t.agents[t.workstations[0]].name, "acme-ws-001");
         assert_eq!(t.agents[t.web[0]].name, "acme-web-01");
         assert!(t.agents[0].header.starts_with("\"agent\":{\"id\":\"001\",\"name\":\"acme-bastion-01\""));
     }

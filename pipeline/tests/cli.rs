@@ -1,0 +1,158 @@
+//! The `sluice` binary as a user runs it.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn sluice() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_sluice"));
+    c.env("SLUICE_LOG", "warn");
+    c
+}
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn run_on_a_file_dead_letters_the_malformed_record_with_its_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("alerts.json");
+    let sample = std::fs::read(repo("tests/data/wazuh-sample-alert-5712.ndjson")).unwrap();
+    let bad = std::fs::read(repo("tests/data/wazuh-sample-malformed.txt")).unwrap();
+    let mut data = sample.clone();
+    data.extend_from_slice(&bad);
+    std::fs::write(&input, &data).unwrap();
+    let dead = dir.path().join("dead.ndjson");
+    let out = sluice()
+        .args(["run", "--input", input.to_str().unwrap(), "--dead-letters", dead.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stdout = ok(&out);
+    assert!(stdout.contains("alerts read                   2"), "{stdout}");
+    assert!(stdout.contains("dead-lettered                 1"), "{stdout}");
+    let line = std::fs::read_to_string(&dead).unwrap();
+    let v: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+    assert_eq!(v["code"], "not_json");
+    assert_eq!(v["offset"], sample.len() as u64);
+    assert_eq!(v["source"], input.to_str().unwrap());
+    assert_eq!(v["record"].as_str().unwrap().as_bytes(), bad.trim_ascii_end());
+}
+
+#[test]
+fn validate_accepts_the_example_and_names_bad_keys() {
+    let out = sluice().args(["validate", repo("deploy/sluice.example.toml").to_str().unwrap()]).output().unwrap();
+    assert!(ok(&out).contains("OK"));
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[correlate]\nhub_degre = 3\n").unwrap();
+    let out = sluice().args(["validate", bad.to_str().unwrap()]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("hub_degre") && err.contains("bad.toml"), "{err}");
+    std::fs::write(&bad, "[handoff]\nescalate_threshold = 10.0\nreview_threshold = 20.0\n[score]\nvolume_cap = -1.0\n")
+        .unwrap();
+    let out = sluice().args(["validate", bad.to_str().unwrap()]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("2 problem(s)") && err.contains("handoff.review_threshold") && err.contains("score.volume_cap"),
+        "{err}"
+    );
+}
+
+#[test]
+fn generate_then_eval_then_run_with_case_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let alerts = dir.path().join("alerts.json");
+    let out = sluice()
+        .args(["generate", "--tenants", "2", "--alerts", "20000", "--seed", "5", "-o", alerts.to_str().unwrap()])
+        .output()
+        .unwrap();
+    ok(&out);
+    let labels = dir.path().join("alerts.json.labels.ndjson");
+    assert_eq!(std::fs::read_to_string(&alerts).unwrap().lines().count(), 20_000);
+    assert!(std::fs::read_to_string(&labels).unwrap().lines().count() > 12);
+
+    let out = sluice()
+        .args(["eval", "--input", alerts.to_str().unwrap(), "--labels", labels.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let table = ok(&out);
+    assert!(table.contains("OVERALL") && table.contains("precision"), "{table}");
+
+    let cases = dir.path().join("cases.ndjson");
+    let out = sluice()
+        .args(["run", "--input", alerts.to_str().unwrap(), "--format", "json", "--output", cases.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stdout = ok(&out);
+    let printed: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(!printed.is_empty(), "the generated campaigns must escalate");
+    let written: Vec<serde_json::Value> =
+        std::fs::read_to_string(&cases).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(written.len() >= printed.len());
+    for case in &written {
+        let key = format!("{}:{}", case["cluster_id"].as_str().unwrap(), case["version"]);
+        assert_eq!(case["idempotency_key"], key);
+        assert!(case["breakdown"].as_array().is_some_and(|b| !b.is_empty()));
+    }
+}
+
+#[test]
+fn stdin_is_an_input() {
+    let mut child = sluice()
+        .args(["run", "--input", "-", "--format", "quiet"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&std::fs::read(repo("tests/data/wazuh-sample-alert-5712.ndjson")).unwrap())
+        .unwrap();
+    let stdout = ok(&child.wait_with_output().unwrap());
+    assert!(stdout.contains("alerts read                   1"), "{stdout}");
+}
+
+#[test]
+fn follow_tails_a_growing_file_and_ctrl_c_flushes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("alerts.json");
+    std::fs::write(&path, "").unwrap();
+    let mut child = sluice()
+        .args(["run", "--input", path.to_str().unwrap(), "--follow", "--format", "json", "--show-final"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Append the golden input, which holds escalating campaigns.
+    let golden = std::fs::read(repo("tests/data/golden-input.ndjson")).unwrap();
+    std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(&golden).unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut escalated = false;
+    while !escalated && Instant::now() < deadline {
+        let Some(Ok(line)) = lines.next() else { break };
+        escalated = line.contains("\"kind\":\"escalate\"");
+    }
+    assert!(escalated, "an escalation must be printed while following");
+    // Ctrl-C: open windows are flushed (final states printed) and the summary follows.
+    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(child.wait().unwrap().success());
+    assert!(rest.iter().any(|l| l.contains("\"kind\":\"close\"")), "final states flushed on Ctrl-C");
+}

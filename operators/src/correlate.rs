@@ -137,6 +137,10 @@ pub struct CorrelateConfig {
     /// discounted and its tactics are not counted as signal (0 = off).
     pub common_rule_hosts: usize,
     pub common_window: Duration,
+    /// No escalation fires during this much event time after a tenant's first
+    /// alert, while its base rates are learned; a cluster over the threshold
+    /// then escalates on its next alert.
+    pub baseline_warmup: Duration,
     /// A cluster stops merging once it holds this many distinct alerts.
     pub max_cluster_alerts: u64,
     /// Bounds on live state per tenant; the least recently active are evicted.
@@ -168,6 +172,7 @@ impl Default for CorrelateConfig {
             link_at_any_level: vec![EntityKind::Hash],
             common_rule_hosts: 3,
             common_window: Duration::from_hours(24),
+            baseline_warmup: Duration::from_mins(30),
             failed_auth_groups: ["authentication_failed", "authentication_failures", "invalid_login"]
                 .iter()
                 .map(|s| s.to_string())
@@ -256,8 +261,9 @@ struct RuleStat {
     level: u8,
     description: String,
     count: u64,
-    /// Whether the rule was common in the tenant (or routine on its host)
-    /// at its latest alert: a rule that turns out to be noise stops counting.
+    /// Whether the rule's latest alert in this cluster was routine on its host.
+    routine: bool,
+    /// Routine, or common in the tenant, at the last rescore.
     common: bool,
     /// ATT&CK tactics the rule carries.
     tactics: Vec<String>,
@@ -313,6 +319,8 @@ struct Cluster {
     signal_tactics: usize,
     entities: BTreeMap<EntityKind, BTreeSet<String>>,
     entity_hashes: FastSet<(EntityKind, u64)>,
+    /// Actor (source ip or user) → its value and the distinct rules it raised.
+    actors: BTreeMap<(EntityKind, u64), (String, BTreeSet<u32>)>,
     representatives: Vec<Rep>,
     members: Vec<String>,
     absorbed: Vec<u64>,
@@ -334,6 +342,8 @@ struct TenantState {
     routine: FastMap<(u32, u64), (EventTime, u32, u32)>,
     /// rule → (window start, distinct hosts that raised it, capped).
     rule_hosts: FastMap<u32, (EventTime, Vec<u64>)>,
+    /// Earliest event time seen, for the baseline warm-up.
+    first_event: Option<EventTime>,
     last_sweep: Option<EventTime>,
 }
 
@@ -357,6 +367,9 @@ struct RowEntity<'a> {
     key: u64,
     /// Whether this entity may link (attacker-chosen values may not).
     link: bool,
+    /// Whether this entity is someone acting (a source ip, a user), whose
+    /// distinct rules the score counts.
+    actor: bool,
 }
 
 /// The correlate operator (with scoring and the hand-off decision inline).
@@ -431,7 +444,7 @@ impl Correlate {
     fn row_entities<'a>(&self, c: &AlertColumns<'a>, row: usize, out: &mut Vec<RowEntity<'a>>) {
         out.clear();
         let failed_auth = c.groups(row).any(|g| self.failed_auth_groups.contains(g));
-        let mut push = |kind: EntityKind, value: Option<&'a str>| {
+        let mut push = |kind: EntityKind, value: Option<&'a str>, actor: bool| {
             let Some(value) = value else { return };
             if self.config.windows.get(kind).is_none() {
                 return;
@@ -442,19 +455,19 @@ impl Correlate {
             let key = StableHasher::new().u64(kind as u64).field(value.as_bytes()).finish();
             if !out.iter().any(|e: &RowEntity<'_>| e.key == key) {
                 let link = !(failed_auth && kind == EntityKind::User);
-                out.push(RowEntity { kind, value, key, link });
+                out.push(RowEntity { kind, value, key, link, actor: actor && link });
             }
         };
-        push(EntityKind::Host, c.agent_name(row).or(c.agent_id(row)));
-        push(EntityKind::User, opt_str(c.dst_user, row));
-        push(EntityKind::User, opt_str(c.src_user, row));
-        push(EntityKind::Ip, opt_str(c.src_ip, row));
-        push(EntityKind::Ip, opt_str(c.dst_ip, row));
+        push(EntityKind::Host, c.agent_name(row).or(c.agent_id(row)), false);
+        push(EntityKind::User, opt_str(c.dst_user, row), true);
+        push(EntityKind::User, opt_str(c.src_user, row), true);
+        push(EntityKind::Ip, opt_str(c.src_ip, row), true);
+        push(EntityKind::Ip, opt_str(c.dst_ip, row), false);
         // The agent's own address: network sensors report the host by it.
-        push(EntityKind::Ip, c.agent_ip(row));
-        push(EntityKind::Hash, opt_str(c.file_hash, row));
-        push(EntityKind::Process, opt_str(c.process, row));
-        push(EntityKind::Url, opt_str(c.url, row));
+        push(EntityKind::Ip, c.agent_ip(row), false);
+        push(EntityKind::Hash, opt_str(c.file_hash, row), false);
+        push(EntityKind::Process, opt_str(c.process, row), false);
+        push(EntityKind::Url, opt_str(c.url, row), false);
     }
 }
 
@@ -473,6 +486,7 @@ fn new_cluster(id: u64) -> Cluster {
         signal_tactics: 0,
         entities: BTreeMap::new(),
         entity_hashes: FastSet::default(),
+        actors: BTreeMap::new(),
         representatives: Vec::new(),
         members: Vec::new(),
         absorbed: Vec::new(),
@@ -511,7 +525,12 @@ impl Cluster {
         }
     }
 
-    fn rescore(&mut self, cfg: &ScoreConfig) {
+    /// Recomputes the score; `common_in_tenant` says which rules are common
+    /// in the tenant now (a rule that turns out to be noise stops counting).
+    fn rescore(&mut self, cfg: &ScoreConfig, common_in_tenant: impl Fn(u32) -> bool) {
+        for (id, r) in self.rules.iter_mut() {
+            r.common = r.routine || common_in_tenant(*id);
+        }
         let signal: Vec<&str> = self
             .rules
             .values()
@@ -530,6 +549,12 @@ impl Cluster {
                 .map(|(id, r)| RuleRef { level: r.level, rule_id: *id, description: &r.description })
         };
         let hosts = self.entity_hashes.iter().filter(|(k, _)| *k == EntityKind::Host).count();
+        // The actor behind the most distinct rules (ties: first by kind and key).
+        let actor = self
+            .actors
+            .values()
+            .max_by(|a, b| a.1.len().cmp(&b.1.len()).then(b.0.cmp(&a.0)))
+            .map(|(value, rules)| (value.as_str(), rules.len()));
         self.score = cfg.score(&ScoreInput {
             top_rule: top(false),
             top_common_rule: top(true),
@@ -537,6 +562,7 @@ impl Cluster {
             strong_rules,
             unique_alerts: self.unique,
             hosts,
+            actor,
         });
     }
 
@@ -556,7 +582,7 @@ impl Cluster {
             match self.rules.get_mut(&id) {
                 Some(mine) => {
                     mine.count += r.count;
-                    mine.common |= r.common;
+                    mine.routine |= r.routine;
                 }
                 None => {
                     self.rules.insert(id, r);
@@ -576,6 +602,12 @@ impl Cluster {
             }
         }
         self.entity_hashes.extend(other.entity_hashes);
+        for (key, (value, rules)) in other.actors {
+            if self.actors.len() < MAX_ACTORS || self.actors.contains_key(&key) {
+                let mine = self.actors.entry(key).or_insert_with(|| (value, BTreeSet::new()));
+                mine.1.extend(rules);
+            }
+        }
         for rep in other.representatives {
             match self.representatives.iter_mut().find(|r| r.fingerprint == rep.fingerprint) {
                 Some(mine) => mine.count += rep.count,
@@ -672,7 +704,7 @@ struct Row<'a> {
     t: EventTime,
     level: u8,
     rule_id: u32,
-    common: bool,
+    routine: bool,
     fingerprint: u64,
     alert_id: &'a str,
     description: &'a str,
@@ -683,6 +715,9 @@ struct Row<'a> {
 }
 
 const FULL_LOG_EXCERPT: usize = 512;
+/// Actors tracked per cluster, and distinct rules per actor (bounds).
+const MAX_ACTORS: usize = 512;
+const MAX_ACTOR_RULES: usize = 32;
 
 fn excerpt(s: &str, max: usize) -> String {
     if s.len() <= max {
@@ -699,7 +734,6 @@ impl Correlate {
     #[allow(clippy::too_many_arguments)]
     fn add_row(
         cfg: &CorrelateConfig,
-        score_cfg: &ScoreConfig,
         cluster: &mut Cluster,
         row: &Row<'_>,
         tactics: &[&str],
@@ -718,16 +752,24 @@ impl Correlate {
             level: row.level,
             description: row.description.to_string(),
             count: 0,
-            common: row.common,
+            routine: row.routine,
+            common: row.routine,
             tactics: tactics.iter().map(|t| t.to_string()).collect(),
         });
         stat.count += 1;
-        stat.common = row.common;
+        stat.routine = row.routine;
         for t in tactics {
             add_tactic(&mut cluster.tactics, t, row.t);
         }
         for e in entities {
             cluster.add_entity(e.kind, e.value, e.key, cfg.report_entities_per_kind);
+            if e.actor && (cluster.actors.len() < MAX_ACTORS || cluster.actors.contains_key(&(e.kind, e.key))) {
+                let actor =
+                    cluster.actors.entry((e.kind, e.key)).or_insert_with(|| (e.value.to_string(), BTreeSet::new()));
+                if actor.1.len() < MAX_ACTOR_RULES {
+                    actor.1.insert(row.rule_id);
+                }
+            }
         }
         if cfg.track_members {
             cluster.members.push(row.alert_id.to_string());
@@ -756,7 +798,6 @@ impl Correlate {
         {
             *weakest = rep;
         }
-        cluster.rescore(score_cfg);
     }
 
     fn process_rows(&mut self, batch: &AlertBatch, ctx: &mut Context, out: &mut dyn Collector) -> Result<()> {
@@ -821,6 +862,9 @@ impl Correlate {
 
             let level = c.rule_level.value(row);
             let common = self.count_common(state, rule_id, host_name, t) || routine;
+            if state.first_event.is_none_or(|f| t < f) {
+                state.first_event = Some(t);
+            }
             self.row_entities(&c, row, &mut entities);
             tactics.clear();
             tactics.extend(c.tactics(row));
@@ -949,7 +993,7 @@ impl Correlate {
                 t,
                 level,
                 rule_id,
-                common,
+                routine,
                 fingerprint,
                 alert_id,
                 description: c.rule_description(row).unwrap_or(""),
@@ -959,8 +1003,18 @@ impl Correlate {
                 full_log: opt_str(c.full_log, row),
             };
             let cluster = state.clusters.get_mut(&target).expect("target is live");
-            Self::add_row(&self.config, &self.score, cluster, &row_data, &tactics, &entities);
+            Self::add_row(&self.config, cluster, &row_data, &tactics, &entities);
+            let common_hosts = self.config.common_rule_hosts;
+            let rule_hosts = &state.rule_hosts;
+            cluster.rescore(&self.score, |rule| {
+                common_hosts > 0 && rule_hosts.get(&rule).is_some_and(|(_, hosts)| hosts.len() > common_hosts)
+            });
             let signal = cluster.signal_tactics;
+            let warming_up =
+                state.first_event.is_some_and(|f| t < f.saturating_add(self.config.baseline_warmup.millis()));
+            if warming_up {
+                continue;
+            }
             if let Some(kind) = self.handoff.report_for(cluster.score.total, signal, cluster.handed) {
                 cluster.handed = Some((cluster.score.total, signal));
                 let trigger = Trigger { alert_id: alert_id.to_string(), ingest_time_us: c.ingest_time.value(row) };
@@ -1120,6 +1174,11 @@ mod tests {
     use crate::operator::Chain;
     use crate::testkit::{A, batch};
 
+    /// Test config: no warm-up unless a test asks for one.
+    fn cfg() -> CorrelateConfig {
+        CorrelateConfig { baseline_warmup: Duration(0), ..CorrelateConfig::default() }
+    }
+
     fn chain(cfg: CorrelateConfig) -> Chain {
         let cfg = CorrelateConfig { report_all_closed: true, track_members: true, ..cfg };
         Chain::new(vec![
@@ -1168,7 +1227,7 @@ mod tests {
     #[test]
     fn shared_entity_within_window_joins_beyond_it_splits() {
         let (_, finals, _) = run(
-            CorrelateConfig::default(),
+            cfg(),
             &[strong("a", 0, "h1", None), strong("b", 1800, "h1", None), strong("c", 1800 + 3601, "h1", None)],
         );
         assert_eq!(finals.len(), 2);
@@ -1179,7 +1238,7 @@ mod tests {
     #[test]
     fn an_alert_with_two_entities_merges_their_clusters() {
         let (_, finals, _) = run(
-            CorrelateConfig::default(),
+            cfg(),
             &[
                 strong("a", 0, "h1", None),
                 strong("b", 10, "h2", Some("9.9.9.9")),
@@ -1196,7 +1255,7 @@ mod tests {
     fn low_level_alerts_attach_but_never_create_or_bridge() {
         let weak = |id, t, host, ip| A { level: 3, rule: 5715, tactics: &[], ..strong(id, t, host, ip) };
         let (_, finals, ctx) = run(
-            CorrelateConfig::default(),
+            cfg(),
             &[
                 weak("w0", 0, "h9", None), // nothing live: unclustered
                 strong("a", 10, "h1", None),
@@ -1212,8 +1271,7 @@ mod tests {
 
     #[test]
     fn hub_ips_stop_linking() {
-        let cfg =
-            CorrelateConfig { hub_degree: HubDegrees { ip: 2, ..HubDegrees::default() }, ..CorrelateConfig::default() };
+        let cfg = CorrelateConfig { hub_degree: HubDegrees { ip: 2, ..HubDegrees::default() }, ..cfg() };
         let hosts = ["h1", "h2", "h3", "h4", "h5"];
         let ids = ["a", "b", "c", "d", "e"];
         let alerts: Vec<A<'_>> =
@@ -1228,7 +1286,7 @@ mod tests {
     fn tenants_never_mix_even_with_identical_entities() {
         let a = strong("a", 0, "h1", Some("1.1.1.1"));
         let b = A { tenant: "globex", ..strong("b", 1, "h1", Some("1.1.1.1")) };
-        let (_, finals, _) = run(CorrelateConfig::default(), &[a, b]);
+        let (_, finals, _) = run(cfg(), &[a, b]);
         assert_eq!(finals.len(), 2);
         assert!(finals.iter().all(|f| members(f).len() == 1));
         let tenants: BTreeSet<&str> = finals.iter().map(|f| f.tenant.as_str()).collect();
@@ -1250,7 +1308,7 @@ mod tests {
             ..A::default()
         };
         let (live, finals, _) = run(
-            CorrelateConfig::default(),
+            cfg(),
             &[
                 step("s1", 0, 5712, 10, &["Credential Access"]),
                 step("s2", 60, 5715, 3, &["Initial Access"]), // level 3: tactic not a signal
@@ -1285,7 +1343,7 @@ mod tests {
         b.id = "b";
         b.t = 5;
         b.log = "sshd[2]: fail from 1.1.1.1";
-        let (_, finals, ctx) = run(CorrelateConfig::default(), &[a, b]);
+        let (_, finals, ctx) = run(cfg(), &[a, b]);
         assert_eq!(finals[0].alerts, 2);
         assert_eq!(finals[0].duplicates, 1);
         assert_eq!(finals[0].representatives.len(), 1);
@@ -1295,7 +1353,7 @@ mod tests {
 
     #[test]
     fn clusters_stop_growing_at_the_cap() {
-        let cfg = CorrelateConfig { max_cluster_alerts: 3, ..CorrelateConfig::default() };
+        let cfg = CorrelateConfig { max_cluster_alerts: 3, ..cfg() };
         let ids = ["a", "b", "c", "d", "e"];
         let alerts: Vec<A<'_>> = ids.iter().enumerate().map(|(i, id)| strong(id, i as i64, "h1", None)).collect();
         let (_, finals, _) = run(cfg, &alerts);
@@ -1307,7 +1365,7 @@ mod tests {
         let first = [strong("a", 0, "h1", Some("1.1.1.1")), strong("b", 10, "h2", None)];
         let second = [strong("c", 20, "h2", Some("1.1.1.1"))];
         let uninterrupted = {
-            let mut c = chain(CorrelateConfig::default());
+            let mut c = chain(cfg());
             let (mut ctx, mut out) = (Context::default(), Vec::new());
             c.process(batch(&first), &mut ctx, &mut out).unwrap();
             c.process(batch(&second), &mut ctx, &mut out).unwrap();
@@ -1315,11 +1373,11 @@ mod tests {
             out
         };
         let resumed = {
-            let mut c = chain(CorrelateConfig::default());
+            let mut c = chain(cfg());
             let (mut ctx, mut out) = (Context::default(), Vec::new());
             c.process(batch(&first), &mut ctx, &mut Vec::new()).unwrap();
             let snaps: Vec<Vec<u8>> = c.operators().iter().map(|o| o.snapshot().unwrap()).collect();
-            let mut fresh = chain(CorrelateConfig::default());
+            let mut fresh = chain(cfg());
             for (op, snap) in fresh.operators_mut().iter_mut().zip(&snaps) {
                 op.restore(snap).unwrap();
             }
@@ -1337,5 +1395,55 @@ mod tests {
         };
         assert_eq!(finals(&uninterrupted), finals(&resumed));
         assert_eq!(finals(&resumed).len(), 1);
+    }
+
+    fn campaign_step<'a>(id: &'a str, t: i64, rule: u32, level: u8, tactics: &'a [&'a str]) -> A<'a> {
+        A { tenant: "acme", id, t, rule, level, host: "h1", src_ip: Some("7.7.7.7"), log: id, tactics, ..A::default() }
+    }
+
+    #[test]
+    fn no_escalation_during_warm_up_then_on_the_next_alert() {
+        let warm = CorrelateConfig { baseline_warmup: Duration::from_mins(30), ..cfg() };
+        let (live, _, _) = run(
+            warm,
+            &[
+                campaign_step("s1", 0, 5712, 10, &["Credential Access"]),
+                campaign_step("s2", 60, 5403, 6, &["Privilege Escalation"]),
+                campaign_step("s3", 120, 5902, 8, &["Persistence"]),
+                campaign_step("s4", 180, 2833, 8, &["Execution", "Persistence"]),
+                campaign_step("s5", 1900, 5901, 8, &["Persistence"]),
+            ],
+        );
+        let fired: Vec<&str> = live.iter().map(|(_, r)| r.trigger.as_ref().unwrap().alert_id.as_str()).collect();
+        assert_eq!(fired, ["s5"], "the cluster crossed the threshold at s4, inside the warm-up");
+    }
+
+    #[test]
+    fn a_rule_common_across_hosts_is_discounted_and_bridges_nothing() {
+        // Rule 31151 fires on five hosts from one ip: common (more than 3 hosts).
+        let noise: Vec<A<'_>> = ["h1", "h2", "h3", "h4", "h5"]
+            .iter()
+            .enumerate()
+            .map(|(i, h)| A {
+                tenant: "acme",
+                id: ["n1", "n2", "n3", "n4", "n5"][i],
+                t: i as i64,
+                rule: 31151,
+                level: 10,
+                host: h,
+                src_ip: Some("198.51.100.1"),
+                log: "scan",
+                tactics: &["Reconnaissance"],
+                ..A::default()
+            })
+            .collect();
+        let (_, finals, _) =
+            run(CorrelateConfig { hub_degree: HubDegrees { ip: 100, ..HubDegrees::default() }, ..cfg() }, &noise);
+        // The first three hosts were linked by the ip before the rule was seen
+        // on a fourth host; from then on it links only through its own host.
+        assert_eq!(finals.iter().map(|f| f.alerts).collect::<Vec<_>>(), [3, 1, 1]);
+        let last = &finals[2];
+        assert!(last.breakdown[0].detail.contains("common in this tenant"), "{}", last.breakdown[0].detail);
+        assert_eq!(last.breakdown[0].points, 15.0);
     }
 }

@@ -383,7 +383,8 @@ struct Fields<'i> {
     src_user: Option<&'i str>,
     dst_user: Option<&'i str>,
     process: Option<&'i str>,
-    file_hash: Option<&'i str>,
+    /// Lower-cased: tools disagree on the case of hex digests.
+    file_hash: Option<String>,
     url: Option<&'i str>,
     full_log: Option<&'i str>,
 }
@@ -583,7 +584,7 @@ impl Decoder {
             src_user: first_string(root, &self.src_user)?,
             dst_user: first_string(root, &self.dst_user)?,
             process: first_string(root, &self.process)?,
-            file_hash: first_string(root, &self.file_hash)?.map(sha256_of),
+            file_hash: first_string(root, &self.file_hash)?.map(|h| sha256_of(h).to_ascii_lowercase()),
             url: first_string(root, &self.url)?,
             full_log: opt_string(root, &FULL_LOG)?,
         })
@@ -666,7 +667,7 @@ fn append(
     b.src_user.append_option(f.src_user);
     b.dst_user.append_option(f.dst_user);
     b.process.append_option(f.process);
-    b.file_hash.append_option(f.file_hash);
+    b.file_hash.append_option(f.file_hash.as_deref());
     b.url.append_option(f.url);
     b.full_log.append_option(f.full_log);
     b.raw.append_value(record);
@@ -792,7 +793,7 @@ mod tests {
         let mut d = Decoder::new(DecodeConfig { fields, ..DecodeConfig::default() }, &TenantConfig::default()).unwrap();
         let batch = d.decode(&RawChunk::from_lines("t", line.as_bytes().to_vec(), 0, 0)).unwrap().batch.unwrap();
         let c = AlertColumns::new(&batch).unwrap();
-        assert_eq!(opt_str(c.file_hash, 0), Some("CC11"));
+        assert_eq!(opt_str(c.file_hash, 0), Some("cc11"));
         assert_eq!(batch.column_by_name("target_user").unwrap().as_string::<i32>().value(0), "bob");
         assert_eq!(d.stats(), DecodeStats { read: 1, decoded: 1, dead_lettered: 0 });
     }

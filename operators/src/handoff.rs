@@ -87,7 +87,7 @@ mod tests {
 
     #[test]
     fn escalates_once_then_updates_on_progress() {
-        let h = HandoffConfig::default();
+        let h = HandoffConfig { escalate_threshold: 70.0, ..HandoffConfig::default() };
         assert_eq!(h.report_for(69.9, 3, None), None);
         assert_eq!(h.report_for(70.0, 3, None), Some(ReportKind::Escalate));
         assert_eq!(h.report_for(80.0, 3, Some((70.0, 3))), None);
@@ -97,7 +97,7 @@ mod tests {
 
     #[test]
     fn decisions_follow_thresholds() {
-        let h = HandoffConfig::default();
+        let h = HandoffConfig { escalate_threshold: 70.0, review_threshold: 40.0, ..HandoffConfig::default() };
         assert_eq!(h.decide(10.0, false).0, Decision::Suppress);
         assert_eq!(h.decide(45.0, false).0, Decision::Review);
         assert_eq!(h.decide(75.0, false).0, Decision::Escalate);

@@ -44,6 +44,12 @@ pub struct ScoreConfig {
     /// lateral movement, spreading malware), capped.
     pub spread_weight: f64,
     pub spread_cap: f64,
+    /// Points per distinct rule raised by one actor (source ip or user)
+    /// beyond `actor_min_rules`, capped: one actor doing many different
+    /// things is how an intrusion looks; a scanner repeats itself.
+    pub actor_weight: f64,
+    pub actor_min_rules: usize,
+    pub actor_cap: f64,
 }
 
 impl Default for ScoreConfig {
@@ -61,6 +67,9 @@ impl Default for ScoreConfig {
             common_level_factor: 0.5,
             spread_weight: 6.0,
             spread_cap: 18.0,
+            actor_weight: 8.0,
+            actor_min_rules: 4,
+            actor_cap: 24.0,
         }
     }
 }
@@ -79,6 +88,8 @@ impl ScoreConfig {
             ("common_level_factor", self.common_level_factor),
             ("spread_weight", self.spread_weight),
             ("spread_cap", self.spread_cap),
+            ("actor_weight", self.actor_weight),
+            ("actor_cap", self.actor_cap),
         ] {
             if !v.is_finite() || v < 0.0 {
                 errors.push(format!("score.{name} = {v} must be a finite number >= 0"));
@@ -117,6 +128,8 @@ pub struct ScoreInput<'a> {
     pub unique_alerts: u64,
     /// Distinct hosts in the cluster.
     pub hosts: usize,
+    /// The source ip or user behind the most distinct rules, and how many.
+    pub actor: Option<(&'a str, usize)>,
 }
 
 /// A total and its breakdown.
@@ -211,6 +224,17 @@ impl ScoreConfig {
                 format!("{} hosts × {} beyond the first (cap {})", c.hosts, self.spread_weight, self.spread_cap),
             );
         }
+        if let Some((who, n)) = c.actor.filter(|(_, n)| *n > self.actor_min_rules) {
+            let raw = self.actor_weight * (n - self.actor_min_rules) as f64;
+            push(
+                "actor_breadth",
+                raw.min(self.actor_cap),
+                format!(
+                    "{who} raised {n} distinct rules × {} beyond {} (cap {})",
+                    self.actor_weight, self.actor_min_rules, self.actor_cap
+                ),
+            );
+        }
         let total = round2(lines.iter().map(|l| l.points).sum());
         Score { total, lines }
     }
@@ -228,6 +252,7 @@ mod tests {
             strong_rules: strong,
             unique_alerts: alerts,
             hosts: 1,
+            actor: None,
         }
     }
 

@@ -35,7 +35,7 @@ impl A<'_> {
             "id": self.id,
             "rule": {"id": self.rule.to_string(), "level": self.level, "description": format!("rule {}", self.rule),
                      "mitre": {"tactic": self.tactics, "id": []}, "groups": []},
-            "agent": {"id": "001", "name": self.host},
+            "agent": {"id": format!("id-{}", self.host), "name": self.host},
             "manager": {"name": self.tenant},
             "full_log": self.log,
             "data": data,

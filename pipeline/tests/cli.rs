@@ -77,7 +77,20 @@ fn generate_then_eval_then_run_with_case_files() {
     let dir = tempfile::tempdir().unwrap();
     let alerts = dir.path().join("alerts.json");
     let out = sluice()
-        .args(["generate", "--tenants", "2", "--alerts", "20000", "--seed", "5", "-o", alerts.to_str().unwrap()])
+        // 20,000 alerts over about 3 hours of event time, past the baseline warm-up.
+        .args([
+            "generate",
+            "--tenants",
+            "2",
+            "--alerts",
+            "20000",
+            "--seed",
+            "5",
+            "--rate",
+            "2",
+            "-o",
+            alerts.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     ok(&out);
@@ -141,18 +154,33 @@ fn follow_tails_a_growing_file_and_ctrl_c_flushes() {
     // Append the golden input, which holds escalating campaigns.
     let golden = std::fs::read(repo("tests/data/golden-input.ndjson")).unwrap();
     std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(&golden).unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    // Read stdout on a thread so a silent child cannot block the test.
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut escalated = false;
-    while !escalated && Instant::now() < deadline {
-        let Some(Ok(line)) = lines.next() else { break };
-        escalated = line.contains("\"kind\":\"escalate\"");
+    while !escalated {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => escalated = line.contains("\"kind\":\"escalate\""),
+            Err(_) => break,
+        }
+    }
+    if !escalated {
+        let _ = child.kill();
     }
     assert!(escalated, "an escalation must be printed while following");
     // Ctrl-C: open windows are flushed (final states printed) and the summary follows.
     let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
     assert!(child.wait().unwrap().success());
+    let rest: Vec<String> = rx.iter().collect();
     assert!(rest.iter().any(|l| l.contains("\"kind\":\"close\"")), "final states flushed on Ctrl-C");
 }

@@ -53,7 +53,9 @@ impl Source for LinesSource {
 /// Generated alerts as lines, with their labels.
 pub fn generate(tenants: usize, alerts: u64, seed: u64) -> (Vec<Vec<u8>>, Vec<Label>) {
     let mut source = GeneratorSource::new(
-        GeneratorConfig { tenants, alerts, seed, ..GeneratorConfig::default() },
+        // A low rate stretches the stream over hours of event time, past the
+        // baseline warm-up, so campaigns escalate.
+        GeneratorConfig { tenants, alerts, seed, rate: 4.0, ..GeneratorConfig::default() },
         4096,
         StopFlag::new(),
     )

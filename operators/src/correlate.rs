@@ -254,6 +254,8 @@ struct EntityState {
 struct TacticSeen {
     name: String,
     first: EventTime,
+    /// Position in the kill chain; unknown tactics sort last and are never signal.
+    index: Option<u8>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -265,8 +267,8 @@ struct RuleStat {
     routine: bool,
     /// Routine, or common in the tenant, at the last rescore.
     common: bool,
-    /// ATT&CK tactics the rule carries.
-    tactics: Vec<String>,
+    /// Kill-chain positions of the ATT&CK tactics the rule carries.
+    tactic_mask: u16,
 }
 
 /// A representative alert as kept in state (see [`Representative`]).
@@ -319,14 +321,19 @@ struct Cluster {
     signal_tactics: usize,
     entities: BTreeMap<EntityKind, BTreeSet<String>>,
     entity_hashes: FastSet<(EntityKind, u64)>,
+    /// Distinct hosts (kept alongside `entity_hashes` so scoring need not count).
+    hosts: usize,
     /// Actor (source ip or user) → its value and the distinct rules it raised.
     actors: BTreeMap<(EntityKind, u64), (String, BTreeSet<u32>)>,
+    /// The actor behind the most distinct rules (ties: smallest value).
+    best_actor: Option<(EntityKind, u64)>,
     representatives: Vec<Rep>,
     members: Vec<String>,
     absorbed: Vec<u64>,
     /// Score and signal-tactic count at the last hand-off.
     handed: Option<(f64, usize)>,
-    score: Score,
+    /// Current score (the breakdown is built only when reported).
+    score: f64,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -486,38 +493,60 @@ fn new_cluster(id: u64) -> Cluster {
         signal_tactics: 0,
         entities: BTreeMap::new(),
         entity_hashes: FastSet::default(),
+        hosts: 0,
         actors: BTreeMap::new(),
+        best_actor: None,
         representatives: Vec::new(),
         members: Vec::new(),
         absorbed: Vec::new(),
         handed: None,
-        score: Score::default(),
+        score: 0.0,
     }
 }
 
 fn add_tactic(list: &mut Vec<TacticSeen>, name: &str, t: EventTime) {
     match list.iter_mut().find(|s| s.name == name) {
         Some(s) => s.first = s.first.min(t),
-        None => list.push(TacticSeen { name: name.to_string(), first: t }),
+        None => {
+            list.push(TacticSeen { name: name.to_string(), first: t, index: kill_chain_index(name).map(|i| i as u8) })
+        }
     }
 }
 
 /// Tactics in order of first appearance; ties broken by kill-chain position.
-fn ordered(list: &[TacticSeen]) -> Vec<&str> {
+fn ordered(list: &[TacticSeen]) -> Vec<&TacticSeen> {
     let mut v: Vec<&TacticSeen> = list.iter().collect();
     v.sort_by(|a, b| {
-        (a.first, kill_chain_index(&a.name).unwrap_or(usize::MAX), &a.name).cmp(&(
-            b.first,
-            kill_chain_index(&b.name).unwrap_or(usize::MAX),
-            &b.name,
-        ))
+        (a.first, a.index.unwrap_or(u8::MAX))
+            .cmp(&(b.first, b.index.unwrap_or(u8::MAX)))
+            .then_with(|| a.name.cmp(&b.name))
     });
-    v.into_iter().map(|s| s.name.as_str()).collect()
+    v
+}
+
+/// Kill-chain positions of tactic names, as a bit mask.
+fn tactic_mask(tactics: &[&str]) -> u16 {
+    tactics.iter().filter_map(|t| kill_chain_index(t)).fold(0, |m, i| m | (1 << i))
 }
 
 impl Cluster {
+    /// Makes `key` the best actor if it now raised more distinct rules.
+    fn consider_actor(&mut self, key: (EntityKind, u64)) {
+        let Some((value, rules)) = self.actors.get(&key) else { return };
+        let better = match self.best_actor.and_then(|b| self.actors.get(&b)) {
+            None => true,
+            Some((best_value, best_rules)) => {
+                rules.len() > best_rules.len() || (rules.len() == best_rules.len() && value < best_value)
+            }
+        };
+        if better {
+            self.best_actor = Some(key);
+        }
+    }
+
     fn add_entity(&mut self, kind: EntityKind, value: &str, key: u64, cap: usize) {
         if self.entity_hashes.insert((kind, key)) {
+            self.hosts += usize::from(kind == EntityKind::Host);
             let set = self.entities.entry(kind).or_default();
             if set.len() < cap {
                 set.insert(value.to_string());
@@ -531,14 +560,24 @@ impl Cluster {
         for (id, r) in self.rules.iter_mut() {
             r.common = r.routine || common_in_tenant(*id);
         }
-        let signal: Vec<&str> = self
+        let (score, signal) = self.scored(cfg, false);
+        self.score = score.total;
+        self.signal_tactics = signal;
+    }
+
+    /// The score (with its explanation when `explain`) and the number of
+    /// signal tactics, from the rules' current common flags.
+    fn scored(&self, cfg: &ScoreConfig, explain: bool) -> (Score, usize) {
+        let signal = self
             .rules
             .values()
             .filter(|r| !r.common && r.level >= cfg.tactic_min_level)
-            .flat_map(|r| r.tactics.iter().map(String::as_str))
+            .fold(0u16, |m, r| m | r.tactic_mask);
+        let tactics: Vec<&str> = ordered(&self.tactics)
+            .into_iter()
+            .filter(|t| t.index.is_some_and(|i| signal & (1 << i) != 0))
+            .map(|t| t.name.as_str())
             .collect();
-        let tactics: Vec<&str> = ordered(&self.tactics).into_iter().filter(|t| signal.contains(t)).collect();
-        self.signal_tactics = tactics.len();
         let strong_rules = self.rules.values().filter(|r| !r.common && r.level >= cfg.diversity_min_level).count();
         // Highest level among uncommon and among common rules (ties: lowest rule id).
         let top = |common: bool| {
@@ -548,14 +587,10 @@ impl Cluster {
                 .max_by(|a, b| a.1.level.cmp(&b.1.level).then(b.0.cmp(a.0)))
                 .map(|(id, r)| RuleRef { level: r.level, rule_id: *id, description: &r.description })
         };
-        let hosts = self.entity_hashes.iter().filter(|(k, _)| *k == EntityKind::Host).count();
-        // The actor behind the most distinct rules (ties: first by kind and key).
-        let actor = self
-            .actors
-            .values()
-            .max_by(|a, b| a.1.len().cmp(&b.1.len()).then(b.0.cmp(&a.0)))
-            .map(|(value, rules)| (value.as_str(), rules.len()));
-        self.score = cfg.score(&ScoreInput {
+        let hosts = self.hosts;
+        let actor =
+            self.best_actor.and_then(|k| self.actors.get(&k)).map(|(value, rules)| (value.as_str(), rules.len()));
+        let input = ScoreInput {
             top_rule: top(false),
             top_common_rule: top(true),
             signal_tactics: &tactics,
@@ -563,7 +598,9 @@ impl Cluster {
             unique_alerts: self.unique,
             hosts,
             actor,
-        });
+        };
+        let score = if explain { cfg.score(&input) } else { Score { total: cfg.total(&input), lines: Vec::new() } };
+        (score, tactics.len())
     }
 
     fn absorb(&mut self, other: Cluster, cfg: &CorrelateConfig) {
@@ -601,12 +638,17 @@ impl Cluster {
                 set.insert(v);
             }
         }
+        let absorbed_actors: Vec<(EntityKind, u64)> = other.actors.keys().copied().collect();
         self.entity_hashes.extend(other.entity_hashes);
+        self.hosts = self.entity_hashes.iter().filter(|(k, _)| *k == EntityKind::Host).count();
         for (key, (value, rules)) in other.actors {
             if self.actors.len() < MAX_ACTORS || self.actors.contains_key(&key) {
                 let mine = self.actors.entry(key).or_insert_with(|| (value, BTreeSet::new()));
                 mine.1.extend(rules);
             }
+        }
+        for key in absorbed_actors {
+            self.consider_actor(key);
         }
         for rep in other.representatives {
             match self.representatives.iter_mut().find(|r| r.fingerprint == rep.fingerprint) {
@@ -637,12 +679,13 @@ impl Cluster {
     fn report(
         &self,
         tenant: &str,
-        kind: ReportKind,
+        score_cfg: &ScoreConfig,
         handoff: &HandoffConfig,
         trigger: Option<Trigger>,
         members: bool,
     ) -> ClusterReport {
-        let (decision, reason) = handoff.decide(self.score.total, self.handed.is_some());
+        let (score, _) = self.scored(score_cfg, true);
+        let (decision, reason) = handoff.decide(score.total, self.handed.is_some());
         let version = self.unique + self.duplicates;
         let cluster_id = cluster_id_hex(self.id);
         let mut entities_truncated = BTreeMap::new();
@@ -657,21 +700,20 @@ impl Cluster {
         let mut reps: Vec<&Rep> = self.representatives.iter().collect();
         reps.sort_by(|a, b| a.t.cmp(&b.t).then(a.alert_id.cmp(&b.alert_id)));
         let representatives = reps.into_iter().map(Rep::to_report).collect();
-        let _ = kind;
         ClusterReport {
             idempotency_key: format!("{cluster_id}:{version}"),
             cluster_id,
             version,
             tenant: tenant.to_string(),
-            score: self.score.total,
+            score: score.total,
             decision,
             reason,
-            breakdown: self.score.lines.clone(),
+            breakdown: score.lines,
             first_seen: Rfc3339(self.first).to_string(),
             last_seen: Rfc3339(self.last).to_string(),
             entities: self.entities.iter().map(|(k, v)| (*k, v.iter().cloned().collect())).collect(),
             entities_truncated,
-            tactics: ordered(&self.tactics).into_iter().map(str::to_string).collect(),
+            tactics: ordered(&self.tactics).into_iter().map(|t| t.name.clone()).collect(),
             max_level: self.max_level,
             alerts: version,
             duplicates: self.duplicates,
@@ -754,7 +796,7 @@ impl Correlate {
             count: 0,
             routine: row.routine,
             common: row.routine,
-            tactics: tactics.iter().map(|t| t.to_string()).collect(),
+            tactic_mask: tactic_mask(tactics),
         });
         stat.count += 1;
         stat.routine = row.routine;
@@ -766,14 +808,31 @@ impl Correlate {
             if e.actor && (cluster.actors.len() < MAX_ACTORS || cluster.actors.contains_key(&(e.kind, e.key))) {
                 let actor =
                     cluster.actors.entry((e.kind, e.key)).or_insert_with(|| (e.value.to_string(), BTreeSet::new()));
-                if actor.1.len() < MAX_ACTOR_RULES {
-                    actor.1.insert(row.rule_id);
+                if actor.1.len() < MAX_ACTOR_RULES && actor.1.insert(row.rule_id) {
+                    cluster.consider_actor((e.kind, e.key));
                 }
             }
         }
         if cfg.track_members {
             cluster.members.push(row.alert_id.to_string());
         }
+        // Build the representative only if it will be kept: most alerts of a
+        // busy cluster are not.
+        let full = cluster.representatives.len() >= cfg.max_representatives;
+        let replace = if full {
+            let weakest = cluster
+                .representatives
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.level < row.level)
+                .min_by(|(_, a), (_, b)| a.level.cmp(&b.level).then(a.count.cmp(&b.count)));
+            match weakest {
+                Some((i, _)) => Some(i),
+                None => return,
+            }
+        } else {
+            None
+        };
         let rep = Rep {
             alert_id: row.alert_id.to_string(),
             t: row.t,
@@ -787,16 +846,9 @@ impl Correlate {
             count: 1,
             fingerprint: row.fingerprint,
         };
-        let full = cluster.representatives.len() >= cfg.max_representatives;
-        if !full {
-            cluster.representatives.push(rep);
-        } else if let Some(weakest) = cluster
-            .representatives
-            .iter_mut()
-            .filter(|r| r.level < row.level)
-            .min_by(|a, b| a.level.cmp(&b.level).then(a.count.cmp(&b.count)))
-        {
-            *weakest = rep;
+        match replace {
+            Some(i) => cluster.representatives[i] = rep,
+            None => cluster.representatives.push(rep),
         }
     }
 
@@ -1015,10 +1067,11 @@ impl Correlate {
             if warming_up {
                 continue;
             }
-            if let Some(kind) = self.handoff.report_for(cluster.score.total, signal, cluster.handed) {
-                cluster.handed = Some((cluster.score.total, signal));
+            if let Some(kind) = self.handoff.report_for(cluster.score, signal, cluster.handed) {
+                cluster.handed = Some((cluster.score, signal));
                 let trigger = Trigger { alert_id: alert_id.to_string(), ingest_time_us: c.ingest_time.value(row) };
-                let report = cluster.report(tenant_key, kind, &self.handoff, Some(trigger), self.config.track_members);
+                let report =
+                    cluster.report(tenant_key, &self.score, &self.handoff, Some(trigger), self.config.track_members);
                 ctx.counters.add(
                     NAME,
                     if kind == ReportKind::Escalate { "escalated" } else { "updates" },
@@ -1050,11 +1103,11 @@ impl Correlate {
         for a in &cluster.absorbed {
             state.forward.remove(a);
         }
-        let (decision, _) = self.handoff.decide(cluster.score.total, cluster.handed.is_some());
+        let (decision, _) = self.handoff.decide(cluster.score, cluster.handed.is_some());
         ctx.counters.add(NAME, reason, tenant, 1);
         ctx.counters.add(NAME, decision_metric(decision), tenant, 1);
         if cluster.handed.is_some() || self.config.report_all_closed {
-            let report = cluster.report(tenant, ReportKind::Close, &self.handoff, None, self.config.track_members);
+            let report = cluster.report(tenant, &self.score, &self.handoff, None, self.config.track_members);
             out.collect(Output::Cluster(ReportKind::Close, Box::new(report)));
         }
     }

@@ -42,13 +42,11 @@ impl RawChunk {
     /// Builds a chunk from newline-separated bytes (a trailing partial line is
     /// treated as a record). Blank lines are skipped.
     pub fn from_lines(source: &str, data: Vec<u8>, base_offset: u64, ingest_us: i64) -> Self {
-        let mut lines = Vec::new();
+        let mut lines = Vec::with_capacity(data.len() / 512);
         let mut start = 0;
-        for (i, &b) in data.iter().enumerate() {
-            if b == b'\n' {
-                push_line(&data, start, i, &mut lines);
-                start = i + 1;
-            }
+        for i in memchr::memchr_iter(b'\n', &data) {
+            push_line(&data, start, i, &mut lines);
+            start = i + 1;
         }
         push_line(&data, start, data.len(), &mut lines);
         Self { source: source.into(), data, lines, base_offset, ingest_us }
@@ -58,7 +56,8 @@ impl RawChunk {
 /// Pushes `data[start..end]` (minus a trailing `\r`) unless it is blank.
 pub fn push_line(data: &[u8], start: usize, end: usize, lines: &mut Vec<(usize, usize)>) {
     let end = if end > start && data[end - 1] == b'\r' { end - 1 } else { end };
-    if data[start..end].iter().any(|b| !b.is_ascii_whitespace()) {
+    // A record starts with `{` almost always; only then is the blank check skipped.
+    if data.get(start) == Some(&b'{') || data[start..end].iter().any(|b| !b.is_ascii_whitespace()) {
         lines.push((start, end));
     }
 }
@@ -191,10 +190,109 @@ pub struct Decoded {
     pub dead_letters: Vec<DeadLetter>,
 }
 
-type Path = Vec<String>;
+/// Every JSON path the decoder reads, compiled into a trie that is walked
+/// once per record: one pass over the relevant objects instead of one
+/// linear key search per path.
+#[derive(Debug, Default)]
+struct PathIndex {
+    nodes: Vec<TrieNode>,
+    /// Slot → dotted path, for error messages.
+    paths: Vec<String>,
+}
 
-fn split(p: &str) -> Path {
-    p.split('.').map(str::to_string).collect()
+#[derive(Debug, Default)]
+struct TrieNode {
+    key: String,
+    children: Vec<usize>,
+    slot: Option<usize>,
+}
+
+/// Values found for each slot of a [`PathIndex`] in one record.
+type Slots<'t, 'i> = Vec<Option<TapeValue<'t, 'i>>>;
+
+impl PathIndex {
+    fn new() -> Self {
+        Self { nodes: vec![TrieNode::default()], paths: Vec::new() }
+    }
+
+    /// The slot of a dotted path, added if new.
+    fn slot(&mut self, dotted: &str) -> usize {
+        let mut node = 0;
+        for key in dotted.split('.') {
+            let existing = self.nodes[node].children.iter().copied().find(|&c| self.nodes[c].key == key);
+            node = match existing {
+                Some(c) => c,
+                None => {
+                    self.nodes.push(TrieNode { key: key.to_string(), ..TrieNode::default() });
+                    let c = self.nodes.len() - 1;
+                    self.nodes[node].children.push(c);
+                    c
+                }
+            };
+        }
+        *self.nodes[node].slot.get_or_insert_with(|| {
+            self.paths.push(dotted.to_string());
+            self.paths.len() - 1
+        })
+    }
+
+    fn path(&self, slot: usize) -> &str {
+        &self.paths[slot]
+    }
+
+    /// Finds every indexed path in `root`; the first occurrence of a key wins.
+    fn collect<'t, 'i>(&self, root: TapeValue<'t, 'i>, out: &mut Slots<'t, 'i>) {
+        out.clear();
+        out.resize(self.paths.len(), None);
+        self.walk(0, root, out);
+    }
+
+    fn walk<'t, 'i>(&self, node: usize, value: TapeValue<'t, 'i>, out: &mut Slots<'t, 'i>) {
+        let Some(object) = value.as_object() else { return };
+        let children = &self.nodes[node].children;
+        for (key, v) in object.iter() {
+            let Some(&c) = children.iter().find(|&&c| self.nodes[c].key == key) else { continue };
+            let child = &self.nodes[c];
+            if let Some(slot) = child.slot
+                && out[slot].is_none()
+            {
+                out[slot] = Some(v);
+            }
+            if !child.children.is_empty() {
+                self.walk(c, v, out);
+            }
+        }
+    }
+}
+
+/// Slots of the fixed Wazuh fields.
+#[derive(Debug)]
+struct FieldSlots {
+    timestamp: usize,
+    at_timestamp: usize,
+    id: usize,
+    rule_id: usize,
+    rule_level: usize,
+    rule_description: usize,
+    rule_groups: usize,
+    mitre_tactic: usize,
+    mitre_id: usize,
+    agent_id: usize,
+    agent_name: usize,
+    agent_ip: usize,
+    manager: usize,
+    decoder: usize,
+    location: usize,
+    full_log: usize,
+    tenant: usize,
+    src_ip: Vec<usize>,
+    dst_ip: Vec<usize>,
+    src_user: Vec<usize>,
+    dst_user: Vec<usize>,
+    process: Vec<usize>,
+    file_hash: Vec<usize>,
+    url: Vec<usize>,
+    extra: Vec<usize>,
 }
 
 /// Stateful simd-json → Arrow decoder. Not shared between threads.
@@ -202,15 +300,8 @@ pub struct Decoder {
     config: DecodeConfig,
     schema: SchemaRef,
     tenant_static: Option<String>,
-    tenant_path: Path,
-    src_ip: Vec<Path>,
-    dst_ip: Vec<Path>,
-    src_user: Vec<Path>,
-    dst_user: Vec<Path>,
-    process: Vec<Path>,
-    file_hash: Vec<Path>,
-    url: Vec<Path>,
-    extra: Vec<Path>,
+    index: PathIndex,
+    slots: FieldSlots,
     scratch: Vec<u8>,
     buffers: Buffers,
     tape: Option<Tape<'static>>,
@@ -322,31 +413,23 @@ impl std::fmt::Debug for Decoder {
 
 type TapeValue<'t, 'i> = simd_json::tape::Value<'t, 'i>;
 
-fn lookup<'t, 'i>(root: TapeValue<'t, 'i>, path: &[String]) -> Option<TapeValue<'t, 'i>> {
-    let mut v = root;
-    for key in path {
-        v = v.as_object()?.get(key.as_str())?;
-    }
-    Some(v)
-}
-
 /// A field that must be a string (or absent / null).
-fn opt_string<'t, 'i>(root: TapeValue<'t, 'i>, path: &[String]) -> Result<Option<&'i str>, Reason> {
-    match lookup(root, path) {
+fn opt_string<'i>(index: &PathIndex, slots: &Slots<'_, 'i>, slot: usize) -> Result<Option<&'i str>, Reason> {
+    match slots[slot] {
         None => Ok(None),
         Some(v) if v.is_null() => Ok(None),
         Some(v) => match v.into_string() {
             Some(s) => Ok(Some(s)),
-            None => Err(Reason::WrongType { field: path.join("."), expected: "string" }),
+            None => Err(Reason::WrongType { field: index.path(slot).to_string(), expected: "string" }),
         },
     }
 }
 
-/// First present, non-empty string among `paths`; numbers are accepted as text
-/// for entity columns (ports, ids) but objects and arrays are a type error.
-fn first_string<'t, 'i>(root: TapeValue<'t, 'i>, paths: &[Path]) -> Result<Option<&'i str>, Reason> {
-    for p in paths {
-        if let Some(s) = opt_string(root, p)?.filter(|s| !s.is_empty()) {
+/// First present, non-empty string among `candidates`; objects and arrays
+/// are a type error.
+fn first_string<'i>(index: &PathIndex, slots: &Slots<'_, 'i>, candidates: &[usize]) -> Result<Option<&'i str>, Reason> {
+    for &slot in candidates {
+        if let Some(s) = opt_string(index, slots, slot)?.filter(|s| !s.is_empty()) {
             return Ok(Some(s));
         }
     }
@@ -389,23 +472,23 @@ struct Fields<'i> {
     full_log: Option<&'i str>,
 }
 
-fn string_list<'t, 'i>(root: TapeValue<'t, 'i>, path: &[String]) -> Result<Vec<&'i str>, Reason> {
-    let Some(v) = lookup(root, path) else { return Ok(Vec::new()) };
+fn string_list<'i>(index: &PathIndex, slots: &Slots<'_, 'i>, slot: usize) -> Result<Vec<&'i str>, Reason> {
+    let Some(v) = slots[slot] else { return Ok(Vec::new()) };
     if v.is_null() {
         return Ok(Vec::new());
     }
-    let wrong = || Reason::WrongType { field: path.join("."), expected: "array of strings" };
+    let wrong = || Reason::WrongType { field: index.path(slot).to_string(), expected: "array of strings" };
     let arr = v.as_array().ok_or_else(wrong)?;
     arr.iter().map(|e| e.into_string().ok_or_else(wrong)).collect()
 }
 
-fn uint_field(root: TapeValue<'_, '_>, path: &[String], max: u64) -> Result<u64, Reason> {
-    let v = lookup(root, path).ok_or_else(|| Reason::MissingField { field: path.join(".") })?;
+fn uint_field(index: &PathIndex, slots: &Slots<'_, '_>, slot: usize, max: u64) -> Result<u64, Reason> {
+    let v = slots[slot].ok_or_else(|| Reason::MissingField { field: index.path(slot).to_string() })?;
     let n = v.as_u64().or_else(|| v.as_str().and_then(|s| s.trim().parse::<u64>().ok()));
     match n {
         Some(n) if n <= max => Ok(n),
         _ => Err(Reason::WrongType {
-            field: path.join("."),
+            field: index.path(slot).to_string(),
             expected: if max == u64::from(u8::MAX) { "integer level 0-16" } else { "unsigned integer" },
         }),
     }
@@ -437,20 +520,44 @@ impl Decoder {
             return Err(Error::Config("tenant.field is empty and tenant.static is not set".into()));
         }
         let extra_names: Vec<String> = config.fields.values().cloned().collect();
-        let all = |v: &Vec<String>| v.iter().map(|p| split(p)).collect::<Vec<_>>();
+        let mut index = PathIndex::new();
+        let mut all = |v: &[String]| v.iter().map(|p| index.slot(p)).collect::<Vec<_>>();
         let c = &config.columns;
+        let (src_ip, dst_ip, src_user, dst_user) = (all(&c.src_ip), all(&c.dst_ip), all(&c.src_user), all(&c.dst_user));
+        let (process, file_hash, url) = (all(&c.process), all(&c.file_hash), all(&c.url));
+        let extra = config.fields.keys().map(|p| index.slot(p)).collect();
+        let slots = FieldSlots {
+            timestamp: index.slot("timestamp"),
+            at_timestamp: index.slot("@timestamp"),
+            id: index.slot("id"),
+            rule_id: index.slot("rule.id"),
+            rule_level: index.slot("rule.level"),
+            rule_description: index.slot("rule.description"),
+            rule_groups: index.slot("rule.groups"),
+            mitre_tactic: index.slot("rule.mitre.tactic"),
+            mitre_id: index.slot("rule.mitre.id"),
+            agent_id: index.slot("agent.id"),
+            agent_name: index.slot("agent.name"),
+            agent_ip: index.slot("agent.ip"),
+            manager: index.slot("manager.name"),
+            decoder: index.slot("decoder.name"),
+            location: index.slot("location"),
+            full_log: index.slot("full_log"),
+            tenant: index.slot(&tenant.field),
+            src_ip,
+            dst_ip,
+            src_user,
+            dst_user,
+            process,
+            file_hash,
+            url,
+            extra,
+        };
         Ok(Self {
             schema: alert_schema(&extra_names),
             tenant_static: tenant.static_tenant.clone(),
-            tenant_path: split(&tenant.field),
-            src_ip: all(&c.src_ip),
-            dst_ip: all(&c.dst_ip),
-            src_user: all(&c.src_user),
-            dst_user: all(&c.dst_user),
-            process: all(&c.process),
-            file_hash: all(&c.file_hash),
-            url: all(&c.url),
-            extra: config.fields.keys().map(|p| split(p)).collect(),
+            index,
+            slots,
             b: Builders::new(config.fields.len()),
             config,
             scratch: Vec::new(),
@@ -532,87 +639,67 @@ impl Decoder {
         if !root.is_object() {
             return Err(Reason::NotObject);
         }
-        let fields = self.extract(root)?;
-        let mut extras: Vec<Option<&str>> = Vec::with_capacity(self.extra.len());
-        for p in &self.extra {
-            extras.push(first_string(root, std::slice::from_ref(p))?);
+        let mut slots = Vec::with_capacity(self.index.paths.len());
+        self.index.collect(root, &mut slots);
+        let (ix, sl) = (&self.index, &self.slots);
+        let fields = self.extract(&slots)?;
+        let mut extras: Vec<Option<&str>> = Vec::with_capacity(sl.extra.len());
+        for &slot in &sl.extra {
+            extras.push(first_string(ix, &slots, &[slot])?);
         }
-        let groups = string_list(root, &RULE_GROUPS)?;
-        let tactics = string_list(root, &MITRE_TACTIC)?;
-        let techniques = string_list(root, &MITRE_ID)?;
+        let groups = string_list(ix, &slots, sl.rule_groups)?;
+        let tactics = string_list(ix, &slots, sl.mitre_tactic)?;
+        let techniques = string_list(ix, &slots, sl.mitre_id)?;
         let tenant = self.tenant_static.as_deref().unwrap_or(fields.tenant);
         append(&mut self.b, tenant, &fields, &groups, &tactics, &techniques, &extras, record, ingest_us);
         Ok(())
     }
 
-    fn extract<'t, 'i>(&self, root: TapeValue<'t, 'i>) -> Result<Fields<'i>, Reason> {
+    fn extract<'i>(&self, slots: &Slots<'_, 'i>) -> Result<Fields<'i>, Reason> {
+        let (ix, sl) = (&self.index, &self.slots);
         let tenant = match &self.tenant_static {
             Some(_) => "",
-            None => match opt_string(root, &self.tenant_path)? {
+            None => match opt_string(ix, slots, sl.tenant)? {
                 Some(t) if !t.trim().is_empty() => t,
-                _ => return Err(Reason::NoTenant { field: self.tenant_path.join(".") }),
+                _ => return Err(Reason::NoTenant { field: ix.path(sl.tenant).to_string() }),
             },
         };
-        let ts = match opt_string(root, &TIMESTAMP)? {
+        let ts = match opt_string(ix, slots, sl.timestamp)? {
             Some(ts) => ts,
-            None => {
-                opt_string(root, &AT_TIMESTAMP)?.ok_or_else(|| Reason::MissingField { field: "timestamp".into() })?
-            }
+            None => opt_string(ix, slots, sl.at_timestamp)?
+                .ok_or_else(|| Reason::MissingField { field: "timestamp".into() })?,
         };
         let event_time = parse_timestamp(ts).ok_or_else(|| Reason::BadTimestamp { value: ts.into() })?;
-        let alert_id = match lookup(root, &ID) {
+        let alert_id = match slots[sl.id] {
             None => None,
             Some(v) => Some(v.into_string().ok_or(Reason::WrongType { field: "id".into(), expected: "string" })?),
         };
-        let rule_id = uint_field(root, &RULE_ID, u64::from(u32::MAX))? as u32;
-        let rule_level = uint_field(root, &RULE_LEVEL, 16)? as u8;
+        let rule_id = uint_field(ix, slots, sl.rule_id, u64::from(u32::MAX))? as u32;
+        let rule_level = uint_field(ix, slots, sl.rule_level, 16)? as u8;
         Ok(Fields {
             tenant,
             event_time,
             alert_id,
             rule_id,
             rule_level,
-            rule_description: opt_string(root, &RULE_DESCRIPTION)?,
-            agent_id: opt_string(root, &AGENT_ID)?,
-            agent_name: opt_string(root, &AGENT_NAME)?,
-            agent_ip: opt_string(root, &AGENT_IP)?,
-            manager: opt_string(root, &MANAGER)?,
-            decoder: opt_string(root, &DECODER)?,
-            location: opt_string(root, &LOCATION)?,
-            src_ip: first_string(root, &self.src_ip)?,
-            dst_ip: first_string(root, &self.dst_ip)?,
-            src_user: first_string(root, &self.src_user)?,
-            dst_user: first_string(root, &self.dst_user)?,
-            process: first_string(root, &self.process)?,
-            file_hash: first_string(root, &self.file_hash)?.map(|h| sha256_of(h).to_ascii_lowercase()),
-            url: first_string(root, &self.url)?,
-            full_log: opt_string(root, &FULL_LOG)?,
+            rule_description: opt_string(ix, slots, sl.rule_description)?,
+            agent_id: opt_string(ix, slots, sl.agent_id)?,
+            agent_name: opt_string(ix, slots, sl.agent_name)?,
+            agent_ip: opt_string(ix, slots, sl.agent_ip)?,
+            manager: opt_string(ix, slots, sl.manager)?,
+            decoder: opt_string(ix, slots, sl.decoder)?,
+            location: opt_string(ix, slots, sl.location)?,
+            src_ip: first_string(ix, slots, &sl.src_ip)?,
+            dst_ip: first_string(ix, slots, &sl.dst_ip)?,
+            src_user: first_string(ix, slots, &sl.src_user)?,
+            dst_user: first_string(ix, slots, &sl.dst_user)?,
+            process: first_string(ix, slots, &sl.process)?,
+            file_hash: first_string(ix, slots, &sl.file_hash)?.map(|h| sha256_of(h).to_ascii_lowercase()),
+            url: first_string(ix, slots, &sl.url)?,
+            full_log: opt_string(ix, slots, sl.full_log)?,
         })
     }
 }
-
-macro_rules! static_path {
-    ($name:ident = $($seg:literal).+) => {
-        static $name: std::sync::LazyLock<Path> =
-            std::sync::LazyLock::new(|| vec![$($seg.to_string()),+]);
-    };
-}
-static_path!(TIMESTAMP = "timestamp");
-static_path!(AT_TIMESTAMP = "@timestamp");
-static_path!(ID = "id");
-static_path!(RULE_ID = "rule"."id");
-static_path!(RULE_LEVEL = "rule"."level");
-static_path!(RULE_DESCRIPTION = "rule"."description");
-static_path!(RULE_GROUPS = "rule"."groups");
-static_path!(MITRE_TACTIC = "rule"."mitre"."tactic");
-static_path!(MITRE_ID = "rule"."mitre"."id");
-static_path!(AGENT_ID = "agent"."id");
-static_path!(AGENT_NAME = "agent"."name");
-static_path!(AGENT_IP = "agent"."ip");
-static_path!(MANAGER = "manager"."name");
-static_path!(DECODER = "decoder"."name");
-static_path!(LOCATION = "location");
-static_path!(FULL_LOG = "full_log");
 
 fn dict_opt(b: &mut StringDictionaryBuilder<Int32Type>, v: Option<&str>) {
     match v {

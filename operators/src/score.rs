@@ -144,99 +144,95 @@ fn round2(x: f64) -> f64 {
 }
 
 impl ScoreConfig {
-    /// Scores a cluster. Zero-point factors get no line.
+    /// Scores a cluster with its explanation. Zero-point factors get no line.
     pub fn score(&self, c: &ScoreInput<'_>) -> Score {
+        self.compute(c, true)
+    }
+
+    /// The total only, without building the explanation (the per-alert path).
+    pub fn total(&self, c: &ScoreInput<'_>) -> f64 {
+        self.compute(c, false).total
+    }
+
+    fn compute(&self, c: &ScoreInput<'_>, explain: bool) -> Score {
         let mut lines = Vec::new();
-        let mut push = |factor: &str, points: f64, detail: String| {
+        let mut total = 0.0;
+        let mut push = |factor: &str, points: f64, detail: &dyn Fn() -> String| {
             let points = round2(points);
             if points > 0.0 {
-                lines.push(ScoreLine { factor: factor.to_string(), points, detail });
+                total += points;
+                if explain {
+                    lines.push(ScoreLine { factor: factor.to_string(), points, detail: detail() });
+                }
             }
         };
         let uncommon = c.top_rule.map(|r| (self.level_weight * f64::from(r.level), r));
         let common = c.top_common_rule.map(|r| (self.level_weight * f64::from(r.level) * self.common_level_factor, r));
         match (uncommon, common) {
-            (Some((p, r)), c2) if c2.is_none_or(|(q, _)| p >= q) => push(
-                "max_level",
-                p,
+            (Some((p, r)), c2) if c2.is_none_or(|(q, _)| p >= q) => push("max_level", p, &|| {
                 format!(
                     "highest rule level {} (rule {}: {}) × {}",
                     r.level, r.rule_id, r.description, self.level_weight
-                ),
-            ),
-            (_, Some((q, r))) => push(
-                "max_level",
-                q,
+                )
+            }),
+            (_, Some((q, r))) => push("max_level", q, &|| {
                 format!(
                     "highest rule level {} (rule {}: {}) × {}, × {} because the rule is common in this tenant",
                     r.level, r.rule_id, r.description, self.level_weight, self.common_level_factor
-                ),
-            ),
+                )
+            }),
             _ => {}
         }
         let tactics = c.signal_tactics.len();
         if tactics > 1 {
-            push(
-                "tactic_breadth",
-                self.tactic_weight * (tactics - 1) as f64,
+            push("tactic_breadth", self.tactic_weight * (tactics - 1) as f64, &|| {
                 format!(
                     "{tactics} ATT&CK tactics ({}) × {} beyond the first",
                     c.signal_tactics.join(", "),
                     self.tactic_weight
-                ),
-            );
+                )
+            });
         }
         let progression = mitre::progression(c.signal_tactics);
         if progression > 2 {
-            push(
-                "kill_chain",
-                self.kill_chain_weight * (progression - 2) as f64,
+            push("kill_chain", self.kill_chain_weight * (progression - 2) as f64, &|| {
                 format!(
                     "tactics advance {progression} steps along the kill chain × {} beyond two",
                     self.kill_chain_weight
-                ),
-            );
+                )
+            });
         }
         if c.strong_rules > 1 {
             let raw = self.diversity_weight * (c.strong_rules - 1) as f64;
-            push(
-                "rule_diversity",
-                raw.min(self.diversity_cap),
+            push("rule_diversity", raw.min(self.diversity_cap), &|| {
                 format!(
                     "{} distinct rules at level ≥ {} × {} beyond the first (cap {})",
                     c.strong_rules, self.diversity_min_level, self.diversity_weight, self.diversity_cap
-                ),
-            );
+                )
+            });
         }
         if c.unique_alerts > 1 {
             let raw = self.volume_weight * (c.unique_alerts as f64).log2();
-            push(
-                "volume",
-                raw.min(self.volume_cap),
-                format!("{} distinct alerts: {} × log2 (cap {})", c.unique_alerts, self.volume_weight, self.volume_cap),
-            );
+            push("volume", raw.min(self.volume_cap), &|| {
+                format!("{} distinct alerts: {} × log2 (cap {})", c.unique_alerts, self.volume_weight, self.volume_cap)
+            });
         }
         if c.hosts > 1 {
             let raw = self.spread_weight * (c.hosts - 1) as f64;
-            push(
-                "spread",
-                raw.min(self.spread_cap),
-                format!("{} hosts × {} beyond the first (cap {})", c.hosts, self.spread_weight, self.spread_cap),
-            );
+            push("spread", raw.min(self.spread_cap), &|| {
+                format!("{} hosts × {} beyond the first (cap {})", c.hosts, self.spread_weight, self.spread_cap)
+            });
         }
         if let Some((who, n)) = c.actor.filter(|(_, n)| *n > self.actor_min_rules) {
             let raw = self.actor_weight * (n - self.actor_min_rules) as f64;
-            push(
-                "actor_breadth",
-                raw.min(self.actor_cap),
+            push("actor_breadth", raw.min(self.actor_cap), &|| {
                 format!(
                     "{who} raised {n} distinct rules × {} beyond {} (cap {})",
                     self.actor_weight, self.actor_min_rules, self.actor_cap
-                ),
-            );
+                )
+            });
         }
-        let total = round2(lines.iter().map(|l| l.points).sum());
-        Score { total, lines }
+        Score { total: round2(total), lines }
     }
 }
 
@@ -275,6 +271,7 @@ mod tests {
         let s = cfg.score(&input(10, &tactics, 4, 64));
         let sum: f64 = s.lines.iter().map(|l| l.points).sum();
         assert!((sum - s.total).abs() < 1e-9);
+        assert_eq!(cfg.total(&input(10, &tactics, 4, 64)), s.total);
         assert!(s.lines.iter().all(|l| l.points > 0.0 && !l.detail.is_empty()));
         let factors: Vec<&str> = s.lines.iter().map(|l| l.factor.as_str()).collect();
         assert_eq!(factors, ["max_level", "tactic_breadth", "rule_diversity", "volume"]);

@@ -106,10 +106,17 @@ impl FileSource {
     fn read_block(&mut self) -> Result<usize, SourceError> {
         let block = self.options.block;
         let start = self.pending.len();
-        self.pending.resize(start + block, 0);
         let n = match &mut self.input {
-            Some(Input::File { file, .. }) => file.read(&mut self.pending[start..]),
-            Some(Input::Stdin(s)) => s.lock().read(&mut self.pending[start..]),
+            // Appends without zero-filling the buffer first.
+            Some(Input::File { file, .. }) => {
+                self.pending.reserve(block);
+                Read::take(&mut *file, block as u64).read_to_end(&mut self.pending)
+            }
+            // One read: a pipe hands over what it has without waiting for a full block.
+            Some(Input::Stdin(s)) => {
+                self.pending.resize(start + block, 0);
+                s.lock().read(&mut self.pending[start..])
+            }
             None => Ok(0),
         };
         let n = match n {

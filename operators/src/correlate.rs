@@ -186,7 +186,7 @@ impl Default for CorrelateConfig {
                 .collect(),
             report_entities_per_kind: 25,
             max_representatives: 10,
-            sweep_interval: Duration::from_mins(1),
+            sweep_interval: Duration::from_mins(5),
             report_all_closed: false,
             track_members: false,
         }

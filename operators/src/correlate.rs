@@ -873,7 +873,7 @@ impl Correlate {
         let mut entities: Vec<RowEntity<'_>> = Vec::with_capacity(8);
         let mut tactics: Vec<&str> = Vec::with_capacity(4);
         let mut candidates: Vec<u64> = Vec::with_capacity(8);
-        let mut per_tenant: FastMap<Arc<str>, [u64; 4]> = FastMap::default();
+        let mut per_tenant: FastMap<Arc<str>, [u64; 5]> = FastMap::default();
         for row in 0..batch.num_rows() {
             let tenant_name = c.tenant(row);
             if !tenants.contains_key(tenant_name) {
@@ -979,6 +979,7 @@ impl Correlate {
                                 continue;
                             }
                             let absorbed = state.clusters.remove(other).expect("candidate is live");
+                            counts[4] += 1;
                             state.forward.insert(*other, root);
                             let root_cluster = state.clusters.get_mut(&root).expect("root is live");
                             root_cluster.absorb(absorbed, &self.config);
@@ -1081,7 +1082,8 @@ impl Correlate {
                 out.collect(Output::Cluster(kind, Box::new(report)));
             }
         }
-        for (tenant, [clustered, unclustered, created, hubs]) in per_tenant {
+        for (tenant, [clustered, unclustered, created, hubs, merged]) in per_tenant {
+            ctx.counters.add(NAME, "clusters_merged", &tenant, merged);
             ctx.counters.add(NAME, "clustered", &tenant, clustered);
             ctx.counters.add(NAME, "unclustered", &tenant, unclustered);
             ctx.counters.add(NAME, "clusters_created", &tenant, created);

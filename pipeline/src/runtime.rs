@@ -73,6 +73,10 @@ pub struct Summary {
     pub clustered: u64,
     pub unclustered: u64,
     pub clusters: u64,
+    /// Clusters that merged into another one.
+    pub merged: u64,
+    /// Closed clusters by final decision.
+    pub closed_escalate: u64,
     pub escalated: u64,
     pub updates: u64,
     pub closed_review: u64,
@@ -129,7 +133,7 @@ enum ShardMsg {
     End,
 }
 
-struct Decodedchunk {
+struct DecodedChunk {
     seq: u64,
     batches: Vec<RecordBatch>,
     dead_letters: Vec<DeadLetter>,
@@ -179,7 +183,7 @@ pub fn run(
         (0..decoders).map(|_| Decoder::new(config.decode.clone(), &config.tenant)).collect::<Result<Vec<_>, _>>()?;
 
     let (chunk_tx, chunk_rx) = bounded::<(u64, RawChunk)>(cap);
-    let (decoded_tx, decoded_rx) = bounded::<Decodedchunk>(cap * 2);
+    let (decoded_tx, decoded_rx) = bounded::<DecodedChunk>(cap * 2);
     let (event_tx, event_rx) = bounded::<Event>(cap * 1024);
     let read_counter = Arc::new(AtomicU64::new(0));
 
@@ -224,7 +228,7 @@ pub fn run(
                             batches.extend(out.batch);
                             dead_letters.extend(out.dead_letters);
                         }
-                        if tx.send(Decodedchunk { seq, batches, dead_letters }).is_err() {
+                        if tx.send(DecodedChunk { seq, batches, dead_letters }).is_err() {
                             break;
                         }
                     }
@@ -342,6 +346,8 @@ pub fn run(
         clustered: counters.total("correlate", "clustered"),
         unclustered: counters.total("correlate", "unclustered"),
         clusters: counters.total("correlate", "clusters_created"),
+        merged: counters.total("correlate", "clusters_merged"),
+        closed_escalate: counters.total("correlate", "closed_escalate"),
         escalated: escalations,
         updates,
         closed_review: counters.total("correlate", "closed_review"),
@@ -432,8 +438,8 @@ struct Router {
 
 impl Router {
     /// Returns the number of late records.
-    fn run(&mut self, rx: Receiver<Decodedchunk>) -> u64 {
-        let mut pending: BTreeMap<u64, Decodedchunk> = BTreeMap::new();
+    fn run(&mut self, rx: Receiver<DecodedChunk>) -> u64 {
+        let mut pending: BTreeMap<u64, DecodedChunk> = BTreeMap::new();
         let mut next = 0u64;
         'outer: for chunk in rx {
             pending.insert(chunk.seq, chunk);

@@ -46,7 +46,8 @@ pub struct ScoreConfig {
     pub spread_cap: f64,
     /// Points per distinct rule raised by one actor (source ip or user)
     /// beyond `actor_min_rules`, capped: one actor doing many different
-    /// things is how an intrusion looks; a scanner repeats itself.
+    /// things to one target is how an intrusion looks. Actors seen on many
+    /// hosts (scanners, service accounts) are not counted.
     pub actor_weight: f64,
     pub actor_min_rules: usize,
     pub actor_cap: f64,
@@ -68,7 +69,7 @@ impl Default for ScoreConfig {
             spread_weight: 6.0,
             spread_cap: 18.0,
             actor_weight: 8.0,
-            actor_min_rules: 4,
+            actor_min_rules: 3,
             actor_cap: 24.0,
         }
     }

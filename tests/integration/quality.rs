@@ -35,7 +35,7 @@ fn default_scenario_holds_the_quality_floor() {
     let q = evaluate_default_scenario().overall;
     assert!(q.campaign_recall >= 0.95, "campaign recall {:.3} < 0.95; missed {:?}", q.campaign_recall, q.missed);
     assert!(q.step_recall >= 0.75, "step recall {:.3} < 0.75", q.step_recall);
-    assert!(q.precision >= 0.55, "precision {:.3} < 0.55", q.precision);
+    assert!(q.precision >= 0.70, "precision {:.3} < 0.70", q.precision);
     assert!(q.reduction >= 100.0, "reduction {:.1}× < 100×", q.reduction);
     assert!(q.fragmentation <= 1.5, "fragmentation {:.2} > 1.5", q.fragmentation);
 }

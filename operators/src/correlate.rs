@@ -10,15 +10,26 @@
 //!   entity but never create, bridge or extend one; with no live cluster they
 //!   are counted as unclustered. Without this, routine noise on a host would
 //!   chain into one cluster that never closes.
+//!   File hashes are specific enough to link at any level.
+//! * **Base rates.** A rule raised on more than `common_rule_hosts` hosts of
+//!   the tenant, or more than `routine_alerts` times an hour on one host, is
+//!   *common*: it links only through its own host (a scanner's sweep or a
+//!   fleet-wide package update bridges nothing), its level counts at a
+//!   discount and its tactics are not signal.
 //! * **Hubs stop linking.** An ip, user, hash, process or url seen on more
 //!   than `hub_degree` hosts (a scanner, the DNS server) is demoted.
+//!   User names from failed logons are chosen by the attacker and never link.
 //! * **Capped.** Clusters stop merging at `max_cluster_alerts`; entities and
 //!   clusters per tenant are bounded, evictions counted.
 //!
 //! After every alert the touched cluster is scored ([`crate::score`]) and
 //! judged ([`crate::handoff`]), so an escalation fires on the alert that
-//! crosses the threshold, not at window end. Duplicates (marked by dedup) only
-//! bump counts in the cluster of the alert they repeat.
+//! crosses the threshold, not at window end. That is why score and hand-off
+//! run inside this operator rather than as separate batch stages: a batch
+//! boundary would otherwise decide which alert "crossed", and results would
+//! depend on batch size. No escalation fires during a tenant's baseline
+//! warm-up. Duplicates (marked by dedup) only bump counts in the cluster of
+//! the alert they repeat.
 //!
 //! Results depend only on per-tenant record order and event times; state is
 //! expired on watermarks strictly after it can no longer match a non-late

@@ -1,7 +1,7 @@
 //! Errors of the operators crate.
 //!
 //! Operators never fail a batch for one bad record (that record is
-//! dead-lettered instead); an [`Error`] here means the operator itself could
+//! dead-lettered instead); an [`enum@Error`] here means the operator itself could
 //! not go on: a bug, a corrupt snapshot or a schema mismatch.
 
 use thiserror::Error;

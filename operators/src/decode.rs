@@ -472,14 +472,25 @@ struct Fields<'i> {
     full_log: Option<&'i str>,
 }
 
-fn string_list<'i>(index: &PathIndex, slots: &Slots<'_, 'i>, slot: usize) -> Result<Vec<&'i str>, Reason> {
-    let Some(v) = slots[slot] else { return Ok(Vec::new()) };
+type TapeArray<'t, 'i> = simd_json::tape::Array<'t, 'i>;
+
+/// An array of strings (absent or null: `None`), checked before any column
+/// is written so a bad element dead-letters the whole record.
+fn string_array<'t, 'i>(
+    index: &PathIndex,
+    slots: &Slots<'t, 'i>,
+    slot: usize,
+) -> Result<Option<TapeArray<'t, 'i>>, Reason> {
+    let Some(v) = slots[slot] else { return Ok(None) };
     if v.is_null() {
-        return Ok(Vec::new());
+        return Ok(None);
     }
     let wrong = || Reason::WrongType { field: index.path(slot).to_string(), expected: "array of strings" };
     let arr = v.as_array().ok_or_else(wrong)?;
-    arr.iter().map(|e| e.into_string().ok_or_else(wrong)).collect()
+    if arr.iter().any(|e| e.as_str().is_none()) {
+        return Err(wrong());
+    }
+    Ok(Some(arr))
 }
 
 fn uint_field(index: &PathIndex, slots: &Slots<'_, '_>, slot: usize, max: u64) -> Result<u64, Reason> {
@@ -647,11 +658,11 @@ impl Decoder {
         for &slot in &sl.extra {
             extras.push(first_string(ix, &slots, &[slot])?);
         }
-        let groups = string_list(ix, &slots, sl.rule_groups)?;
-        let tactics = string_list(ix, &slots, sl.mitre_tactic)?;
-        let techniques = string_list(ix, &slots, sl.mitre_id)?;
+        let groups = string_array(ix, &slots, sl.rule_groups)?;
+        let tactics = string_array(ix, &slots, sl.mitre_tactic)?;
+        let techniques = string_array(ix, &slots, sl.mitre_id)?;
         let tenant = self.tenant_static.as_deref().unwrap_or(fields.tenant);
-        append(&mut self.b, tenant, &fields, &groups, &tactics, &techniques, &extras, record, ingest_us);
+        append(&mut self.b, tenant, &fields, groups, tactics, techniques, &extras, record, ingest_us);
         Ok(())
     }
 
@@ -710,8 +721,8 @@ fn dict_opt(b: &mut StringDictionaryBuilder<Int32Type>, v: Option<&str>) {
     }
 }
 
-fn list(b: &mut ListBuilder<StringDictionaryBuilder<Int32Type>>, values: &[&str]) {
-    for v in values {
+fn list(b: &mut ListBuilder<StringDictionaryBuilder<Int32Type>>, values: Option<TapeArray<'_, '_>>) {
+    for v in values.iter().flat_map(|a| a.iter()).filter_map(|e| e.into_string()) {
         b.values().append_value(v);
     }
     b.append(true);
@@ -722,9 +733,9 @@ fn append(
     b: &mut Builders,
     tenant: &str,
     f: &Fields<'_>,
-    groups: &[&str],
-    tactics: &[&str],
-    techniques: &[&str],
+    groups: Option<TapeArray<'_, '_>>,
+    tactics: Option<TapeArray<'_, '_>>,
+    techniques: Option<TapeArray<'_, '_>>,
     extras: &[Option<&str>],
     record: &[u8],
     ingest_us: i64,

@@ -1,8 +1,8 @@
 //! Civil-date arithmetic and the timestamp formats found in Wazuh alerts
 //! and the logs they quote, without a date-time dependency.
 //!
-//! Everything is UTC. `days_from_civil` / `civil_from_days` are Howard
-//! Hinnant's proleptic-Gregorian algorithms.
+//! Everything is UTC. The date arithmetic itself is `sluice_operators::time`'s
+//! (Howard Hinnant's proleptic-Gregorian algorithms), shared with the decoder.
 
 use std::fmt::Write as _;
 
@@ -10,27 +10,13 @@ const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Au
 
 /// Days since 1970-01-01 of a proleptic-Gregorian date.
 pub(crate) fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = i64::from(m);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    sluice_operators::time::days_from_civil(y, i64::from(m), i64::from(d))
 }
 
 /// The date (year, month 1–12, day 1–31) of a day count since 1970-01-01.
 pub(crate) fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
+    let (y, m, d) = sluice_operators::time::civil_from_days(z);
+    (y, m as u32, d as u32)
 }
 
 /// A broken-down UTC instant.

@@ -82,6 +82,8 @@ pub struct Outcome {
     /// Final state of every cluster (with members), sorted by cluster id.
     pub finals: Vec<ClusterReport>,
     pub dead_letters: u64,
+    /// Alert ids of records reported late.
+    pub late: Vec<String>,
     pub summary: Summary,
 }
 
@@ -99,7 +101,7 @@ pub fn run_lines(config: &Config, lines: Vec<Vec<u8>>, per_chunk: usize) -> Outc
                 r.decision.to_string(),
             )),
             Event::DeadLetter(_) => outcome.dead_letters += 1,
-            Event::Late(_) => {}
+            Event::Late(l) => outcome.late.push(l.alert_id),
         }
         Ok(())
     })

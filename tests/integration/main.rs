@@ -4,5 +4,6 @@
 mod common;
 mod differential;
 mod golden;
+mod late;
 mod properties;
 mod quality;

@@ -472,10 +472,27 @@ impl Correlate {
             if self.config.windows.get(kind).is_none() {
                 return;
             }
-            if kind == EntityKind::User && self.ignore_users.contains(&value.to_ascii_lowercase()) {
+            let mut lower = [0u8; 128];
+            let key_bytes: &[u8] = if kind == EntityKind::User {
+                // `ACME\alice`, `alice@acme.local` and `Alice` are one person.
+                let bare = user_name(value);
+                if bare.len() > lower.len() {
+                    bare.as_bytes()
+                } else {
+                    for (dst, src) in lower.iter_mut().zip(bare.bytes()) {
+                        *dst = src.to_ascii_lowercase();
+                    }
+                    &lower[..bare.len()]
+                }
+            } else {
+                value.as_bytes()
+            };
+            if kind == EntityKind::User
+                && std::str::from_utf8(key_bytes).is_ok_and(|u| u.is_empty() || self.ignore_users.contains(u))
+            {
                 return;
             }
-            let key = StableHasher::new().u64(kind as u64).field(value.as_bytes()).finish();
+            let key = StableHasher::new().u64(kind as u64).field(key_bytes).finish();
             if !out.iter().any(|e: &RowEntity<'_>| e.key == key) {
                 let link = !(failed_auth && kind == EntityKind::User);
                 out.push(RowEntity { kind, value, key, link, actor: actor && link, hub: false });
@@ -492,6 +509,13 @@ impl Correlate {
         push(EntityKind::Process, opt_str(c.process, row), false);
         push(EntityKind::Url, opt_str(c.url, row), false);
     }
+}
+
+/// The account part of a user name: without a `DOMAIN\` prefix or an
+/// `@domain` suffix.
+fn user_name(value: &str) -> &str {
+    let value = value.rsplit_once('\\').map_or(value, |(_, user)| user);
+    value.split_once('@').map_or(value, |(user, _)| user)
 }
 
 fn new_cluster(id: u64) -> Cluster {
@@ -1382,6 +1406,17 @@ mod tests {
         // h1..h3 linked before the scanner became a hub on its third host.
         assert_eq!(finals.iter().map(|f| members(f).len()).collect::<Vec<_>>(), [3, 1, 1]);
         assert_eq!(ctx.counters.total("correlate", "hubs_demoted"), 1);
+    }
+
+    #[test]
+    fn user_names_are_normalized() {
+        assert_eq!(user_name("ACME\\alice"), "alice");
+        assert_eq!(user_name("alice@acme.local"), "alice");
+        assert_eq!(user_name("alice"), "alice");
+        let a = A { user: Some("ACME\\Alice"), ..strong("a", 0, "h1", None) };
+        let b = A { user: Some("alice@acme.local"), ..strong("b", 10, "h2", None) };
+        let (_, finals, _) = run(cfg(), &[a, b]);
+        assert_eq!(finals.len(), 1, "one person on two hosts links them");
     }
 
     #[test]

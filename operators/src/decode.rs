@@ -86,7 +86,8 @@ impl Default for TenantConfig {
     }
 }
 
-/// Which JSON paths feed each typed column; the first present path wins.
+/// Which JSON paths feed each typed column; the first present path wins. A
+/// path goes through arrays: it matches the first element that has the key.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ColumnSources {
@@ -108,8 +109,14 @@ impl Default for ColumnSources {
     fn default() -> Self {
         Self {
             src_ip: paths(&["data.srcip", "data.src_ip", "data.win.eventdata.ipAddress"]),
-            dst_ip: paths(&["data.dstip", "data.dest_ip", "data.dst_ip"]),
-            src_user: paths(&["data.srcuser", "data.win.eventdata.subjectUserName"]),
+            dst_ip: paths(&["data.dstip", "data.dest_ip", "data.dst_ip", "data.ms-graph.evidence.ipAddress"]),
+            src_user: paths(&[
+                "data.srcuser",
+                "data.win.eventdata.subjectUserName",
+                "data.ms-graph.evidence.loggedOnUsers.accountName",
+                "data.ms-graph.evidence.userAccount.accountName",
+                "data.win.eventdata.user",
+            ]),
             dst_user: paths(&["data.dstuser", "data.win.eventdata.targetUserName", "syscheck.uname_after"]),
             process: paths(&["data.win.eventdata.image", "data.audit.exe", "predecoder.program_name"]),
             file_hash: paths(&[
@@ -248,6 +255,14 @@ impl PathIndex {
     }
 
     fn walk<'t, 'i>(&self, node: usize, value: TapeValue<'t, 'i>, out: &mut Slots<'t, 'i>) {
+        // A path goes through arrays: `evidence.ipAddress` matches the first
+        // element of `evidence` that has an `ipAddress`.
+        if let Some(array) = value.as_array() {
+            for element in array.iter() {
+                self.walk(node, element, out);
+            }
+            return;
+        }
         let Some(object) = value.as_object() else { return };
         let children = &self.nodes[node].children;
         for (key, v) in object.iter() {

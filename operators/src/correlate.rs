@@ -158,7 +158,10 @@ pub struct CorrelateConfig {
     pub max_clusters_per_tenant: usize,
     pub max_entities_per_tenant: usize,
     /// User names that identify nobody and must not link (case-insensitive).
+    /// Machine accounts (`HOST$`) never link either.
     pub ignore_users: Vec<String>,
+    /// Addresses that identify nobody (placeholders, loopback) and must not link.
+    pub ignore_ips: Vec<String>,
     /// Entity values listed per kind in a report.
     pub report_entities_per_kind: usize,
     /// Representative alerts kept per cluster.
@@ -195,6 +198,7 @@ impl Default for CorrelateConfig {
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
+            ignore_ips: ["-", "::1", "127.0.0.1", "0.0.0.0"].iter().map(|s| s.to_string()).collect(),
             report_entities_per_kind: 25,
             max_representatives: 10,
             sweep_interval: Duration::from_mins(5),
@@ -488,8 +492,12 @@ impl Correlate {
                 value.as_bytes()
             };
             if kind == EntityKind::User
-                && std::str::from_utf8(key_bytes).is_ok_and(|u| u.is_empty() || self.ignore_users.contains(u))
+                && std::str::from_utf8(key_bytes)
+                    .is_ok_and(|u| u.is_empty() || u.ends_with('$') || self.ignore_users.contains(u))
             {
+                return;
+            }
+            if kind == EntityKind::Ip && self.config.ignore_ips.iter().any(|ip| ip == value) {
                 return;
             }
             let key = StableHasher::new().u64(kind as u64).field(key_bytes).finish();
@@ -1417,6 +1425,16 @@ mod tests {
         let b = A { user: Some("alice@acme.local"), ..strong("b", 10, "h2", None) };
         let (_, finals, _) = run(cfg(), &[a, b]);
         assert_eq!(finals.len(), 1, "one person on two hosts links them");
+        // Machine accounts and placeholder addresses identify nobody.
+        let c = A { user: Some("ACME\\WS-01$"), src_ip: Some("-"), ..strong("c", 0, "h1", None) };
+        let d = A { user: Some("ACME\\WS-01$"), src_ip: Some("-"), ..strong("d", 10, "h2", None) };
+        let (_, finals, _) = run(cfg(), &[c, d]);
+        assert_eq!(finals.len(), 2);
+        assert!(
+            finals
+                .iter()
+                .all(|f| !f.entities.contains_key(&EntityKind::User) && !f.entities.contains_key(&EntityKind::Ip))
+        );
     }
 
     #[test]

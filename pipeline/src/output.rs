@@ -79,8 +79,8 @@ pub fn human_summary(s: &Summary) -> String {
     let _ = writeln!(out, "clustered          {:>12}   (unclustered low-level: {})", s.clustered, s.unclustered);
     let _ = writeln!(
         out,
-        "clusters           {:>12}   (review {}, suppress {})",
-        s.clusters, s.closed_review, s.closed_suppress
+        "clusters           {:>12}   ({} merged; final decisions: escalate {}, review {}, suppress {})",
+        s.clusters, s.merged, s.closed_escalate, s.closed_review, s.closed_suppress
     );
     let _ = writeln!(out, "escalated          {:>12}   (+{} updates)", s.escalated, s.updates);
     let _ = writeln!(out, "reduction          {:>12.1}×  alerts read per escalated cluster", s.reduction);

@@ -832,7 +832,6 @@ fn excerpt(s: &str, max: usize) -> String {
 }
 
 impl Correlate {
-    #[allow(clippy::too_many_arguments)]
     fn add_row(
         cfg: &CorrelateConfig,
         cluster: &mut Cluster,

@@ -432,12 +432,12 @@ impl Correlate {
     }
 
     /// Records a rule raised on a host; true when the rule is common in the tenant.
-    fn count_common(&self, state: &mut TenantState, rule: u32, host: Option<&str>, t: EventTime) -> bool {
+    /// `host` is the stable hash of the alert's host name.
+    fn count_common(&self, state: &mut TenantState, rule: u32, host: u64, t: EventTime) -> bool {
         let cap = self.config.common_rule_hosts;
         if cap == 0 {
             return false;
         }
-        let host = StableHasher::new().opt(host).finish();
         let window = self.config.common_window.millis();
         let (start, hosts) = state.rule_hosts.entry(rule).or_insert_with(|| (t, Vec::new()));
         if t >= start.saturating_add(window) {
@@ -451,11 +451,10 @@ impl Correlate {
     }
 
     /// Counts an alert of `rule` on `host`; true when the rule is routine there.
-    fn count_routine(&self, state: &mut TenantState, rule: u32, host: Option<&str>, t: EventTime) -> bool {
+    fn count_routine(&self, state: &mut TenantState, rule: u32, host: u64, t: EventTime) -> bool {
         if self.config.routine_alerts == 0 {
             return false;
         }
-        let host = StableHasher::new().opt(host).finish();
         let window = self.config.routine_window.millis();
         let (start, count, previous) = state.routine.entry((rule, host)).or_insert((t, 0, 0));
         if t >= start.saturating_add(window) {
@@ -950,7 +949,9 @@ impl Correlate {
             let alert_id = c.alert_id.value(row);
             let rule_id = c.rule_id.value(row);
             let host_name = c.agent_name(row).or(c.agent_id(row));
-            let routine = self.count_routine(state, rule_id, host_name, t);
+            // Hashed once: both base-rate counters key on it.
+            let host_hash = StableHasher::new().opt(host_name).finish();
+            let routine = self.count_routine(state, rule_id, host_hash, t);
 
             if duplicate {
                 let cluster = state.by_fingerprint.get(&fingerprint).map(|&(id, _)| id);
@@ -973,7 +974,7 @@ impl Correlate {
             }
 
             let level = c.rule_level.value(row);
-            let common = self.count_common(state, rule_id, host_name, t) || routine;
+            let common = self.count_common(state, rule_id, host_hash, t) || routine;
             if state.first_event.is_none_or(|f| t < f) {
                 state.first_event = Some(t);
             }

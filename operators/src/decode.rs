@@ -508,15 +508,18 @@ fn string_array<'t, 'i>(
     Ok(Some(arr))
 }
 
-fn uint_field(index: &PathIndex, slots: &Slots<'_, '_>, slot: usize, max: u64) -> Result<u64, Reason> {
+fn uint_field(
+    index: &PathIndex,
+    slots: &Slots<'_, '_>,
+    slot: usize,
+    max: u64,
+    expected: &'static str,
+) -> Result<u64, Reason> {
     let v = slots[slot].ok_or_else(|| Reason::MissingField { field: index.path(slot).to_string() })?;
     let n = v.as_u64().or_else(|| v.as_str().and_then(|s| s.trim().parse::<u64>().ok()));
     match n {
         Some(n) if n <= max => Ok(n),
-        _ => Err(Reason::WrongType {
-            field: index.path(slot).to_string(),
-            expected: if max == u64::from(u8::MAX) { "integer level 0-16" } else { "unsigned integer" },
-        }),
+        _ => Err(Reason::WrongType { field: index.path(slot).to_string(), expected }),
     }
 }
 
@@ -700,8 +703,8 @@ impl Decoder {
             None => None,
             Some(v) => Some(v.into_string().ok_or(Reason::WrongType { field: "id".into(), expected: "string" })?),
         };
-        let rule_id = uint_field(ix, slots, sl.rule_id, u64::from(u32::MAX))? as u32;
-        let rule_level = uint_field(ix, slots, sl.rule_level, 16)? as u8;
+        let rule_id = uint_field(ix, slots, sl.rule_id, u64::from(u32::MAX), "unsigned integer")? as u32;
+        let rule_level = uint_field(ix, slots, sl.rule_level, 16, "integer level 0-16")? as u8;
         Ok(Fields {
             tenant,
             event_time,

@@ -193,15 +193,53 @@ impl FileSource {
     }
 }
 
+/// Where a file source is: the offset of the first byte not yet handed over,
+/// in the file with this identity.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct FilePosition {
+    offset: u64,
+    identity: Option<(u64, u64)>,
+}
+
 impl Source for FileSource {
     fn name(&self) -> &str {
         &self.name
     }
 
+    fn position(&self) -> Option<String> {
+        let Some(Input::File { identity, .. }) = &self.input else { return None };
+        let position = FilePosition { offset: self.pending_offset, identity: *identity };
+        Some(serde_json::to_string(&position).expect("serializable"))
+    }
+
+    fn restore(&mut self, position: &str) -> Result<(), SourceError> {
+        let position: FilePosition = serde_json::from_str(position)
+            .map_err(|e| SourceError::Config(format!("not a file source position: {e}")))?;
+        let Some(Input::File { file, identity }) = &mut self.input else {
+            return Err(SourceError::Config(format!("{} cannot resume: it is not a regular file", self.name)));
+        };
+        let len = file.metadata().map_err(|e| SourceError::Io { path: self.name.clone(), source: e })?.len();
+        if *identity != position.identity || len < position.offset {
+            // Rotated or truncated since the checkpoint: the old file's tail
+            // is gone; read the new one from its start, as `tail -F` would.
+            tracing::warn!(path = %self.name, offset = position.offset, len, "file changed since the checkpoint; reading it from the start");
+            return Ok(());
+        }
+        file.seek(SeekFrom::Start(position.offset))
+            .map_err(|e| SourceError::Io { path: self.name.clone(), source: e })?;
+        self.pending_offset = position.offset;
+        self.read_offset = position.offset;
+        tracing::info!(path = %self.name, offset = position.offset, "resuming the file where the checkpoint left it");
+        Ok(())
+    }
+
     fn next_chunk(&mut self) -> Result<Option<RawChunk>, SourceError> {
         loop {
             if self.stop.is_stopped() {
-                return Ok(self.take_chunk(true));
+                // Hand over the complete lines. A partial last line of a file
+                // stays where it is (a resumed run reads it whole); stdin's
+                // cannot be read again, so it goes too.
+                return Ok(self.take_chunk(self.path.is_none()));
             }
             if self.eof {
                 return Ok(None);

@@ -8,6 +8,7 @@
 
 pub mod file;
 pub mod generator;
+pub mod kafka;
 pub mod ndjson;
 pub mod source;
 pub mod synthetic;

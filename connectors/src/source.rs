@@ -33,7 +33,44 @@ pub trait Source: Send {
     fn name(&self) -> &str;
 
     /// The next chunk of records; `Ok(None)` at end of input or after stop.
+    /// A source that is waiting for data returns an empty chunk now and then
+    /// (every 100 ms or so), so the runtime can take checkpoints and commit.
     fn next_chunk(&mut self) -> Result<Option<RawChunk>, SourceError>;
+
+    /// The position just after the last chunk returned, as JSON; `None` if
+    /// this source cannot resume (stdin, the generator).
+    fn position(&self) -> Option<String> {
+        None
+    }
+
+    /// Resumes from a position taken by [`Source::position`], before the
+    /// first chunk is read.
+    fn restore(&mut self, _position: &str) -> Result<(), SourceError> {
+        Err(SourceError::Config(format!("source {} cannot resume from a checkpoint", self.name())))
+    }
+
+    /// A checkpoint covering `position` is durable: acknowledge upstream
+    /// (commit Kafka offsets). Nothing before it will be asked for again.
+    fn commit(&mut self, _position: &str) -> Result<(), SourceError> {
+        Ok(())
+    }
+
+    /// Inputs that appeared or went idle since the last call, for
+    /// per-input watermarks.
+    fn input_changes(&mut self) -> Vec<InputChange> {
+        Vec::new()
+    }
+}
+
+/// A change in a multi-input source's set of inputs (`RawChunk::input`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InputChange {
+    /// A new input (an assigned partition): it holds the watermark back
+    /// until it has data or goes idle.
+    Opened(u32),
+    /// The input has had no data for a while, or was revoked: it stops
+    /// holding the watermark back.
+    Idle(u32),
 }
 
 /// A flag raised once to ask sources to stop.

@@ -66,7 +66,14 @@ impl Source for GeneratorSource {
         if lines.is_empty() {
             return Ok(None);
         }
-        let chunk = RawChunk { source: "generator".into(), base_offset: self.offset, ingest_us: now_us(), lines, data };
+        let chunk = RawChunk {
+            source: "generator".into(),
+            base_offset: self.offset,
+            ingest_us: now_us(),
+            lines,
+            data,
+            ..RawChunk::default()
+        };
         self.offset += chunk.data.len() as u64;
         Ok(Some(chunk))
     }

@@ -27,7 +27,8 @@ pub enum Reason {
     TooLarge { bytes: usize, limit: usize },
     /// Nested deeper than `decode.max_depth`.
     TooDeep { depth: usize, limit: usize },
-    /// No tenant could be resolved (and Sluice never guesses one).
+    /// No tenant could be resolved (and Sluice never guesses one). `field`
+    /// says where Sluice looked.
     NoTenant { field: String },
 }
 
@@ -66,7 +67,7 @@ impl fmt::Display for Reason {
                 write!(f, "record nests {depth} levels, over the limit of {limit} (decode.max_depth)")
             }
             Reason::NoTenant { field } => {
-                write!(f, "no tenant: `{field}` is missing or empty (tenant.field)")
+                write!(f, "no tenant: {field} is missing or empty")
             }
         }
     }

@@ -36,6 +36,28 @@ pub struct RawChunk {
     pub base_offset: u64,
     /// Wall-clock time the chunk was read, µs since the epoch.
     pub ingest_us: i64,
+    /// Which of the source's inputs (a Kafka partition, say) the chunk came
+    /// from; each input has its own watermark. 0 for single-input sources.
+    pub input: u32,
+    /// Where the records' tenant comes from.
+    pub tenant: ChunkTenant,
+    /// The position of each record in its input (a Kafka offset), aligned
+    /// with `lines`. Empty: positions are byte offsets, `base_offset + start`.
+    pub positions: Vec<u64>,
+}
+
+/// The tenant of a chunk's records, when the source knows it better than
+/// the record does (a Kafka topic `wazuh-alerts-{tenant}`, a header).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ChunkTenant {
+    /// Read it from the record, as `tenant.field` / `tenant.static` say.
+    #[default]
+    FromRecord,
+    /// Every record of the chunk belongs to this tenant.
+    Fixed(Arc<str>),
+    /// The source looked for the tenant (the string says where) and found
+    /// none: every record is dead-lettered, never given a default tenant.
+    Unresolved(Arc<str>),
 }
 
 impl RawChunk {
@@ -49,7 +71,12 @@ impl RawChunk {
             start = i + 1;
         }
         push_line(&data, start, data.len(), &mut lines);
-        Self { source: source.into(), data, lines, base_offset, ingest_us }
+        Self { source: source.into(), data, lines, base_offset, ingest_us, ..Self::default() }
+    }
+
+    /// The position of record `i` in its input, for dead letters.
+    pub fn position(&self, i: usize) -> u64 {
+        self.positions.get(i).copied().unwrap_or_else(|| self.base_offset + self.lines[i].0 as u64)
     }
 }
 
@@ -314,7 +341,7 @@ struct FieldSlots {
 pub struct Decoder {
     config: DecodeConfig,
     schema: SchemaRef,
-    tenant_static: Option<String>,
+    tenant_static: Option<Arc<str>>,
     index: PathIndex,
     slots: FieldSlots,
     scratch: Vec<u8>,
@@ -584,7 +611,7 @@ impl Decoder {
         };
         Ok(Self {
             schema: alert_schema(&extra_names),
-            tenant_static: tenant.static_tenant.clone(),
+            tenant_static: tenant.static_tenant.as_deref().map(Arc::from),
             index,
             slots,
             b: Builders::new(config.fields.len()),
@@ -610,10 +637,19 @@ impl Decoder {
     pub fn decode(&mut self, chunk: &RawChunk) -> Result<Decoded> {
         let mut dead_letters = Vec::new();
         let mut rows = 0usize;
-        for &(start, end) in &chunk.lines {
+        let fixed = match &chunk.tenant {
+            ChunkTenant::FromRecord => self.tenant_static.clone(),
+            ChunkTenant::Fixed(t) => Some(t.clone()),
+            ChunkTenant::Unresolved(_) => None,
+        };
+        for (i, &(start, end)) in chunk.lines.iter().enumerate() {
             self.stats.read += 1;
             let record = &chunk.data[start..end];
-            match self.decode_record(record, chunk.ingest_us) {
+            let result = match &chunk.tenant {
+                ChunkTenant::Unresolved(field) => Err(Reason::NoTenant { field: field.to_string() }),
+                _ => self.decode_record(record, fixed.as_deref(), chunk.ingest_us),
+            };
+            match result {
                 Ok(()) => {
                     rows += 1;
                     self.stats.decoded += 1;
@@ -622,7 +658,7 @@ impl Decoder {
                     self.stats.dead_lettered += 1;
                     dead_letters.push(DeadLetter {
                         source: chunk.source.clone(),
-                        offset: chunk.base_offset + start as u64,
+                        offset: chunk.position(i),
                         reason,
                         record: record.to_vec(),
                     });
@@ -638,7 +674,7 @@ impl Decoder {
         Ok(Decoded { batch, dead_letters })
     }
 
-    fn decode_record(&mut self, record: &[u8], ingest_us: i64) -> Result<(), Reason> {
+    fn decode_record(&mut self, record: &[u8], fixed: Option<&str>, ingest_us: i64) -> Result<(), Reason> {
         if record.len() > self.config.max_record_bytes {
             return Err(Reason::TooLarge { bytes: record.len(), limit: self.config.max_record_bytes });
         }
@@ -653,14 +689,20 @@ impl Decoder {
                 ErrorType::InvalidUtf8 => Reason::InvalidUtf8,
                 _ => Reason::NotJson { detail: e.to_string() },
             }),
-            Ok(()) => self.append_parsed(tape.as_value(), record, ingest_us),
+            Ok(()) => self.append_parsed(tape.as_value(), record, fixed, ingest_us),
         };
         self.tape = Some(tape.reset());
         self.scratch = scratch;
         result
     }
 
-    fn append_parsed(&mut self, root: TapeValue<'_, '_>, record: &[u8], ingest_us: i64) -> Result<(), Reason> {
+    fn append_parsed(
+        &mut self,
+        root: TapeValue<'_, '_>,
+        record: &[u8],
+        fixed: Option<&str>,
+        ingest_us: i64,
+    ) -> Result<(), Reason> {
         let depth = depth_of(record, self.buffers.structural_indexes());
         if depth > self.config.max_depth {
             return Err(Reason::TooDeep { depth, limit: self.config.max_depth });
@@ -671,7 +713,7 @@ impl Decoder {
         let mut slots = Vec::with_capacity(self.index.paths.len());
         self.index.collect(root, &mut slots);
         let (ix, sl) = (&self.index, &self.slots);
-        let fields = self.extract(&slots)?;
+        let fields = self.extract(&slots, fixed.is_some())?;
         let mut extras: Vec<Option<&str>> = Vec::with_capacity(sl.extra.len());
         for &slot in &sl.extra {
             extras.push(first_string(ix, &slots, &[slot])?);
@@ -679,18 +721,18 @@ impl Decoder {
         let groups = string_array(ix, &slots, sl.rule_groups)?;
         let tactics = string_array(ix, &slots, sl.mitre_tactic)?;
         let techniques = string_array(ix, &slots, sl.mitre_id)?;
-        let tenant = self.tenant_static.as_deref().unwrap_or(fields.tenant);
+        let tenant = fixed.unwrap_or(fields.tenant);
         append(&mut self.b, tenant, &fields, groups, tactics, techniques, &extras, record, ingest_us);
         Ok(())
     }
 
-    fn extract<'i>(&self, slots: &Slots<'_, 'i>) -> Result<Fields<'i>, Reason> {
+    fn extract<'i>(&self, slots: &Slots<'_, 'i>, tenant_fixed: bool) -> Result<Fields<'i>, Reason> {
         let (ix, sl) = (&self.index, &self.slots);
-        let tenant = match &self.tenant_static {
-            Some(_) => "",
-            None => match opt_string(ix, slots, sl.tenant)? {
+        let tenant = match tenant_fixed {
+            true => "",
+            false => match opt_string(ix, slots, sl.tenant)? {
                 Some(t) if !t.trim().is_empty() => t,
-                _ => return Err(Reason::NoTenant { field: ix.path(sl.tenant).to_string() }),
+                _ => return Err(Reason::NoTenant { field: format!("field `{}` (tenant.field)", ix.path(sl.tenant)) }),
             },
         };
         let ts = match opt_string(ix, slots, sl.timestamp)? {

@@ -9,6 +9,7 @@ use std::num::NonZeroUsize;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+use sluice_connectors::kafka::KafkaConfig;
 use sluice_operators::correlate::CorrelateConfig;
 use sluice_operators::decode::{DecodeConfig, TenantConfig};
 use sluice_operators::dedup::DedupConfig;
@@ -31,12 +32,28 @@ pub struct Config {
     pub handoff: HandoffConfig,
     pub runtime: RuntimeConfig,
     pub output: OutputConfig,
+    pub kafka: KafkaConfig,
+    pub checkpoint: CheckpointConfig,
+}
+
+/// Which source feeds the pipeline.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum InputKind {
+    /// `input.path` if set, else the embedded generator.
+    #[default]
+    Auto,
+    File,
+    Generator,
+    /// The topics of `[kafka]`.
+    Kafka,
 }
 
 /// `[input]`: where alerts come from.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct InputConfig {
+    pub kind: InputKind,
     /// A Wazuh alerts file (`/var/ossec/logs/alerts/alerts.json`), `-` for
     /// stdin, or unset for the embedded generator.
     pub path: Option<String>,
@@ -153,6 +170,56 @@ impl Default for OutputConfig {
     }
 }
 
+/// Whether checkpoints are taken.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckpointMode {
+    /// On for Kafka (where a restart must resume), off otherwise.
+    #[default]
+    Auto,
+    On,
+    Off,
+}
+
+/// `[checkpoint]`: operator state and source positions, for restarts.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointConfig {
+    pub mode: CheckpointMode,
+    /// Directory of the local checkpoint store.
+    pub dir: String,
+    /// How often to checkpoint (also once at shutdown).
+    pub interval: Duration,
+    /// Checkpoints kept in the directory; older ones are removed.
+    pub keep: usize,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        Self { mode: CheckpointMode::Auto, dir: "sluice-state".into(), interval: Duration::from_secs(10), keep: 3 }
+    }
+}
+
+impl Config {
+    /// The source this config reads.
+    pub fn input_kind(&self) -> InputKind {
+        match self.input.kind {
+            InputKind::Auto if self.input.path.is_some() => InputKind::File,
+            InputKind::Auto => InputKind::Generator,
+            other => other,
+        }
+    }
+
+    /// Whether this run takes checkpoints.
+    pub fn checkpoints_enabled(&self) -> bool {
+        match self.checkpoint.mode {
+            CheckpointMode::Auto => self.input_kind() == InputKind::Kafka,
+            CheckpointMode::On => true,
+            CheckpointMode::Off => false,
+        }
+    }
+}
+
 /// A config that could not be loaded, with everything wrong in it.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -206,6 +273,21 @@ impl Config {
         }
         if self.input.follow && self.input.path.is_none() {
             errors.push("input.follow needs input.path".into());
+        }
+        if self.input.kind == InputKind::File && self.input.path.is_none() {
+            errors.push("input.kind = \"file\" needs input.path".into());
+        }
+        if self.input_kind() == InputKind::Kafka {
+            errors.extend(self.kafka.validate());
+        }
+        if self.checkpoint.interval.millis() <= 0 {
+            errors.push("checkpoint.interval must be positive".into());
+        }
+        if self.checkpoint.keep == 0 {
+            errors.push("checkpoint.keep must be >= 1".into());
+        }
+        if self.checkpoints_enabled() && self.checkpoint.dir.trim().is_empty() {
+            errors.push("checkpoint.dir is empty".into());
         }
         if self.generator.tenants == 0 {
             errors.push("generator.tenants must be >= 1".into());

@@ -1,6 +1,7 @@
 //! Sluice's runtime: config, the sharded topology, watermarks, evaluation and
 //! output formatting. The `sluice` binary (`main.rs`) is a thin CLI over it.
 
+pub mod checkpoint;
 pub mod config;
 pub mod eval;
 pub mod output;
@@ -8,4 +9,4 @@ pub mod runtime;
 pub mod watermark;
 
 pub use config::Config;
-pub use runtime::{Event, RunOptions, Summary, run};
+pub use runtime::{CheckpointOptions, Event, RunError, RunOptions, Summary, run};

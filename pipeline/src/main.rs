@@ -8,11 +8,15 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use sluice_connectors::file::{FileOptions, FileSource};
 use sluice_connectors::generator::{GeneratorConfig, Label, write_stream};
+use sluice_connectors::kafka::{KafkaSink, KafkaSource};
 use sluice_connectors::source::{Source, StopFlag};
 use sluice_connectors::synthetic::GeneratorSource;
-use sluice_pipeline::config::{Config, Format};
-use sluice_pipeline::output::{EventWriter, human_summary};
-use sluice_pipeline::{RunOptions, eval, run};
+use sluice_operators::operator::ReportKind;
+use sluice_pipeline::checkpoint::DirStore;
+use sluice_pipeline::config::{Config, Format, InputKind};
+use sluice_pipeline::output::{EventWriter, human_summary, stable_case_json};
+use sluice_pipeline::runtime::Event;
+use sluice_pipeline::{CheckpointOptions, RunOptions, eval, run};
 
 mod bench;
 
@@ -109,6 +113,27 @@ struct RunArgs {
     /// Worker shards (overrides runtime.shards).
     #[arg(long)]
     shards: Option<usize>,
+    /// Read Kafka at these brokers (sets input.kind = "kafka", kafka.brokers).
+    #[arg(long, value_name = "BROKERS")]
+    kafka: Option<String>,
+    /// Kafka topic or ^regex to read (repeatable; overrides kafka.topics).
+    #[arg(long = "topic")]
+    topics: Vec<String>,
+    /// Kafka consumer group (overrides kafka.group_id).
+    #[arg(long)]
+    group: Option<String>,
+    /// End once every assigned Kafka partition is read to its end.
+    #[arg(long)]
+    exit_when_caught_up: bool,
+    /// Checkpoint directory (overrides checkpoint.dir).
+    #[arg(long)]
+    state_dir: Option<String>,
+    /// Take checkpoints even for file input (checkpoint.mode = "on").
+    #[arg(long)]
+    checkpoint: bool,
+    /// Ignore and remove existing checkpoints: start without state.
+    #[arg(long)]
+    fresh_state: bool,
     #[command(flatten)]
     generator: GenArgs,
 }
@@ -238,14 +263,13 @@ fn stop_on_ctrl_c() -> StopFlag {
 }
 
 fn open_source(config: &Config, stop: &StopFlag) -> Result<Box<dyn Source>> {
-    Ok(match &config.input.path {
-        Some(path) => {
+    Ok(match (config.input_kind(), &config.input.path) {
+        (InputKind::Kafka, _) => Box::new(KafkaSource::new(&config.kafka, stop.clone())?),
+        (InputKind::File | InputKind::Auto, Some(path)) => {
             let opts = FileOptions { follow: config.input.follow, ..FileOptions::default() };
             Box::new(FileSource::open(path, opts, stop.clone())?)
         }
-        None => {
-            Box::new(GeneratorSource::new(generator_config(config), config.runtime.batch_size.get(), stop.clone())?)
-        }
+        _ => Box::new(GeneratorSource::new(generator_config(config), config.runtime.batch_size.get(), stop.clone())?),
     })
 }
 
@@ -270,6 +294,23 @@ fn cmd_run(a: RunArgs) -> Result<()> {
     if let Some(s) = a.shards {
         config.runtime.shards = s;
     }
+    if let Some(brokers) = a.kafka {
+        config.input.kind = InputKind::Kafka;
+        config.kafka.brokers = brokers;
+    }
+    if !a.topics.is_empty() {
+        config.kafka.topics = a.topics;
+    }
+    if let Some(g) = a.group {
+        config.kafka.group_id = g;
+    }
+    config.kafka.exit_when_caught_up |= a.exit_when_caught_up;
+    if let Some(d) = a.state_dir {
+        config.checkpoint.dir = d;
+    }
+    if a.checkpoint {
+        config.checkpoint.mode = sluice_pipeline::config::CheckpointMode::On;
+    }
     apply_gen(&mut config, &a.generator);
     let errors = config.validate();
     if !errors.is_empty() {
@@ -277,9 +318,32 @@ fn cmd_run(a: RunArgs) -> Result<()> {
     }
     let stop = stop_on_ctrl_c();
     let source = open_source(&config, &stop)?;
-    match &config.input.path {
-        Some(p) => tracing::info!(input = %p, follow = config.input.follow, "reading Wazuh alerts"),
-        None => tracing::info!(
+    let checkpoint = if config.checkpoints_enabled() {
+        let store = DirStore::new(&config.checkpoint.dir, config.checkpoint.keep)?;
+        Some(CheckpointOptions {
+            store: std::sync::Arc::new(store),
+            interval: Duration::from_millis(config.checkpoint.interval.millis() as u64),
+            fresh: a.fresh_state,
+        })
+    } else {
+        None
+    };
+    // A run that may resume continues its output files instead of truncating them.
+    let append = checkpoint.as_ref().is_some_and(|c| !c.fresh);
+    let mut kafka_sink = match config.input_kind() {
+        InputKind::Kafka => Some(KafkaSink::new(&config.kafka)?),
+        _ => None,
+    };
+    match (config.input_kind(), &config.input.path) {
+        (InputKind::Kafka, _) => tracing::info!(
+            brokers = %config.kafka.brokers,
+            topics = ?config.kafka.topics,
+            group = %config.kafka.group_id,
+            cases_topic = %config.kafka.cases_topic,
+            "reading Wazuh alerts from Kafka"
+        ),
+        (_, Some(p)) => tracing::info!(input = %p, follow = config.input.follow, "reading Wazuh alerts"),
+        (_, None) => tracing::info!(
             tenants = config.generator.tenants,
             alerts = config.generator.alerts,
             seed = config.generator.seed,
@@ -287,12 +351,24 @@ fn cmd_run(a: RunArgs) -> Result<()> {
         ),
     }
     let stdout = std::io::stdout().lock();
-    let mut writer = EventWriter::new(&config.output, BufWriter::new(stdout))?;
+    let mut writer = EventWriter::new(&config.output, BufWriter::new(stdout), append)?;
     writer.show_final = a.show_final;
-    let options =
-        RunOptions { progress: Some(Duration::from_secs(5)), track_members: a.members, ..RunOptions::default() };
-    let summary = run(&config, source, &options, &stop, |e| writer.write(e))?;
+    let options = RunOptions {
+        progress: Some(Duration::from_secs(5)),
+        track_members: a.members,
+        checkpoint,
+        ..RunOptions::default()
+    };
+    let summary = run(&config, source, &options, &stop, |e| {
+        if let Some(sink) = &mut kafka_sink {
+            to_kafka(sink, &e)?;
+        }
+        writer.write(e)
+    })?;
     writer.finish()?;
+    if let Some(sink) = &mut kafka_sink {
+        sink.confirm(Duration::from_secs(60)).context("confirming the last Kafka deliveries")?;
+    }
     let dead_file = writer.dead_letter_file().map(str::to_string);
     drop(writer);
     if config.output.format == Format::Json {
@@ -308,6 +384,24 @@ fn cmd_run(a: RunArgs) -> Result<()> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
+}
+
+/// Hands an event to the Kafka sink; a checkpoint waits for every delivery.
+fn to_kafka(sink: &mut KafkaSink, event: &Event) -> std::io::Result<()> {
+    let result = match event {
+        // Final states are not hand-offs: the cases topic carries escalations
+        // and updates, each key once.
+        Event::Report(ReportKind::Close, _) => Ok(()),
+        Event::Report(kind, report) => {
+            let kind_name = serde_json::to_value(kind).ok().and_then(|v| v.as_str().map(str::to_string));
+            let payload = stable_case_json(*kind, report);
+            sink.send_case(&report.tenant, &report.idempotency_key, &kind_name.unwrap_or_default(), payload.as_bytes())
+        }
+        Event::DeadLetter(dl) => sink.send_dead_letter(dl),
+        Event::Checkpoint(_) => sink.confirm(Duration::from_secs(60)),
+        Event::Late(_) => Ok(()),
+    };
+    result.map_err(|e| std::io::Error::other(format!("kafka sink: {e}")))
 }
 
 fn cmd_generate(a: GenerateArgs) -> Result<()> {

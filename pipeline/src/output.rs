@@ -25,6 +25,18 @@ pub fn case_json(kind: ReportKind, report: &ClusterReport) -> String {
     serde_json::to_string(&CaseLine { kind, report }).expect("a cluster report always serializes")
 }
 
+/// A case file line without the volatile part (the wall-clock moment the
+/// triggering alert was read): a report re-emitted after a restart is byte
+/// for byte what was sent before, so a receiver can check an idempotency key
+/// against its content.
+pub fn stable_case_json(kind: ReportKind, report: &ClusterReport) -> String {
+    let mut value = serde_json::to_value(CaseLine { kind, report }).expect("a cluster report always serializes");
+    if let Some(trigger) = value.get_mut("trigger").and_then(serde_json::Value::as_object_mut) {
+        trigger.remove("ingest_time_us");
+    }
+    value.to_string()
+}
+
 /// A few lines describing a report, for a person.
 pub fn human(kind: ReportKind, r: &ClusterReport) -> String {
     let mut s = String::new();
@@ -105,6 +117,8 @@ pub struct EventWriter<W: Write> {
     late: Option<NdjsonWriter>,
     /// Print `close` reports too (final state of escalated clusters).
     pub show_final: bool,
+    /// Append to existing files (a run resuming from a checkpoint).
+    append: bool,
 }
 
 impl<W: Write> std::fmt::Debug for EventWriter<W> {
@@ -114,15 +128,19 @@ impl<W: Write> std::fmt::Debug for EventWriter<W> {
 }
 
 impl<W: Write> EventWriter<W> {
-    pub fn new(config: &OutputConfig, stdout: W) -> std::io::Result<Self> {
+    /// Opens the configured files; `append` keeps what they hold (a run
+    /// resuming from a checkpoint), otherwise they start empty.
+    pub fn new(config: &OutputConfig, stdout: W, append: bool) -> std::io::Result<Self> {
+        let open = |p: &str| NdjsonWriter::open(Path::new(p), append);
         Ok(Self {
             format: config.format,
             stdout,
-            cases: config.cases.as_deref().map(|p| NdjsonWriter::create(Path::new(p))).transpose()?,
+            cases: config.cases.as_deref().map(open).transpose()?,
             dead_letters_path: config.dead_letters.clone(),
             dead_letters: None,
-            late: config.late.as_deref().map(|p| NdjsonWriter::create(Path::new(p))).transpose()?,
+            late: config.late.as_deref().map(open).transpose()?,
             show_final: false,
+            append,
         })
     }
 
@@ -146,7 +164,7 @@ impl<W: Write> EventWriter<W> {
             Event::DeadLetter(dl) => {
                 tracing::warn!(source = %dl.source, offset = dl.offset, reason = %dl.reason, "dead letter");
                 if self.dead_letters.is_none() {
-                    self.dead_letters = Some(NdjsonWriter::create(Path::new(&self.dead_letters_path))?);
+                    self.dead_letters = Some(NdjsonWriter::open(Path::new(&self.dead_letters_path), self.append)?);
                 }
                 let w = self.dead_letters.as_mut().expect("opened above");
                 w.write_line(&dl.to_json())?;
@@ -156,6 +174,12 @@ impl<W: Write> EventWriter<W> {
                 if let Some(w) = &mut self.late {
                     w.write_line(&serde_json::to_string(&late).expect("serializable"))?;
                 }
+            }
+            Event::Checkpoint(_) => {
+                for w in [&mut self.cases, &mut self.dead_letters, &mut self.late].into_iter().flatten() {
+                    w.sync()?;
+                }
+                self.stdout.flush()?;
             }
         }
         Ok(())

@@ -17,10 +17,19 @@
 //!   by returning; triage latency is measured at that point.
 //!
 //! Every channel is bounded, so a slow consumer slows the source.
+//!
+//! **Checkpoints** ride the same channels as barriers (see `checkpoint.rs`):
+//! the source thread sends one on the configured interval and at shutdown,
+//! with its position; the router forwards it to every shard after all
+//! earlier records and adds its watermarks; each shard snapshots its
+//! operators when the barrier reaches it. The caller's thread assembles the
+//! parts, has its sinks make everything before the barrier durable
+//! ([`Event::Checkpoint`]), writes the checkpoint and only then lets the
+//! source commit upstream.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -29,7 +38,7 @@ use arrow::compute::take_record_batch;
 use crossbeam_channel::{Receiver, Sender, bounded};
 use hdrhistogram::Histogram;
 use serde::Serialize;
-use sluice_connectors::source::{Source, StopFlag, now_us};
+use sluice_connectors::source::{InputChange, Source, StopFlag, now_us};
 use sluice_operators::cluster::ClusterReport;
 use sluice_operators::correlate::{Correlate, CorrelateConfig};
 use sluice_operators::dead_letter::DeadLetter;
@@ -40,6 +49,7 @@ use sluice_operators::operator::{AlertBatch, Chain, Context, Counters, Operator,
 use sluice_operators::schema::AlertColumns;
 use sluice_operators::time::{EventTime, Rfc3339};
 
+use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore, OperatorState};
 use crate::config::Config;
 use crate::watermark::WatermarkTracker;
 
@@ -60,6 +70,10 @@ pub enum Event {
     Report(ReportKind, Box<ClusterReport>),
     DeadLetter(DeadLetter),
     Late(LateRecord),
+    /// Checkpoint `id` is about to be written: everything handed over before
+    /// it must be durable (files synced, Kafka deliveries confirmed) when the
+    /// callback returns, because the source will not replay it.
+    Checkpoint(u64),
 }
 
 /// Counts and timings of one run.
@@ -83,6 +97,10 @@ pub struct Summary {
     pub closed_suppress: u64,
     pub hubs_demoted: u64,
     pub evicted: u64,
+    /// Checkpoints written by this run.
+    pub checkpoints: u64,
+    /// The checkpoint this run resumed from.
+    pub restored_from: Option<u64>,
     /// Alerts read per escalated cluster.
     pub reduction: f64,
     pub elapsed_secs: f64,
@@ -123,20 +141,50 @@ pub enum RunError {
     Operator(#[from] sluice_operators::Error),
     #[error("output: {0}")]
     Output(#[from] std::io::Error),
+    #[error("{0}")]
+    Checkpoint(#[from] CheckpointError),
     #[error("internal error: a pipeline thread panicked ({0})")]
     Panic(&'static str),
+}
+
+/// What the source thread sends down the pipeline, in order.
+enum Item {
+    Chunk(RawChunk),
+    Input(InputChange),
+    Barrier(Barrier),
+}
+
+#[derive(Clone, Debug)]
+struct Barrier {
+    id: u64,
+    position: Option<String>,
 }
 
 enum ShardMsg {
     Batch(AlertBatch),
     Watermark(EventTime),
-    End,
+    Barrier(u64),
+    /// End of input; `flush` closes every open window (not when stopping
+    /// with checkpoints on: the next run continues those windows).
+    End {
+        flush: bool,
+    },
 }
 
 struct DecodedChunk {
     seq: u64,
+    input: u32,
     batches: Vec<RecordBatch>,
     dead_letters: Vec<DeadLetter>,
+    control: Option<Item>,
+}
+
+/// What travels on the events channel: events for the caller, and the
+/// parts of checkpoints.
+enum Message {
+    Event(Event),
+    Router { id: u64, position: Option<String>, watermark: WatermarkTracker },
+    Shard { id: u64, shard: usize, operators: Vec<OperatorState> },
 }
 
 /// Builds the operator chain of one shard.
@@ -157,6 +205,17 @@ pub struct RunOptions {
     pub report_all_closed: bool,
     /// Log progress to stderr every this often.
     pub progress: Option<Duration>,
+    /// Take checkpoints (and resume from the latest one).
+    pub checkpoint: Option<CheckpointOptions>,
+}
+
+/// Where and how often to checkpoint.
+#[derive(Debug, Clone)]
+pub struct CheckpointOptions {
+    pub store: Arc<dyn CheckpointStore>,
+    pub interval: Duration,
+    /// Ignore (and remove) existing checkpoints.
+    pub fresh: bool,
 }
 
 /// Runs the pipeline over `source` until it ends (or is stopped), calling
@@ -181,33 +240,98 @@ pub fn run(
     let mut chains = (0..shards).map(|_| build_chain(config, correlate_cfg.clone())).collect::<Result<Vec<_>, _>>()?;
     let mut decoder_list =
         (0..decoders).map(|_| Decoder::new(config.decode.clone(), &config.tenant)).collect::<Result<Vec<_>, _>>()?;
+    let mut source = source;
+    let source_name = source.name().to_string();
+    let mut watermark =
+        WatermarkTracker::new(1, config.time.allowed_lateness.millis(), config.time.watermark_interval.millis());
+    let mut next_checkpoint = 1u64;
+    let mut restored_from = None;
+    if let Some(cp) = &options.checkpoint {
+        if cp.fresh {
+            cp.store.clear()?;
+            tracing::info!(store = %cp.store.describe(), "starting without state (--fresh-state): old checkpoints removed");
+        } else if let Some(checkpoint) = cp.store.load_latest()? {
+            restore(&checkpoint, cp.store.as_ref(), &mut chains, source.as_mut())?;
+            watermark = checkpoint.watermark.clone();
+            next_checkpoint = checkpoint.id + 1;
+            restored_from = Some(checkpoint.id);
+            tracing::info!(checkpoint = checkpoint.id, store = %cp.store.describe(), position = ?checkpoint.position, "resumed from checkpoint");
+        }
+    }
 
-    let (chunk_tx, chunk_rx) = bounded::<(u64, RawChunk)>(cap);
+    let (chunk_tx, chunk_rx) = bounded::<(u64, Item)>(cap);
     let (decoded_tx, decoded_rx) = bounded::<DecodedChunk>(cap * 2);
-    let (event_tx, event_rx) = bounded::<Event>(cap * 1024);
+    let (event_tx, event_rx) = bounded::<Message>(cap * 1024);
+    let (commit_tx, commit_rx) = bounded::<String>(16);
     let read_counter = Arc::new(AtomicU64::new(0));
+    // Whether shards close their windows at the end (see ShardMsg::End).
+    let flush_at_end = Arc::new(AtomicBool::new(true));
 
     // Source.
-    let mut source = source;
     let source_stop = stop.clone();
+    let source_flush = flush_at_end.clone();
+    let interval = options.checkpoint.as_ref().map(|c| c.interval);
     let source_handle = thread::Builder::new()
         .name("sluice-source".into())
         .spawn(move || -> Result<(), RunError> {
-            let mut seq = 0u64;
-            while let Some(chunk) = source.next_chunk()? {
-                if chunk_tx.send((seq, chunk)).is_err() {
-                    break;
+            let failed = |e: sluice_connectors::source::SourceError| {
+                // With checkpoints the next run resumes the open windows:
+                // do not close them as if the input had ended.
+                if interval.is_some() {
+                    source_flush.store(false, Ordering::SeqCst);
                 }
+                RunError::Source(e)
+            };
+            let mut seq = 0u64;
+            let mut send = |item: Item| -> bool {
+                let ok = chunk_tx.send((seq, item)).is_ok();
                 seq += 1;
-                if source_stop.is_stopped() {
-                    // Give the source one last call to hand over what it holds.
-                    if let Some(chunk) = source.next_chunk()? {
-                        let _ = chunk_tx.send((seq, chunk));
+                ok
+            };
+            let mut last_barrier = Instant::now();
+            let mut barrier_id = next_checkpoint;
+            let mut stopping = false;
+            loop {
+                while let Ok(position) = commit_rx.try_recv() {
+                    source.commit(&position).map_err(failed)?;
+                }
+                stopping |= source_stop.is_stopped();
+                // When stopping, one last call hands over what the source holds.
+                let chunk = source.next_chunk().map_err(failed)?;
+                let ended = chunk.is_none();
+                if let Some(chunk) = chunk
+                    && !chunk.lines.is_empty()
+                    && !send(Item::Chunk(chunk))
+                {
+                    return Ok(());
+                }
+                for change in source.input_changes() {
+                    if !send(Item::Input(change)) {
+                        return Ok(());
                     }
-                    break;
+                }
+                let last = ended || stopping;
+                if let Some(every) = interval
+                    && (last || last_barrier.elapsed() >= every)
+                {
+                    if !send(Item::Barrier(Barrier { id: barrier_id, position: source.position() })) {
+                        return Ok(());
+                    }
+                    barrier_id += 1;
+                    last_barrier = Instant::now();
+                    if last {
+                        // The next run continues the open windows from this
+                        // checkpoint; commit its position before leaving.
+                        source_flush.store(ended && !stopping, Ordering::SeqCst);
+                        if let Ok(position) = commit_rx.recv_timeout(Duration::from_secs(60)) {
+                            source.commit(&position).map_err(failed)?;
+                        }
+                    }
+                }
+                if last {
+                    return Ok(());
                 }
             }
-            Ok(())
         })
         .expect("spawn source thread");
 
@@ -220,15 +344,26 @@ pub fn run(
             thread::Builder::new()
                 .name(format!("sluice-decode-{i}"))
                 .spawn(move || -> Result<DecodeStats, RunError> {
-                    for (seq, chunk) in rx {
-                        let mut batches = Vec::new();
-                        let mut dead_letters = Vec::new();
-                        for part in split_chunk(chunk, batch_size) {
-                            let out = decoder.decode(&part)?;
-                            batches.extend(out.batch);
-                            dead_letters.extend(out.dead_letters);
+                    for (seq, item) in rx {
+                        let mut decoded = DecodedChunk {
+                            seq,
+                            input: 0,
+                            batches: Vec::new(),
+                            dead_letters: Vec::new(),
+                            control: None,
+                        };
+                        match item {
+                            Item::Chunk(chunk) => {
+                                decoded.input = chunk.input;
+                                for part in split_chunk(chunk, batch_size) {
+                                    let out = decoder.decode(&part)?;
+                                    decoded.batches.extend(out.batch);
+                                    decoded.dead_letters.extend(out.dead_letters);
+                                }
+                            }
+                            control => decoded.control = Some(control),
                         }
-                        if tx.send(DecodedChunk { seq, batches, dead_letters }).is_err() {
+                        if tx.send(decoded).is_err() {
                             break;
                         }
                     }
@@ -250,27 +385,19 @@ pub fn run(
         shard_handles.push(
             thread::Builder::new()
                 .name(format!("sluice-shard-{i}"))
-                .spawn(move || run_shard(&mut chain, rx, events))
+                .spawn(move || run_shard(i, &mut chain, rx, events))
                 .expect("spawn shard thread"),
         );
     }
 
     // Router.
-    let lateness = config.time.allowed_lateness.millis();
-    let interval = config.time.watermark_interval.millis();
     let router_events = event_tx.clone();
     let router_read = read_counter.clone();
     let router_handle = thread::Builder::new()
         .name("sluice-router".into())
         .spawn(move || {
-            let mut router = Router {
-                shards: shard_txs,
-                events: router_events,
-                watermark: WatermarkTracker::new(1, lateness, interval),
-                late: 0,
-                read: router_read,
-            };
-            router.run(decoded_rx)
+            let mut router = Router { shards: shard_txs, events: router_events, watermark, late: 0, read: router_read };
+            router.run(decoded_rx, &flush_at_end)
         })
         .expect("spawn router thread");
     drop(event_tx);
@@ -280,15 +407,46 @@ pub fn run(
     let mut escalations = 0u64;
     let mut updates = 0u64;
     let mut output_error = None;
+    let mut checkpoint_error = None;
+    let mut assembler = Assembler { shards, source: source_name, pending: BTreeMap::new() };
+    let mut checkpoints = 0u64;
     let mut last_progress = Instant::now();
     loop {
-        let event = match event_rx.recv_timeout(Duration::from_millis(500)) {
+        let message = match event_rx.recv_timeout(Duration::from_millis(500)) {
             Ok(e) => e,
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
                 progress(options, &mut last_progress, &read_counter, started, escalations);
                 continue;
             }
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+        };
+        let event = match assembler.add(message) {
+            Assembled::Event(e) => e,
+            Assembled::Incomplete => continue,
+            Assembled::Checkpoint(checkpoint) => {
+                if output_error.is_some() || checkpoint_error.is_some() {
+                    continue; // never checkpoint past output that failed
+                }
+                let store = &options.checkpoint.as_ref().expect("barriers only with checkpoints").store;
+                let written = on_event(Event::Checkpoint(checkpoint.id))
+                    .map_err(RunError::Output)
+                    .and_then(|()| store.save(&checkpoint).map_err(RunError::Checkpoint));
+                match written {
+                    Ok(place) => {
+                        checkpoints += 1;
+                        tracing::debug!(id = checkpoint.id, %place, "checkpoint written");
+                        if let Some(position) = checkpoint.position {
+                            let _ = commit_tx.try_send(position);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "checkpoint failed; stopping (the last good checkpoint stays)");
+                        checkpoint_error = Some(e);
+                        stop.stop();
+                    }
+                }
+                continue;
+            }
         };
         let trigger = match &event {
             Event::Report(kind @ (ReportKind::Escalate | ReportKind::Update), r) => {
@@ -314,6 +472,7 @@ pub fn run(
         progress(options, &mut last_progress, &read_counter, started, escalations);
     }
 
+    drop(commit_tx);
     let source_result = source_handle.join().map_err(|_| RunError::Panic("source"))?;
     let mut decode_stats = DecodeStats::default();
     for h in decoder_handles {
@@ -330,6 +489,9 @@ pub fn run(
     source_result?;
     if let Some(e) = output_error {
         return Err(RunError::Output(e));
+    }
+    if let Some(e) = checkpoint_error {
+        return Err(e);
     }
 
     let elapsed = started.elapsed().as_secs_f64();
@@ -354,6 +516,8 @@ pub fn run(
         closed_suppress: counters.total("correlate", "closed_suppress"),
         hubs_demoted: counters.total("correlate", "hubs_demoted"),
         evicted: counters.total("correlate", "clusters_evicted") + counters.total("dedup", "evicted"),
+        checkpoints,
+        restored_from,
         reduction: if escalations == 0 {
             decode_stats.read as f64
         } else {
@@ -385,26 +549,36 @@ fn split_chunk(chunk: RawChunk, n: usize) -> Vec<RawChunk> {
     chunk
         .lines
         .chunks(n)
-        .map(|lines| {
+        .enumerate()
+        .map(|(i, lines)| {
             let (start, end) = (lines[0].0, lines[lines.len() - 1].1);
+            let first = i * n;
             RawChunk {
                 source: chunk.source.clone(),
                 data: chunk.data[start..end].to_vec(),
                 lines: lines.iter().map(|&(s, e)| (s - start, e - start)).collect(),
                 base_offset: chunk.base_offset + start as u64,
                 ingest_us: chunk.ingest_us,
+                input: chunk.input,
+                tenant: chunk.tenant.clone(),
+                positions: chunk.positions.get(first..first + lines.len()).map(<[u64]>::to_vec).unwrap_or_default(),
             }
         })
         .collect()
 }
 
-fn run_shard(chain: &mut Chain, rx: Receiver<ShardMsg>, events: Sender<Event>) -> Result<Counters, RunError> {
+fn run_shard(
+    shard: usize,
+    chain: &mut Chain,
+    rx: Receiver<ShardMsg>,
+    events: Sender<Message>,
+) -> Result<Counters, RunError> {
     let mut ctx = Context::default();
     let mut out: Vec<Output> = Vec::new();
     let forward = |out: &mut Vec<Output>| -> bool {
         for o in out.drain(..) {
             if let Output::Cluster(kind, report) = o
-                && events.send(Event::Report(kind, report)).is_err()
+                && events.send(Message::Event(Event::Report(kind, report))).is_err()
             {
                 return false;
             }
@@ -415,8 +589,20 @@ fn run_shard(chain: &mut Chain, rx: Receiver<ShardMsg>, events: Sender<Event>) -
         match msg {
             ShardMsg::Batch(b) => chain.process(b, &mut ctx, &mut out)?,
             ShardMsg::Watermark(wm) => chain.on_watermark(wm, &mut ctx, &mut out)?,
-            ShardMsg::End => {
-                chain.on_end(&mut ctx, &mut out)?;
+            ShardMsg::Barrier(id) => {
+                let operators = chain
+                    .operators()
+                    .iter()
+                    .map(|op| Ok(OperatorState { operator: op.name().to_string(), state: op.snapshot()? }))
+                    .collect::<Result<Vec<_>, sluice_operators::Error>>()?;
+                if events.send(Message::Shard { id, shard, operators }).is_err() {
+                    break;
+                }
+            }
+            ShardMsg::End { flush } => {
+                if flush {
+                    chain.on_end(&mut ctx, &mut out)?;
+                }
                 forward(&mut out);
                 break;
             }
@@ -428,9 +614,104 @@ fn run_shard(chain: &mut Chain, rx: Receiver<ShardMsg>, events: Sender<Event>) -
     Ok(ctx.counters)
 }
 
+/// Puts a checkpoint back together from its parts.
+struct Assembler {
+    shards: usize,
+    source: String,
+    pending: BTreeMap<u64, PendingCheckpoint>,
+}
+
+struct PendingCheckpoint {
+    router: Option<(Option<String>, WatermarkTracker)>,
+    shards: Vec<Option<Vec<OperatorState>>>,
+}
+
+enum Assembled {
+    Event(Event),
+    Incomplete,
+    Checkpoint(Checkpoint),
+}
+
+impl Assembler {
+    fn entry(&mut self, id: u64) -> &mut PendingCheckpoint {
+        let shards = self.shards;
+        self.pending.entry(id).or_insert_with(|| PendingCheckpoint { router: None, shards: vec![None; shards] })
+    }
+
+    fn add(&mut self, message: Message) -> Assembled {
+        let id = match message {
+            Message::Event(e) => return Assembled::Event(e),
+            Message::Router { id, position, watermark } => {
+                self.entry(id).router = Some((position, watermark));
+                id
+            }
+            Message::Shard { id, shard, operators } => {
+                self.entry(id).shards[shard] = Some(operators);
+                id
+            }
+        };
+        let p = &self.pending[&id];
+        if p.router.is_none() || p.shards.iter().any(Option::is_none) {
+            return Assembled::Incomplete;
+        }
+        let p = self.pending.remove(&id).expect("present");
+        let (position, watermark) = p.router.expect("checked");
+        Assembled::Checkpoint(Checkpoint {
+            id,
+            created_unix_ms: now_us() / 1000,
+            writer: format!("sluice {}", env!("CARGO_PKG_VERSION")),
+            source: self.source.clone(),
+            position,
+            watermark,
+            shards: p.shards.into_iter().map(|s| s.expect("checked")).collect(),
+        })
+    }
+}
+
+/// Loads a checkpoint into the chains and the source, or refuses it whole.
+fn restore(
+    checkpoint: &Checkpoint,
+    store: &dyn CheckpointStore,
+    chains: &mut [Chain],
+    source: &mut dyn Source,
+) -> Result<(), RunError> {
+    let origin = format!("{} (id {})", store.describe(), checkpoint.id);
+    let invalid = |reason: String| RunError::Checkpoint(CheckpointError::Invalid { origin: origin.clone(), reason });
+    if checkpoint.source != source.name() {
+        return Err(invalid(format!(
+            "it was taken reading {:?}, this run reads {:?}",
+            checkpoint.source,
+            source.name()
+        )));
+    }
+    if checkpoint.shards.len() != chains.len() {
+        return Err(invalid(format!(
+            "it was taken with {} shards and this run has {}; set runtime.shards = {}",
+            checkpoint.shards.len(),
+            chains.len(),
+            checkpoint.shards.len()
+        )));
+    }
+    // Restore into fresh chains first so a failure leaves nothing half-loaded.
+    for (i, (chain, saved)) in chains.iter_mut().zip(&checkpoint.shards).enumerate() {
+        let names: Vec<&str> = chain.operators().iter().map(|o| o.name()).collect();
+        let saved_names: Vec<&str> = saved.iter().map(|o| o.operator.as_str()).collect();
+        if names != saved_names {
+            return Err(invalid(format!("shard {i} holds operators {saved_names:?}, this build runs {names:?}")));
+        }
+        for (op, state) in chain.operators_mut().iter_mut().zip(saved) {
+            op.restore(&state.state).map_err(|e| invalid(format!("shard {i}: {e}")))?;
+        }
+    }
+    if let Some(position) = &checkpoint.position {
+        source.restore(position).map_err(|e| invalid(format!("cannot resume the source: {e}")))?;
+    }
+    Ok(())
+}
+
 struct Router {
     shards: Vec<Sender<ShardMsg>>,
-    events: Sender<Event>,
+    events: Sender<Message>,
     watermark: WatermarkTracker,
     late: u64,
     read: Arc<AtomicU64>,
@@ -438,31 +719,57 @@ struct Router {
 
 impl Router {
     /// Returns the number of late records.
-    fn run(&mut self, rx: Receiver<DecodedChunk>) -> u64 {
+    fn run(&mut self, rx: Receiver<DecodedChunk>, flush_at_end: &AtomicBool) -> u64 {
         let mut pending: BTreeMap<u64, DecodedChunk> = BTreeMap::new();
         let mut next = 0u64;
         'outer: for chunk in rx {
             pending.insert(chunk.seq, chunk);
             while let Some(chunk) = pending.remove(&next) {
                 next += 1;
-                for dl in chunk.dead_letters {
-                    self.read.fetch_add(1, Ordering::Relaxed);
-                    if self.events.send(Event::DeadLetter(dl)).is_err() {
-                        break 'outer;
-                    }
-                }
-                for batch in chunk.batches {
-                    self.read.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
-                    if self.route(batch).is_err() {
-                        break 'outer;
-                    }
+                if self.handle(chunk).is_err() {
+                    break 'outer;
                 }
             }
         }
+        let flush = flush_at_end.load(Ordering::SeqCst);
         for tx in &self.shards {
-            let _ = tx.send(ShardMsg::End);
+            let _ = tx.send(ShardMsg::End { flush });
         }
         self.late
+    }
+
+    fn handle(&mut self, chunk: DecodedChunk) -> Result<(), ()> {
+        match chunk.control {
+            Some(Item::Input(InputChange::Opened(input))) => self.watermark.open(input as usize),
+            Some(Item::Input(InputChange::Idle(input))) => {
+                if let Some(wm) = self.watermark.retire(input as usize) {
+                    self.broadcast(|| ShardMsg::Watermark(wm))?;
+                }
+            }
+            Some(Item::Barrier(b)) => {
+                self.broadcast(|| ShardMsg::Barrier(b.id))?;
+                let part = Message::Router { id: b.id, position: b.position, watermark: self.watermark.clone() };
+                self.events.send(part).map_err(|_| ())?;
+            }
+            Some(Item::Chunk(_)) => unreachable!("decoders decode chunks"),
+            None => {}
+        }
+        for dl in chunk.dead_letters {
+            self.read.fetch_add(1, Ordering::Relaxed);
+            self.events.send(Message::Event(Event::DeadLetter(dl))).map_err(|_| ())?;
+        }
+        for batch in chunk.batches {
+            self.read.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+            self.route(batch, chunk.input as usize)?;
+        }
+        Ok(())
+    }
+
+    fn broadcast(&self, msg: impl Fn() -> ShardMsg) -> Result<(), ()> {
+        for tx in &self.shards {
+            tx.send(msg()).map_err(|_| ())?;
+        }
+        Ok(())
     }
 
     fn shard_of(&self, tenant: &str) -> usize {
@@ -470,7 +777,7 @@ impl Router {
     }
 
     /// Splits one batch by shard, cutting wherever the watermark steps.
-    fn route(&mut self, batch: RecordBatch) -> Result<(), ()> {
+    fn route(&mut self, batch: RecordBatch, input: usize) -> Result<(), ()> {
         let cols = AlertColumns::new(&batch).map_err(|_| ())?;
         let mut shard_of_key: BTreeMap<i32, usize> = BTreeMap::new();
         let mut rows: Vec<Vec<u32>> = vec![Vec::new(); self.shards.len()];
@@ -486,7 +793,7 @@ impl Router {
                     watermark: Rfc3339(wm).to_string(),
                     record: String::from_utf8_lossy(cols.raw.value(row)).into_owned(),
                 };
-                self.events.send(Event::Late(late)).map_err(|_| ())?;
+                self.events.send(Message::Event(Event::Late(late))).map_err(|_| ())?;
             }
             let key = cols.tenant_key(row);
             let shard = match shard_of_key.get(&key) {
@@ -498,11 +805,9 @@ impl Router {
                 }
             };
             rows[shard].push(row as u32);
-            if let Some(wm) = self.watermark.observe(0, t) {
+            if let Some(wm) = self.watermark.observe(input, t) {
                 self.flush(&batch, &mut rows)?;
-                for tx in &self.shards {
-                    tx.send(ShardMsg::Watermark(wm)).map_err(|_| ())?;
-                }
+                self.broadcast(|| ShardMsg::Watermark(wm))?;
             }
         }
         self.flush(&batch, &mut rows)

@@ -9,8 +9,9 @@
 
 use sluice_operators::time::EventTime;
 
-/// Tracks the watermark over a set of inputs.
-#[derive(Debug, Clone)]
+/// Tracks the watermark over a set of inputs (Kafka partitions, say). Inputs
+/// are numbered densely by the source; the set grows as new inputs appear.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct WatermarkTracker {
     lateness: i64,
     interval: i64,
@@ -36,6 +37,9 @@ impl WatermarkTracker {
 
     /// Observes a record; returns the new watermark if it stepped forward.
     pub fn observe(&mut self, input: usize, t: EventTime) -> Option<EventTime> {
+        if input >= self.inputs.len() {
+            self.inputs.resize(input + 1, None);
+        }
         let slot = &mut self.inputs[input];
         if slot.is_some_and(|m| m >= t) {
             return None;
@@ -46,12 +50,26 @@ impl WatermarkTracker {
 
     /// An idle or finished input stops holding the watermark back.
     pub fn retire(&mut self, input: usize) -> Option<EventTime> {
-        self.inputs[input] = None;
+        if let Some(slot) = self.inputs.get_mut(input) {
+            *slot = None;
+        }
         self.recompute()
     }
 
+    /// A new input that holds the watermark back (at the beginning of time)
+    /// until it has data or is retired as idle.
+    pub fn open(&mut self, input: usize) {
+        if input >= self.inputs.len() {
+            self.inputs.resize(input + 1, None);
+        }
+        self.inputs[input].get_or_insert(i64::MIN);
+    }
+
     fn recompute(&mut self) -> Option<EventTime> {
-        let low = self.inputs.iter().flatten().min()?;
+        let low = *self.inputs.iter().flatten().min()?;
+        if low == i64::MIN {
+            return None; // an open input has no data yet
+        }
         let raw = low.saturating_sub(self.lateness);
         let stepped = raw.div_euclid(self.interval) * self.interval;
         if self.current.is_none_or(|c| stepped > c) {
@@ -87,5 +105,16 @@ mod tests {
         assert_eq!(w.observe(0, 900), None); // input 1 is at 100
         assert_eq!(w.observe(1, 800), Some(800));
         assert_eq!(w.retire(1), Some(900));
+    }
+
+    #[test]
+    fn an_opened_input_holds_it_back_until_it_has_data_or_goes_idle() {
+        let mut w = WatermarkTracker::new(1, 0, 1);
+        w.open(3);
+        assert_eq!(w.observe(0, 500), None, "input 3 has no data yet");
+        assert_eq!(w.observe(3, 400), Some(400));
+        w.open(5);
+        assert_eq!(w.observe(3, 600), None);
+        assert_eq!(w.retire(5), Some(500));
     }
 }

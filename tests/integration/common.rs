@@ -84,11 +84,12 @@ pub struct Outcome {
     pub dead_letters: u64,
     /// Alert ids of records reported late.
     pub late: Vec<String>,
+    pub checkpoints: u64,
     pub summary: Summary,
 }
 
 pub fn run_lines(config: &Config, lines: Vec<Vec<u8>>, per_chunk: usize) -> Outcome {
-    let options = RunOptions { track_members: true, report_all_closed: true, progress: None };
+    let options = RunOptions { track_members: true, report_all_closed: true, ..RunOptions::default() };
     let mut outcome = Outcome::default();
     let summary = run(config, Box::new(LinesSource::new(lines, per_chunk)), &options, &StopFlag::new(), |e| {
         match e {
@@ -102,6 +103,7 @@ pub fn run_lines(config: &Config, lines: Vec<Vec<u8>>, per_chunk: usize) -> Outc
             )),
             Event::DeadLetter(_) => outcome.dead_letters += 1,
             Event::Late(l) => outcome.late.push(l.alert_id),
+            Event::Checkpoint(_) => outcome.checkpoints += 1,
         }
         Ok(())
     })

@@ -1,6 +1,7 @@
 //! Sluice's integration tests: one test binary, one module per concern.
 //! Fixtures live in `tests/data/`.
 
+mod checkpoints;
 mod common;
 mod differential;
 mod golden;

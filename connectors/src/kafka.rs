@@ -1,0 +1,807 @@
+//! Kafka in and out (rdkafka): the consumer-group source and the case sink.
+//!
+//! **Source.** A consumer group subscribed to topics by name or regex
+//! (`^wazuh-alerts-.*`). Offsets are never auto-committed: the runtime
+//! commits a position only after the checkpoint that covers it is durable
+//! ([`Source::commit`]), and a restored checkpoint's offsets win over the
+//! group's committed ones, so a crash replays exactly what the state has not
+//! seen. Each partition is its own input with its own watermark; a partition
+//! with no data for `idle_timeout` stops holding the others back. Polled
+//! messages are copied once into a chunk buffer per partition, the layout the
+//! decoders read anyway.
+//!
+//! **Tenant.** From the record (as for files), from the topic name through a
+//! pattern (`wazuh-alerts-{tenant}`) or from a message header. A message
+//! whose tenant cannot be resolved is dead-lettered, never defaulted.
+//!
+//! **Sink.** An idempotent producer (`enable.idempotence`, `acks=all`):
+//! case files keyed by tenant with the idempotency key in a header, dead
+//! letters with their reason, source topic, partition and offset in headers.
+//! [`KafkaSink::confirm`] waits until every message sent so far is
+//! acknowledged by the broker; the runtime calls it before a checkpoint, so a
+//! hand-off counts as done only once delivered.
+//!
+//! Secrets never live in the config: a property value written `${NAME}` is
+//! read from the environment variable `NAME` when the client is created.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::message::{DeliveryResult, Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+use sluice_operators::dead_letter::DeadLetter;
+use sluice_operators::decode::{ChunkTenant, RawChunk};
+use sluice_operators::time::Duration as ConfigDuration;
+
+use crate::source::{InputChange, Source, SourceError, StopFlag, now_us};
+
+/// librdkafka properties that carry secrets: their values must come from the
+/// environment (`${NAME}`), never from the config file.
+const SECRET_PROPERTIES: &[&str] =
+    &["sasl.password", "ssl.key.password", "ssl.keystore.password", "sasl.oauthbearer.client.secret", "ssl.key.pem"];
+
+/// Where a Kafka record's tenant comes from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TenantFrom {
+    /// The JSON field of `[tenant]`, as for files.
+    #[default]
+    Record,
+    /// The topic name, through `kafka.topic_tenant_pattern`.
+    Topic,
+    /// A message header, `kafka.tenant_header`.
+    Header,
+}
+
+/// `[kafka]`: the broker, the source topics and the sink topics.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// `bootstrap.servers`.
+    pub brokers: String,
+    /// Consumer group; instances with the same group split the partitions.
+    pub group_id: String,
+    /// Topics to read; an entry starting with `^` is a regex.
+    pub topics: Vec<String>,
+    pub tenant_from: TenantFrom,
+    /// With `tenant_from = "topic"`: the topic name with `{tenant}` where the
+    /// tenant is (`wazuh-alerts-{tenant}`).
+    pub topic_tenant_pattern: String,
+    /// With `tenant_from = "header"`: the header holding the tenant.
+    pub tenant_header: String,
+    /// Most messages per poll round.
+    pub max_poll_records: usize,
+    /// A partition with no new data for this long stops holding the
+    /// watermark back.
+    pub idle_timeout: ConfigDuration,
+    /// End the run once every assigned partition is read to its end (for
+    /// replays and tests); normally Sluice runs until stopped.
+    pub exit_when_caught_up: bool,
+    /// Case files go here (keyed by tenant); empty: no Kafka sink.
+    pub cases_topic: String,
+    /// Dead letters go here with their reason in headers; empty: only the
+    /// dead-letter file.
+    pub dead_letter_topic: String,
+    /// Any librdkafka property (`security.protocol`, `sasl.mechanism`, …).
+    /// Values written `${NAME}` come from the environment.
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            brokers: "localhost:9092".into(),
+            group_id: "sluice".into(),
+            topics: vec!["^wazuh-alerts.*".into()],
+            tenant_from: TenantFrom::Record,
+            topic_tenant_pattern: "wazuh-alerts-{tenant}".into(),
+            tenant_header: "tenant".into(),
+            max_poll_records: 4096,
+            idle_timeout: ConfigDuration::from_secs(30),
+            exit_when_caught_up: false,
+            cases_topic: "sluice.cases".into(),
+            dead_letter_topic: "sluice.dead-letters".into(),
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+impl KafkaConfig {
+    /// Every problem, each naming its key.
+    pub fn validate(&self) -> Vec<String> {
+        let mut errors = Vec::new();
+        if self.brokers.trim().is_empty() {
+            errors.push("kafka.brokers is empty".into());
+        }
+        if self.group_id.trim().is_empty() {
+            errors.push("kafka.group_id is empty".into());
+        }
+        if self.topics.is_empty() || self.topics.iter().any(|t| t.trim().is_empty()) {
+            errors.push("kafka.topics must list at least one topic (or ^regex), none empty".into());
+        }
+        if self.tenant_from == TenantFrom::Topic && self.topic_tenant_pattern.matches("{tenant}").count() != 1 {
+            errors.push(format!(
+                "kafka.topic_tenant_pattern = {:?} must contain {{tenant}} exactly once",
+                self.topic_tenant_pattern
+            ));
+        }
+        if self.tenant_from == TenantFrom::Header && self.tenant_header.trim().is_empty() {
+            errors.push("kafka.tenant_header is empty".into());
+        }
+        if self.max_poll_records == 0 {
+            errors.push("kafka.max_poll_records must be >= 1".into());
+        }
+        if self.idle_timeout.millis() <= 0 {
+            errors.push("kafka.idle_timeout must be positive".into());
+        }
+        for (key, value) in &self.properties {
+            let secret = SECRET_PROPERTIES.contains(&key.as_str());
+            if secret && env_reference(value).is_none() {
+                errors.push(format!(
+                    "kafka.properties.\"{key}\" is a secret: write it as \"${{ENV_VAR}}\" and set the variable; \
+                     secrets are never read from the config file"
+                ));
+            }
+            if ["enable.auto.commit", "group.id", "bootstrap.servers"].contains(&key.as_str()) {
+                errors.push(format!("kafka.properties.\"{key}\" is set by Sluice itself (see the kafka keys)"));
+            }
+        }
+        errors
+    }
+
+    /// The tenant a topic belongs to under `topic_tenant_pattern`.
+    pub fn tenant_of_topic<'t>(&self, topic: &'t str) -> Option<&'t str> {
+        let (prefix, suffix) = self.topic_tenant_pattern.split_once("{tenant}")?;
+        let tenant = topic.strip_prefix(prefix)?.strip_suffix(suffix)?;
+        (!tenant.is_empty()).then_some(tenant)
+    }
+
+    /// A librdkafka config with the brokers and every property (environment
+    /// references resolved).
+    fn client_config(&self) -> Result<ClientConfig, SourceError> {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers);
+        for (key, value) in &self.properties {
+            let value = match env_reference(value) {
+                Some(name) => std::env::var(name).map_err(|_| {
+                    SourceError::Config(format!(
+                        "kafka.properties.\"{key}\" refers to the environment variable {name}, which is not set"
+                    ))
+                })?,
+                None => value.clone(),
+            };
+            c.set(key, value);
+        }
+        Ok(c)
+    }
+}
+
+fn set_default(c: &mut ClientConfig, key: &str, value: &str) {
+    if c.get(key).is_none() {
+        c.set(key, value);
+    }
+}
+
+/// `NAME` of a value written `${NAME}`.
+fn env_reference(value: &str) -> Option<&str> {
+    value.strip_prefix("${")?.strip_suffix('}').filter(|n| !n.is_empty())
+}
+
+fn kafka_error(what: &str, e: KafkaError) -> SourceError {
+    SourceError::Config(format!("kafka: {what}: {e}"))
+}
+
+/// A partition's place: what the runtime has been handed so far.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct PartitionPosition {
+    topic: String,
+    partition: i32,
+    /// The next offset to read.
+    offset: i64,
+    /// The watermark input number of this partition.
+    input: u32,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Position {
+    partitions: Vec<PartitionPosition>,
+}
+
+/// State the rebalance callback shares with the source.
+#[derive(Debug, Default)]
+struct Shared {
+    /// Offsets to start assigned partitions at (from a checkpoint), by
+    /// `(topic, partition)`.
+    start_at: HashMap<(String, i32), i64>,
+    assigned: Vec<(String, i32)>,
+    revoked: Vec<(String, i32)>,
+    rebalances: u64,
+}
+
+struct SourceContext {
+    shared: Arc<Mutex<Shared>>,
+}
+
+impl ClientContext for SourceContext {}
+
+impl ConsumerContext for SourceContext {
+    /// Assigns partitions at the checkpoint's offsets (which win over the
+    /// group's committed ones: a crash between a checkpoint and its commit
+    /// must not replay records the state has already seen).
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        let mut shared = self.shared.lock().expect("kafka shared state");
+        shared.rebalances += 1;
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let parts: Vec<(String, i32)> =
+                    tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
+                for (topic, partition) in &parts {
+                    if let Some(&offset) = shared.start_at.get(&(topic.clone(), *partition)) {
+                        let _ = tpl.set_partition_offset(topic, *partition, Offset::Offset(offset));
+                    }
+                }
+                if let Err(e) = consumer.assign(tpl) {
+                    tracing::error!(error = %e, "kafka: assigning partitions failed");
+                }
+                tracing::info!(partitions = ?parts, "kafka: partitions assigned");
+                shared.assigned.extend(parts);
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let parts: Vec<(String, i32)> =
+                    tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
+                tracing::info!(partitions = ?parts, "kafka: partitions revoked");
+                if let Err(e) = consumer.unassign() {
+                    tracing::error!(error = %e, "kafka: unassigning partitions failed");
+                }
+                shared.revoked.extend(parts);
+            }
+            other => tracing::error!(error = ?other, "kafka: rebalance error"),
+        }
+    }
+}
+
+/// Per-partition bookkeeping of the source.
+#[derive(Debug)]
+struct PartitionState {
+    topic: String,
+    partition: i32,
+    input: u32,
+    /// Next offset after what has been handed to the runtime.
+    returned: i64,
+    /// Next offset after what has been polled (handed or queued).
+    polled: i64,
+    last_data: Instant,
+    idle: bool,
+    assigned: bool,
+}
+
+/// Reads Wazuh alerts from Kafka topics as a consumer-group member.
+pub struct KafkaSource {
+    name: String,
+    config: KafkaConfig,
+    consumer: BaseConsumer<SourceContext>,
+    shared: Arc<Mutex<Shared>>,
+    partitions: BTreeMap<(String, i32), PartitionState>,
+    next_input: u32,
+    /// Chunks polled but not yet handed over, with the offset after each.
+    ready: VecDeque<(RawChunk, (String, i32), i64)>,
+    changes: Vec<InputChange>,
+    stop: StopFlag,
+    subscribed: bool,
+    caught_up_since: Option<Instant>,
+}
+
+impl std::fmt::Debug for KafkaSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSource").field("name", &self.name).field("partitions", &self.partitions.len()).finish()
+    }
+}
+
+impl KafkaSource {
+    pub fn new(config: &KafkaConfig, stop: StopFlag) -> Result<Self, SourceError> {
+        let errors = config.validate();
+        if !errors.is_empty() {
+            return Err(SourceError::Config(errors.join("; ")));
+        }
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let mut client = config.client_config()?;
+        client
+            .set("group.id", &config.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false");
+        set_default(&mut client, "auto.offset.reset", "earliest");
+        let consumer: BaseConsumer<SourceContext> = client
+            .create_with_context(SourceContext { shared: shared.clone() })
+            .map_err(|e| kafka_error("cannot create the consumer", e))?;
+        Ok(Self {
+            name: format!("kafka:{}", config.topics.join(",")),
+            config: config.clone(),
+            consumer,
+            shared,
+            partitions: BTreeMap::new(),
+            next_input: 0,
+            ready: VecDeque::new(),
+            changes: Vec::new(),
+            stop,
+            subscribed: false,
+            caught_up_since: None,
+        })
+    }
+
+    fn subscribe(&mut self) -> Result<(), SourceError> {
+        let topics: Vec<&str> = self.config.topics.iter().map(String::as_str).collect();
+        self.consumer.subscribe(&topics).map_err(|e| kafka_error("cannot subscribe", e))?;
+        self.subscribed = true;
+        tracing::info!(topics = ?topics, group = %self.config.group_id, brokers = %self.config.brokers, "kafka: subscribed");
+        Ok(())
+    }
+
+    /// Applies assignments and revocations the rebalance callback recorded.
+    fn apply_rebalances(&mut self) {
+        apply_rebalances(&self.shared, &mut self.partitions, &mut self.next_input, &mut self.changes);
+    }
+
+    fn tenant_of(&self, topic: &str, msg: &impl Message) -> ChunkTenant {
+        match self.config.tenant_from {
+            TenantFrom::Record => ChunkTenant::FromRecord,
+            TenantFrom::Topic => match self.config.tenant_of_topic(topic) {
+                Some(t) => ChunkTenant::Fixed(t.into()),
+                None => ChunkTenant::Unresolved(
+                    format!(
+                        "topic {topic:?} against kafka.topic_tenant_pattern {:?}",
+                        self.config.topic_tenant_pattern
+                    )
+                    .into(),
+                ),
+            },
+            TenantFrom::Header => {
+                let value = msg.headers().and_then(|h| {
+                    h.iter()
+                        .find(|h| h.key == self.config.tenant_header)
+                        .and_then(|h| h.value)
+                        .and_then(|v| std::str::from_utf8(v).ok())
+                        .map(str::trim)
+                        .filter(|v| !v.is_empty())
+                        .map(str::to_string)
+                });
+                match value {
+                    Some(t) => ChunkTenant::Fixed(t.into()),
+                    None => ChunkTenant::Unresolved(
+                        format!("header {:?} (kafka.tenant_header)", self.config.tenant_header).into(),
+                    ),
+                }
+            }
+        }
+    }
+
+    /// One poll round: up to `max_poll_records` messages, grouped into one
+    /// chunk per run of (partition, tenant).
+    fn poll_round(&mut self) -> Result<(), SourceError> {
+        let ingest = now_us();
+        let mut building: Option<(RawChunk, (String, i32), i64)> = None;
+        let mut first = true;
+        for _ in 0..self.config.max_poll_records {
+            let timeout = if first { Duration::from_millis(100) } else { Duration::ZERO };
+            first = false;
+            let Some(result) = self.consumer.poll(timeout) else { break };
+            let msg = match result {
+                Ok(m) => m,
+                Err(KafkaError::PartitionEOF(_)) => continue,
+                Err(e) => {
+                    // Broker down, rebalance in progress …: librdkafka retries
+                    // and reconnects by itself; say so and keep polling.
+                    tracing::warn!(error = %e, "kafka: consumer error (retrying)");
+                    break;
+                }
+            };
+            apply_rebalances(&self.shared, &mut self.partitions, &mut self.next_input, &mut self.changes);
+            let key = (msg.topic().to_string(), msg.partition());
+            let tenant = self.tenant_of(&key.0, &msg);
+            let Some(p) = self.partitions.get_mut(&key) else {
+                tracing::warn!(topic = %key.0, partition = key.1, "kafka: message from an unknown partition skipped");
+                continue;
+            };
+            p.polled = msg.offset() + 1;
+            p.last_data = Instant::now();
+            if p.idle {
+                p.idle = false;
+                self.changes.push(InputChange::Opened(p.input));
+            }
+            let input = p.input;
+            let same = building.as_ref().is_some_and(|(c, k, _)| *k == key && c.tenant == tenant);
+            if !same {
+                self.ready.extend(building.take());
+                let source = format!("{}/{}", key.0, key.1);
+                let chunk = RawChunk { source: source.into(), ingest_us: ingest, input, tenant, ..RawChunk::default() };
+                building = Some((chunk, key.clone(), 0));
+            }
+            let (chunk, _, next) = building.as_mut().expect("set above");
+            let payload = msg.payload().unwrap_or_default();
+            let start = chunk.data.len();
+            chunk.data.extend_from_slice(payload);
+            chunk.lines.push((start, chunk.data.len()));
+            chunk.positions.push(msg.offset() as u64);
+            *next = msg.offset() + 1;
+        }
+        self.ready.extend(building);
+        self.apply_rebalances();
+        Ok(())
+    }
+
+    /// Marks partitions without data for `idle_timeout` as idle; tells
+    /// whether every assigned partition is read to its end.
+    fn check_idle(&mut self) -> bool {
+        let idle_after = Duration::from_millis(self.config.idle_timeout.millis() as u64);
+        for p in self.partitions.values_mut() {
+            if p.assigned && !p.idle && p.last_data.elapsed() >= idle_after {
+                p.idle = true;
+                self.changes.push(InputChange::Idle(p.input));
+            }
+        }
+        if !self.config.exit_when_caught_up || !self.ready.is_empty() {
+            return false;
+        }
+        let assigned: Vec<&PartitionState> = self.partitions.values().filter(|p| p.assigned).collect();
+        if assigned.is_empty() {
+            return false;
+        }
+        for p in assigned {
+            if p.last_data.elapsed() < Duration::from_millis(500) {
+                return false;
+            }
+            match self.consumer.fetch_watermarks(&p.topic, p.partition, Duration::from_secs(5)) {
+                Ok((_, high)) if p.polled >= high || (p.polled < 0 && high == 0) => {}
+                _ => return false,
+            }
+        }
+        true
+    }
+}
+
+impl Source for KafkaSource {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn next_chunk(&mut self) -> Result<Option<RawChunk>, SourceError> {
+        if !self.subscribed {
+            self.subscribe()?;
+        }
+        if self.ready.is_empty() && !self.stop.is_stopped() {
+            self.poll_round()?;
+        }
+        if let Some((chunk, key, next)) = self.ready.pop_front() {
+            if let Some(p) = self.partitions.get_mut(&key) {
+                p.returned = next;
+            }
+            return Ok(Some(chunk));
+        }
+        if self.stop.is_stopped() {
+            return Ok(None);
+        }
+        if self.check_idle() {
+            // Caught up for long enough to be sure: end of input.
+            let since = *self.caught_up_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= Duration::from_millis(200) {
+                tracing::info!("kafka: every assigned partition is read to its end (kafka.exit_when_caught_up)");
+                return Ok(None);
+            }
+        } else {
+            self.caught_up_since = None;
+        }
+        Ok(Some(RawChunk { source: self.name.as_str().into(), ..RawChunk::default() }))
+    }
+
+    fn position(&self) -> Option<String> {
+        let partitions = self
+            .partitions
+            .values()
+            .filter(|p| p.returned >= 0)
+            .map(|p| PartitionPosition {
+                topic: p.topic.clone(),
+                partition: p.partition,
+                offset: p.returned,
+                input: p.input,
+            })
+            .collect();
+        Some(serde_json::to_string(&Position { partitions }).expect("serializable"))
+    }
+
+    fn restore(&mut self, position: &str) -> Result<(), SourceError> {
+        let position: Position = serde_json::from_str(position)
+            .map_err(|e| SourceError::Config(format!("not a Kafka source position: {e}")))?;
+        let mut shared = self.shared.lock().expect("kafka shared state");
+        for p in position.partitions {
+            shared.start_at.insert((p.topic.clone(), p.partition), p.offset);
+            self.next_input = self.next_input.max(p.input + 1);
+            self.partitions.insert(
+                (p.topic.clone(), p.partition),
+                PartitionState {
+                    topic: p.topic,
+                    partition: p.partition,
+                    input: p.input,
+                    returned: p.offset,
+                    polled: p.offset,
+                    last_data: Instant::now(),
+                    idle: true,
+                    assigned: false,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self, position: &str) -> Result<(), SourceError> {
+        let position: Position = serde_json::from_str(position)
+            .map_err(|e| SourceError::Config(format!("not a Kafka source position: {e}")))?;
+        let mut tpl = TopicPartitionList::new();
+        for p in &position.partitions {
+            // Only partitions this instance still owns; a moved partition is
+            // committed by its new owner.
+            if self.partitions.get(&(p.topic.clone(), p.partition)).is_some_and(|s| s.assigned) {
+                tpl.add_partition_offset(&p.topic, p.partition, Offset::Offset(p.offset))
+                    .map_err(|e| kafka_error("bad offset", e))?;
+            }
+        }
+        if tpl.count() == 0 {
+            return Ok(());
+        }
+        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Sync) {
+            // Not fatal: the checkpoint holds the offsets; the next commit
+            // covers these too.
+            tracing::warn!(error = %e, "kafka: offset commit failed (the checkpoint still holds the position)");
+        }
+        Ok(())
+    }
+
+    fn input_changes(&mut self) -> Vec<InputChange> {
+        std::mem::take(&mut self.changes)
+    }
+}
+
+/// Applies assignments and revocations the rebalance callback recorded.
+fn apply_rebalances(
+    shared: &Mutex<Shared>,
+    partitions: &mut BTreeMap<(String, i32), PartitionState>,
+    next_input: &mut u32,
+    changes: &mut Vec<InputChange>,
+) {
+    let (assigned, revoked, start_at) = {
+        let mut s = shared.lock().expect("kafka shared state");
+        (std::mem::take(&mut s.assigned), std::mem::take(&mut s.revoked), s.start_at.clone())
+    };
+    for key in revoked {
+        if let Some(p) = partitions.get_mut(&key) {
+            p.assigned = false;
+            changes.push(InputChange::Idle(p.input));
+        }
+        // Queued chunks of a revoked partition are still handed over: the
+        // state they feed is this instance's until its next checkpoint.
+    }
+    for key in assigned {
+        let start = start_at.get(&key).copied();
+        let p = partitions.entry(key.clone()).or_insert_with(|| {
+            let input = *next_input;
+            *next_input += 1;
+            PartitionState {
+                topic: key.0.clone(),
+                partition: key.1,
+                input,
+                returned: start.unwrap_or(-1),
+                polled: start.unwrap_or(-1),
+                last_data: Instant::now(),
+                idle: false,
+                assigned: true,
+            }
+        });
+        p.assigned = true;
+        p.idle = false;
+        p.last_data = Instant::now();
+        changes.push(InputChange::Opened(p.input));
+    }
+}
+
+/// Messages whose delivery failed, with the reason.
+#[derive(Debug, Default)]
+struct SinkContext {
+    failures: Mutex<Vec<String>>,
+}
+
+impl ClientContext for SinkContext {}
+
+impl ProducerContext for SinkContext {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, msg)) = result {
+            let what = format!("{}[{}]: {e}", msg.topic(), msg.partition());
+            self.failures.lock().expect("sink failures").push(what);
+        }
+    }
+}
+
+/// Writes case files and dead letters to Kafka with an idempotent producer.
+pub struct KafkaSink {
+    producer: BaseProducer<SinkContext>,
+    cases_topic: String,
+    dead_letter_topic: String,
+    sent: u64,
+}
+
+impl std::fmt::Debug for KafkaSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSink").field("cases_topic", &self.cases_topic).field("sent", &self.sent).finish()
+    }
+}
+
+impl KafkaSink {
+    pub fn new(config: &KafkaConfig) -> Result<Self, SourceError> {
+        let mut client = config.client_config()?;
+        client.set("enable.idempotence", "true").set("acks", "all");
+        set_default(&mut client, "linger.ms", "5");
+        let producer = client
+            .create_with_context(SinkContext::default())
+            .map_err(|e| kafka_error("cannot create the producer", e))?;
+        Ok(Self {
+            producer,
+            cases_topic: config.cases_topic.clone(),
+            dead_letter_topic: config.dead_letter_topic.clone(),
+            sent: 0,
+        })
+    }
+
+    /// Whether case files go to Kafka.
+    pub fn has_cases_topic(&self) -> bool {
+        !self.cases_topic.is_empty()
+    }
+
+    /// Queues a case file, keyed by tenant, with its idempotency key.
+    pub fn send_case(&mut self, tenant: &str, idempotency_key: &str, kind: &str, payload: &[u8]) -> KafkaResult<()> {
+        if self.cases_topic.is_empty() {
+            return Ok(());
+        }
+        let headers = OwnedHeaders::new()
+            .insert(Header { key: "idempotency_key", value: Some(idempotency_key) })
+            .insert(Header { key: "kind", value: Some(kind) })
+            .insert(Header { key: "tenant", value: Some(tenant) });
+        let topic = self.cases_topic.clone();
+        self.send(BaseRecord::to(&topic).key(tenant).payload(payload).headers(headers))
+    }
+
+    /// Queues a dead letter with its reason and origin in headers.
+    pub fn send_dead_letter(&mut self, dl: &DeadLetter) -> KafkaResult<()> {
+        if self.dead_letter_topic.is_empty() {
+            return Ok(());
+        }
+        let (topic, partition) = dl.source.rsplit_once('/').unwrap_or((&dl.source, ""));
+        let offset = dl.offset.to_string();
+        let reason = dl.reason.to_string();
+        let headers = OwnedHeaders::new()
+            .insert(Header { key: "reason", value: Some(reason.as_str()) })
+            .insert(Header { key: "reason_code", value: Some(dl.reason.code()) })
+            .insert(Header { key: "source_topic", value: Some(topic) })
+            .insert(Header { key: "source_partition", value: Some(partition) })
+            .insert(Header { key: "source_offset", value: Some(offset.as_str()) });
+        let target = self.dead_letter_topic.clone();
+        self.send(BaseRecord::<(), [u8]>::to(&target).payload(&dl.record[..]).headers(headers))
+    }
+
+    fn send<K: rdkafka::message::ToBytes + ?Sized>(&mut self, record: BaseRecord<'_, K, [u8]>) -> KafkaResult<()> {
+        let mut record = record;
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => {
+                    self.sent += 1;
+                    return Ok(());
+                }
+                Err((KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
+                    // Backpressure: serve delivery reports until there is room.
+                    self.producer.poll(Duration::from_millis(10));
+                    record = r;
+                }
+                Err((e, _)) => return Err(e),
+            }
+        }
+    }
+
+    /// Waits until the broker has acknowledged every message sent so far;
+    /// fails if any was not delivered.
+    pub fn confirm(&mut self, timeout: Duration) -> KafkaResult<()> {
+        self.producer.flush(timeout)?;
+        let failures = std::mem::take(&mut *self.producer.context().failures.lock().expect("sink failures"));
+        match failures.first() {
+            None => Ok(()),
+            Some(first) => {
+                Err(KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::Fail)).inspect_err(|_| {
+                    tracing::error!(failed = failures.len(), first = %first, "kafka: deliveries failed");
+                })
+            }
+        }
+    }
+
+    /// Messages queued so far.
+    pub fn sent(&self) -> u64 {
+        self.sent
+    }
+}
+
+/// Produces the records of an NDJSON file to a topic, keyed by the tenant
+/// that `tenant_of` finds in each line (so a tenant stays on one
+/// partition). Returns how many were sent. For tests, benchmarks and demos.
+pub fn produce_lines<'a>(
+    config: &KafkaConfig,
+    topic: &str,
+    lines: impl IntoIterator<Item = &'a [u8]>,
+    tenant_of: impl Fn(&[u8]) -> Option<String>,
+) -> Result<u64, SourceError> {
+    let mut client = config.client_config()?;
+    client.set("enable.idempotence", "true").set("acks", "all");
+    set_default(&mut client, "linger.ms", "20");
+    set_default(&mut client, "batch.size", "1000000");
+    set_default(&mut client, "queue.buffering.max.messages", "1000000");
+    let producer: BaseProducer = client.create().map_err(|e| kafka_error("cannot create the producer", e))?;
+    let mut n = 0u64;
+    for line in lines {
+        let key = tenant_of(line).unwrap_or_default();
+        let mut record = BaseRecord::to(topic).key(key.as_str()).payload(line);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
+                    producer.poll(Duration::from_millis(10));
+                    record = r;
+                }
+                Err((e, _)) => return Err(kafka_error("produce", e)),
+            }
+        }
+        n += 1;
+    }
+    producer.flush(Duration::from_secs(60)).map_err(|e| kafka_error("flush", e))?;
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenant_from_topic_pattern() {
+        let c = KafkaConfig::default();
+        assert_eq!(c.tenant_of_topic("wazuh-alerts-acme"), Some("acme"));
+        assert_eq!(c.tenant_of_topic("wazuh-alerts-"), None);
+        assert_eq!(c.tenant_of_topic("other-acme"), None);
+        let c = KafkaConfig { topic_tenant_pattern: "t.{tenant}.alerts".into(), ..KafkaConfig::default() };
+        assert_eq!(c.tenant_of_topic("t.globex.alerts"), Some("globex"));
+    }
+
+    #[test]
+    fn secrets_must_come_from_the_environment() {
+        let mut c = KafkaConfig::default();
+        c.properties.insert("sasl.password".into(), "hunter2".into());
+        let errors = c.validate();
+        assert!(errors.iter().any(|e| e.contains("sasl.password") && !e.contains("hunter2")), "{errors:?}");
+        c.properties.insert("sasl.password".into(), "${SLUICE_TEST_UNSET_SECRET}".into());
+        assert!(c.validate().is_empty());
+        let err = c.client_config().unwrap_err().to_string();
+        assert!(err.contains("SLUICE_TEST_UNSET_SECRET"), "{err}");
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        let c = KafkaConfig {
+            topics: vec![],
+            tenant_from: TenantFrom::Topic,
+            topic_tenant_pattern: "no-placeholder".into(),
+            ..KafkaConfig::default()
+        };
+        let errors = c.validate();
+        assert!(errors.iter().any(|e| e.contains("kafka.topics")), "{errors:?}");
+        assert!(errors.iter().any(|e| e.contains("kafka.topic_tenant_pattern")), "{errors:?}");
+    }
+}

@@ -1,0 +1,278 @@
+//! Checkpoints: every operator's state and every source position, written
+//! atomically, so a restarted Sluice continues as if it had never stopped.
+//!
+//! A checkpoint is taken on a barrier that flows with the data (see
+//! `runtime.rs`): the source thread records its position and sends the
+//! barrier after its last chunk; each shard snapshots its operators when the
+//! barrier reaches it, after everything before it and nothing after. When
+//! every part has arrived, the caller's sinks are flushed, the checkpoint is
+//! written durably, and only then is the source told to commit its position
+//! upstream (Kafka offsets). A crash at any point therefore replays from the
+//! last durable checkpoint, re-emitting the same reports with the same
+//! idempotency keys.
+//!
+//! On disk (or in a database row) a checkpoint is framed: the magic
+//! `SLUICECP`, a format version, the body length, an xxh3 checksum and the
+//! postcard body. A checkpoint that fails any check is refused with the place
+//! it was read from and the reason; it is never half-loaded.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::watermark::WatermarkTracker;
+
+const MAGIC: &[u8; 8] = b"SLUICECP";
+/// Bump when the body layout changes; older checkpoints are then refused.
+pub const FORMAT_VERSION: u32 = 1;
+const HEADER: usize = 8 + 4 + 8 + 8;
+
+/// One operator's snapshot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorState {
+    pub operator: String,
+    pub state: Vec<u8>,
+}
+
+/// Everything needed to resume.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// Increases by one per checkpoint of a run and across restarts.
+    pub id: u64,
+    /// Wall clock when it was taken, ms since the epoch (for people).
+    pub created_unix_ms: i64,
+    /// The Sluice version that wrote it.
+    pub writer: String,
+    /// What the source reads (`alerts.json`, `kafka:wazuh-alerts-.*`); a
+    /// checkpoint of one source is refused for another.
+    pub source: String,
+    /// The source's position after the last record the state covers (JSON,
+    /// source-specific).
+    pub position: Option<String>,
+    /// The router's watermarks.
+    pub watermark: WatermarkTracker,
+    /// Per shard, per operator, in chain order. Tenants are placed on shards
+    /// by hash, so a checkpoint is only valid for the same shard count.
+    pub shards: Vec<Vec<OperatorState>>,
+}
+
+impl Checkpoint {
+    /// The framed bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let body = postcard::to_stdvec(self).expect("a checkpoint always serializes");
+        let mut out = Vec::with_capacity(HEADER + body.len());
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out.extend_from_slice(&(body.len() as u64).to_le_bytes());
+        out.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(&body).to_le_bytes());
+        out.extend_from_slice(&body);
+        out
+    }
+
+    /// Decodes framed bytes; `origin` names where they came from in errors.
+    pub fn decode(bytes: &[u8], origin: &str) -> Result<Self, CheckpointError> {
+        let bad = |reason: String| CheckpointError::Invalid { origin: origin.to_string(), reason };
+        if bytes.len() < HEADER || &bytes[..8] != MAGIC {
+            return Err(bad("not a Sluice checkpoint (bad magic or shorter than its header)".into()));
+        }
+        let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+        if version != FORMAT_VERSION {
+            return Err(bad(format!("format version {version}; this build reads version {FORMAT_VERSION}")));
+        }
+        let len = u64::from_le_bytes(bytes[12..20].try_into().expect("8 bytes"));
+        let sum = u64::from_le_bytes(bytes[20..28].try_into().expect("8 bytes"));
+        let body = &bytes[HEADER..];
+        if body.len() as u64 != len {
+            return Err(bad(format!("truncated: the header says {len} body bytes, the file has {}", body.len())));
+        }
+        if xxhash_rust::xxh3::xxh3_64(body) != sum {
+            return Err(bad("checksum mismatch: the body is corrupt".into()));
+        }
+        postcard::from_bytes(body).map_err(|e| bad(format!("undecodable body: {e}")))
+    }
+}
+
+/// Why a checkpoint could not be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error(
+        "checkpoint {origin} cannot be used: {reason}. Fix or move it away, or start without state with --fresh-state"
+    )]
+    Invalid { origin: String, reason: String },
+    #[error("checkpoint store {place}: {source}")]
+    Io {
+        place: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("checkpoint store {place}: {message}")]
+    Store { place: String, message: String },
+}
+
+/// Where checkpoints are kept.
+pub trait CheckpointStore: Send + Sync + std::fmt::Debug {
+    /// Where, for logs and errors.
+    fn describe(&self) -> String;
+    /// The newest checkpoint, if any. A newest checkpoint that is unreadable
+    /// is an error, never skipped in favour of an older one.
+    fn load_latest(&self) -> Result<Option<Checkpoint>, CheckpointError>;
+    /// Writes a checkpoint durably and atomically; returns where.
+    fn save(&self, checkpoint: &Checkpoint) -> Result<String, CheckpointError>;
+    /// Removes every checkpoint (`--fresh-state`).
+    fn clear(&self) -> Result<(), CheckpointError>;
+}
+
+/// Checkpoints as files in a local directory: written to a temporary file,
+/// synced, renamed into place, directory synced. The newest few are kept.
+#[derive(Debug)]
+pub struct DirStore {
+    dir: PathBuf,
+    keep: usize,
+}
+
+impl DirStore {
+    pub fn new(dir: impl Into<PathBuf>, keep: usize) -> Result<Self, CheckpointError> {
+        let dir = dir.into();
+        fs::create_dir_all(&dir).map_err(|source| CheckpointError::Io { place: dir.display().to_string(), source })?;
+        Ok(Self { dir, keep: keep.max(1) })
+    }
+
+    fn io(&self, path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
+        let place = path.display().to_string();
+        move |source| CheckpointError::Io { place, source }
+    }
+
+    /// `(id, path)` of every checkpoint file, oldest first.
+    fn list(&self) -> Result<Vec<(u64, PathBuf)>, CheckpointError> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&self.dir).map_err(self.io(&self.dir))? {
+            let path = entry.map_err(self.io(&self.dir))?.path();
+            let id = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_prefix("checkpoint-"))
+                .and_then(|n| n.strip_suffix(".sluice"))
+                .and_then(|n| n.parse::<u64>().ok());
+            if let Some(id) = id {
+                out.push((id, path));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+}
+
+impl CheckpointStore for DirStore {
+    fn describe(&self) -> String {
+        self.dir.display().to_string()
+    }
+
+    fn load_latest(&self) -> Result<Option<Checkpoint>, CheckpointError> {
+        let Some((_, path)) = self.list()?.pop() else { return Ok(None) };
+        let bytes = fs::read(&path).map_err(self.io(&path))?;
+        Checkpoint::decode(&bytes, &path.display().to_string()).map(Some)
+    }
+
+    fn save(&self, checkpoint: &Checkpoint) -> Result<String, CheckpointError> {
+        let path = self.dir.join(format!("checkpoint-{:020}.sluice", checkpoint.id));
+        let tmp = self.dir.join(format!(".checkpoint-{:020}.tmp", checkpoint.id));
+        {
+            let mut f = fs::File::create(&tmp).map_err(self.io(&tmp))?;
+            f.write_all(&checkpoint.encode()).map_err(self.io(&tmp))?;
+            f.sync_all().map_err(self.io(&tmp))?;
+        }
+        fs::rename(&tmp, &path).map_err(self.io(&path))?;
+        // The rename is durable once the directory is.
+        fs::File::open(&self.dir).and_then(|d| d.sync_all()).map_err(self.io(&self.dir))?;
+        let all = self.list()?;
+        for (_, old) in all.iter().take(all.len().saturating_sub(self.keep)) {
+            let _ = fs::remove_file(old);
+        }
+        Ok(path.display().to_string())
+    }
+
+    fn clear(&self) -> Result<(), CheckpointError> {
+        for (_, path) in self.list()? {
+            fs::remove_file(&path).map_err(self.io(&path))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(id: u64) -> Checkpoint {
+        let mut watermark = WatermarkTracker::new(2, 30_000, 10_000);
+        watermark.observe(1, 1_000_000);
+        Checkpoint {
+            id,
+            created_unix_ms: 1,
+            writer: "test".into(),
+            source: "alerts.json".into(),
+            position: Some(r#"{"offset":42}"#.into()),
+            watermark,
+            shards: vec![vec![OperatorState { operator: "dedup".into(), state: vec![1, 2, 3] }]],
+        }
+    }
+
+    #[test]
+    fn round_trips_and_keeps_the_newest() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DirStore::new(dir.path(), 2).unwrap();
+        assert_eq!(store.load_latest().unwrap(), None);
+        for id in 1..=4 {
+            store.save(&sample(id)).unwrap();
+        }
+        assert_eq!(store.load_latest().unwrap(), Some(sample(4)));
+        assert_eq!(store.list().unwrap().len(), 2, "older checkpoints are pruned");
+        store.clear().unwrap();
+        assert_eq!(store.load_latest().unwrap(), None);
+    }
+
+    #[test]
+    fn every_kind_of_damage_is_refused_with_the_file_and_reason() {
+        let good = sample(7).encode();
+        let cases: [(Vec<u8>, &str); 4] = [
+            (b"{\"not\":\"a checkpoint\"}".to_vec(), "bad magic"),
+            (good[..good.len() - 3].to_vec(), "truncated"),
+            (
+                {
+                    let mut b = good.clone();
+                    *b.last_mut().unwrap() ^= 0xff;
+                    b
+                },
+                "checksum",
+            ),
+            (
+                {
+                    let mut b = good.clone();
+                    b[8] = 99;
+                    b
+                },
+                "format version 99",
+            ),
+        ];
+        for (bytes, want) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let store = DirStore::new(dir.path(), 2).unwrap();
+            std::fs::write(dir.path().join("checkpoint-00000000000000000007.sluice"), &bytes).unwrap();
+            let err = store.load_latest().unwrap_err().to_string();
+            assert!(err.contains(want), "{want}: {err}");
+            assert!(err.contains("checkpoint-00000000000000000007.sluice"), "{err}");
+            assert!(err.contains("--fresh-state"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_corrupt_newest_checkpoint_is_not_skipped_for_an_older_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DirStore::new(dir.path(), 3).unwrap();
+        store.save(&sample(1)).unwrap();
+        std::fs::write(dir.path().join("checkpoint-00000000000000000002.sluice"), b"garbage").unwrap();
+        assert!(store.load_latest().is_err());
+    }
+}

@@ -89,6 +89,9 @@ pub struct KafkaConfig {
     /// Dead letters go here with their reason in headers; empty: only the
     /// dead-letter file.
     pub dead_letter_topic: String,
+    /// Create the sink topics at start if they do not exist (3 partitions,
+    /// the broker's default replication).
+    pub create_topics: bool,
     /// Any librdkafka property (`security.protocol`, `sasl.mechanism`, …).
     /// Values written `${NAME}` come from the environment.
     pub properties: BTreeMap<String, String>,
@@ -108,6 +111,7 @@ impl Default for KafkaConfig {
             exit_when_caught_up: false,
             cases_topic: "sluice.cases".into(),
             dead_letter_topic: "sluice.dead-letters".into(),
+            create_topics: true,
             properties: BTreeMap::new(),
         }
     }
@@ -203,7 +207,7 @@ fn kafka_error(what: &str, e: KafkaError) -> SourceError {
 struct PartitionPosition {
     topic: String,
     partition: i32,
-    /// The next offset to read.
+    /// The next offset to read; -1 when nothing was read yet.
     offset: i64,
     /// The watermark input number of this partition.
     input: u32,
@@ -296,6 +300,7 @@ pub struct KafkaSource {
     stop: StopFlag,
     subscribed: bool,
     caught_up_since: Option<Instant>,
+    last_idle_check: Instant,
 }
 
 impl std::fmt::Debug for KafkaSource {
@@ -332,6 +337,7 @@ impl KafkaSource {
             stop,
             subscribed: false,
             caught_up_since: None,
+            last_idle_check: Instant::now(),
         })
     }
 
@@ -435,12 +441,36 @@ impl KafkaSource {
         Ok(())
     }
 
-    /// Marks partitions without data for `idle_timeout` as idle; tells
-    /// whether every assigned partition is read to its end.
+    /// Whether a partition is read to its end (asks the broker).
+    fn caught_up(&self, p: &PartitionState) -> bool {
+        match self.consumer.fetch_watermarks(&p.topic, p.partition, Duration::from_secs(5)) {
+            Ok((low, high)) => p.polled >= high || (p.polled < 0 && low == high),
+            Err(e) => {
+                tracing::debug!(error = %e, topic = %p.topic, partition = p.partition, "kafka: no watermarks");
+                false
+            }
+        }
+    }
+
+    /// Marks partitions that are read to their end and have had no data
+    /// for `idle_timeout` as idle (a partition that is merely slow to fetch
+    /// keeps holding the watermark back); tells whether every assigned
+    /// partition is read to its end.
     fn check_idle(&mut self) -> bool {
+        if self.last_idle_check.elapsed() < Duration::from_millis(250) {
+            return false;
+        }
+        self.last_idle_check = Instant::now();
         let idle_after = Duration::from_millis(self.config.idle_timeout.millis() as u64);
-        for p in self.partitions.values_mut() {
-            if p.assigned && !p.idle && p.last_data.elapsed() >= idle_after {
+        let candidates: Vec<(String, i32)> = self
+            .partitions
+            .iter()
+            .filter(|(_, p)| p.assigned && !p.idle && p.last_data.elapsed() >= idle_after)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in candidates {
+            if self.caught_up(&self.partitions[&key]) {
+                let p = self.partitions.get_mut(&key).expect("listed above");
                 p.idle = true;
                 self.changes.push(InputChange::Idle(p.input));
             }
@@ -452,16 +482,7 @@ impl KafkaSource {
         if assigned.is_empty() {
             return false;
         }
-        for p in assigned {
-            if p.last_data.elapsed() < Duration::from_millis(500) {
-                return false;
-            }
-            match self.consumer.fetch_watermarks(&p.topic, p.partition, Duration::from_secs(5)) {
-                Ok((_, high)) if p.polled >= high || (p.polled < 0 && high == 0) => {}
-                _ => return false,
-            }
-        }
-        true
+        assigned.iter().all(|p| p.last_data.elapsed() >= Duration::from_millis(500) && self.caught_up(p))
     }
 }
 
@@ -500,10 +521,12 @@ impl Source for KafkaSource {
     }
 
     fn position(&self) -> Option<String> {
+        // Every known partition, also those not read yet (offset -1): their
+        // watermark input numbers must survive a restart, or a restored
+        // watermark would keep a slot no partition maps to any more.
         let partitions = self
             .partitions
             .values()
-            .filter(|p| p.returned >= 0)
             .map(|p| PartitionPosition {
                 topic: p.topic.clone(),
                 partition: p.partition,
@@ -519,7 +542,9 @@ impl Source for KafkaSource {
             .map_err(|e| SourceError::Config(format!("not a Kafka source position: {e}")))?;
         let mut shared = self.shared.lock().expect("kafka shared state");
         for p in position.partitions {
-            shared.start_at.insert((p.topic.clone(), p.partition), p.offset);
+            if p.offset >= 0 {
+                shared.start_at.insert((p.topic.clone(), p.partition), p.offset);
+            }
             self.next_input = self.next_input.max(p.input + 1);
             self.partitions.insert(
                 (p.topic.clone(), p.partition),
@@ -545,7 +570,7 @@ impl Source for KafkaSource {
         for p in &position.partitions {
             // Only partitions this instance still owns; a moved partition is
             // committed by its new owner.
-            if self.partitions.get(&(p.topic.clone(), p.partition)).is_some_and(|s| s.assigned) {
+            if p.offset >= 0 && self.partitions.get(&(p.topic.clone(), p.partition)).is_some_and(|s| s.assigned) {
                 tpl.add_partition_offset(&p.topic, p.partition, Offset::Offset(p.offset))
                     .map_err(|e| kafka_error("bad offset", e))?;
             }
@@ -640,8 +665,40 @@ impl std::fmt::Debug for KafkaSink {
     }
 }
 
+/// Creates the topics that do not exist yet; an existing topic is left as
+/// it is. Replication is the broker's default.
+pub fn ensure_topics(config: &KafkaConfig, topics: &[(&str, i32)]) -> Result<(), SourceError> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::types::RDKafkaErrorCode;
+    let topics: Vec<NewTopic<'_>> = topics
+        .iter()
+        .filter(|(name, _)| !name.is_empty())
+        .map(|&(name, partitions)| NewTopic::new(name, partitions, TopicReplication::Fixed(-1)))
+        .collect();
+    if topics.is_empty() {
+        return Ok(());
+    }
+    let admin: AdminClient<DefaultClientContext> =
+        config.client_config()?.create().map_err(|e| kafka_error("cannot create the admin client", e))?;
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = futures_executor::block_on(admin.create_topics(&topics, &options))
+        .map_err(|e| kafka_error("cannot create topics", e))?;
+    for result in results {
+        match result {
+            Ok(name) => tracing::info!(topic = %name, "kafka: topic created"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => return Err(SourceError::Config(format!("kafka: cannot create topic {name}: {code}"))),
+        }
+    }
+    Ok(())
+}
+
 impl KafkaSink {
     pub fn new(config: &KafkaConfig) -> Result<Self, SourceError> {
+        if config.create_topics {
+            ensure_topics(config, &[(&config.cases_topic, 3), (&config.dead_letter_topic, 3)])?;
+        }
         let mut client = config.client_config()?;
         client.set("enable.idempotence", "true").set("acks", "all");
         set_default(&mut client, "linger.ms", "5");

@@ -1136,9 +1136,15 @@ impl Correlate {
             let cluster = state.clusters.get_mut(&target).expect("target is live");
             Self::add_row(&self.config, cluster, &row_data, &tactics, &entities);
             let common_hosts = self.config.common_rule_hosts;
+            let common_window = self.config.common_window.millis();
             let rule_hosts = &state.rule_hosts;
+            // By event time, not by what the last sweep left: results must not
+            // depend on when watermarks arrive.
             cluster.rescore(&self.score, |rule| {
-                common_hosts > 0 && rule_hosts.get(&rule).is_some_and(|(_, hosts)| hosts.len() > common_hosts)
+                common_hosts > 0
+                    && rule_hosts.get(&rule).is_some_and(|(start, hosts)| {
+                        t < start.saturating_add(common_window) && hosts.len() > common_hosts
+                    })
             });
             let signal = cluster.signal_tactics;
             let warming_up =
@@ -1246,7 +1252,9 @@ impl Correlate {
                 clusters.contains_key(&id)
             });
         }
-        tenants.retain(|_, s| !s.clusters.is_empty() || !s.entities.is_empty());
+        // A tenant's state stays even when empty: its baseline warm-up must
+        // not restart because a sweep happened to find it idle (results would
+        // then depend on when watermarks arrive).
         self.tenants = tenants;
     }
 }

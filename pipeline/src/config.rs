@@ -83,8 +83,8 @@ impl Default for GeneratorSettings {
 #[serde(deny_unknown_fields, default)]
 pub struct TimeConfig {
     /// How far behind the newest event time a record may arrive and still be
-    /// on time. Later records are counted and written to the late output
-    /// (and still correlated while their cluster is alive).
+    /// on time (judged per input: per Kafka partition). Later records are
+    /// counted and written to the late output, not correlated.
     pub allowed_lateness: Duration,
     /// Watermarks advance in steps of this much event time. Coarser steps
     /// mean fewer, larger batches; results do not depend on it.
@@ -160,13 +160,19 @@ pub struct OutputConfig {
     /// Dead-lettered records with their reason and offset, as NDJSON. Created
     /// on the first dead letter.
     pub dead_letters: String,
-    /// Late records (beyond `time.allowed_lateness`), as NDJSON. Unset: only counted.
-    pub late: Option<String>,
+    /// Late records (beyond `time.allowed_lateness`), as NDJSON. Created on
+    /// the first late record.
+    pub late: String,
 }
 
 impl Default for OutputConfig {
     fn default() -> Self {
-        Self { format: Format::Human, cases: None, dead_letters: "sluice-dead-letters.ndjson".into(), late: None }
+        Self {
+            format: Format::Human,
+            cases: None,
+            dead_letters: "sluice-dead-letters.ndjson".into(),
+            late: "sluice-late.ndjson".into(),
+        }
     }
 }
 
@@ -294,6 +300,9 @@ impl Config {
         }
         if !(self.generator.rate.is_finite() && self.generator.rate > 0.0) {
             errors.push(format!("generator.rate = {} must be > 0", self.generator.rate));
+        }
+        if self.output.late.trim().is_empty() {
+            errors.push("output.late must name a file: late records are never discarded".into());
         }
         if self.output.dead_letters.trim().is_empty() {
             errors.push("output.dead_letters must name a file: dead letters are never discarded".into());

@@ -59,6 +59,28 @@ enum Command {
     /// Measure throughput (parse-only ceiling, decode, full pipeline), peak
     /// RSS and triage latency.
     Bench(bench::BenchArgs),
+    /// Load a Wazuh alerts file into a Kafka topic, keyed by tenant (for
+    /// replays, demos and tests).
+    Produce(ProduceArgs),
+}
+
+#[derive(Args, Debug)]
+struct ProduceArgs {
+    /// Kafka brokers (`bootstrap.servers`).
+    #[arg(long, value_name = "BROKERS")]
+    kafka: String,
+    /// Topic to write.
+    #[arg(long)]
+    topic: String,
+    /// Alerts file, one JSON alert per line.
+    #[arg(long, short)]
+    input: PathBuf,
+    /// Dotted JSON path of the tenant, used as the message key.
+    #[arg(long, default_value = "manager.name")]
+    tenant_field: String,
+    /// Partitions of the topic, if it has to be created.
+    #[arg(long, default_value_t = 4)]
+    partitions: i32,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -179,6 +201,7 @@ fn main() {
         Command::Eval(a) => cmd_eval(a),
         Command::Validate { config } => cmd_validate(&config),
         Command::Bench(a) => bench::cmd_bench(a),
+        Command::Produce(a) => cmd_produce(a),
     };
     if let Err(e) = result {
         eprintln!("error: {}", describe(&e));
@@ -289,7 +312,7 @@ fn cmd_run(a: RunArgs) -> Result<()> {
         config.output.dead_letters = d;
     }
     if let Some(l) = a.late {
-        config.output.late = Some(l);
+        config.output.late = l;
     }
     if let Some(s) = a.shards {
         config.runtime.shards = s;
@@ -328,8 +351,12 @@ fn cmd_run(a: RunArgs) -> Result<()> {
     } else {
         None
     };
-    // A run that may resume continues its output files instead of truncating them.
-    let append = checkpoint.as_ref().is_some_and(|c| !c.fresh);
+    // A run that resumes from a checkpoint continues its output files
+    // instead of truncating them.
+    let append = match &checkpoint {
+        Some(c) if !c.fresh => c.store.load_latest()?.is_some(),
+        _ => false,
+    };
     let mut kafka_sink = match config.input_kind() {
         InputKind::Kafka => Some(KafkaSink::new(&config.kafka)?),
         _ => None,
@@ -370,6 +397,7 @@ fn cmd_run(a: RunArgs) -> Result<()> {
         sink.confirm(Duration::from_secs(60)).context("confirming the last Kafka deliveries")?;
     }
     let dead_file = writer.dead_letter_file().map(str::to_string);
+    let late_file = writer.late_file().map(str::to_string);
     drop(writer);
     if config.output.format == Format::Json {
         eprint!("{}", human_summary(&summary));
@@ -378,6 +406,9 @@ fn cmd_run(a: RunArgs) -> Result<()> {
     }
     if let Some(path) = dead_file {
         eprintln!("{} dead-lettered record(s) written to {path}", summary.dead_lettered);
+    }
+    if let Some(path) = late_file {
+        eprintln!("{} late record(s) written to {path} (beyond time.allowed_lateness)", summary.late);
     }
     if let Some(path) = a.summary_json {
         std::fs::write(&path, serde_json::to_vec_pretty(&summary)?)
@@ -535,6 +566,22 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+fn cmd_produce(a: ProduceArgs) -> Result<()> {
+    let data = std::fs::read(&a.input).with_context(|| format!("reading {}", a.input.display()))?;
+    let config = sluice_connectors::kafka::KafkaConfig { brokers: a.kafka, ..Default::default() };
+    sluice_connectors::kafka::ensure_topics(&config, &[(&a.topic, a.partitions)])?;
+    let path: Vec<&str> = a.tenant_field.split('.').collect();
+    let tenant_of = |line: &[u8]| -> Option<String> {
+        let v: serde_json::Value = serde_json::from_slice(line).ok()?;
+        path.iter().try_fold(&v, |v, k| v.get(k))?.as_str().map(str::to_string)
+    };
+    let lines = data.split(|&b| b == b'\n').filter(|l| !l.iter().all(u8::is_ascii_whitespace));
+    let started = std::time::Instant::now();
+    let n = sluice_connectors::kafka::produce_lines(&config, &a.topic, lines, tenant_of)?;
+    eprintln!("produced {n} alerts to {} in {:.1}s", a.topic, started.elapsed().as_secs_f64());
     Ok(())
 }
 

@@ -114,6 +114,7 @@ pub struct EventWriter<W: Write> {
     cases: Option<NdjsonWriter>,
     dead_letters_path: String,
     dead_letters: Option<NdjsonWriter>,
+    late_path: String,
     late: Option<NdjsonWriter>,
     /// Print `close` reports too (final state of escalated clusters).
     pub show_final: bool,
@@ -138,7 +139,8 @@ impl<W: Write> EventWriter<W> {
             cases: config.cases.as_deref().map(open).transpose()?,
             dead_letters_path: config.dead_letters.clone(),
             dead_letters: None,
-            late: config.late.as_deref().map(open).transpose()?,
+            late_path: config.late.clone(),
+            late: None,
             show_final: false,
             append,
         })
@@ -171,9 +173,11 @@ impl<W: Write> EventWriter<W> {
                 w.flush()?;
             }
             Event::Late(late) => {
-                if let Some(w) = &mut self.late {
-                    w.write_line(&serde_json::to_string(&late).expect("serializable"))?;
+                if self.late.is_none() {
+                    self.late = Some(NdjsonWriter::open(Path::new(&self.late_path), self.append)?);
                 }
+                let w = self.late.as_mut().expect("opened above");
+                w.write_line(&serde_json::to_string(&late).expect("serializable"))?;
             }
             Event::Checkpoint(_) => {
                 for w in [&mut self.cases, &mut self.dead_letters, &mut self.late].into_iter().flatten() {
@@ -196,5 +200,10 @@ impl<W: Write> EventWriter<W> {
     /// Where dead letters went, if any were written.
     pub fn dead_letter_file(&self) -> Option<&str> {
         self.dead_letters.as_ref().map(NdjsonWriter::path)
+    }
+
+    /// Where late records went, if any were written.
+    pub fn late_file(&self) -> Option<&str> {
+        self.late.as_ref().map(NdjsonWriter::path)
     }
 }

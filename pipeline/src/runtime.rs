@@ -263,6 +263,8 @@ pub fn run(
     let (decoded_tx, decoded_rx) = bounded::<DecodedChunk>(cap * 2);
     let (event_tx, event_rx) = bounded::<Message>(cap * 1024);
     let (commit_tx, commit_rx) = bounded::<String>(16);
+    // Dropped when a checkpoint fails, so the source stops waiting for a commit.
+    let mut commit_tx = Some(commit_tx);
     let read_counter = Arc::new(AtomicU64::new(0));
     // Whether shards close their windows at the end (see ShardMsg::End).
     let flush_at_end = Arc::new(AtomicBool::new(true));
@@ -435,13 +437,14 @@ pub fn run(
                     Ok(place) => {
                         checkpoints += 1;
                         tracing::debug!(id = checkpoint.id, %place, "checkpoint written");
-                        if let Some(position) = checkpoint.position {
-                            let _ = commit_tx.try_send(position);
+                        if let (Some(position), Some(tx)) = (checkpoint.position, &commit_tx) {
+                            let _ = tx.try_send(position);
                         }
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "checkpoint failed; stopping (the last good checkpoint stays)");
                         checkpoint_error = Some(e);
+                        commit_tx = None;
                         stop.stop();
                     }
                 }
@@ -783,9 +786,12 @@ impl Router {
         let mut rows: Vec<Vec<u32>> = vec![Vec::new(); self.shards.len()];
         for row in 0..batch.num_rows() {
             let t = cols.event_time.value(row);
-            if self.watermark.is_late(t) {
+            if self.watermark.is_late(input, t) {
+                // Late records are reported and counted, and kept out of the
+                // operators: whether their window is still open would depend
+                // on how partitions interleave, and results must not.
                 self.late += 1;
-                let wm = self.watermark.current().unwrap_or(EventTime::MIN);
+                let wm = self.watermark.input_watermark(input).unwrap_or(EventTime::MIN);
                 let late = LateRecord {
                     tenant: cols.tenant(row).to_string(),
                     alert_id: cols.alert_id.value(row).to_string(),
@@ -794,6 +800,7 @@ impl Router {
                     record: String::from_utf8_lossy(cols.raw.value(row)).into_owned(),
                 };
                 self.events.send(Message::Event(Event::Late(late))).map_err(|_| ())?;
+                continue;
             }
             let key = cols.tenant_key(row);
             let shard = match shard_of_key.get(&key) {

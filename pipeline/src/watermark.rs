@@ -30,9 +30,23 @@ impl WatermarkTracker {
         self.current
     }
 
-    /// Whether a record of this event time is late.
-    pub fn is_late(&self, t: EventTime) -> bool {
-        self.current.is_some_and(|wm| t < wm)
+    /// Whether a record of this event time is late on its input: older than
+    /// that input's own watermark (its newest event time minus the allowed
+    /// lateness, on the grid). Judged per input, lateness depends only on the
+    /// order within the input, never on how inputs interleave, so it is the
+    /// same in every run over the same partitions. A record on time on its
+    /// input is never older than the overall watermark, which is the lowest.
+    pub fn is_late(&self, input: usize, t: EventTime) -> bool {
+        self.inputs.get(input).copied().flatten().filter(|&m| m != i64::MIN).is_some_and(|m| t < self.step(m))
+    }
+
+    /// An input's own watermark (see [`WatermarkTracker::is_late`]).
+    pub fn input_watermark(&self, input: usize) -> Option<EventTime> {
+        self.inputs.get(input).copied().flatten().filter(|&m| m != i64::MIN).map(|m| self.step(m))
+    }
+
+    fn step(&self, max: EventTime) -> EventTime {
+        max.saturating_sub(self.lateness).div_euclid(self.interval) * self.interval
     }
 
     /// Observes a record; returns the new watermark if it stepped forward.
@@ -70,8 +84,7 @@ impl WatermarkTracker {
         if low == i64::MIN {
             return None; // an open input has no data yet
         }
-        let raw = low.saturating_sub(self.lateness);
-        let stepped = raw.div_euclid(self.interval) * self.interval;
+        let stepped = self.step(low);
         if self.current.is_none_or(|c| stepped > c) {
             self.current = Some(stepped);
             Some(stepped)
@@ -92,8 +105,8 @@ mod tests {
         assert_eq!(w.observe(0, 105_000), None); // 75_000 rounds to 70_000
         assert_eq!(w.observe(0, 90_000), None); // older record: no change
         assert_eq!(w.observe(0, 111_000), Some(80_000));
-        assert!(w.is_late(79_999));
-        assert!(!w.is_late(80_000));
+        assert!(w.is_late(0, 79_999));
+        assert!(!w.is_late(0, 80_000));
     }
 
     #[test]
@@ -113,6 +126,8 @@ mod tests {
         w.open(3);
         assert_eq!(w.observe(0, 500), None, "input 3 has no data yet");
         assert_eq!(w.observe(3, 400), Some(400));
+        // Lateness is per input: input 0 is far ahead, input 3 is not.
+        assert!(w.is_late(0, 450) && !w.is_late(3, 450));
         w.open(5);
         assert_eq!(w.observe(3, 600), None);
         assert_eq!(w.retire(5), Some(500));

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 fn sluice() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_sluice"));
-    c.env("SLUICE_LOG", "warn");
+    // Default outputs (dead letters, late records) land outside the repository.
+    c.env("SLUICE_LOG", "warn").current_dir(std::env::temp_dir());
     c
 }
 

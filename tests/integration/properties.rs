@@ -69,8 +69,8 @@ proptest! {
         prop_assert_eq!(s.dead_lettered, garbage);
         prop_assert_eq!(out.dead_letters, garbage);
         let passed: u64 = s.tenants.values().map(|m| m.get("dedup.passed").copied().unwrap_or(0)).sum();
-        prop_assert_eq!(s.decoded, passed + s.deduplicated);
-        prop_assert_eq!(s.decoded, s.clustered + s.unclustered);
+        prop_assert_eq!(s.decoded, passed + s.deduplicated + s.late);
+        prop_assert_eq!(s.decoded, s.clustered + s.unclustered + s.late);
         // Every cluster created ends merged into another or closed with a decision.
         prop_assert_eq!(s.clusters, s.merged + s.closed_escalate + s.closed_review + s.closed_suppress);
         prop_assert_eq!(out.finals.len() as u64, s.clusters - s.merged);

@@ -308,3 +308,108 @@ fn kill_dash_nine_at_random_points_loses_nothing_and_never_changes_a_key() {
     let (_, finals) = read_cases(&dir.path().join("kafka-cases.ndjson"));
     assert_same(&finals, &want_finals, "final clusters");
 }
+
+/// Every message of a topic with its headers, read to the end of all
+/// `partitions` partitions.
+fn consume_all(broker: &Broker, topic: &str, partitions: usize) -> Vec<(BTreeMap<String, String>, Vec<u8>)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.addr)
+        .set("group.id", format!("read-{topic}-{}", std::process::id()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "true")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let mut out = Vec::new();
+    let mut at_end = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while at_end.len() < partitions {
+        assert!(Instant::now() < deadline, "{topic} not read to its end within 60 s");
+        match consumer.poll(Duration::from_millis(200)) {
+            None => {}
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                at_end.insert(p);
+            }
+            Some(Err(e)) => panic!("consuming {topic}: {e}"),
+            Some(Ok(m)) => {
+                at_end.remove(&m.partition());
+                let headers = m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                out.push((headers, m.payload().unwrap_or_default().to_vec()));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn tenant_from_the_topic_name_and_bad_messages_to_the_dead_letter_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(broker) = Broker::start(dir.path()) else { return };
+    let input = dir.path().join("alerts.json");
+    ok(sluice().args(["generate", "--tenants", "2", "--alerts", "4000", "--seed", "3", "-o"]).arg(&input));
+    // One topic per tenant; every record claims the same manager, so only
+    // the topic can tell the tenants apart.
+    let mut per_tenant: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    for line in std::fs::read_to_string(&input).unwrap().lines() {
+        let mut v: Value = serde_json::from_str(line).unwrap();
+        let tenant = v["manager"]["name"].as_str().unwrap().to_string();
+        v["manager"]["name"] = "mssp-manager".into();
+        let buf = per_tenant.entry(tenant).or_default();
+        buf.extend_from_slice(v.to_string().as_bytes());
+        buf.push(b'\n');
+    }
+    assert_eq!(per_tenant.len(), 2);
+    let tenants: Vec<String> = per_tenant.keys().cloned().collect();
+    per_tenant.get_mut(&tenants[0]).unwrap().extend_from_slice(b"this is not json\n");
+    for (tenant, data) in &per_tenant {
+        let file = dir.path().join(format!("{tenant}.json"));
+        std::fs::write(&file, data).unwrap();
+        let topic = format!("wazuh-alerts-{tenant}");
+        ok(sluice().args(["produce", "--kafka", &broker.addr, "--topic", &topic, "--partitions", "2", "-i"]).arg(&file));
+    }
+    std::fs::write(
+        dir.path().join("topic.toml"),
+        "[kafka]\ntopics = [\"^wazuh-alerts-.*\"]\ntenant_from = \"topic\"\nidle_timeout = \"1s\"\n",
+    )
+    .unwrap();
+    let cases = dir.path().join("cases.ndjson");
+    let dead = dir.path().join("dead.ndjson");
+    let summary = dir.path().join("summary.json");
+    ok(sluice()
+        .args(["run", "--format", "quiet", "--kafka", &broker.addr, "--group", "by-topic", "--exit-when-caught-up"])
+        .arg("--config")
+        .arg(dir.path().join("topic.toml"))
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .arg("--output")
+        .arg(&cases)
+        .arg("--dead-letters")
+        .arg(&dead)
+        .arg("--summary-json")
+        .arg(&summary));
+    let s: Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+    assert_eq!(s["alerts_read"], 4001);
+    assert_eq!(s["dead_lettered"], 1);
+    let seen: std::collections::BTreeSet<String> = s["tenants"].as_object().unwrap().keys().cloned().collect();
+    assert_eq!(seen.into_iter().collect::<Vec<_>>(), tenants, "tenants come from the topic names");
+    let (handoffs, _) = read_cases(&cases);
+    assert!(handoffs.values().all(|c| tenants.contains(&c["tenant"].as_str().unwrap().to_string())));
+    // The bad message, on the dead-letter topic with where it came from.
+    let letters = consume_all(&broker, "sluice.dead-letters", 3);
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    let (headers, payload) = &letters[0];
+    assert_eq!(payload, b"this is not json");
+    assert_eq!(headers["reason_code"], "not_json");
+    assert_eq!(headers["source_topic"], format!("wazuh-alerts-{}", tenants[0]));
+    assert!(headers["source_partition"].parse::<i32>().is_ok(), "{headers:?}");
+    assert!(headers["source_offset"].parse::<u64>().is_ok(), "{headers:?}");
+    let file_letter: Value = serde_json::from_str(std::fs::read_to_string(&dead).unwrap().trim()).unwrap();
+    assert_eq!(file_letter["offset"].to_string(), headers["source_offset"], "the Kafka offset, in both places");
+}

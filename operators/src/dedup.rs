@@ -280,27 +280,19 @@ impl Operator for Dedup {
     }
 
     fn snapshot(&self) -> Result<Vec<u8>> {
-        type TenantSnapshot<'a> = (&'a Arc<str>, Vec<(u64, Entry)>, &'a VecDeque<(u64, EventTime)>);
-        let mut tenants: Vec<TenantSnapshot<'_>> = self
-            .tenants
-            .iter()
-            .map(|(k, s)| {
-                let mut entries: Vec<(u64, Entry)> = s.entries.iter().map(|(fp, e)| (*fp, *e)).collect();
-                entries.sort_by_key(|(fp, _)| *fp);
-                (k, entries, &s.order)
-            })
-            .collect();
+        // The map is written as it is (no copy, no sort): a checkpoint pauses
+        // the shard while it is taken.
+        type TenantSnapshot<'a> = (&'a Arc<str>, &'a FastMap<u64, Entry>, &'a VecDeque<(u64, EventTime)>);
+        let mut tenants: Vec<TenantSnapshot<'_>> =
+            self.tenants.iter().map(|(k, s)| (k, &s.entries, &s.order)).collect();
         tenants.sort_by(|a, b| a.0.cmp(b.0));
         crate::snapshot::encode(NAME, SNAPSHOT_VERSION, &tenants)
     }
 
     fn restore(&mut self, state: &[u8]) -> Result<()> {
-        type Snap = Vec<(Arc<str>, Vec<(u64, Entry)>, VecDeque<(u64, EventTime)>)>;
+        type Snap = Vec<(Arc<str>, FastMap<u64, Entry>, VecDeque<(u64, EventTime)>)>;
         let tenants: Snap = crate::snapshot::decode(NAME, SNAPSHOT_VERSION, state)?;
-        self.tenants = tenants
-            .into_iter()
-            .map(|(k, entries, order)| (k, TenantState { entries: entries.into_iter().collect(), order }))
-            .collect();
+        self.tenants = tenants.into_iter().map(|(k, entries, order)| (k, TenantState { entries, order })).collect();
         Ok(())
     }
 }

@@ -13,7 +13,8 @@ use sluice_connectors::source::{Source, SourceError, StopFlag};
 use sluice_operators::decode::{Decoder, RawChunk};
 use sluice_pipeline::config::{Config, Format};
 use sluice_pipeline::runtime::LatencySummary;
-use sluice_pipeline::{RunOptions, run};
+use sluice_pipeline::checkpoint::DirStore;
+use sluice_pipeline::{CheckpointOptions, RunOptions, run};
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -63,6 +64,9 @@ struct BenchReport {
     offered_rate: f64,
     achieved_rate: f64,
     triage_latency_us: LatencySummary,
+    /// The latency run again, checkpointing every second.
+    triage_latency_checkpointing_us: LatencySummary,
+    checkpoints: u64,
 }
 
 fn peak_rss_mib() -> f64 {
@@ -145,6 +149,21 @@ pub fn cmd_bench(a: BenchArgs) -> Result<()> {
     let paced = Paced { inner, rate: a.offered_rate, sent: 0, limit, start: None };
     let latency = run(&config, Box::new(paced), &RunOptions::default(), &stop, |_| Ok(()))?;
 
+    // 5. The same, checkpointing every second: does a checkpoint stall triage?
+    let stop = StopFlag::new();
+    let inner = FileSource::open(&path_str, FileOptions { block: 64 << 10, ..FileOptions::default() }, stop.clone())?;
+    let paced = Paced { inner, rate: a.offered_rate, sent: 0, limit, start: None };
+    let state = tempfile::tempdir()?;
+    let options = RunOptions {
+        checkpoint: Some(CheckpointOptions {
+            store: std::sync::Arc::new(DirStore::new(state.path(), 2)?),
+            interval: Duration::from_secs(1),
+            fresh: true,
+        }),
+        ..RunOptions::default()
+    };
+    let checkpointed = run(&config, Box::new(paced), &options, &stop, |_| Ok(()))?;
+
     let mb = bytes as f64 / (1024.0 * 1024.0);
     let stage = |name, secs: f64| Stage {
         name,
@@ -168,6 +187,8 @@ pub fn cmd_bench(a: BenchArgs) -> Result<()> {
         offered_rate: a.offered_rate,
         achieved_rate: latency.alerts_per_sec,
         triage_latency_us: latency.triage_latency_us,
+        triage_latency_checkpointing_us: checkpointed.triage_latency_us,
+        checkpoints: checkpointed.checkpoints,
     };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -191,6 +212,15 @@ pub fn cmd_bench(a: BenchArgs) -> Result<()> {
             l.p999 as f64 / 1e3,
             l.max as f64 / 1e3,
             l.count
+        );
+        let c = &report.triage_latency_checkpointing_us;
+        println!(
+            "  the same with a checkpoint every second ({} taken): p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
+            report.checkpoints,
+            c.p50 as f64 / 1e3,
+            c.p99 as f64 / 1e3,
+            c.p999 as f64 / 1e3,
+            c.max as f64 / 1e3
         );
     }
     Ok(())

@@ -33,6 +33,9 @@ const HEADER: usize = 8 + 4 + 8 + 8;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OperatorState {
     pub operator: String,
+    /// As one byte string (not a sequence of numbers): large states encode
+    /// and decode at memory speed.
+    #[serde(with = "serde_bytes")]
     pub state: Vec<u8>,
 }
 

@@ -19,6 +19,8 @@ use sluice_pipeline::runtime::Event;
 use sluice_pipeline::{CheckpointOptions, RunOptions, eval, run};
 
 mod bench;
+mod bench_checkpoint;
+mod bench_kafka;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -62,6 +64,11 @@ enum Command {
     /// Load a Wazuh alerts file into a Kafka topic, keyed by tenant (for
     /// replays, demos and tests).
     Produce(ProduceArgs),
+    /// Measure the Kafka path (source → pipeline → sink) against a bare
+    /// consumer on the same topic.
+    BenchKafka(bench_kafka::BenchKafkaArgs),
+    /// Measure what a checkpoint costs with a large live state.
+    BenchCheckpoint(bench_checkpoint::BenchCheckpointArgs),
 }
 
 #[derive(Args, Debug)]
@@ -202,6 +209,8 @@ fn main() {
         Command::Validate { config } => cmd_validate(&config),
         Command::Bench(a) => bench::cmd_bench(a),
         Command::Produce(a) => cmd_produce(a),
+        Command::BenchKafka(a) => bench_kafka::cmd_bench_kafka(a),
+        Command::BenchCheckpoint(a) => bench_checkpoint::cmd_bench_checkpoint(a),
     };
     if let Err(e) = result {
         eprintln!("error: {}", describe(&e));

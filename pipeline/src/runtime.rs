@@ -104,6 +104,9 @@ pub struct Summary {
     /// Alerts read per escalated cluster.
     pub reduction: f64,
     pub elapsed_secs: f64,
+    /// From the start to the arrival of the last record (an unbounded source
+    /// that ends when caught up spends the rest noticing the end).
+    pub reading_secs: f64,
     pub alerts_per_sec: f64,
     pub triage_latency_us: LatencySummary,
     /// Per-tenant counters: tenant → metric → value.
@@ -398,7 +401,14 @@ pub fn run(
     let router_handle = thread::Builder::new()
         .name("sluice-router".into())
         .spawn(move || {
-            let mut router = Router { shards: shard_txs, events: router_events, watermark, late: 0, read: router_read };
+            let mut router = Router {
+                shards: shard_txs,
+                events: router_events,
+                watermark,
+                late: 0,
+                read: router_read,
+                last_read: started,
+            };
             router.run(decoded_rx, &flush_at_end)
         })
         .expect("spawn router thread");
@@ -484,7 +494,7 @@ pub fn run(
         decode_stats.decoded += s.decoded;
         decode_stats.dead_lettered += s.dead_lettered;
     }
-    let late = router_handle.join().map_err(|_| RunError::Panic("router"))?;
+    let (late, last_read) = router_handle.join().map_err(|_| RunError::Panic("router"))?;
     let mut counters = Counters::default();
     for h in shard_handles {
         counters.merge(&h.join().map_err(|_| RunError::Panic("shard"))??);
@@ -527,6 +537,7 @@ pub fn run(
             decode_stats.read as f64 / escalations as f64
         },
         elapsed_secs: elapsed,
+        reading_secs: last_read.duration_since(started).as_secs_f64(),
         alerts_per_sec: decode_stats.read as f64 / elapsed.max(1e-9),
         triage_latency_us: LatencySummary::from_histogram(&latency),
         tenants,
@@ -718,11 +729,14 @@ struct Router {
     watermark: WatermarkTracker,
     late: u64,
     read: Arc<AtomicU64>,
+    /// When the last record arrived.
+    last_read: Instant,
 }
 
 impl Router {
     /// Returns the number of late records.
-    fn run(&mut self, rx: Receiver<DecodedChunk>, flush_at_end: &AtomicBool) -> u64 {
+    /// Returns the number of late records and when the last record arrived.
+    fn run(&mut self, rx: Receiver<DecodedChunk>, flush_at_end: &AtomicBool) -> (u64, Instant) {
         let mut pending: BTreeMap<u64, DecodedChunk> = BTreeMap::new();
         let mut next = 0u64;
         'outer: for chunk in rx {
@@ -738,7 +752,7 @@ impl Router {
         for tx in &self.shards {
             let _ = tx.send(ShardMsg::End { flush });
         }
-        self.late
+        (self.late, self.last_read)
     }
 
     fn handle(&mut self, chunk: DecodedChunk) -> Result<(), ()> {
@@ -756,6 +770,9 @@ impl Router {
             }
             Some(Item::Chunk(_)) => unreachable!("decoders decode chunks"),
             None => {}
+        }
+        if !chunk.dead_letters.is_empty() || !chunk.batches.is_empty() {
+            self.last_read = Instant::now();
         }
         for dl in chunk.dead_letters {
             self.read.fetch_add(1, Ordering::Relaxed);

@@ -383,6 +383,15 @@ impl TenantState {
         }
         self.clusters.contains_key(&id).then_some(id)
     }
+
+    /// The live cluster `id` resolves to, if it is still open at event time
+    /// `t`. Judged by the cluster's own retention, not by whether a sweep has
+    /// closed it yet: results must not depend on when watermarks arrive (a
+    /// sweep closes exactly the clusters retained until before the watermark,
+    /// and a record on time is never older than the watermark).
+    fn resolve_open(&mut self, id: u64, t: EventTime) -> Option<u64> {
+        self.resolve(id).filter(|id| self.clusters[id].retain_until >= t)
+    }
 }
 
 /// One entity of a row: kind, value, stable hash of the value.
@@ -955,7 +964,7 @@ impl Correlate {
 
             if duplicate {
                 let cluster = state.by_fingerprint.get(&fingerprint).map(|&(id, _)| id);
-                match cluster.and_then(|id| state.resolve(id)) {
+                match cluster.and_then(|id| state.resolve_open(id, t)) {
                     Some(id) => {
                         let cl = state.clusters.get_mut(&id).expect("resolved");
                         cl.duplicates += 1;
@@ -1001,7 +1010,7 @@ impl Correlate {
                     let live = t <= s.last.saturating_add(window) && t >= s.first.saturating_sub(window);
                     if live && !s.hub {
                         let id = s.cluster;
-                        if let Some(id) = state.resolve(id)
+                        if let Some(id) = state.resolve_open(id, t)
                             && !candidates.contains(&id)
                         {
                             candidates.push(id);

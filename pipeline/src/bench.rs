@@ -11,9 +11,9 @@ use sluice_connectors::file::{FileOptions, FileSource};
 use sluice_connectors::generator::{GeneratorConfig, write_stream};
 use sluice_connectors::source::{Source, SourceError, StopFlag};
 use sluice_operators::decode::{Decoder, RawChunk};
+use sluice_pipeline::checkpoint::DirStore;
 use sluice_pipeline::config::{Config, Format};
 use sluice_pipeline::runtime::LatencySummary;
-use sluice_pipeline::checkpoint::DirStore;
 use sluice_pipeline::{CheckpointOptions, RunOptions, run};
 
 #[derive(Args, Debug)]

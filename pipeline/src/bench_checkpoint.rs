@@ -74,14 +74,22 @@ pub fn cmd_bench_checkpoint(a: BenchCheckpointArgs) -> Result<()> {
     }
     let dedup_entries = ctx.counters.total("dedup", "passed");
     let open_clusters = ctx.counters.total("correlate", "clusters_created");
-    eprintln!("built {dedup_entries} dedup entries and {open_clusters} clusters in {:.1}s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "built {dedup_entries} dedup entries and {open_clusters} clusters in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
 
     let t0 = Instant::now();
     let mut operators = Vec::new();
     for op in chain.operators() {
         let t = Instant::now();
         let state = op.snapshot()?;
-        eprintln!("  {}: {:.1} MB in {:.0} ms", op.name(), state.len() as f64 / 1e6, t.elapsed().as_secs_f64() * 1000.0);
+        eprintln!(
+            "  {}: {:.1} MB in {:.0} ms",
+            op.name(),
+            state.len() as f64 / 1e6,
+            t.elapsed().as_secs_f64() * 1000.0
+        );
         operators.push(OperatorState { operator: op.name().to_string(), state });
     }
     let snapshot = t0.elapsed();

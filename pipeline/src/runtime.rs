@@ -266,8 +266,6 @@ pub fn run(
     let (decoded_tx, decoded_rx) = bounded::<DecodedChunk>(cap * 2);
     let (event_tx, event_rx) = bounded::<Message>(cap * 1024);
     let (commit_tx, commit_rx) = bounded::<String>(16);
-    // Dropped when a checkpoint fails, so the source stops waiting for a commit.
-    let mut commit_tx = Some(commit_tx);
     let read_counter = Arc::new(AtomicU64::new(0));
     // Whether shards close their windows at the end (see ShardMsg::End).
     let flush_at_end = Arc::new(AtomicBool::new(true));
@@ -304,16 +302,18 @@ pub fn run(
                 // When stopping, one last call hands over what the source holds.
                 let chunk = source.next_chunk().map_err(failed)?;
                 let ended = chunk.is_none();
+                // Input changes first: a newly assigned partition must hold the
+                // watermark back before another partition's records move it.
+                for change in source.input_changes() {
+                    if !send(Item::Input(change)) {
+                        return Ok(());
+                    }
+                }
                 if let Some(chunk) = chunk
                     && !chunk.lines.is_empty()
                     && !send(Item::Chunk(chunk))
                 {
                     return Ok(());
-                }
-                for change in source.input_changes() {
-                    if !send(Item::Input(change)) {
-                        return Ok(());
-                    }
                 }
                 let last = ended || stopping;
                 if let Some(every) = interval
@@ -414,14 +414,45 @@ pub fn run(
         .expect("spawn router thread");
     drop(event_tx);
 
+    // The checkpoint writer: encodes, writes and syncs off the caller's
+    // thread (events keep flowing meanwhile), then lets the source commit.
+    // On failure it stops the run and drops `commit_tx`, so the source no
+    // longer waits for a commit.
+    let (write_tx, write_rx) = bounded::<Checkpoint>(1);
+    let writer = options.checkpoint.as_ref().map(|c| {
+        let store = c.store.clone();
+        let stop = stop.clone();
+        thread::Builder::new()
+            .name("sluice-checkpoint".into())
+            .spawn(move || -> (u64, Option<CheckpointError>) {
+                let mut written = 0;
+                for checkpoint in write_rx {
+                    match store.save(&checkpoint) {
+                        Ok(place) => {
+                            written += 1;
+                            tracing::debug!(id = checkpoint.id, %place, "checkpoint written");
+                            if let Some(position) = checkpoint.position {
+                                let _ = commit_tx.try_send(position);
+                            }
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "checkpoint failed; stopping (the last good checkpoint stays)");
+                            stop.stop();
+                            return (written, Some(e));
+                        }
+                    }
+                }
+                (written, None)
+            })
+            .expect("spawn checkpoint thread")
+    });
+
     // The caller's side: events until every producer is done.
     let mut latency = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds");
     let mut escalations = 0u64;
     let mut updates = 0u64;
     let mut output_error = None;
-    let mut checkpoint_error = None;
     let mut assembler = Assembler { shards, source: source_name, pending: BTreeMap::new() };
-    let mut checkpoints = 0u64;
     let mut last_progress = Instant::now();
     loop {
         let message = match event_rx.recv_timeout(Duration::from_millis(500)) {
@@ -436,25 +467,18 @@ pub fn run(
             Assembled::Event(e) => e,
             Assembled::Incomplete => continue,
             Assembled::Checkpoint(checkpoint) => {
-                if output_error.is_some() || checkpoint_error.is_some() {
+                if output_error.is_some() {
                     continue; // never checkpoint past output that failed
                 }
-                let store = &options.checkpoint.as_ref().expect("barriers only with checkpoints").store;
-                let written = on_event(Event::Checkpoint(checkpoint.id))
-                    .map_err(RunError::Output)
-                    .and_then(|()| store.save(&checkpoint).map_err(RunError::Checkpoint));
-                match written {
-                    Ok(place) => {
-                        checkpoints += 1;
-                        tracing::debug!(id = checkpoint.id, %place, "checkpoint written");
-                        if let (Some(position), Some(tx)) = (checkpoint.position, &commit_tx) {
-                            let _ = tx.try_send(position);
-                        }
+                // Everything handed over before the barrier is made durable
+                // first; only then may the checkpoint (and the commit) exist.
+                match on_event(Event::Checkpoint(checkpoint.id)) {
+                    Ok(()) => {
+                        let _ = write_tx.send(checkpoint);
                     }
                     Err(e) => {
-                        tracing::error!(error = %e, "checkpoint failed; stopping (the last good checkpoint stays)");
-                        checkpoint_error = Some(e);
-                        commit_tx = None;
+                        tracing::error!(error = %e, "output failed before a checkpoint; stopping");
+                        output_error = Some(e);
                         stop.stop();
                     }
                 }
@@ -485,7 +509,11 @@ pub fn run(
         progress(options, &mut last_progress, &read_counter, started, escalations);
     }
 
-    drop(commit_tx);
+    drop(write_tx);
+    let (checkpoints, checkpoint_error) = match writer {
+        Some(h) => h.join().map_err(|_| RunError::Panic("checkpoint"))?,
+        None => (0, None),
+    };
     let source_result = source_handle.join().map_err(|_| RunError::Panic("source"))?;
     let mut decode_stats = DecodeStats::default();
     for h in decoder_handles {
@@ -504,7 +532,7 @@ pub fn run(
         return Err(RunError::Output(e));
     }
     if let Some(e) = checkpoint_error {
-        return Err(e);
+        return Err(RunError::Checkpoint(e));
     }
 
     let elapsed = started.elapsed().as_secs_f64();

@@ -30,14 +30,20 @@ impl WatermarkTracker {
         self.current
     }
 
-    /// Whether a record of this event time is late on its input: older than
-    /// that input's own watermark (its newest event time minus the allowed
-    /// lateness, on the grid). Judged per input, lateness depends only on the
-    /// order within the input, never on how inputs interleave, so it is the
-    /// same in every run over the same partitions. A record on time on its
-    /// input is never older than the overall watermark, which is the lowest.
+    /// Whether a record of this event time is late: older than its input's
+    /// own watermark (that input's newest event time minus the allowed
+    /// lateness, on the grid), or older than the overall watermark.
+    ///
+    /// Judged per input, lateness depends only on the order within the
+    /// input, never on how inputs interleave, so it is the same in every run
+    /// over the same partitions: a record on time on its input is never
+    /// older than the overall watermark, which is the lowest, as long as no
+    /// input was retired as idle. An input that comes back from idleness
+    /// with old records is the one case that depends on timing; those records
+    /// are late rather than reopening windows that already closed.
     pub fn is_late(&self, input: usize, t: EventTime) -> bool {
-        self.inputs.get(input).copied().flatten().filter(|&m| m != i64::MIN).is_some_and(|m| t < self.step(m))
+        let own = self.input_watermark(input).is_some_and(|wm| t < wm);
+        own || self.current.is_some_and(|wm| t < wm)
     }
 
     /// An input's own watermark (see [`WatermarkTracker::is_late`]).

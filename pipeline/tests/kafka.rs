@@ -102,7 +102,7 @@ fn setup(dir: &Path, broker: &Broker, alerts: u64) -> PathBuf {
         dir.join("kafka.toml"),
         // A killed member leaves the group only when its session times out;
         // a short session lets the restarted instance rejoin quickly.
-        "[kafka]\nidle_timeout = \"1s\"\n[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\
+        "[kafka]\nidle_timeout = \"5s\"\n[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\
          \"heartbeat.interval.ms\" = \"1000\"\n[checkpoint]\ninterval = \"300ms\"\n[runtime]\nshards = 2\n",
     )
     .unwrap();
@@ -337,7 +337,9 @@ fn consume_all(broker: &Broker, topic: &str, partitions: usize) -> Vec<(BTreeMap
                     .headers()
                     .map(|h| {
                         h.iter()
-                            .map(|h| (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned()))
+                            .map(|h| {
+                                (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned())
+                            })
                             .collect()
                     })
                     .unwrap_or_default();
@@ -372,7 +374,9 @@ fn tenant_from_the_topic_name_and_bad_messages_to_the_dead_letter_topic() {
         let file = dir.path().join(format!("{tenant}.json"));
         std::fs::write(&file, data).unwrap();
         let topic = format!("wazuh-alerts-{tenant}");
-        ok(sluice().args(["produce", "--kafka", &broker.addr, "--topic", &topic, "--partitions", "2", "-i"]).arg(&file));
+        ok(sluice()
+            .args(["produce", "--kafka", &broker.addr, "--topic", &topic, "--partitions", "2", "-i"])
+            .arg(&file));
     }
     std::fs::write(
         dir.path().join("topic.toml"),

@@ -323,6 +323,18 @@ mod tests {
     }
 
     #[test]
+    fn the_kafka_example_is_valid_and_keeps_its_secret_in_the_environment() {
+        let text = include_str!("../../deploy/sluice.kafka.toml");
+        let c = Config::parse(text, "sluice.kafka.toml").unwrap();
+        assert_eq!(c.input_kind(), InputKind::Kafka);
+        assert!(c.checkpoints_enabled());
+        assert_eq!(c.kafka.properties["sasl.password"], "${SLUICE_KAFKA_PASSWORD}");
+        let literal = text.replace("${SLUICE_KAFKA_PASSWORD}", "hunter2");
+        let err = Config::parse(&literal, "c.toml").unwrap_err().to_string();
+        assert!(err.contains("sasl.password") && !err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
     fn unknown_keys_are_rejected_by_name() {
         let err = Config::parse("[dedup]\nwindw = \"5m\"\n", "c.toml").unwrap_err().to_string();
         assert!(err.contains("windw"), "{err}");

@@ -417,3 +417,53 @@ fn tenant_from_the_topic_name_and_bad_messages_to_the_dead_letter_topic() {
     let file_letter: Value = serde_json::from_str(std::fs::read_to_string(&dead).unwrap().trim()).unwrap();
     assert_eq!(file_letter["offset"].to_string(), headers["source_offset"], "the Kafka offset, in both places");
 }
+
+#[test]
+fn tenant_from_a_message_header_and_never_a_default() {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let dir = tempfile::tempdir().unwrap();
+    let Some(broker) = Broker::start(dir.path()) else { return };
+    let sample = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/wazuh-sample-alert-5712.ndjson"),
+    )
+    .unwrap();
+    let alert = sample.trim();
+    // `produce` of an empty file creates the topic; the messages below carry headers.
+    let empty = dir.path().join("empty.json");
+    std::fs::write(&empty, "").unwrap();
+    ok(sluice()
+        .args(["produce", "--kafka", &broker.addr, "--topic", "by-header", "--partitions", "1", "-i"])
+        .arg(&empty));
+    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &broker.addr).create().unwrap();
+    for tenant in ["acme", "globex", ""] {
+        let mut record = BaseRecord::<(), str>::to("by-header").payload(alert);
+        if !tenant.is_empty() {
+            record = record.headers(OwnedHeaders::new().insert(Header { key: "tenant", value: Some(tenant) }));
+        }
+        producer.send(record).map_err(|(e, _)| e).unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    std::fs::write(dir.path().join("h.toml"), "[kafka]\ntenant_from = \"header\"\nidle_timeout = \"1s\"\n").unwrap();
+    let dead = dir.path().join("dead.ndjson");
+    let summary = dir.path().join("summary.json");
+    ok(sluice()
+        .args(["run", "--format", "quiet", "--kafka", &broker.addr, "--topic", "by-header", "--group", "h"])
+        .args(["--exit-when-caught-up", "--config"])
+        .arg(dir.path().join("h.toml"))
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .arg("--dead-letters")
+        .arg(&dead)
+        .arg("--summary-json")
+        .arg(&summary));
+    let s: Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+    assert_eq!(s["alerts_read"], 3);
+    assert_eq!(s["decoded"], 2);
+    let tenants: Vec<&String> = s["tenants"].as_object().unwrap().keys().collect();
+    assert_eq!(tenants, ["acme", "globex"], "the header, not the record's manager.name");
+    let letter: Value = serde_json::from_str(std::fs::read_to_string(&dead).unwrap().trim()).unwrap();
+    assert_eq!(letter["code"], "no_tenant");
+    assert!(letter["reason"].as_str().unwrap().contains("header"), "{letter}");
+    assert_eq!(letter["source"], "by-header/0");
+}

@@ -204,6 +204,131 @@ impl CheckpointStore for DirStore {
     }
 }
 
+/// Checkpoints as rows of a PostgreSQL table (through sqlx), keyed by
+/// instance, so instances can share one database. Written in one
+/// transaction with the pruning of older rows: a checkpoint row is either
+/// complete or absent.
+pub struct PgStore {
+    runtime: tokio::runtime::Runtime,
+    pool: sqlx::PgPool,
+    instance: String,
+    keep: i64,
+    /// Where, for people: the host and database, never the password.
+    place: String,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore").field("place", &self.place).field("instance", &self.instance).finish()
+    }
+}
+
+const PG_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS sluice_checkpoints (
+    instance   TEXT        NOT NULL,
+    id         BIGINT      NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    body       BYTEA       NOT NULL,
+    PRIMARY KEY (instance, id)
+)";
+
+impl PgStore {
+    /// Connects (the URL comes from the environment: it holds a password),
+    /// and creates the table if needed.
+    pub fn connect(url: &str, instance: &str, keep: usize) -> Result<Self, CheckpointError> {
+        let place = match url.parse::<sqlx::postgres::PgConnectOptions>() {
+            Ok(o) => format!(
+                "postgres://{}:{}/{} (instance {instance})",
+                o.get_host(),
+                o.get_port(),
+                o.get_database().unwrap_or("")
+            ),
+            Err(_) => format!("postgres (instance {instance})"),
+        };
+        let store_err = |message: String| CheckpointError::Store { place: place.clone(), message };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| store_err(format!("cannot start the database runtime: {e}")))?;
+        let pool = runtime
+            .block_on(
+                sqlx::postgres::PgPoolOptions::new()
+                    .max_connections(2)
+                    .acquire_timeout(std::time::Duration::from_secs(10))
+                    .connect(url),
+            )
+            .map_err(|e| store_err(format!("cannot connect: {}", redact(&e.to_string(), url))))?;
+        runtime
+            .block_on(sqlx::query(PG_SCHEMA).execute(&pool))
+            .map_err(|e| store_err(format!("cannot create table sluice_checkpoints: {e}")))?;
+        Ok(Self { runtime, pool, instance: instance.to_string(), keep: keep.max(1) as i64, place })
+    }
+
+    fn err(&self, what: &str, e: sqlx::Error) -> CheckpointError {
+        CheckpointError::Store { place: self.place.clone(), message: format!("{what}: {e}") }
+    }
+}
+
+/// An error message with the connection URL (and so its password) removed.
+fn redact(message: &str, url: &str) -> String {
+    message.replace(url, "<SLUICE_POSTGRES_URL>")
+}
+
+impl CheckpointStore for PgStore {
+    fn describe(&self) -> String {
+        self.place.clone()
+    }
+
+    fn load_latest(&self) -> Result<Option<Checkpoint>, CheckpointError> {
+        use sqlx::Row;
+        let row = self
+            .runtime
+            .block_on(
+                sqlx::query("SELECT id, body FROM sluice_checkpoints WHERE instance = $1 ORDER BY id DESC LIMIT 1")
+                    .bind(&self.instance)
+                    .fetch_optional(&self.pool),
+            )
+            .map_err(|e| self.err("cannot read checkpoints", e))?;
+        let Some(row) = row else { return Ok(None) };
+        let id: i64 = row.get("id");
+        let body: Vec<u8> = row.get("body");
+        Checkpoint::decode(&body, &format!("{} row id {id}", self.place)).map(Some)
+    }
+
+    fn save(&self, checkpoint: &Checkpoint) -> Result<String, CheckpointError> {
+        let body = checkpoint.encode();
+        let id = checkpoint.id as i64;
+        self.runtime
+            .block_on(async {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query("INSERT INTO sluice_checkpoints (instance, id, body) VALUES ($1, $2, $3)")
+                    .bind(&self.instance)
+                    .bind(id)
+                    .bind(&body)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("DELETE FROM sluice_checkpoints WHERE instance = $1 AND id <= $2")
+                    .bind(&self.instance)
+                    .bind(id - self.keep)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await
+            })
+            .map_err(|e| self.err("cannot write a checkpoint", e))?;
+        Ok(format!("{} row id {id}", self.place))
+    }
+
+    fn clear(&self) -> Result<(), CheckpointError> {
+        self.runtime
+            .block_on(
+                sqlx::query("DELETE FROM sluice_checkpoints WHERE instance = $1")
+                    .bind(&self.instance)
+                    .execute(&self.pool),
+            )
+            .map_err(|e| self.err("cannot remove checkpoints", e))?;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -187,13 +187,31 @@ pub enum CheckpointMode {
     Off,
 }
 
+/// Where checkpoints are kept.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreKind {
+    /// Files in `checkpoint.dir`.
+    #[default]
+    Dir,
+    /// Rows of the table `sluice_checkpoints` in PostgreSQL.
+    Postgres,
+}
+
 /// `[checkpoint]`: operator state and source positions, for restarts.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct CheckpointConfig {
     pub mode: CheckpointMode,
+    pub store: StoreKind,
     /// Directory of the local checkpoint store.
     pub dir: String,
+    /// With `store = "postgres"`: the environment variable holding the
+    /// connection URL (it carries a password, so never this file).
+    pub postgres_url_env: String,
+    /// With `store = "postgres"`: this instance's key in the table, so
+    /// several instances can share a database.
+    pub instance: String,
     /// How often to checkpoint (also once at shutdown).
     pub interval: Duration,
     /// Checkpoints kept in the directory; older ones are removed.
@@ -202,7 +220,15 @@ pub struct CheckpointConfig {
 
 impl Default for CheckpointConfig {
     fn default() -> Self {
-        Self { mode: CheckpointMode::Auto, dir: "sluice-state".into(), interval: Duration::from_secs(10), keep: 3 }
+        Self {
+            mode: CheckpointMode::Auto,
+            store: StoreKind::Dir,
+            dir: "sluice-state".into(),
+            postgres_url_env: "SLUICE_POSTGRES_URL".into(),
+            instance: "sluice".into(),
+            interval: Duration::from_secs(10),
+            keep: 3,
+        }
     }
 }
 
@@ -292,8 +318,19 @@ impl Config {
         if self.checkpoint.keep == 0 {
             errors.push("checkpoint.keep must be >= 1".into());
         }
-        if self.checkpoints_enabled() && self.checkpoint.dir.trim().is_empty() {
+        if self.checkpoints_enabled()
+            && self.checkpoint.store == StoreKind::Dir
+            && self.checkpoint.dir.trim().is_empty()
+        {
             errors.push("checkpoint.dir is empty".into());
+        }
+        if self.checkpoint.store == StoreKind::Postgres {
+            if self.checkpoint.postgres_url_env.trim().is_empty() {
+                errors.push("checkpoint.postgres_url_env is empty".into());
+            }
+            if self.checkpoint.instance.trim().is_empty() {
+                errors.push("checkpoint.instance is empty".into());
+            }
         }
         if self.generator.tenants == 0 {
             errors.push("generator.tenants must be >= 1".into());

@@ -12,8 +12,8 @@ use sluice_connectors::kafka::{KafkaSink, KafkaSource};
 use sluice_connectors::source::{Source, StopFlag};
 use sluice_connectors::synthetic::GeneratorSource;
 use sluice_operators::operator::ReportKind;
-use sluice_pipeline::checkpoint::DirStore;
-use sluice_pipeline::config::{Config, Format, InputKind};
+use sluice_pipeline::checkpoint::{CheckpointStore, DirStore, PgStore};
+use sluice_pipeline::config::{Config, Format, InputKind, StoreKind};
 use sluice_pipeline::output::{EventWriter, human_summary, stable_case_json};
 use sluice_pipeline::runtime::Event;
 use sluice_pipeline::{CheckpointOptions, RunOptions, eval, run};
@@ -351,9 +351,19 @@ fn cmd_run(a: RunArgs) -> Result<()> {
     let stop = stop_on_ctrl_c();
     let source = open_source(&config, &stop)?;
     let checkpoint = if config.checkpoints_enabled() {
-        let store = DirStore::new(&config.checkpoint.dir, config.checkpoint.keep)?;
+        let c = &config.checkpoint;
+        let store: std::sync::Arc<dyn CheckpointStore> = match c.store {
+            StoreKind::Dir => std::sync::Arc::new(DirStore::new(&c.dir, c.keep)?),
+            StoreKind::Postgres => {
+                let url = std::env::var(&c.postgres_url_env).with_context(|| {
+                    format!("checkpoint.store = \"postgres\" needs the connection URL in ${}", c.postgres_url_env)
+                })?;
+                std::sync::Arc::new(PgStore::connect(&url, &c.instance, c.keep)?)
+            }
+        };
+        tracing::info!(store = %store.describe(), "checkpoints on");
         Some(CheckpointOptions {
-            store: std::sync::Arc::new(store),
+            store,
             interval: Duration::from_millis(config.checkpoint.interval.millis() as u64),
             fresh: a.fresh_state,
         })

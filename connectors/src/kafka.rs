@@ -351,7 +351,7 @@ impl KafkaSource {
 
     /// Applies assignments and revocations the rebalance callback recorded.
     fn apply_rebalances(&mut self) {
-        apply_rebalances(&self.shared, &mut self.partitions, &mut self.next_input, &mut self.changes);
+        apply_rebalances(&self.shared, &mut self.partitions, &mut self.next_input, &mut self.changes, &mut self.ready);
     }
 
     fn tenant_of(&self, topic: &str, msg: &impl Message) -> ChunkTenant {
@@ -407,7 +407,16 @@ impl KafkaSource {
                     break;
                 }
             };
-            apply_rebalances(&self.shared, &mut self.partitions, &mut self.next_input, &mut self.changes);
+            let revoked = apply_rebalances(
+                &self.shared,
+                &mut self.partitions,
+                &mut self.next_input,
+                &mut self.changes,
+                &mut self.ready,
+            );
+            if building.as_ref().is_some_and(|(_, k, _)| revoked.contains(k)) {
+                building = None; // read again from the handed-over position if it comes back
+            }
             let key = (msg.topic().to_string(), msg.partition());
             let tenant = self.tenant_of(&key.0, &msg);
             let Some(p) = self.partitions.get_mut(&key) else {
@@ -502,6 +511,10 @@ impl Source for KafkaSource {
             if let Some(p) = self.partitions.get_mut(&key) {
                 p.returned = next;
             }
+            // Should the partition be revoked and come back, reading resumes
+            // exactly after what the pipeline has (not at the committed
+            // offset, which lags until the next checkpoint).
+            self.shared.lock().expect("kafka shared state").start_at.insert(key, next);
             return Ok(Some(chunk));
         }
         if self.stop.is_stopped() {
@@ -597,19 +610,22 @@ fn apply_rebalances(
     partitions: &mut BTreeMap<(String, i32), PartitionState>,
     next_input: &mut u32,
     changes: &mut Vec<InputChange>,
-) {
+    ready: &mut VecDeque<(RawChunk, (String, i32), i64)>,
+) -> Vec<(String, i32)> {
     let (assigned, revoked, start_at) = {
         let mut s = shared.lock().expect("kafka shared state");
         (std::mem::take(&mut s.assigned), std::mem::take(&mut s.revoked), s.start_at.clone())
     };
-    for key in revoked {
-        if let Some(p) = partitions.get_mut(&key) {
+    for key in &revoked {
+        if let Some(p) = partitions.get_mut(key) {
             p.assigned = false;
+            // Polled but not handed over: dropped, and read again from the
+            // handed-over position by whoever gets the partition.
+            p.polled = p.returned;
             changes.push(InputChange::Idle(p.input));
         }
-        // Queued chunks of a revoked partition are still handed over: the
-        // state they feed is this instance's until its next checkpoint.
     }
+    ready.retain(|(_, key, _)| !revoked.contains(key));
     for key in assigned {
         let start = start_at.get(&key).copied();
         let p = partitions.entry(key.clone()).or_insert_with(|| {
@@ -631,6 +647,7 @@ fn apply_rebalances(
         p.last_data = Instant::now();
         changes.push(InputChange::Opened(p.input));
     }
+    revoked
 }
 
 /// Messages whose delivery failed, with the reason.

@@ -101,8 +101,11 @@ fn setup(dir: &Path, broker: &Broker, alerts: u64) -> PathBuf {
     std::fs::write(
         dir.join("kafka.toml"),
         // A killed member leaves the group only when its session times out;
-        // a short session lets the restarted instance rejoin quickly.
-        "[kafka]\nidle_timeout = \"5s\"\n[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\
+        // a short session lets the restarted instance rejoin quickly. The
+        // default idle timeout: the data is all there, so no partition may
+        // be taken for idle because a loaded broker was slow to serve it
+        // (its late records would then depend on timing).
+        "[kafka]\nidle_timeout = \"30s\"\n[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\
          \"heartbeat.interval.ms\" = \"1000\"\n[checkpoint]\ninterval = \"300ms\"\n[runtime]\nshards = 2\n",
     )
     .unwrap();
@@ -466,4 +469,46 @@ fn tenant_from_a_message_header_and_never_a_default() {
     assert_eq!(letter["code"], "no_tenant");
     assert!(letter["reason"].as_str().unwrap().contains("header"), "{letter}");
     assert_eq!(letter["source"], "by-header/0");
+}
+
+/// Sends a signal to the broker process (`STOP` freezes it, `CONT` resumes).
+fn signal(broker: &Broker, sig: &str) {
+    let ok = Command::new("kill").arg(format!("-{sig}")).arg(broker.child.id().to_string()).status().unwrap().success();
+    assert!(ok, "kill -{sig}");
+}
+
+#[test]
+fn a_broker_outage_mid_stream_is_waited_out_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(broker) = Broker::start(dir.path()) else { return };
+    let input = setup(dir.path(), &broker, 120_000);
+    let (want, want_finals) = reference(dir.path(), &input);
+    // A short socket timeout, so the outage is felt (requests time out, all
+    // brokers are down, connections are made again), and a session long
+    // enough to outlive it: tansu 0.6 does not finish a consumer's rejoin
+    // after its session expired while the broker was frozen.
+    let config = std::fs::read_to_string(dir.path().join("kafka.toml"))
+        .unwrap()
+        .replace("[kafka.properties]\n", "[kafka.properties]\n\"socket.timeout.ms\" = \"2000\"\n")
+        .replace("\"session.timeout.ms\" = \"6000\"", "\"session.timeout.ms\" = \"30000\"");
+    std::fs::write(dir.path().join("kafka.toml"), config).unwrap();
+    let mut child = kafka_run(dir.path(), &broker, "outage").stderr(Stdio::null()).spawn().unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(child.try_wait().unwrap().is_none(), "the run must still be reading when the broker goes away");
+    signal(&broker, "STOP");
+    std::thread::sleep(Duration::from_secs(8));
+    signal(&broker, "CONT");
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the run did not finish within 3 minutes of the broker's return");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(status.success(), "the run survives the outage: {status:?}");
+    let got = exactly_one_content(consume_cases(&broker));
+    assert_same(&got, &want, "hand-offs");
+    let (_, finals) = read_cases(&dir.path().join("kafka-cases.ndjson"));
+    assert_same(&finals, &want_finals, "final clusters");
 }

@@ -419,8 +419,10 @@ impl KafkaSource {
             }
             let key = (msg.topic().to_string(), msg.partition());
             let tenant = self.tenant_of(&key.0, &msg);
-            let Some(p) = self.partitions.get_mut(&key) else {
-                tracing::warn!(topic = %key.0, partition = key.1, "kafka: message from an unknown partition skipped");
+            let Some(p) = self.partitions.get_mut(&key).filter(|p| p.assigned) else {
+                // Fetched before a revocation: whoever owns the partition
+                // now reads it from the committed offset.
+                tracing::debug!(topic = %key.0, partition = key.1, "kafka: message of a partition not assigned here skipped");
                 continue;
             };
             p.polled = msg.offset() + 1;

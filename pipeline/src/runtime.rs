@@ -319,17 +319,25 @@ pub fn run(
                 if let Some(every) = interval
                     && (last || last_barrier.elapsed() >= every)
                 {
-                    if !send(Item::Barrier(Barrier { id: barrier_id, position: source.position() })) {
+                    let position = source.position();
+                    if !send(Item::Barrier(Barrier { id: barrier_id, position: position.clone() })) {
                         return Ok(());
                     }
                     barrier_id += 1;
                     last_barrier = Instant::now();
                     if last {
                         // The next run continues the open windows from this
-                        // checkpoint; commit its position before leaving.
+                        // checkpoint; commit its position before leaving
+                        // (earlier checkpoints' commits may come first).
                         source_flush.store(ended && !stopping, Ordering::SeqCst);
-                        if let Ok(position) = commit_rx.recv_timeout(Duration::from_secs(60)) {
-                            source.commit(&position).map_err(failed)?;
+                        let deadline = Instant::now() + Duration::from_secs(60);
+                        while let Some(want) = &position {
+                            let left = deadline.saturating_duration_since(Instant::now());
+                            let Ok(committed) = commit_rx.recv_timeout(left) else { break };
+                            source.commit(&committed).map_err(failed)?;
+                            if committed == *want {
+                                break;
+                            }
                         }
                     }
                 }

@@ -301,6 +301,7 @@ pub struct KafkaSource {
     subscribed: bool,
     caught_up_since: Option<Instant>,
     last_idle_check: Instant,
+    last_lag_report: Instant,
 }
 
 impl std::fmt::Debug for KafkaSource {
@@ -338,6 +339,7 @@ impl KafkaSource {
             subscribed: false,
             caught_up_since: None,
             last_idle_check: Instant::now(),
+            last_lag_report: Instant::now(),
         })
     }
 
@@ -452,6 +454,29 @@ impl KafkaSource {
         Ok(())
     }
 
+    /// Consumer lag per assigned partition (the broker's high watermark minus
+    /// the next offset to read), logged every `LAG_EVERY`. Partitions of one
+    /// topic are listed as `topic[partition]=lag`.
+    fn report_lag(&mut self) {
+        const LAG_EVERY: Duration = Duration::from_secs(5);
+        if self.last_lag_report.elapsed() < LAG_EVERY {
+            return;
+        }
+        self.last_lag_report = Instant::now();
+        let mut total = 0i64;
+        let mut parts = Vec::new();
+        for p in self.partitions.values().filter(|p| p.assigned) {
+            if let Ok((low, high)) = self.consumer.fetch_watermarks(&p.topic, p.partition, Duration::from_secs(2)) {
+                let lag = (high - if p.polled < 0 { low } else { p.polled }).max(0);
+                total += lag;
+                parts.push(format!("{}[{}]={lag}", p.topic, p.partition));
+            }
+        }
+        if !parts.is_empty() {
+            tracing::info!(total, partitions = %parts.join(" "), "kafka: consumer lag");
+        }
+    }
+
     /// Whether a partition is read to its end (asks the broker).
     fn caught_up(&self, p: &PartitionState) -> bool {
         match self.consumer.fetch_watermarks(&p.topic, p.partition, Duration::from_secs(5)) {
@@ -508,6 +533,7 @@ impl Source for KafkaSource {
         }
         if self.ready.is_empty() && !self.stop.is_stopped() {
             self.poll_round()?;
+            self.report_lag();
         }
         if let Some((chunk, key, next)) = self.ready.pop_front() {
             if let Some(p) = self.partitions.get_mut(&key) {

@@ -353,6 +353,26 @@ fn consume_all(broker: &Broker, topic: &str, partitions: usize) -> Vec<(BTreeMap
     out
 }
 
+/// One run to the end of the topics with this config; cases, dead letters
+/// and the summary go to `cases.ndjson`, `dead.ndjson` and the returned JSON.
+fn caught_up_run(dir: &Path, broker: &Broker, config: &str, group: &str) -> Value {
+    std::fs::write(dir.join("run.toml"), config).unwrap();
+    let summary = dir.join("summary.json");
+    ok(sluice()
+        .args(["run", "--format", "quiet", "--kafka", &broker.addr, "--group", group, "--exit-when-caught-up"])
+        .arg("--config")
+        .arg(dir.join("run.toml"))
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .arg("--output")
+        .arg(dir.join("cases.ndjson"))
+        .arg("--dead-letters")
+        .arg(dir.join("dead.ndjson"))
+        .arg("--summary-json")
+        .arg(&summary));
+    serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap()
+}
+
 #[test]
 fn tenant_from_the_topic_name_and_bad_messages_to_the_dead_letter_topic() {
     let dir = tempfile::tempdir().unwrap();
@@ -381,27 +401,9 @@ fn tenant_from_the_topic_name_and_bad_messages_to_the_dead_letter_topic() {
             .args(["produce", "--kafka", &broker.addr, "--topic", &topic, "--partitions", "2", "-i"])
             .arg(&file));
     }
-    std::fs::write(
-        dir.path().join("topic.toml"),
-        "[kafka]\ntopics = [\"^wazuh-alerts-.*\"]\ntenant_from = \"topic\"\nidle_timeout = \"1s\"\n",
-    )
-    .unwrap();
-    let cases = dir.path().join("cases.ndjson");
-    let dead = dir.path().join("dead.ndjson");
-    let summary = dir.path().join("summary.json");
-    ok(sluice()
-        .args(["run", "--format", "quiet", "--kafka", &broker.addr, "--group", "by-topic", "--exit-when-caught-up"])
-        .arg("--config")
-        .arg(dir.path().join("topic.toml"))
-        .arg("--state-dir")
-        .arg(dir.path().join("state"))
-        .arg("--output")
-        .arg(&cases)
-        .arg("--dead-letters")
-        .arg(&dead)
-        .arg("--summary-json")
-        .arg(&summary));
-    let s: Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+    let config = "[kafka]\ntopics = [\"^wazuh-alerts-.*\"]\ntenant_from = \"topic\"\nidle_timeout = \"1s\"\n";
+    let s = caught_up_run(dir.path(), &broker, config, "by-topic");
+    let (cases, dead) = (dir.path().join("cases.ndjson"), dir.path().join("dead.ndjson"));
     assert_eq!(s["alerts_read"], 4001);
     assert_eq!(s["dead_lettered"], 1);
     let seen: std::collections::BTreeSet<String> = s["tenants"].as_object().unwrap().keys().cloned().collect();
@@ -447,20 +449,9 @@ fn tenant_from_a_message_header_and_never_a_default() {
         producer.send(record).map_err(|(e, _)| e).unwrap();
     }
     producer.flush(Duration::from_secs(30)).unwrap();
-    std::fs::write(dir.path().join("h.toml"), "[kafka]\ntenant_from = \"header\"\nidle_timeout = \"1s\"\n").unwrap();
+    let config = "[kafka]\ntopics = [\"by-header\"]\ntenant_from = \"header\"\nidle_timeout = \"1s\"\n";
+    let s = caught_up_run(dir.path(), &broker, config, "h");
     let dead = dir.path().join("dead.ndjson");
-    let summary = dir.path().join("summary.json");
-    ok(sluice()
-        .args(["run", "--format", "quiet", "--kafka", &broker.addr, "--topic", "by-header", "--group", "h"])
-        .args(["--exit-when-caught-up", "--config"])
-        .arg(dir.path().join("h.toml"))
-        .arg("--state-dir")
-        .arg(dir.path().join("state"))
-        .arg("--dead-letters")
-        .arg(&dead)
-        .arg("--summary-json")
-        .arg(&summary));
-    let s: Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
     assert_eq!(s["alerts_read"], 3);
     assert_eq!(s["decoded"], 2);
     let tenants: Vec<&String> = s["tenants"].as_object().unwrap().keys().collect();

@@ -784,14 +784,19 @@ impl KafkaSink {
         let (topic, partition) = dl.source.rsplit_once('/').unwrap_or((&dl.source, ""));
         let offset = dl.offset.to_string();
         let reason = dl.reason.to_string();
-        let headers = OwnedHeaders::new()
+        let (payload, cut) = dead_letter_payload(&dl.record);
+        let mut headers = OwnedHeaders::new()
             .insert(Header { key: "reason", value: Some(reason.as_str()) })
             .insert(Header { key: "reason_code", value: Some(dl.reason.code()) })
             .insert(Header { key: "source_topic", value: Some(topic) })
             .insert(Header { key: "source_partition", value: Some(partition) })
             .insert(Header { key: "source_offset", value: Some(offset.as_str()) });
+        let original = dl.record.len().to_string();
+        if cut {
+            headers = headers.insert(Header { key: "truncated_from_bytes", value: Some(original.as_str()) });
+        }
         let target = self.dead_letter_topic.clone();
-        self.send(BaseRecord::<(), [u8]>::to(&target).payload(&dl.record[..]).headers(headers))
+        self.send(BaseRecord::<(), [u8]>::to(&target).payload(payload).headers(headers))
     }
 
     fn send<K: rdkafka::message::ToBytes + ?Sized>(&mut self, record: BaseRecord<'_, K, [u8]>) -> KafkaResult<()> {
@@ -833,6 +838,17 @@ impl KafkaSink {
     }
 }
 
+/// Most bytes of a record put on the dead-letter topic: a record too large
+/// for the input is likely too large for the producer too (`message.max.bytes`
+/// is 1 MB by default), and a refused dead letter would stop the run. The
+/// dead-letter file always has the whole record.
+const DEAD_LETTER_MAX_BYTES: usize = 512 * 1024;
+
+/// The payload for the dead-letter topic, and whether it was cut.
+fn dead_letter_payload(record: &[u8]) -> (&[u8], bool) {
+    if record.len() <= DEAD_LETTER_MAX_BYTES { (record, false) } else { (&record[..DEAD_LETTER_MAX_BYTES], true) }
+}
+
 /// Produces the records of an NDJSON file to a topic, keyed by the tenant
 /// that `tenant_of` finds in each line (so a tenant stays on one
 /// partition). Returns how many were sent. For tests, benchmarks and demos.
@@ -871,6 +887,16 @@ pub fn produce_lines<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn oversized_dead_letters_are_cut_for_the_topic() {
+        let small = vec![b'x'; 100];
+        assert_eq!(dead_letter_payload(&small), (&small[..], false));
+        let big = vec![b'x'; DEAD_LETTER_MAX_BYTES + 1];
+        let (payload, cut) = dead_letter_payload(&big);
+        assert!(cut);
+        assert_eq!(payload.len(), DEAD_LETTER_MAX_BYTES);
+    }
 
     #[test]
     fn tenant_from_topic_pattern() {

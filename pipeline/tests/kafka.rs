@@ -393,6 +393,9 @@ fn tenant_from_the_topic_name_and_bad_messages_to_the_dead_letter_topic() {
     assert_eq!(per_tenant.len(), 2);
     let tenants: Vec<String> = per_tenant.keys().cloned().collect();
     per_tenant.get_mut(&tenants[0]).unwrap().extend_from_slice(b"this is not json\n");
+    // Over decode.max_record_bytes below (generated alerts are far smaller).
+    let huge = serde_json::json!({"timestamp": "2026-11-01T00:00:00.000+0000", "full_log": "A".repeat(200_000)});
+    per_tenant.get_mut(&tenants[1]).unwrap().extend_from_slice(format!("{huge}\n").as_bytes());
     for (tenant, data) in &per_tenant {
         let file = dir.path().join(format!("{tenant}.json"));
         std::fs::write(&file, data).unwrap();
@@ -401,26 +404,34 @@ fn tenant_from_the_topic_name_and_bad_messages_to_the_dead_letter_topic() {
             .args(["produce", "--kafka", &broker.addr, "--topic", &topic, "--partitions", "2", "-i"])
             .arg(&file));
     }
-    let config = "[kafka]\ntopics = [\"^wazuh-alerts-.*\"]\ntenant_from = \"topic\"\nidle_timeout = \"1s\"\n";
+    let config = "[kafka]\ntopics = [\"^wazuh-alerts-.*\"]\ntenant_from = \"topic\"\nidle_timeout = \"1s\"\n\
+                  [decode]\nmax_record_bytes = 100000\n";
     let s = caught_up_run(dir.path(), &broker, config, "by-topic");
     let (cases, dead) = (dir.path().join("cases.ndjson"), dir.path().join("dead.ndjson"));
-    assert_eq!(s["alerts_read"], 4001);
-    assert_eq!(s["dead_lettered"], 1);
+    assert_eq!(s["alerts_read"], 4002);
+    assert_eq!(s["dead_lettered"], 2);
     let seen: std::collections::BTreeSet<String> = s["tenants"].as_object().unwrap().keys().cloned().collect();
     assert_eq!(seen.into_iter().collect::<Vec<_>>(), tenants, "tenants come from the topic names");
     let (handoffs, _) = read_cases(&cases);
     assert!(handoffs.values().all(|c| tenants.contains(&c["tenant"].as_str().unwrap().to_string())));
-    // The bad message, on the dead-letter topic with where it came from.
-    let letters = consume_all(&broker, "sluice.dead-letters", 3);
-    assert_eq!(letters.len(), 1, "{letters:?}");
+    // The bad messages, on the dead-letter topic with where they came from.
+    let mut letters = consume_all(&broker, "sluice.dead-letters", 3);
+    assert_eq!(letters.len(), 2, "{letters:?}");
+    letters.sort_by(|a, b| a.0["reason_code"].cmp(&b.0["reason_code"]));
+    let (headers, payload) = &letters[1];
+    assert_eq!(headers["reason_code"], "too_large");
+    assert_eq!(payload.len(), huge.to_string().len(), "whole, under the dead-letter topic's limit");
+    assert_eq!(headers["source_topic"], format!("wazuh-alerts-{}", tenants[1]));
     let (headers, payload) = &letters[0];
     assert_eq!(payload, b"this is not json");
     assert_eq!(headers["reason_code"], "not_json");
     assert_eq!(headers["source_topic"], format!("wazuh-alerts-{}", tenants[0]));
     assert!(headers["source_partition"].parse::<i32>().is_ok(), "{headers:?}");
     assert!(headers["source_offset"].parse::<u64>().is_ok(), "{headers:?}");
-    let file_letter: Value = serde_json::from_str(std::fs::read_to_string(&dead).unwrap().trim()).unwrap();
-    assert_eq!(file_letter["offset"].to_string(), headers["source_offset"], "the Kafka offset, in both places");
+    let file_letters: Vec<Value> =
+        std::fs::read_to_string(&dead).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let not_json = file_letters.iter().find(|l| l["code"] == "not_json").expect("in the dead-letter file too");
+    assert_eq!(not_json["offset"].to_string(), headers["source_offset"], "the Kafka offset, in both places");
 }
 
 #[test]

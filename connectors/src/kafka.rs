@@ -849,15 +849,17 @@ fn dead_letter_payload(record: &[u8]) -> (&[u8], bool) {
     if record.len() <= DEAD_LETTER_MAX_BYTES { (record, false) } else { (&record[..DEAD_LETTER_MAX_BYTES], true) }
 }
 
-/// Produces the records of an NDJSON file to a topic, keyed by the tenant
-/// that `tenant_of` finds in each line (so a tenant stays on one
-/// partition). Returns how many were sent. For tests, benchmarks and demos.
-pub fn produce_lines<'a>(
-    config: &KafkaConfig,
-    topic: &str,
-    lines: impl IntoIterator<Item = &'a [u8]>,
-    tenant_of: impl Fn(&[u8]) -> Option<String>,
-) -> Result<u64, SourceError> {
+/// Produces the lines of NDJSON `data` to a topic, each keyed by the value
+/// at the dotted JSON path `tenant_field` (so a tenant stays on one
+/// partition; a line without it gets an empty key). Blank lines are skipped.
+/// Returns how many were sent. For replays, benchmarks, tests and demos.
+pub fn produce_lines(config: &KafkaConfig, topic: &str, data: &[u8], tenant_field: &str) -> Result<u64, SourceError> {
+    let path: Vec<&str> = tenant_field.split('.').collect();
+    let tenant_of = |line: &[u8]| -> Option<String> {
+        let v: serde_json::Value = serde_json::from_slice(line).ok()?;
+        path.iter().try_fold(&v, |v, k| v.get(k))?.as_str().map(str::to_string)
+    };
+    let lines = data.split(|&b| b == b'\n').filter(|l| !l.iter().all(u8::is_ascii_whitespace));
     let mut client = config.client_config()?;
     client.set("enable.idempotence", "true").set("acks", "all");
     set_default(&mut client, "linger.ms", "20");

@@ -67,12 +67,7 @@ pub fn cmd_bench_kafka(a: BenchKafkaArgs) -> Result<()> {
         };
         let mut data = Vec::new();
         sluice_connectors::generator::write_stream(cfg, &mut data, &mut std::io::sink(), |_| {})?;
-        let lines = data.split(|&b| b == b'\n').filter(|l| !l.is_empty());
-        let tenant_of = |line: &[u8]| -> Option<String> {
-            let v: serde_json::Value = serde_json::from_slice(line).ok()?;
-            v["manager"]["name"].as_str().map(str::to_string)
-        };
-        produce_lines(&base, &a.topic, lines, tenant_of)?;
+        produce_lines(&base, &a.topic, &data, "manager.name")?;
         total = topic_size(&base, &a.topic)?;
     }
     let run_id = std::process::id();

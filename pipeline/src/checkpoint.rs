@@ -121,6 +121,8 @@ pub trait CheckpointStore: Send + Sync + std::fmt::Debug {
     /// The newest checkpoint, if any. A newest checkpoint that is unreadable
     /// is an error, never skipped in favour of an older one.
     fn load_latest(&self) -> Result<Option<Checkpoint>, CheckpointError>;
+    /// The id of the newest checkpoint, without reading it.
+    fn latest_id(&self) -> Result<Option<u64>, CheckpointError>;
     /// Writes a checkpoint durably and atomically; returns where.
     fn save(&self, checkpoint: &Checkpoint) -> Result<String, CheckpointError>;
     /// Removes every checkpoint (`--fresh-state`).
@@ -170,6 +172,10 @@ impl DirStore {
 impl CheckpointStore for DirStore {
     fn describe(&self) -> String {
         self.dir.display().to_string()
+    }
+
+    fn latest_id(&self) -> Result<Option<u64>, CheckpointError> {
+        Ok(self.list()?.pop().map(|(id, _)| id))
     }
 
     fn load_latest(&self) -> Result<Option<Checkpoint>, CheckpointError> {
@@ -278,6 +284,18 @@ impl CheckpointStore for PgStore {
         self.place.clone()
     }
 
+    fn latest_id(&self) -> Result<Option<u64>, CheckpointError> {
+        let id: Option<i64> = self
+            .runtime
+            .block_on(
+                sqlx::query_scalar("SELECT max(id) FROM sluice_checkpoints WHERE instance = $1")
+                    .bind(&self.instance)
+                    .fetch_one(&self.pool),
+            )
+            .map_err(|e| self.err("cannot read checkpoints", e))?;
+        Ok(id.map(|id| id as u64))
+    }
+
     fn load_latest(&self) -> Result<Option<Checkpoint>, CheckpointError> {
         use sqlx::Row;
         let row = self
@@ -356,6 +374,7 @@ mod tests {
             store.save(&sample(id)).unwrap();
         }
         assert_eq!(store.load_latest().unwrap(), Some(sample(4)));
+        assert_eq!(store.latest_id().unwrap(), Some(4));
         assert_eq!(store.list().unwrap().len(), 2, "older checkpoints are pruned");
         store.clear().unwrap();
         assert_eq!(store.load_latest().unwrap(), None);

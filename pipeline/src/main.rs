@@ -373,7 +373,7 @@ fn cmd_run(a: RunArgs) -> Result<()> {
     // A run that resumes from a checkpoint continues its output files
     // instead of truncating them.
     let append = match &checkpoint {
-        Some(c) if !c.fresh => c.store.load_latest()?.is_some(),
+        Some(c) if !c.fresh => c.store.latest_id()?.is_some(),
         _ => false,
     };
     let mut kafka_sink = match config.input_kind() {
@@ -592,14 +592,8 @@ fn cmd_produce(a: ProduceArgs) -> Result<()> {
     let data = std::fs::read(&a.input).with_context(|| format!("reading {}", a.input.display()))?;
     let config = sluice_connectors::kafka::KafkaConfig { brokers: a.kafka, ..Default::default() };
     sluice_connectors::kafka::ensure_topics(&config, &[(&a.topic, a.partitions)])?;
-    let path: Vec<&str> = a.tenant_field.split('.').collect();
-    let tenant_of = |line: &[u8]| -> Option<String> {
-        let v: serde_json::Value = serde_json::from_slice(line).ok()?;
-        path.iter().try_fold(&v, |v, k| v.get(k))?.as_str().map(str::to_string)
-    };
-    let lines = data.split(|&b| b == b'\n').filter(|l| !l.iter().all(u8::is_ascii_whitespace));
     let started = std::time::Instant::now();
-    let n = sluice_connectors::kafka::produce_lines(&config, &a.topic, lines, tenant_of)?;
+    let n = sluice_connectors::kafka::produce_lines(&config, &a.topic, &data, &a.tenant_field)?;
     eprintln!("produced {n} alerts to {} in {:.1}s", a.topic, started.elapsed().as_secs_f64());
     Ok(())
 }

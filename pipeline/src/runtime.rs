@@ -742,7 +742,8 @@ fn restore(
             checkpoint.shards.len()
         )));
     }
-    // Restore into fresh chains first so a failure leaves nothing half-loaded.
+    // On any failure the run ends before a thread starts: a half-restored
+    // chain is never used.
     for (i, (chain, saved)) in chains.iter_mut().zip(&checkpoint.shards).enumerate() {
         let names: Vec<&str> = chain.operators().iter().map(|o| o.name()).collect();
         let saved_names: Vec<&str> = saved.iter().map(|o| o.operator.as_str()).collect();

@@ -138,39 +138,12 @@ fn read_cases(path: &Path) -> (BTreeMap<String, Value>, BTreeMap<String, Value>)
 
 /// Every message of `sluice.cases`: idempotency key → every content seen.
 fn consume_cases(broker: &Broker) -> BTreeMap<String, Vec<Value>> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &broker.addr)
-        .set("group.id", format!("check-{}", std::process::id()))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.partition.eof", "true")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    consumer.subscribe(&["sluice.cases"]).unwrap();
     let mut out: BTreeMap<String, Vec<Value>> = BTreeMap::new();
-    let mut at_end = std::collections::BTreeSet::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while at_end.len() < 3 {
-        assert!(Instant::now() < deadline, "sluice.cases not read to its end within 60 s");
-        match consumer.poll(Duration::from_millis(200)) {
-            None => {}
-            Some(Err(KafkaError::PartitionEOF(p))) => {
-                at_end.insert(p);
-            }
-            Some(Err(e)) => panic!("consuming sluice.cases: {e}"),
-            Some(Ok(m)) => {
-                at_end.remove(&m.partition());
-                let key = m
-                    .headers()
-                    .and_then(|h| h.iter().find(|h| h.key == "idempotency_key"))
-                    .and_then(|h| h.value)
-                    .map(|v| String::from_utf8(v.to_vec()).unwrap())
-                    .expect("every case has an idempotency_key header");
-                let v: Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
-                assert_eq!(v["idempotency_key"], key.as_str(), "header and payload agree");
-                out.entry(key).or_default().push(v);
-            }
-        }
+    for (headers, payload) in consume_all(broker, "sluice.cases", 3) {
+        let key = headers.get("idempotency_key").expect("every case has an idempotency_key header").clone();
+        let v: Value = serde_json::from_slice(&payload).unwrap();
+        assert_eq!(v["idempotency_key"], key.as_str(), "header and payload agree");
+        out.entry(key).or_default().push(v);
     }
     out
 }

@@ -146,6 +146,7 @@ fn checkpoints_round_trip_per_instance_prune_and_refuse_a_corrupt_row() {
     }
     b.save(&checkpoint(9)).unwrap();
     assert_eq!(a.load_latest().unwrap(), Some(checkpoint(4)), "the newest of this instance");
+    assert_eq!(a.latest_id().unwrap(), Some(4));
     assert_eq!(b.load_latest().unwrap(), Some(checkpoint(9)), "instances do not see each other's");
     // Pruned to `keep` = 2 rows, in the same transaction as the write.
     let rows = rows(&pg.url, "a");

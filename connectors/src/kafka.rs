@@ -226,7 +226,6 @@ struct Shared {
     start_at: HashMap<(String, i32), i64>,
     assigned: Vec<(String, i32)>,
     revoked: Vec<(String, i32)>,
-    rebalances: u64,
 }
 
 struct SourceContext {
@@ -241,7 +240,6 @@ impl ConsumerContext for SourceContext {
     /// must not replay records the state has already seen).
     fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
         let mut shared = self.shared.lock().expect("kafka shared state");
-        shared.rebalances += 1;
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 let parts: Vec<(String, i32)> =
@@ -701,12 +699,11 @@ pub struct KafkaSink {
     producer: BaseProducer<SinkContext>,
     cases_topic: String,
     dead_letter_topic: String,
-    sent: u64,
 }
 
 impl std::fmt::Debug for KafkaSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KafkaSink").field("cases_topic", &self.cases_topic).field("sent", &self.sent).finish()
+        f.debug_struct("KafkaSink").field("cases_topic", &self.cases_topic).finish_non_exhaustive()
     }
 }
 
@@ -754,13 +751,7 @@ impl KafkaSink {
             producer,
             cases_topic: config.cases_topic.clone(),
             dead_letter_topic: config.dead_letter_topic.clone(),
-            sent: 0,
         })
-    }
-
-    /// Whether case files go to Kafka.
-    pub fn has_cases_topic(&self) -> bool {
-        !self.cases_topic.is_empty()
     }
 
     /// Queues a case file, keyed by tenant, with its idempotency key.
@@ -800,21 +791,7 @@ impl KafkaSink {
     }
 
     fn send<K: rdkafka::message::ToBytes + ?Sized>(&mut self, record: BaseRecord<'_, K, [u8]>) -> KafkaResult<()> {
-        let mut record = record;
-        loop {
-            match self.producer.send(record) {
-                Ok(()) => {
-                    self.sent += 1;
-                    return Ok(());
-                }
-                Err((KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
-                    // Backpressure: serve delivery reports until there is room.
-                    self.producer.poll(Duration::from_millis(10));
-                    record = r;
-                }
-                Err((e, _)) => return Err(e),
-            }
-        }
+        send_waiting(&self.producer, record)
     }
 
     /// Waits until the broker has acknowledged every message sent so far;
@@ -822,19 +799,32 @@ impl KafkaSink {
     pub fn confirm(&mut self, timeout: Duration) -> KafkaResult<()> {
         self.producer.flush(timeout)?;
         let failures = std::mem::take(&mut *self.producer.context().failures.lock().expect("sink failures"));
-        match failures.first() {
-            None => Ok(()),
-            Some(first) => {
-                Err(KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::Fail)).inspect_err(|_| {
-                    tracing::error!(failed = failures.len(), first = %first, "kafka: deliveries failed");
-                })
-            }
+        if let Some(first) = failures.first() {
+            tracing::error!(failed = failures.len(), first = %first, "kafka: deliveries failed");
+            return Err(KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::Fail));
         }
+        Ok(())
     }
+}
 
-    /// Messages queued so far.
-    pub fn sent(&self) -> u64 {
-        self.sent
+/// Queues a record; when the producer's queue is full, serves delivery
+/// reports until there is room (backpressure instead of an error).
+fn send_waiting<C, K, P>(producer: &BaseProducer<C>, record: BaseRecord<'_, K, P>) -> KafkaResult<()>
+where
+    C: ProducerContext<DeliveryOpaque = ()>,
+    K: rdkafka::message::ToBytes + ?Sized,
+    P: rdkafka::message::ToBytes + ?Sized,
+{
+    let mut record = record;
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
+                producer.poll(Duration::from_millis(10));
+                record = r;
+            }
+            Err((e, _)) => return Err(e),
+        }
     }
 }
 
@@ -869,17 +859,8 @@ pub fn produce_lines(config: &KafkaConfig, topic: &str, data: &[u8], tenant_fiel
     let mut n = 0u64;
     for line in lines {
         let key = tenant_of(line).unwrap_or_default();
-        let mut record = BaseRecord::to(topic).key(key.as_str()).payload(line);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
-                    producer.poll(Duration::from_millis(10));
-                    record = r;
-                }
-                Err((e, _)) => return Err(kafka_error("produce", e)),
-            }
-        }
+        send_waiting(&producer, BaseRecord::to(topic).key(key.as_str()).payload(line))
+            .map_err(|e| kafka_error("produce", e))?;
         n += 1;
     }
     producer.flush(Duration::from_secs(60)).map_err(|e| kafka_error("flush", e))?;

@@ -37,6 +37,12 @@ impl Env<'_> {
         (self.rng.exp(mean_ms.max(1.0)) * self.dil).max(1.0) as i64
     }
 
+    /// The gap after one event of a burst: within the burst while `left`
+    /// events remain, else an idle gap of mean `idle_ms` (at least 1 s).
+    fn next_in_burst(&mut self, left: u32, within: (u64, u64), idle_ms: f64) -> i64 {
+        if left > 0 { self.within(within.0, within.1) } else { self.idle(idle_ms.max(1_000.0)) }
+    }
+
     /// A gap inside a burst: uniform in `[lo, hi]` ms, shortened only when
     /// the stream must be far denser than idle gaps alone allow.
     fn within(&mut self, lo: u64, hi: u64) -> i64 {
@@ -315,12 +321,7 @@ impl WebStorm {
         }
         self.ring.push(e.now, &e.d.full_log, 13);
         self.left -= 1;
-        if self.left > 0 {
-            e.now + e.within(self.spacing.0, self.spacing.1)
-        } else {
-            let idle = Self::MEAN_SIZE / self.rate - Self::MEAN_DURATION_MS;
-            e.now + e.idle(idle.max(1_000.0))
-        }
+        e.now + e.next_in_burst(self.left, self.spacing, Self::MEAN_SIZE / self.rate - Self::MEAN_DURATION_MS)
     }
 }
 
@@ -486,12 +487,7 @@ impl Ids {
             self.sport = self.sport.wrapping_add(e.rng.range(1, 40) as u16).max(1024);
         }
         self.left -= 1;
-        if self.left > 0 {
-            e.now + e.within(500, 30_000)
-        } else {
-            let idle = Self::MEAN_SIZE / self.rate - Self::MEAN_DURATION_MS;
-            e.now + e.idle(idle.max(1_000.0))
-        }
+        e.now + e.next_in_burst(self.left, (500, 30_000), Self::MEAN_SIZE / self.rate - Self::MEAN_DURATION_MS)
     }
 }
 

@@ -244,6 +244,29 @@ impl ConsumerContext for SourceContext {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 let parts: Vec<(String, i32)> =
                     tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
+                // Partitions new to this instance start at the group's
+                // committed offset, looked up here so that the resume is
+                // checked like a checkpoint's (see `Resume`).
+                let mut unknown = TopicPartitionList::new();
+                for (topic, partition) in &parts {
+                    if !shared.start_at.contains_key(&(topic.clone(), *partition)) {
+                        unknown.add_partition(topic, *partition);
+                    }
+                }
+                if unknown.count() > 0 {
+                    match consumer.committed_offsets(unknown, Duration::from_secs(10)) {
+                        Ok(committed) => {
+                            for e in committed.elements() {
+                                if let Offset::Offset(o) = e.offset() {
+                                    shared.start_at.insert((e.topic().to_string(), e.partition()), o);
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "kafka: committed offsets unknown; the broker's start applies")
+                        }
+                    }
+                }
                 for (topic, partition) in &parts {
                     if let Some(&offset) = shared.start_at.get(&(topic.clone(), *partition)) {
                         let _ = tpl.set_partition_offset(topic, *partition, Offset::Offset(offset));
@@ -282,7 +305,39 @@ struct PartitionState {
     last_data: Instant,
     idle: bool,
     assigned: bool,
+    /// Set while the partition was assigned at a known offset and no message
+    /// has confirmed it yet (see [`Resume`]).
+    resume: Option<Resume>,
 }
+
+/// A resume at a known offset that the broker has not confirmed yet.
+///
+/// A Kafka fetch at an offset inside a record batch returns that whole batch
+/// and the client drops the messages before the offset. Some brokers (tansu
+/// 0.6) return only the batches that *start* at or after the offset: a
+/// resume from a checkpoint that ended mid-batch would skip the rest of that
+/// batch, or, in the last batch, read nothing at all. So when the first
+/// message lies beyond the resume offset, or none comes although the broker
+/// reports data beyond it, Sluice seeks back (`back` messages, then four
+/// times as far, down to the log start) and drops what it has already seen:
+/// it resumes exactly. On a broker that answers correctly this never
+/// triggers; offsets that really are missing (compaction, retention) are
+/// reported and skipped.
+#[derive(Debug, Clone, Copy)]
+struct Resume {
+    back: i64,
+    since: Instant,
+}
+
+impl Resume {
+    fn new() -> Self {
+        Resume { back: 1000, since: Instant::now() }
+    }
+}
+
+/// How long a resumed partition may stay silent, with data beyond its
+/// offset, before Sluice seeks back.
+const RESUME_SILENCE: Duration = Duration::from_secs(1);
 
 /// Reads Wazuh alerts from Kafka topics as a consumer-group member.
 pub struct KafkaSource {
@@ -425,7 +480,28 @@ impl KafkaSource {
                 tracing::debug!(topic = %key.0, partition = key.1, "kafka: message of a partition not assigned here skipped");
                 continue;
             };
-            p.polled = msg.offset() + 1;
+            let offset = msg.offset();
+            if offset < p.polled {
+                // Already handed over (read again after seeking back): the
+                // broker serves from before the resume offset, so what comes
+                // next is contiguous.
+                p.resume = None;
+                continue;
+            }
+            if offset > p.polled && p.resume.is_some() {
+                if seek_back(&self.consumer, p) {
+                    continue;
+                }
+                tracing::warn!(
+                    topic = %key.0,
+                    partition = key.1,
+                    missing_from = p.polled,
+                    missing_to = offset - 1,
+                    "kafka: offsets are not on the broker (compacted or past retention); reading on"
+                );
+            }
+            p.resume = None;
+            p.polled = offset + 1;
             p.last_data = Instant::now();
             if p.idle {
                 p.idle = false;
@@ -449,6 +525,16 @@ impl KafkaSource {
         }
         self.ready.extend(building);
         self.apply_rebalances();
+        // A resumed partition that stays silent although the broker's fetch
+        // responses show data beyond its offset: its resume offset may lie
+        // in the last batch (see `Resume`).
+        for p in self.partitions.values_mut().filter(|p| p.assigned) {
+            if p.resume.is_some_and(|r| r.since.elapsed() >= RESUME_SILENCE)
+                && fetched_end(&self.consumer, &p.topic, p.partition).is_some_and(|high| high > p.polled)
+            {
+                seek_back(&self.consumer, p);
+            }
+        }
         Ok(())
     }
 
@@ -465,6 +551,7 @@ impl KafkaSource {
         let mut parts = Vec::new();
         for p in self.partitions.values().filter(|p| p.assigned) {
             if let Ok((low, high)) = self.consumer.fetch_watermarks(&p.topic, p.partition, Duration::from_secs(2)) {
+                let high = high.max(fetched_end(&self.consumer, &p.topic, p.partition).unwrap_or(-1));
                 let lag = (high - if p.polled < 0 { low } else { p.polled }).max(0);
                 total += lag;
                 parts.push(format!("{}[{}]={lag}", p.topic, p.partition));
@@ -477,8 +564,14 @@ impl KafkaSource {
 
     /// Whether a partition is read to its end (asks the broker).
     fn caught_up(&self, p: &PartitionState) -> bool {
+        // The end as the last fetch response gave it counts too: tansu 0.6
+        // answers a ListOffsets request with the start of its last batch.
+        let fetched = fetched_end(&self.consumer, &p.topic, p.partition).unwrap_or(-1);
         match self.consumer.fetch_watermarks(&p.topic, p.partition, Duration::from_secs(5)) {
-            Ok((low, high)) => p.polled >= high || (p.polled < 0 && low == high),
+            Ok((low, high)) => {
+                let high = high.max(fetched);
+                p.polled >= high || (p.polled < 0 && low == high)
+            }
             Err(e) => {
                 tracing::debug!(error = %e, topic = %p.topic, partition = p.partition, "kafka: no watermarks");
                 false
@@ -596,6 +689,7 @@ impl Source for KafkaSource {
                     last_data: Instant::now(),
                     idle: true,
                     assigned: false,
+                    resume: None,
                 },
             );
         }
@@ -627,6 +721,56 @@ impl Source for KafkaSource {
 
     fn input_changes(&mut self) -> Vec<InputChange> {
         std::mem::take(&mut self.changes)
+    }
+}
+
+/// The end of a partition as the last fetch response reported it (the
+/// client caches it; no request is sent).
+///
+/// rdkafka's safe API only offers `fetch_watermarks`, which asks the broker
+/// with ListOffsets, and tansu 0.6 answers that with the start of its last
+/// record batch rather than the end of the log.
+#[allow(unsafe_code)]
+fn fetched_end(consumer: &BaseConsumer<SourceContext>, topic: &str, partition: i32) -> Option<i64> {
+    let topic = std::ffi::CString::new(topic).ok()?;
+    let (mut low, mut high) = (-1i64, -1i64);
+    // SAFETY: the client handle is alive for as long as `consumer` is
+    // borrowed; the topic is a NUL-terminated string that outlives the call;
+    // librdkafka only writes the two out-parameters, which are valid i64s.
+    let err = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            consumer.client().native_ptr(),
+            topic.as_ptr(),
+            partition,
+            &mut low,
+            &mut high,
+        )
+    };
+    (err == rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0).then_some(high)
+}
+
+/// Seeks a resumed partition back before its resume offset (see [`Resume`]);
+/// false when it cannot go further back (the log starts there) or the seek
+/// failed, and the resume is then given up.
+fn seek_back(consumer: &BaseConsumer<SourceContext>, p: &mut PartitionState) -> bool {
+    let Some(resume) = p.resume.take() else { return false };
+    let low = consumer.fetch_watermarks(&p.topic, p.partition, Duration::from_secs(5)).map_or(0, |w| w.0);
+    if p.polled <= low {
+        return false;
+    }
+    let from = (p.polled - resume.back).max(low);
+    tracing::debug!(topic = %p.topic, partition = p.partition, resume_at = p.polled, from, "kafka: the broker skipped the resume offset; seeking back");
+    match consumer.seek(&p.topic, p.partition, Offset::Offset(from), Duration::from_secs(10)) {
+        Ok(()) => {
+            if from > low {
+                p.resume = Some(Resume { back: resume.back.saturating_mul(4), since: Instant::now() });
+            }
+            true
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, topic = %p.topic, partition = p.partition, "kafka: seeking back failed");
+            false
+        }
     }
 }
 
@@ -666,11 +810,16 @@ fn apply_rebalances(
                 last_data: Instant::now(),
                 idle: false,
                 assigned: true,
+                resume: None,
             }
         });
         p.assigned = true;
         p.idle = false;
         p.last_data = Instant::now();
+        if let Some(start) = start {
+            p.polled = start;
+        }
+        p.resume = (p.polled >= 0).then(Resume::new);
         changes.push(InputChange::Opened(p.input));
     }
     revoked

@@ -487,3 +487,45 @@ fn a_broker_outage_mid_stream_is_waited_out_and_loses_nothing() {
     let (_, finals) = read_cases(&dir.path().join("kafka-cases.ndjson"));
     assert_same(&finals, &want_finals, "final clusters");
 }
+
+/// A resume offset inside one of the broker's record batches. A fetch there
+/// must start at that offset; tansu 0.6 answers with the *next* batch, which
+/// would silently skip the rest of this one. The source seeks back and drops
+/// what it had already handed over, so it resumes exactly.
+#[test]
+fn resuming_inside_a_record_batch_reads_on_from_exactly_that_offset() {
+    use sluice_connectors::kafka::{KafkaConfig, KafkaSource, ensure_topics, produce_lines};
+    use sluice_connectors::source::{Source, StopFlag};
+    let dir = tempfile::tempdir().unwrap();
+    let Some(broker) = Broker::start(dir.path()) else { return };
+    let config = KafkaConfig {
+        brokers: broker.addr.clone(),
+        group_id: "resume-inside-a-batch".into(),
+        topics: vec!["resume".into()],
+        exit_when_caught_up: true,
+        ..KafkaConfig::default()
+    };
+    ensure_topics(&config, &[("resume", 1)]).unwrap();
+    // Two loads of small messages: each travels as one large batch.
+    let total = 10_000u64;
+    for half in [0..total / 2, total / 2..total] {
+        let lines: String = half.map(|i| format!("{{\"id\":\"{i}\",\"tenant\":\"t\"}}\n")).collect();
+        assert_eq!(produce_lines(&config, "resume", lines.as_bytes(), "tenant").unwrap(), total / 2);
+    }
+    // Inside the first batch (a later one exists), inside the last one, and
+    // its last message.
+    for start in [2345, 7345, total - 1] {
+        let mut source =
+            KafkaSource::new(&KafkaConfig { group_id: format!("resume-{start}"), ..config.clone() }, StopFlag::new())
+                .unwrap();
+        source
+            .restore(&format!(r#"{{"partitions":[{{"topic":"resume","partition":0,"offset":{start},"input":0}}]}}"#))
+            .unwrap();
+        let mut offsets = Vec::new();
+        while let Some(chunk) = source.next_chunk().unwrap() {
+            offsets.extend(chunk.positions);
+        }
+        let want: Vec<u64> = (start..total).collect();
+        assert!(offsets == want, "resumed at {start}: read {} offsets from {:?}", offsets.len(), offsets.first());
+    }
+}

@@ -9,6 +9,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::detection::DetectionReport;
 use crate::score::ScoreLine;
 
 /// Kinds of entity that link alerts.
@@ -106,7 +107,7 @@ pub struct Trigger {
 pub struct ClusterReport {
     /// Deterministic hash of tenant and first alert, hex.
     pub cluster_id: String,
-    /// Grows with every alert the cluster absorbs.
+    /// Grows with every alert and every rule detection the cluster absorbs.
     pub version: u64,
     /// `cluster_id:version`: the receiver processes each key once.
     pub idempotency_key: String,
@@ -128,6 +129,9 @@ pub struct ClusterReport {
     pub alerts: u64,
     pub duplicates: u64,
     pub rules: Vec<RuleCount>,
+    /// Correlation rules that fired into the cluster.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub detections: Vec<DetectionReport>,
     pub representatives: Vec<Representative>,
     /// Ids of clusters merged into this one.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]

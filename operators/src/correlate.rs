@@ -41,6 +41,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::{ClusterReport, EntityKind, Representative, RuleCount, Trigger, cluster_id_hex};
+use crate::detection::{Detection, DetectionReport};
 use crate::error::{Error, Result};
 use crate::handoff::HandoffConfig;
 use crate::hash::{FastMap, FastSet, StableHasher, stable_hash};
@@ -349,6 +350,12 @@ struct Cluster {
     handed: Option<(f64, usize)>,
     /// Current score (the breakdown is built only when reported).
     score: f64,
+    /// Correlation rules that fired into the cluster, by rule name (the
+    /// latest firing's window and entities; severity is the highest).
+    detections: BTreeMap<String, DetectionReport>,
+    /// Detections absorbed, all rules together: part of the version, so a
+    /// report that a detection changed gets a new idempotency key.
+    fired: u64,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -420,7 +427,7 @@ pub struct Correlate {
 }
 
 const NAME: &str = "correlate";
-const SNAPSHOT_VERSION: u32 = 1;
+const SNAPSHOT_VERSION: u32 = 2;
 
 impl Correlate {
     pub fn new(config: CorrelateConfig, score: ScoreConfig, handoff: HandoffConfig) -> Result<Self> {
@@ -557,6 +564,8 @@ fn new_cluster(id: u64) -> Cluster {
         absorbed: Vec::new(),
         handed: None,
         score: 0.0,
+        detections: BTreeMap::new(),
+        fired: 0,
     }
 }
 
@@ -657,6 +666,8 @@ impl Cluster {
         let hosts = self.hosts;
         let actor =
             self.best_actor.and_then(|k| self.actors.get(&k)).map(|(value, rules)| (value.as_str(), rules.len()));
+        let detections: Vec<(&str, u8, u64)> =
+            self.detections.iter().map(|(rule, d)| (rule.as_str(), d.severity, d.count)).collect();
         let input = ScoreInput {
             top_rule: top(false),
             top_common_rule: top(true),
@@ -665,6 +676,7 @@ impl Cluster {
             unique_alerts: self.unique,
             hosts,
             actor,
+            detections: &detections,
         };
         let score = if explain { cfg.score(&input) } else { Score { total: cfg.total(&input), lines: Vec::new() } };
         (score, tactics.len())
@@ -724,6 +736,10 @@ impl Cluster {
             }
         }
         self.trim_representatives(cfg.max_representatives);
+        for (rule, d) in other.detections {
+            merge_detection(&mut self.detections, rule, d);
+        }
+        self.fired += other.fired;
         self.members.extend(other.members);
         self.absorbed.push(other.id);
         self.absorbed.extend(other.absorbed);
@@ -753,7 +769,7 @@ impl Cluster {
     ) -> ClusterReport {
         let (score, _) = self.scored(score_cfg, true);
         let (decision, reason) = handoff.decide(score.total, self.handed.is_some());
-        let version = self.unique + self.duplicates;
+        let version = self.unique + self.duplicates + self.fired;
         let cluster_id = cluster_id_hex(self.id);
         let mut entities_truncated = BTreeMap::new();
         for (kind, set) in &self.entities {
@@ -782,8 +798,9 @@ impl Cluster {
             entities_truncated,
             tactics: ordered(&self.tactics).into_iter().map(|t| t.name.clone()).collect(),
             max_level: self.max_level,
-            alerts: version,
+            alerts: self.unique + self.duplicates,
             duplicates: self.duplicates,
+            detections: self.detections.values().cloned().collect(),
             rules: self
                 .rules
                 .iter()
@@ -827,6 +844,53 @@ const FULL_LOG_EXCERPT: usize = 512;
 /// Actors tracked per cluster, and distinct rules per actor (bounds).
 const MAX_ACTORS: usize = 512;
 const MAX_ACTOR_RULES: usize = 32;
+
+/// Merges live clusters that one alert or detection links: the root is the
+/// handed-off one, else the largest, else the oldest; a cluster that would
+/// overflow `max_cluster_alerts` stays apart. Returns the root.
+fn merge_clusters(cfg: &CorrelateConfig, state: &mut TenantState, many: &[u64], merged: &mut u64) -> u64 {
+    let mut order = many.to_vec();
+    order.sort_by(|a, b| {
+        let (ca, cb) = (&state.clusters[a], &state.clusters[b]);
+        (cb.handed.is_some(), cb.unique, std::cmp::Reverse(cb.first), std::cmp::Reverse(cb.id)).cmp(&(
+            ca.handed.is_some(),
+            ca.unique,
+            std::cmp::Reverse(ca.first),
+            std::cmp::Reverse(ca.id),
+        ))
+    });
+    let root = order[0];
+    for other in &order[1..] {
+        let fits = state.clusters[&root].unique + state.clusters[other].unique < cfg.max_cluster_alerts;
+        if !fits {
+            continue;
+        }
+        let absorbed = state.clusters.remove(other).expect("candidate is live");
+        *merged += 1;
+        state.forward.insert(*other, root);
+        let root_cluster = state.clusters.get_mut(&root).expect("root is live");
+        root_cluster.absorb(absorbed, cfg);
+    }
+    root
+}
+
+/// Adds a firing of `rule` to a cluster's detections: the latest window,
+/// entities and alerts are kept; severity is the highest seen.
+fn merge_detection(into: &mut BTreeMap<String, DetectionReport>, rule: String, d: DetectionReport) {
+    match into.get_mut(&rule) {
+        Some(mine) => {
+            let (count, severity) = (mine.count + d.count, mine.severity.max(d.severity));
+            if d.window_end >= mine.window_end {
+                *mine = d;
+            }
+            mine.count = count;
+            mine.severity = severity;
+        }
+        None => {
+            into.insert(rule, d);
+        }
+    }
+}
 
 fn excerpt(s: &str, max: usize) -> String {
     if s.len() <= max {
@@ -1028,34 +1092,7 @@ impl Correlate {
                         id
                     }
                     [only] => *only,
-                    many => {
-                        let mut order = many.to_vec();
-                        order.sort_by(|a, b| {
-                            let (ca, cb) = (&state.clusters[a], &state.clusters[b]);
-                            (cb.handed.is_some(), cb.unique, std::cmp::Reverse(cb.first), std::cmp::Reverse(cb.id)).cmp(
-                                &(
-                                    ca.handed.is_some(),
-                                    ca.unique,
-                                    std::cmp::Reverse(ca.first),
-                                    std::cmp::Reverse(ca.id),
-                                ),
-                            )
-                        });
-                        let root = order[0];
-                        for other in &order[1..] {
-                            let fits = state.clusters[&root].unique + state.clusters[other].unique
-                                < self.config.max_cluster_alerts;
-                            if !fits {
-                                continue;
-                            }
-                            let absorbed = state.clusters.remove(other).expect("candidate is live");
-                            counts[4] += 1;
-                            state.forward.insert(*other, root);
-                            let root_cluster = state.clusters.get_mut(&root).expect("root is live");
-                            root_cluster.absorb(absorbed, &self.config);
-                        }
-                        root
-                    }
+                    many => merge_clusters(&self.config, state, many, &mut counts[4]),
                 };
                 // A full cluster takes no more alerts: start a fresh one.
                 let target = if state.clusters[&target].unique >= self.config.max_cluster_alerts {
@@ -1144,36 +1181,8 @@ impl Correlate {
             };
             let cluster = state.clusters.get_mut(&target).expect("target is live");
             Self::add_row(&self.config, cluster, &row_data, &tactics, &entities);
-            let common_hosts = self.config.common_rule_hosts;
-            let common_window = self.config.common_window.millis();
-            let rule_hosts = &state.rule_hosts;
-            // By event time, not by what the last sweep left: results must not
-            // depend on when watermarks arrive.
-            cluster.rescore(&self.score, |rule| {
-                common_hosts > 0
-                    && rule_hosts.get(&rule).is_some_and(|(start, hosts)| {
-                        t < start.saturating_add(common_window) && hosts.len() > common_hosts
-                    })
-            });
-            let signal = cluster.signal_tactics;
-            let warming_up =
-                state.first_event.is_some_and(|f| t < f.saturating_add(self.config.baseline_warmup.millis()));
-            if warming_up {
-                continue;
-            }
-            if let Some(kind) = self.handoff.report_for(cluster.score, signal, cluster.handed) {
-                cluster.handed = Some((cluster.score, signal));
-                let trigger = Trigger { alert_id: alert_id.to_string(), ingest_time_us: c.ingest_time.value(row) };
-                let report =
-                    cluster.report(tenant_key, &self.score, &self.handoff, Some(trigger), self.config.track_members);
-                ctx.counters.add(
-                    NAME,
-                    if kind == ReportKind::Escalate { "escalated" } else { "updates" },
-                    tenant_key,
-                    1,
-                );
-                out.collect(Output::Cluster(kind, Box::new(report)));
-            }
+            let trigger = || Trigger { alert_id: alert_id.to_string(), ingest_time_us: c.ingest_time.value(row) };
+            self.judge(state, target, t, trigger, ctx, out);
         }
         for (tenant, [clustered, unclustered, created, hubs, merged]) in per_tenant {
             ctx.counters.add(NAME, "clusters_merged", &tenant, merged);
@@ -1183,6 +1192,156 @@ impl Correlate {
             ctx.counters.add(NAME, "hubs_demoted", &tenant, hubs);
         }
         Ok(())
+    }
+
+    /// Rescores a cluster that changed at event time `t` and reports it when
+    /// the hand-off says so (never during the tenant's baseline warm-up).
+    fn judge(
+        &self,
+        state: &mut TenantState,
+        target: u64,
+        t: EventTime,
+        trigger: impl FnOnce() -> Trigger,
+        ctx: &mut Context,
+        out: &mut dyn Collector,
+    ) {
+        let common_hosts = self.config.common_rule_hosts;
+        let common_window = self.config.common_window.millis();
+        let rule_hosts = &state.rule_hosts;
+        let cluster = state.clusters.get_mut(&target).expect("target is live");
+        // By event time, not by what the last sweep left: results must not
+        // depend on when watermarks arrive.
+        cluster.rescore(&self.score, |rule| {
+            common_hosts > 0
+                && rule_hosts
+                    .get(&rule)
+                    .is_some_and(|(start, hosts)| t < start.saturating_add(common_window) && hosts.len() > common_hosts)
+        });
+        let signal = cluster.signal_tactics;
+        let warming_up = state.first_event.is_some_and(|f| t < f.saturating_add(self.config.baseline_warmup.millis()));
+        if warming_up {
+            return;
+        }
+        if let Some(kind) = self.handoff.report_for(cluster.score, signal, cluster.handed) {
+            cluster.handed = Some((cluster.score, signal));
+            let report =
+                cluster.report(&state.name, &self.score, &self.handoff, Some(trigger()), self.config.track_members);
+            ctx.counters.add(NAME, if kind == ReportKind::Escalate { "escalated" } else { "updates" }, &state.name, 1);
+            out.collect(Output::Cluster(kind, Box::new(report)));
+        }
+    }
+
+    /// Joins a rule's detection to the live clusters holding its entities
+    /// (merging them: the rule says they belong together) or starts a
+    /// cluster for it, then rescores and judges that cluster.
+    fn detect(&mut self, d: Detection, ctx: &mut Context, out: &mut dyn Collector) {
+        let mut tenants = std::mem::take(&mut self.tenants);
+        if !tenants.contains_key(d.tenant.as_str()) {
+            let name: Arc<str> = Arc::from(d.tenant.as_str());
+            tenants.insert(name.clone(), TenantState { name, ..TenantState::default() });
+        }
+        let state = tenants.get_mut(d.tenant.as_str()).expect("inserted above");
+        let t = d.last;
+        let mut keys: Vec<(EntityKind, u64, &str)> = Vec::new();
+        for (kind, value) in &d.entities {
+            if let Some(key) = self.entity_key(*kind, value)
+                && !keys.iter().any(|k| k.1 == key)
+            {
+                keys.push((*kind, key, value));
+            }
+        }
+        let mut candidates: Vec<u64> = Vec::new();
+        for &(kind, key, _) in &keys {
+            let Some(window) = self.config.windows.get(kind) else { continue };
+            if let Some(s) = state.entities.get(&(kind, key))
+                && !s.hub
+                && t <= s.last.saturating_add(window)
+                && let Some(id) = state.resolve_open(s.cluster, t)
+                && !candidates.contains(&id)
+            {
+                candidates.push(id);
+            }
+        }
+        let mut merged = 0;
+        let target = match candidates.as_slice() {
+            [] => {
+                let mut h = StableHasher::new();
+                h.field(d.tenant.as_bytes()).field(d.rule.as_bytes()).u64(d.window_start as u64);
+                for (kind, value) in &d.entities {
+                    h.u64(*kind as u64).field(value.as_bytes());
+                }
+                let id = h.finish();
+                let mut cluster = new_cluster(id);
+                cluster.first = d.first;
+                cluster.last = d.last;
+                state.clusters.insert(id, cluster);
+                ctx.counters.add(NAME, "clusters_created", &state.name, 1);
+                id
+            }
+            [only] => *only,
+            many => merge_clusters(&self.config, state, many, &mut merged),
+        };
+        ctx.counters.add(NAME, "clusters_merged", &state.name, merged);
+        // The detection's entities join the cluster and keep it linkable.
+        let mut retain = EventTime::MIN;
+        for &(kind, key, value) in &keys {
+            let Some(window) = self.config.windows.get(kind) else { continue };
+            retain = retain.max(t.saturating_add(window));
+            let s = state.entities.entry((kind, key)).or_insert_with(|| EntityState {
+                cluster: target,
+                first: t,
+                last: t,
+                hosts: Vec::new(),
+                hub: false,
+            });
+            s.first = s.first.min(t);
+            s.last = s.last.max(t);
+            if !s.hub {
+                s.cluster = target;
+            }
+            let cluster = state.clusters.get_mut(&target).expect("target is live");
+            cluster.add_entity(kind, value, key, self.config.report_entities_per_kind);
+        }
+        let cluster = state.clusters.get_mut(&target).expect("target is live");
+        cluster.retain_until = cluster.retain_until.max(retain);
+        cluster.fired += 1;
+        let mut alert_ids = d.alert_ids;
+        alert_ids.truncate(self.config.max_representatives.max(10));
+        let report = DetectionReport {
+            rule: d.rule.clone(),
+            severity: d.severity,
+            tags: d.tags,
+            count: 1,
+            window_start: Rfc3339(d.window_start).to_string(),
+            window_end: Rfc3339(d.window_end).to_string(),
+            entities: d.entities,
+            alert_ids,
+            summary: d.summary,
+        };
+        merge_detection(&mut cluster.detections, d.rule, report);
+        ctx.counters.add(NAME, "detections", &state.name, 1);
+        let trigger = || Trigger { alert_id: d.trigger_alert, ingest_time_us: d.trigger_ingest_us };
+        self.judge(state, target, t, trigger, ctx, out);
+        self.tenants = tenants;
+    }
+
+    /// The stable key of an entity value, normalized as for alerts; `None`
+    /// for values that never link (machine accounts, ignored users and ips).
+    fn entity_key(&self, kind: EntityKind, value: &str) -> Option<u64> {
+        let normalized;
+        let bytes = if kind == EntityKind::User {
+            normalized = user_name(value).to_ascii_lowercase();
+            if normalized.is_empty() || normalized.ends_with('$') || self.ignore_users.contains(&normalized) {
+                return None;
+            }
+            normalized.as_bytes()
+        } else {
+            if value.is_empty() || (kind == EntityKind::Ip && self.config.ignore_ips.iter().any(|ip| ip == value)) {
+                return None;
+            }
+            value.as_bytes()
+        };
+        Some(StableHasher::new().u64(kind as u64).field(bytes).finish())
     }
 
     fn close_cluster(
@@ -1291,6 +1450,11 @@ impl Operator for Correlate {
         if let Some(wm) = ctx.watermark.filter(|_| over) {
             self.sweep(wm, ctx, out, false);
         }
+        Ok(())
+    }
+
+    fn on_detection(&mut self, detection: Box<Detection>, ctx: &mut Context, out: &mut dyn Collector) -> Result<()> {
+        self.detect(*detection, ctx, out);
         Ok(())
     }
 
@@ -1617,5 +1781,116 @@ mod tests {
         let last = &finals[2];
         assert!(last.breakdown[0].detail.contains("common in this tenant"), "{}", last.breakdown[0].detail);
         assert_eq!(last.breakdown[0].points, 15.0);
+    }
+}
+
+#[cfg(test)]
+mod detection_tests {
+    use super::*;
+    use crate::testkit::{A, batch};
+
+    fn correlate() -> Correlate {
+        let cfg = CorrelateConfig {
+            baseline_warmup: Duration(0),
+            report_all_closed: true,
+            track_members: true,
+            ..CorrelateConfig::default()
+        };
+        Correlate::new(cfg, ScoreConfig::default(), HandoffConfig::default()).unwrap()
+    }
+
+    /// A level-10 alert: it starts a cluster, but alone scores below the
+    /// escalation threshold.
+    fn alert<'a>(tenant: &'a str, id: &'a str, t: i64, host: &'a str, ip: &'a str) -> A<'a> {
+        A { tenant, id, t, rule: 5710, level: 10, host, src_ip: Some(ip), log: id, ..A::default() }
+    }
+
+    /// A detection whose newest alert is at `t` seconds (as the test alerts).
+    fn detection(tenant: &str, entities: &[(EntityKind, &str)], severity: u8, t: i64) -> Box<Detection> {
+        let t = t * 1000;
+        Box::new(Detection {
+            rule: "brute-force-then-login".into(),
+            tenant: tenant.into(),
+            severity,
+            tags: vec!["T1110".into()],
+            window_start: t - 600_000,
+            window_end: t + 1,
+            first: t - 60_000,
+            last: t,
+            entities: entities.iter().map(|(k, v)| (*k, v.to_string())).collect(),
+            alert_ids: vec!["a1".into()],
+            summary: None,
+            trigger_alert: "a2".into(),
+            trigger_ingest_us: 0,
+        })
+    }
+
+    fn reports(out: Vec<Output>) -> Vec<(ReportKind, ClusterReport)> {
+        out.into_iter()
+            .filter_map(|o| match o {
+                Output::Cluster(k, r) => Some((k, *r)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_detection_joins_the_cluster_of_its_entity_and_escalates_it_with_a_reason() {
+        let mut c = correlate();
+        let mut ctx = Context::default();
+        let mut out = Vec::new();
+        let alerts = [
+            alert("acme", "a1", 1_000_000, "web-01", "203.0.113.7"),
+            alert("acme", "a2", 1_001_000, "web-01", "203.0.113.7"),
+        ];
+        c.process(batch(&alerts), &mut ctx, &mut out).unwrap();
+        assert!(reports(std::mem::take(&mut out)).is_empty(), "two level-10 alerts of one rule do not escalate");
+        c.on_detection(detection("acme", &[(EntityKind::Ip, "203.0.113.7")], 90, 1_001_000), &mut ctx, &mut out)
+            .unwrap();
+        let got = reports(out);
+        assert_eq!(got.len(), 1, "the rule's points escalate the cluster");
+        let (kind, r) = &got[0];
+        assert_eq!(*kind, ReportKind::Escalate);
+        assert_eq!(r.members.as_ref().unwrap(), &["a1", "a2"], "joined the alerts' cluster, not a new one");
+        assert_eq!(r.version, 3, "two alerts and one detection");
+        assert_eq!(r.alerts, 2);
+        assert_eq!(r.detections.len(), 1);
+        assert_eq!(r.detections[0].rule, "brute-force-then-login");
+        assert!(r.breakdown.iter().any(|l| l.factor == "correlation_rule" && l.points == 45.0), "{:?}", r.breakdown);
+        assert_eq!(r.trigger.as_ref().unwrap().alert_id, "a2");
+    }
+
+    #[test]
+    fn a_detection_spanning_two_clusters_merges_them_and_one_with_new_entities_starts_one() {
+        let mut c = correlate();
+        let mut ctx = Context::default();
+        let mut out = Vec::new();
+        let alerts = [
+            alert("acme", "a1", 1_000_000, "web-01", "203.0.113.7"),
+            alert("acme", "a2", 1_001_000, "db-01", "198.51.100.9"),
+        ];
+        c.process(batch(&alerts), &mut ctx, &mut out).unwrap();
+        assert_eq!(c.live_clusters("acme"), 2);
+        let both = [(EntityKind::Host, "web-01"), (EntityKind::Host, "db-01")];
+        c.on_detection(detection("acme", &both, 10, 1_001_000), &mut ctx, &mut out).unwrap();
+        assert_eq!(c.live_clusters("acme"), 1, "the rule links the two hosts");
+        c.on_detection(detection("acme", &[(EntityKind::User, "ACME\\mallory")], 10, 1_001_000), &mut ctx, &mut out)
+            .unwrap();
+        assert_eq!(c.live_clusters("acme"), 2, "entities no cluster holds start one");
+    }
+
+    #[test]
+    fn a_detection_never_joins_another_tenants_cluster() {
+        let mut c = correlate();
+        let mut ctx = Context::default();
+        let mut out = Vec::new();
+        let alerts = [alert("acme", "a1", 1_000_000, "web-01", "203.0.113.7")];
+        c.process(batch(&alerts), &mut ctx, &mut out).unwrap();
+        c.on_detection(detection("globex", &[(EntityKind::Ip, "203.0.113.7")], 90, 1_000_000), &mut ctx, &mut out)
+            .unwrap();
+        assert_eq!(c.live_clusters("acme"), 1);
+        assert_eq!(c.live_clusters("globex"), 1, "a cluster of globex's own");
+        let got = reports(out);
+        assert!(got.iter().all(|(_, r)| r.tenant == "globex" && r.members.as_ref().unwrap().is_empty()), "{got:?}");
     }
 }

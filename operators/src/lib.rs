@@ -7,13 +7,16 @@
 //! The path of an alert: [`decode`] (raw JSON → Arrow, bad records to dead
 //! letters) → [`dedup`] (repeats folded into counts) → [`correlate`]
 //! (alerts sharing entities join one cluster; each cluster is scored by
-//! [`score`] and judged by [`handoff`] as soon as it changes).
+//! [`score`] and judged by [`handoff`] as soon as it changes). Correlation
+//! rules (the `sluice-rules` crate) sit between dedup and correlate and send
+//! [`detection`]s down the same chain.
 
 pub mod cluster;
 pub mod correlate;
 pub mod dead_letter;
 pub mod decode;
 pub mod dedup;
+pub mod detection;
 pub mod error;
 pub mod handoff;
 pub mod hash;

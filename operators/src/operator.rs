@@ -12,6 +12,7 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 
 use crate::cluster::ClusterReport;
+use crate::detection::Detection;
 use crate::error::Result;
 use crate::time::EventTime;
 
@@ -56,6 +57,8 @@ pub enum ReportKind {
 #[derive(Debug)]
 pub enum Output {
     Batch(AlertBatch),
+    /// A rule's finding; flows downstream like a batch.
+    Detection(Box<Detection>),
     Cluster(ReportKind, Box<ClusterReport>),
 }
 
@@ -107,6 +110,13 @@ pub trait Operator: Send {
 
     /// Transforms one batch, emitting zero or more outputs.
     fn process(&mut self, batch: AlertBatch, ctx: &mut Context, out: &mut dyn Collector) -> Result<()>;
+
+    /// A detection from an upstream rule stage; passed on unchanged unless
+    /// the operator consumes detections.
+    fn on_detection(&mut self, detection: Box<Detection>, _ctx: &mut Context, out: &mut dyn Collector) -> Result<()> {
+        out.collect(Output::Detection(detection));
+        Ok(())
+    }
 
     /// Event time has advanced to `wm`: close windows, expire state.
     fn on_watermark(&mut self, _wm: EventTime, _ctx: &mut Context, _out: &mut dyn Collector) -> Result<()> {
@@ -195,6 +205,7 @@ impl Chain {
             for item in pending {
                 match item {
                     Output::Batch(b) => op.process(b, ctx, &mut next)?,
+                    Output::Detection(d) => op.on_detection(d, ctx, &mut next)?,
                     other => out.collect(other),
                 }
             }

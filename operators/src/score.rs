@@ -51,6 +51,11 @@ pub struct ScoreConfig {
     pub actor_weight: f64,
     pub actor_min_rules: usize,
     pub actor_cap: f64,
+    /// Points per severity point (0–100) of a correlation rule that fired
+    /// into the cluster; each rule counts once, at its highest severity.
+    pub detection_weight: f64,
+    /// Cap on the points of all correlation rules together.
+    pub detection_cap: f64,
 }
 
 impl Default for ScoreConfig {
@@ -71,6 +76,8 @@ impl Default for ScoreConfig {
             actor_weight: 8.0,
             actor_min_rules: 3,
             actor_cap: 24.0,
+            detection_weight: 0.5,
+            detection_cap: 60.0,
         }
     }
 }
@@ -91,6 +98,8 @@ impl ScoreConfig {
             ("spread_cap", self.spread_cap),
             ("actor_weight", self.actor_weight),
             ("actor_cap", self.actor_cap),
+            ("detection_weight", self.detection_weight),
+            ("detection_cap", self.detection_cap),
         ] {
             if !v.is_finite() || v < 0.0 {
                 errors.push(format!("score.{name} = {v} must be a finite number >= 0"));
@@ -131,6 +140,9 @@ pub struct ScoreInput<'a> {
     pub hosts: usize,
     /// The source ip or user behind the most distinct rules, and how many.
     pub actor: Option<(&'a str, usize)>,
+    /// Correlation rules that fired into the cluster: name, highest
+    /// severity, windows fired.
+    pub detections: &'a [(&'a str, u8, u64)],
 }
 
 /// A total and its breakdown.
@@ -233,6 +245,19 @@ impl ScoreConfig {
                 )
             });
         }
+        let mut rule_points = 0.0;
+        for &(rule, severity, count) in c.detections {
+            let left = (self.detection_cap - rule_points).max(0.0);
+            let points = (self.detection_weight * f64::from(severity)).min(left);
+            rule_points += points;
+            push("correlation_rule", points, &|| {
+                let times = if count > 1 { format!(", fired in {count} windows") } else { String::new() };
+                format!(
+                    "rule {rule} (severity {severity}{times}) × {} (all rules capped at {})",
+                    self.detection_weight, self.detection_cap
+                )
+            });
+        }
         Score { total: round2(total), lines }
     }
 }
@@ -250,6 +275,7 @@ mod tests {
             unique_alerts: alerts,
             hosts: 1,
             actor: None,
+            detections: &[],
         }
     }
 
@@ -285,6 +311,22 @@ mod tests {
         let two = cfg.score(&input(7, &["Initial Access", "Execution"], 2, 4)).total;
         let three = cfg.score(&input(12, &["Initial Access", "Execution", "Persistence"], 3, 9)).total;
         assert!(one < two && two < three, "{one} {two} {three}");
+    }
+
+    #[test]
+    fn correlation_rules_count_once_each_and_are_capped_together() {
+        let cfg = ScoreConfig::default();
+        let base = cfg.total(&input(5, &[], 0, 1));
+        let one = [("brute-force-then-login", 80u8, 3u64)];
+        let with_one = cfg.score(&ScoreInput { detections: &one, ..input(5, &[], 0, 1) });
+        assert_eq!(with_one.total, base + 40.0);
+        let line = with_one.lines.iter().find(|l| l.factor == "correlation_rule").expect("a line for the rule");
+        assert!(line.detail.contains("brute-force-then-login") && line.detail.contains("3 windows"), "{}", line.detail);
+        let three = [("a", 100u8, 1u64), ("b", 100, 1), ("c", 100, 1)];
+        let capped = cfg.score(&ScoreInput { detections: &three, ..input(5, &[], 0, 1) });
+        assert_eq!(capped.total, base + cfg.detection_cap);
+        let sum: f64 = capped.lines.iter().map(|l| l.points).sum();
+        assert!((sum - capped.total).abs() < 1e-9, "the breakdown adds up");
     }
 
     #[test]

@@ -239,6 +239,7 @@ mod tests {
             alerts: members.len() as u64,
             duplicates: 0,
             rules: vec![],
+            detections: vec![],
             representatives: vec![],
             merged: vec![],
             trigger: None,

@@ -34,6 +34,58 @@ pub struct Config {
     pub output: OutputConfig,
     pub kafka: KafkaConfig,
     pub checkpoint: CheckpointConfig,
+    pub rules: RulesConfig,
+}
+
+/// `[rules]`: SQL correlation rules (see `rules/README.md`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RulesConfig {
+    /// Run the rules that ship with Sluice (`rules/library/`).
+    pub builtin: bool,
+    /// More rule files, or directories of `.toml` rule files.
+    pub paths: Vec<std::path::PathBuf>,
+    /// Rules not to run, by name.
+    pub disable: Vec<String>,
+    /// The longest window a rule may use: a tenant's alerts are kept that long.
+    pub max_window: Duration,
+    /// Most alerts buffered per tenant for rules; the oldest go first.
+    pub max_alerts_per_tenant: usize,
+}
+
+impl Default for RulesConfig {
+    fn default() -> Self {
+        Self {
+            builtin: true,
+            paths: Vec::new(),
+            disable: Vec::new(),
+            max_window: Duration::from_hours(24),
+            max_alerts_per_tenant: 2_000_000,
+        }
+    }
+}
+
+impl RulesConfig {
+    pub fn limits(&self) -> sluice_rules::Limits {
+        sluice_rules::Limits { max_window: self.max_window }
+    }
+
+    /// Every configured rule, parsed (not yet planned); all problems at once.
+    pub fn load(&self) -> Result<Vec<sluice_rules::Rule>, Vec<String>> {
+        let mut rules = sluice_rules::load(self.builtin, &self.paths, self.limits())
+            .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+        let unknown: Vec<String> = self
+            .disable
+            .iter()
+            .filter(|name| !rules.iter().any(|r| &&r.name == name))
+            .map(|name| format!("rules.disable: no rule is named {name:?}"))
+            .collect();
+        if !unknown.is_empty() {
+            return Err(unknown);
+        }
+        rules.retain(|r| !self.disable.contains(&r.name));
+        Ok(rules)
+    }
 }
 
 /// Which source feeds the pipeline.

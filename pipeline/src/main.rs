@@ -21,6 +21,7 @@ use sluice_pipeline::{CheckpointOptions, RunOptions, eval, run};
 mod bench;
 mod bench_checkpoint;
 mod bench_kafka;
+mod rules_cmd;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -69,6 +70,9 @@ enum Command {
     BenchKafka(bench_kafka::BenchKafkaArgs),
     /// Measure what a checkpoint costs with a large live state.
     BenchCheckpoint(bench_checkpoint::BenchCheckpointArgs),
+    /// Correlation rules: test them on a file, explain their plans, list them.
+    #[command(subcommand)]
+    Rules(rules_cmd::RulesCommand),
 }
 
 #[derive(Args, Debug)]
@@ -211,6 +215,7 @@ fn main() {
         Command::Produce(a) => cmd_produce(a),
         Command::BenchKafka(a) => bench_kafka::cmd_bench_kafka(a),
         Command::BenchCheckpoint(a) => bench_checkpoint::cmd_bench_checkpoint(a),
+        Command::Rules(c) => rules_cmd::cmd_rules(c),
     };
     if let Err(e) = result {
         eprintln!("error: {}", describe(&e));

@@ -190,12 +190,24 @@ enum Message {
     Shard { id: u64, shard: usize, operators: Vec<OperatorState> },
 }
 
-/// Builds the operator chain of one shard.
+/// Builds the operator chain of one shard: dedup → rules → correlate.
 pub fn build_chain(config: &Config, correlate: CorrelateConfig) -> Result<Chain, sluice_operators::Error> {
-    let ops: Vec<Box<dyn Operator>> = vec![
-        Box::new(Dedup::new(config.dedup.clone())?),
-        Box::new(Correlate::new(correlate, config.score.clone(), config.handoff.clone())?),
-    ];
+    let mut ops: Vec<Box<dyn Operator>> = vec![Box::new(Dedup::new(config.dedup.clone())?)];
+    let rules = config.rules.load().map_err(|e| sluice_operators::Error::Config(e.join("\n")))?;
+    if !rules.is_empty() {
+        let extra: Vec<String> = config.decode.fields.keys().cloned().collect();
+        let engine = sluice_rules::Engine::new(&extra).map_err(|e| sluice_operators::Error::Config(e.to_string()))?;
+        let compiled = sluice_rules::compile_all(&engine, rules).map_err(|errors| {
+            sluice_operators::Error::Config(errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))
+        })?;
+        ops.push(Box::new(sluice_rules::Rules::new(
+            engine,
+            compiled,
+            config.time.allowed_lateness.millis(),
+            config.rules.max_alerts_per_tenant,
+        )));
+    }
+    ops.push(Box::new(Correlate::new(correlate, config.score.clone(), config.handoff.clone())?));
     Ok(Chain::new(ops))
 }
 

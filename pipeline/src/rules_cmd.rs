@@ -1,0 +1,227 @@
+//! `sluice rules …`: the workbench for detection engineers.
+
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use clap::{Args, Subcommand};
+use serde::Serialize;
+use sluice_operators::time::Rfc3339;
+use sluice_pipeline::config::{Config, Format};
+use sluice_rules::workbench::run_file;
+use sluice_rules::{Compiled, Engine, Rule, compile_all, load_paths};
+
+#[derive(Subcommand, Debug)]
+pub enum RulesCommand {
+    /// Run rules over a file of alerts and print every detection (tenant,
+    /// window, entities, the matching alerts) and each rule's time.
+    Test(TestArgs),
+    /// Show a rule's DataFusion plans.
+    Explain(ExplainArgs),
+    /// List the rules a config runs.
+    List(ConfigArg),
+}
+
+#[derive(Args, Debug)]
+pub struct ConfigArg {
+    /// Config file (its `[rules]`, `[decode]` and `[tenant]` apply).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct TestArgs {
+    /// Rule files or directories of them; none: the rules the config runs.
+    rules: Vec<PathBuf>,
+    /// Wazuh alerts, one JSON object per line (`-` for stdin).
+    #[arg(long, short)]
+    input: PathBuf,
+    /// `human` or `json`.
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    format: Format,
+    #[command(flatten)]
+    config: ConfigArg,
+}
+
+#[derive(Args, Debug)]
+pub struct ExplainArgs {
+    /// A rule's name (among the config's rules) or a rule file.
+    rule: String,
+    #[command(flatten)]
+    config: ConfigArg,
+}
+
+fn config(arg: &ConfigArg) -> Result<Config> {
+    Ok(match &arg.config {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    })
+}
+
+/// The rules of `paths`, or the config's; every problem at once.
+fn rules(config: &Config, paths: &[PathBuf]) -> Result<Vec<Rule>> {
+    let loaded = if paths.is_empty() {
+        config.rules.load()
+    } else {
+        load_paths(paths, config.rules.limits()).map_err(|e| e.iter().map(ToString::to_string).collect())
+    };
+    loaded.map_err(|problems| anyhow::anyhow!("{} bad rule file(s):\n  {}", problems.len(), problems.join("\n  ")))
+}
+
+fn compile(config: &Config, rules: Vec<Rule>) -> Result<(Engine, Vec<Compiled>)> {
+    let extra: Vec<String> = config.decode.fields.keys().cloned().collect();
+    let engine = Engine::new(&extra)?;
+    let compiled = compile_all(&engine, rules).map_err(|problems| {
+        let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        anyhow::anyhow!("{} bad rule(s):\n  {}", lines.len(), lines.join("\n  "))
+    })?;
+    Ok((engine, compiled))
+}
+
+pub fn cmd_rules(command: RulesCommand) -> Result<()> {
+    match command {
+        RulesCommand::Test(a) => test(a),
+        RulesCommand::Explain(a) => explain(a),
+        RulesCommand::List(a) => list(a),
+    }
+}
+
+#[derive(Serialize)]
+struct DetectionJson<'a> {
+    rule: &'a str,
+    tenant: &'a str,
+    severity: u8,
+    window_start: String,
+    window_end: String,
+    entities: Vec<(&'static str, &'a str)>,
+    alert_ids: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    summary: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct RuleJson<'a> {
+    rule: &'a str,
+    windows: u64,
+    detections: u64,
+    time_ms: f64,
+}
+
+fn test(a: TestArgs) -> Result<()> {
+    let config = config(&a.config)?;
+    let (engine, compiled) = compile(&config, rules(&config, &a.rules)?)?;
+    if compiled.is_empty() {
+        bail!("no rules to test (name rule files, or set [rules] in the config)");
+    }
+    let count = compiled.len();
+    let report = run_file(
+        engine,
+        compiled,
+        &a.input,
+        config.decode.clone(),
+        &config.tenant,
+        config.time.allowed_lateness.millis(),
+    )?;
+    if a.format == Format::Json {
+        let detections: Vec<DetectionJson<'_>> = report
+            .detections
+            .iter()
+            .map(|d| DetectionJson {
+                rule: &d.rule,
+                tenant: &d.tenant,
+                severity: d.severity,
+                window_start: Rfc3339(d.window_start).to_string(),
+                window_end: Rfc3339(d.window_end).to_string(),
+                entities: d.entities.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
+                alert_ids: &d.alert_ids,
+                summary: d.summary.as_deref(),
+            })
+            .collect();
+        let rules: Vec<RuleJson<'_>> = report
+            .stats
+            .iter()
+            .map(|(rule, s)| RuleJson {
+                rule,
+                windows: s.windows,
+                detections: s.detections,
+                time_ms: s.time.as_secs_f64() * 1e3,
+            })
+            .collect();
+        let doc = serde_json::json!({
+            "alerts": report.alerts,
+            "dead_letters": report.dead_letters,
+            "detections": detections,
+            "rules": rules,
+            "elapsed_ms": report.elapsed.as_secs_f64() * 1e3,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(());
+    }
+    for d in &report.detections {
+        println!(
+            "{}  tenant {}  window {} – {}  severity {}",
+            d.rule,
+            d.tenant,
+            Rfc3339(d.window_start),
+            Rfc3339(d.window_end),
+            d.severity
+        );
+        let entities: Vec<String> = d.entities.iter().map(|(k, v)| format!("{}={v}", k.as_str())).collect();
+        println!("  entities  {}", entities.join("  "));
+        if let Some(s) = &d.summary {
+            println!("  summary   {s}");
+        }
+        if !d.alert_ids.is_empty() {
+            println!("  alerts    {}", d.alert_ids.join(" "));
+        }
+    }
+    println!("── rules ─────────────────────────────────────────────────────────");
+    println!("{:<40} {:>8} {:>11} {:>10}", "rule", "windows", "detections", "time");
+    for (rule, s) in &report.stats {
+        println!("{rule:<40} {:>8} {:>11} {:>7.2} ms", s.windows, s.detections, s.time.as_secs_f64() * 1e3);
+    }
+    println!(
+        "{} alerts ({} dead-lettered), {count} rules, {} detections in {:.1} ms",
+        report.alerts,
+        report.dead_letters,
+        report.detections.len(),
+        report.elapsed.as_secs_f64() * 1e3
+    );
+    Ok(())
+}
+
+fn explain(a: ExplainArgs) -> Result<()> {
+    let config = config(&a.config)?;
+    let path = PathBuf::from(&a.rule);
+    let candidates = if path.is_file() {
+        rules(&config, &[path])?
+    } else {
+        let all = rules(&config, &[])?;
+        let names: Vec<String> = all.iter().map(|r| r.name.clone()).collect();
+        let found: Vec<Rule> = all.into_iter().filter(|r| r.name == a.rule).collect();
+        if found.is_empty() {
+            bail!("no rule file or rule named {:?} (rules: {})", a.rule, names.join(", "));
+        }
+        found
+    };
+    let (engine, compiled) = compile(&config, candidates)?;
+    for c in &compiled {
+        println!("rule {} ({})", c.rule.name, c.rule.origin.display());
+        println!("window: {}; severity {}", c.rule.window.describe(), c.rule.severity);
+        println!("{}", engine.explain(c)?);
+    }
+    Ok(())
+}
+
+fn list(a: ConfigArg) -> Result<()> {
+    let config = config(&a)?;
+    for r in rules(&config, &[])? {
+        println!(
+            "{:<40} severity {:>3}  {:<32} {}",
+            r.name,
+            r.severity,
+            r.window.describe(),
+            if r.enabled { "" } else { "(disabled)" }
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,179 @@
+#!/usr/bin/env python3
+"""Writes the fixtures of the shipped rules: `<rule>/positive.ndjson` (must
+fire) and `<rule>/negative.ndjson` (must not: the near miss), as Wazuh
+alerts. Re-run after editing a scenario; `cargo test -p sluice-rules --test
+library` then checks the detections against `<rule>/expected.txt`
+(`SLUICE_BLESS=1` rewrites those for review).
+
+Every scenario is small and spelled out, so that a reader sees exactly what
+a rule fires on and what it must not.
+"""
+import json
+import os
+from datetime import datetime, timedelta, timezone
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+T0 = datetime(2026, 11, 1, 10, 0, 0, tzinfo=timezone.utc)
+RULES = {
+    5710: (5, "sshd: Attempt to login using a non-existent user", ["syslog", "sshd", "authentication_failed", "invalid_login"]),
+    5716: (5, "sshd: authentication failed.", ["syslog", "sshd", "authentication_failed"]),
+    5715: (3, "sshd: authentication success.", ["syslog", "sshd", "authentication_success"]),
+    5501: (3, "PAM: Login session opened.", ["pam", "syslog", "authentication_success"]),
+    5402: (3, "Successful sudo to ROOT executed.", ["syslog", "sudo"]),
+    5902: (8, "New user added to the system.", ["syslog", "adduser"]),
+    550: (7, "Integrity checksum changed.", ["ossec", "syscheck", "syscheck_entry_modified", "syscheck_file"]),
+    554: (5, "File added to the system.", ["ossec", "syscheck", "syscheck_entry_added", "syscheck_file"]),
+    31101: (5, "Web server 400 error code.", ["web", "accesslog", "attack"]),
+    31103: (7, "SQL injection attempt.", ["web", "accesslog", "attack", "sql_injection"]),
+    31106: (6, "A web attack returned code 200 (success).", ["web", "accesslog", "attack"]),
+    60122: (5, "Logon Failure - Unknown user or bad password", ["windows", "windows_security", "authentication_failed"]),
+    60106: (3, "Windows Logon Success", ["windows", "windows_security", "authentication_success"]),
+    61138: (5, "New Windows Service Created", ["windows", "windows_system"]),
+    63103: (12, "The audit log was cleared", ["windows", "windows_security", "log_clearing"]),
+    87105: (12, "VirusTotal: Alert - engines detected this file", ["virustotal"]),
+    86601: (3, "Suricata: Alert - ET SCAN Nmap Scripting Engine User-Agent Detected", ["ids", "suricata"]),
+}
+_seq = [0]
+
+
+def alert(tenant, minute, rule, host, srcip=None, user=None, extra=None, full_log=""):
+    level, desc, groups = RULES[rule]
+    ts = T0 + timedelta(seconds=round(minute * 60, 3))
+    _seq[0] += 1
+    data = {}
+    if srcip:
+        data["srcip"] = srcip
+    if user:
+        data["dstuser"] = user
+    a = {
+        "timestamp": ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}+0000",
+        "rule": {"level": level, "description": desc, "id": str(rule), "groups": groups},
+        "agent": {"id": f"{sum(map(ord, host)) % 900 + 100:03d}", "name": host, "ip": "10.0.0." + str(sum(map(ord, host)) % 250 + 2)},
+        "manager": {"name": tenant},
+        "id": f"{int(ts.timestamp())}.{_seq[0]}",
+        "full_log": full_log or desc,
+        "decoder": {"name": groups[0]},
+        "location": "/var/log/auth.log",
+        "data": data,
+    }
+    for path, value in (extra or {}).items():
+        node = a
+        keys = path.split(".")
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+        node[keys[-1]] = value
+    return a
+
+
+def fails(tenant, start, host, ip, n, users=("root",), rule=5716, step=0.2):
+    return [alert(tenant, start + i * step, rule, host, ip, users[i % len(users)]) for i in range(n)]
+
+
+def noise(tenant):
+    """Ordinary traffic that no rule may fire on, in every fixture."""
+    return [
+        alert(tenant, 1, 5715, "bastion-01", "10.1.1.5", "deploy"),
+        alert(tenant, 2, 5402, "bastion-01", None, "ops"),
+        alert(tenant, 3, 31101, "web-01", "198.51.100.20"),
+        alert(tenant, 4, 550, "app-01", extra={"syscheck.path": "/var/lib/app/cache.db"}),
+    ]
+
+
+SCENARIOS = {
+    "ssh-brute-force-then-login": (
+        fails("acme", 5, "web-01", "203.0.113.7", 8, ("root", "admin", "oracle"), rule=5710)
+        + [alert("acme", 7.5, 5715, "web-01", "203.0.113.7", "deploy")],
+        # Failures, then a success from another address: no.
+        fails("acme", 5, "web-01", "203.0.113.7", 8, ("root", "admin"), rule=5710)
+        + [alert("acme", 7.5, 5715, "web-01", "10.1.1.5", "deploy")],
+    ),
+    "password-spray": (
+        [alert("acme", 5 + i * 0.3, 5716, "vpn-01", "198.51.100.44", u) for i, u in enumerate(
+            ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"])],
+        # Many failures, but one user (that is brute force, not spray).
+        fails("acme", 5, "vpn-01", "198.51.100.44", 8, ("alice",)),
+    ),
+    "one-user-many-hosts": (
+        [alert("acme", 5 + i, 5715, h, "10.2.0.9", "svc-backup") for i, h in enumerate(
+            ["db-01", "db-02", "app-01", "app-02"])],
+        # The same user on two hosts only.
+        [alert("acme", 5 + i, 5715, h, "10.2.0.9", "svc-backup") for i, h in enumerate(["db-01", "db-02"])],
+    ),
+    "web-scan-then-exploit": (
+        [alert("acme", 5 + i * 0.05, 31101, "web-01", "192.0.2.66") for i in range(12)]
+        + [alert("acme", 8, 31106, "web-01", "192.0.2.66", full_log="GET /index.php?id=1' union select")],
+        # A scan without any exploit-level alert.
+        [alert("acme", 5 + i * 0.05, 31101, "web-01", "192.0.2.66") for i in range(12)],
+    ),
+    "new-account-after-remote-login": (
+        [alert("acme", 5, 5715, "app-01", "203.0.113.9", "deploy"),
+         alert("acme", 9, 5902, "app-01", None, "backdoor", full_log="new user: name=backdoor, UID=1001")],
+        # An account added with no remote login before it.
+        [alert("acme", 9, 5902, "app-01", None, "newhire")],
+    ),
+    "critical-file-changed-after-login": (
+        [alert("acme", 5, 5715, "app-01", "203.0.113.9", "deploy"),
+         alert("acme", 8, 550, "app-01", extra={"syscheck.path": "/etc/sudoers"})],
+        # A change of an ordinary file after the login.
+        [alert("acme", 5, 5715, "app-01", "203.0.113.9", "deploy"),
+         alert("acme", 8, 550, "app-01", extra={"syscheck.path": "/var/www/html/index.html"})],
+    ),
+    "same-file-hash-on-many-hosts": (
+        [alert("acme", 5 + i, 554, h, extra={"syscheck.path": "/tmp/.x/kworker", "syscheck.sha256_after": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"})
+         for i, h in enumerate(["web-01", "web-02", "db-01"])],
+        [alert("acme", 5 + i, 554, h, extra={"syscheck.path": "/tmp/.x/kworker", "syscheck.sha256_after": f"{i:064x}"})
+         for i, h in enumerate(["web-01", "web-02", "db-01"])],
+    ),
+    "windows-logon-failures-then-success": (
+        fails("acme", 5, "WS-07", "198.51.100.23", 8, ("administrator",), rule=60122)
+        + [alert("acme", 7, 60106, "WS-07", "198.51.100.23", "administrator")],
+        fails("acme", 5, "WS-07", "198.51.100.23", 3, ("administrator",), rule=60122)
+        + [alert("acme", 7, 60106, "WS-07", "198.51.100.23", "administrator")],
+    ),
+    "windows-service-from-user-path": (
+        [alert("acme", 5, 61138, "WS-07", extra={"data.win.eventdata.serviceName": "updsvc",
+                                                   "data.win.eventdata.imagePath": "C:\\Users\\Public\\upd.exe"})],
+        [alert("acme", 5, 61138, "WS-07", extra={"data.win.eventdata.serviceName": "Spooler",
+                                                   "data.win.eventdata.imagePath": "C:\\Windows\\System32\\spoolsv.exe"})],
+    ),
+    "windows-audit-log-cleared": (
+        [alert("acme", 5, 63103, "DC-01", extra={"data.win.eventdata.subjectUserName": "mallory"})],
+        [alert("acme", 5, 60106, "DC-01", "10.0.0.8", "mallory")],
+    ),
+    "sudo-to-root-after-remote-login": (
+        [alert("acme", 5, 5715, "db-01", "203.0.113.50", "alice"),
+         alert("acme", 6, 5402, "db-01", None, "alice")],
+        # sudo by a user who did not log in remotely in the window.
+        [alert("acme", 5, 5715, "db-01", "203.0.113.50", "alice"),
+         alert("acme", 6, 5402, "db-01", None, "bob")],
+    ),
+    "malware-on-several-hosts": (
+        [alert("acme", 5 + i, 87105, h, extra={"data.virustotal.source.sha1": "3395856ce81f2b7382dee72602f798b642f14140",
+                                                "data.virustotal.positives": "41"}) for i, h in enumerate(["WS-01", "WS-02"])],
+        [alert("acme", 5, 87105, "WS-01", extra={"data.virustotal.source.sha1": "3395856ce81f2b7382dee72602f798b642f14140",
+                                                  "data.virustotal.positives": "41"})],
+    ),
+    "ids-alert-then-login-from-source": (
+        [alert("acme", 5, 86601, "fw-01", "203.0.113.77"),
+         alert("acme", 9, 5715, "web-02", "203.0.113.77", "deploy")],
+        [alert("acme", 5, 86601, "fw-01", "203.0.113.77"),
+         alert("acme", 9, 5715, "web-02", "10.1.1.5", "deploy")],
+    ),
+}
+
+
+def write(rule, name, alerts):
+    alerts = sorted(alerts + noise("acme"), key=lambda a: a["timestamp"])
+    path = os.path.join(HERE, rule, name)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        for a in alerts:
+            f.write(json.dumps(a, separators=(",", ":")) + "\n")
+
+
+if __name__ == "__main__":
+    for rule, (positive, negative) in SCENARIOS.items():
+        _seq[0] = 0
+        write(rule, "positive.ndjson", positive)
+        _seq[0] = 0
+        write(rule, "negative.ndjson", negative)

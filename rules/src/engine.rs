@@ -1,0 +1,232 @@
+//! The SQL engine: DataFusion over one tenant's window of alerts.
+//!
+//! Each rule's SQL is parsed, checked and optimized once, against the table
+//! `alerts` (every typed column of the alert schema, `raw` as text for the
+//! JSON functions of `datafusion-functions-json`). Evaluating a window swaps
+//! that table's rows and runs the cached plan; no SQL is parsed per window.
+//! One engine serves one shard, so evaluation is single-threaded
+//! (`target_partitions = 1`) and its output order is deterministic.
+
+use std::sync::{Arc, Mutex};
+
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::catalog::Session;
+use datafusion::datasource::TableProvider;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::error::DataFusionError;
+use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::logical_expr::{Expr, LogicalPlan, TableType};
+use datafusion::physical_plan::ExecutionPlan;
+use sluice_operators::cluster::EntityKind;
+use sluice_operators::schema::{alert_schema, col};
+
+use crate::error::RuleError;
+use crate::rule::Rule;
+
+/// The table a rule reads: the rows of the window being evaluated.
+#[derive(Debug)]
+struct WindowTable {
+    schema: SchemaRef,
+    rows: Mutex<Vec<RecordBatch>>,
+}
+
+#[async_trait::async_trait]
+impl TableProvider for WindowTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        let rows = self.rows.lock().expect("window table").clone();
+        Ok(MemorySourceConfig::try_new_exec(&[rows], self.schema.clone(), projection.cloned())?)
+    }
+}
+
+/// A rule whose SQL is planned, with where its special columns are.
+#[derive(Debug, Clone)]
+pub struct Compiled {
+    pub rule: Rule,
+    plan: LogicalPlan,
+    /// Entity kind → result column index.
+    pub entity_columns: Vec<(EntityKind, usize)>,
+    pub alert_ids_column: Option<usize>,
+    pub severity_column: Option<usize>,
+    pub summary_column: Option<usize>,
+}
+
+/// DataFusion, set up for rules.
+pub struct Engine {
+    ctx: SessionContext,
+    runtime: tokio::runtime::Runtime,
+    table: Arc<WindowTable>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("schema", &self.table.schema.fields().len()).finish_non_exhaustive()
+    }
+}
+
+/// The `alerts` table's schema: the alert schema with `raw` as text.
+pub fn table_schema(extra: &[String]) -> SchemaRef {
+    let schema = alert_schema(extra);
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| if f.name() == col::RAW { Field::new(col::RAW, DataType::Utf8, false) } else { f.as_ref().clone() })
+        .collect();
+    Arc::new(Schema::new(fields))
+}
+
+/// A decoded alert batch as rows of the `alerts` table.
+pub fn to_table_rows(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, RuleError> {
+    let state = |e: arrow::error::ArrowError| RuleError::State(format!("alert batch → rules table: {e}"));
+    let columns: Vec<ArrayRef> = batch
+        .schema()
+        .fields()
+        .iter()
+        .zip(batch.columns())
+        .map(|(f, c)| if f.name() == col::RAW { cast(c, &DataType::Utf8) } else { Ok(c.clone()) })
+        .collect::<Result<_, _>>()
+        .map_err(state)?;
+    RecordBatch::try_new(schema.clone(), columns).map_err(state)
+}
+
+fn message(e: &DataFusionError) -> String {
+    e.find_root().strip_backtrace().trim().to_string()
+}
+
+impl Engine {
+    pub fn new(extra_columns: &[String]) -> Result<Engine, RuleError> {
+        let config =
+            SessionConfig::new().with_target_partitions(1).with_batch_size(8192).with_information_schema(false);
+        let mut ctx = SessionContext::new_with_config(config);
+        datafusion_functions_json::register_all(&mut ctx)
+            .map_err(|e| RuleError::State(format!("JSON functions: {}", message(&e))))?;
+        let table = Arc::new(WindowTable { schema: table_schema(extra_columns), rows: Mutex::new(Vec::new()) });
+        ctx.register_table("alerts", table.clone())
+            .map_err(|e| RuleError::State(format!("alerts table: {}", message(&e))))?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .map_err(|e| RuleError::State(format!("rules runtime: {e}")))?;
+        Ok(Engine { ctx, runtime, table })
+    }
+
+    pub fn schema(&self) -> &SchemaRef {
+        &self.table.schema
+    }
+
+    /// Plans a rule's SQL and checks its result columns; every problem is
+    /// reported with the rule file.
+    pub fn compile(&self, rule: Rule) -> Result<Compiled, RuleError> {
+        let invalid = |problems: Vec<String>| RuleError::Invalid { origin: rule.origin.clone(), problems };
+        let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
+        let plan = self
+            .runtime
+            .block_on(async {
+                let df = self.ctx.sql_with_options(&rule.sql, options).await?;
+                df.into_optimized_plan()
+            })
+            .map_err(|e| invalid(vec![format!("sql: {}", message(&e))]))?;
+        let schema = plan.schema().as_arrow().clone();
+        let find = |name: &str| schema.index_of(name).ok();
+        let mut problems = Vec::new();
+        let mut entity_columns = Vec::new();
+        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        for (kind, column) in &rule.entities {
+            match find(column) {
+                Some(i) if matches!(schema.field(i).data_type(), DataType::List(_) | DataType::Struct(_)) => problems
+                    .push(format!("entities.{} = {column:?}: that result column is not a single value", kind.as_str())),
+                Some(i) => entity_columns.push((*kind, i)),
+                None => problems.push(format!(
+                    "entities.{} = {column:?}: the query returns no such column (it returns {})",
+                    kind.as_str(),
+                    names.join(", ")
+                )),
+            }
+        }
+        let alert_ids_column = find("alert_ids");
+        if let Some(i) = alert_ids_column
+            && !matches!(schema.field(i).data_type(), DataType::List(_) | DataType::LargeList(_))
+        {
+            problems.push("result column alert_ids must be a list (array_agg(alert_id))".into());
+        }
+        let severity_column = find("severity");
+        if let Some(i) = severity_column
+            && !schema.field(i).data_type().is_integer()
+        {
+            problems.push("result column severity must be an integer 0–100".into());
+        }
+        let summary_column = find("summary");
+        if !problems.is_empty() {
+            return Err(invalid(problems));
+        }
+        Ok(Compiled { rule, plan, entity_columns, alert_ids_column, severity_column, summary_column })
+    }
+
+    /// Runs a compiled rule over one window's rows (`alerts` table rows).
+    pub fn evaluate(&self, rule: &Compiled, rows: Vec<RecordBatch>) -> Result<Vec<RecordBatch>, RuleError> {
+        *self.table.rows.lock().expect("window table") = rows;
+        let result = self.runtime.block_on(async {
+            let state = self.ctx.state();
+            let physical = state.create_physical_plan(&rule.plan).await?;
+            datafusion::physical_plan::collect(physical, self.ctx.task_ctx()).await
+        });
+        self.table.rows.lock().expect("window table").clear();
+        result.map_err(|e| RuleError::Eval { rule: rule.rule.name.clone(), message: message(&e) })
+    }
+
+    /// The rule's logical and physical plans, as DataFusion prints them.
+    pub fn explain(&self, rule: &Compiled) -> Result<String, RuleError> {
+        let physical = self
+            .runtime
+            .block_on(self.ctx.state().create_physical_plan(&rule.plan))
+            .map_err(|e| RuleError::Eval { rule: rule.rule.name.clone(), message: message(&e) })?;
+        Ok(format!(
+            "logical plan:\n{}\n\nphysical plan:\n{}",
+            rule.plan.display_indent(),
+            datafusion::physical_plan::displayable(physical.as_ref()).indent(true)
+        ))
+    }
+}
+
+/// A result cell as text (entity values, summaries); `None` when null.
+pub fn cell_text(column: &ArrayRef, row: usize) -> Option<String> {
+    if column.is_null(row) {
+        return None;
+    }
+    let text = cast(&column.slice(row, 1), &DataType::Utf8).ok()?;
+    let text = text.as_string::<i32>();
+    (!text.is_null(0)).then(|| text.value(0).to_string())
+}
+
+/// A list cell's items as text (`alert_ids`).
+pub fn list_texts(column: &ArrayRef, row: usize) -> Vec<String> {
+    if column.is_null(row) {
+        return Vec::new();
+    }
+    let items = match column.data_type() {
+        DataType::List(_) => column.as_list::<i32>().value(row),
+        DataType::LargeList(_) => column.as_list::<i64>().value(row),
+        _ => return Vec::new(),
+    };
+    (0..items.len()).filter_map(|i| cell_text(&items, i)).collect()
+}
+
+/// An integer cell (`severity`), clamped to 0–100.
+pub fn cell_severity(column: &ArrayRef, row: usize) -> Option<u8> {
+    let text = cell_text(column, row)?;
+    text.parse::<i64>().ok().map(|v| v.clamp(0, 100) as u8)
+}

@@ -1,0 +1,614 @@
+//! The rules operator: buffers each tenant's alerts, runs every rule when
+//! one of its windows closes, and sends the detections down the chain
+//! (dedup → **rules** → correlate).
+//!
+//! **When a window closes.** On the tenant's own clock: the tenant's newest
+//! event time minus the allowed lateness. A window `[start, end)` closes
+//! when that clock reaches `end`, *before* the alert that moved the clock
+//! is passed on, so a detection reaches correlate at the same place among
+//! the tenant's alerts whatever the batch size, shard count or the way
+//! Kafka partitions interleave. A quiet tenant's windows close on the
+//! overall watermark once it is `allowed_lateness` past the end: by then no
+//! record on time can fall before it, so the place is the same too.
+//!
+//! **Tenants never mix.** Each tenant has its own buffer and clock, and a
+//! rule's `alerts` table holds one tenant's rows of one window.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::{AsArray, BooleanArray, RecordBatch, UInt32Array};
+use arrow::compute::{filter_record_batch, take_record_batch};
+use arrow::datatypes::{SchemaRef, TimestampMicrosecondType, TimestampMillisecondType};
+use serde::{Deserialize, Serialize};
+use sluice_operators::detection::Detection;
+use sluice_operators::hash::StableHasher;
+use sluice_operators::operator::{AlertBatch, Collector, Context, DedupMarks, Operator, Output};
+use sluice_operators::schema::{AlertColumns, col};
+use sluice_operators::time::EventTime;
+
+use crate::engine::{Compiled, Engine, cell_severity, cell_text, list_texts, to_table_rows};
+use crate::rule::Window;
+
+const NAME: &str = "rules";
+const SNAPSHOT_VERSION: u32 = 1;
+/// Alert ids kept per detection.
+const MAX_ALERT_IDS: usize = 50;
+
+/// Per-rule figures for the workbench and benchmarks (wall clock: reporting
+/// only, never semantics).
+#[derive(Debug, Clone, Default)]
+pub struct RuleStats {
+    pub windows: u64,
+    pub detections: u64,
+    pub time: Duration,
+}
+
+/// Rows of one tenant buffered for its open windows.
+#[derive(Debug, Clone)]
+struct Piece {
+    rows: RecordBatch,
+    min_t: EventTime,
+    max_t: EventTime,
+}
+
+/// Where one rule stands for one tenant.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct RuleState {
+    /// Windows ending at or before this are evaluated (sessions: rows
+    /// before it are).
+    done_until: EventTime,
+    /// The oldest row not yet in an evaluated window.
+    oldest: Option<EventTime>,
+    /// When the tenant's clock must next close something.
+    due: EventTime,
+    /// Detections of windows that overlap the next ones (hopping), by hash
+    /// of entities and alerts, with their window end: an overlapping window
+    /// that finds the very same thing does not report it again.
+    #[serde(default)]
+    recent: Vec<(u64, EventTime)>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct TenantRules {
+    /// Newest event time seen.
+    newest: EventTime,
+    pieces: Vec<Piece>,
+    rows: usize,
+    /// Aligned with `Rules::rules` (snapshots key them by rule name, so
+    /// state survives a rule set that changes between runs).
+    rules: Vec<RuleState>,
+    due: EventTime,
+}
+
+impl RuleState {
+    fn new() -> Self {
+        RuleState { done_until: EventTime::MIN, oldest: None, due: EventTime::MAX, recent: Vec::new() }
+    }
+}
+
+/// The rules stage of a shard.
+pub struct Rules {
+    engine: Engine,
+    rules: Vec<Compiled>,
+    lateness: i64,
+    max_rows: usize,
+    table_schema: SchemaRef,
+    tenants: BTreeMap<Arc<str>, TenantRules>,
+    stats: BTreeMap<String, RuleStats>,
+}
+
+impl std::fmt::Debug for Rules {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.rules.iter().map(|r| r.rule.name.as_str()).collect();
+        f.debug_struct("Rules").field("rules", &names).finish_non_exhaustive()
+    }
+}
+
+impl Rules {
+    /// `rules` must have been compiled by `engine`; disabled ones are skipped.
+    pub fn new(engine: Engine, rules: Vec<Compiled>, allowed_lateness_ms: i64, max_rows_per_tenant: usize) -> Self {
+        let table_schema = engine.schema().clone();
+        let rules: Vec<Compiled> = rules.into_iter().filter(|r| r.rule.enabled).collect();
+        let stats = rules.iter().map(|r| (r.rule.name.clone(), RuleStats::default())).collect();
+        Rules {
+            engine,
+            rules,
+            lateness: allowed_lateness_ms.max(0),
+            max_rows: max_rows_per_tenant.max(1),
+            table_schema,
+            tenants: BTreeMap::new(),
+            stats,
+        }
+    }
+
+    pub fn stats(&self) -> &BTreeMap<String, RuleStats> {
+        &self.stats
+    }
+
+    pub fn rule_count(&self) -> usize {
+        self.rules.len()
+    }
+
+    fn tenant(&mut self, name: &str) -> &mut TenantRules {
+        if !self.tenants.contains_key(name) {
+            let t = TenantRules {
+                newest: EventTime::MIN,
+                due: EventTime::MAX,
+                rules: vec![RuleState::new(); self.rules.len()],
+                ..TenantRules::default()
+            };
+            self.tenants.insert(Arc::from(name), t);
+        }
+        self.tenants.get_mut(name).expect("inserted above")
+    }
+
+    /// Notes a row of `tenant` at `t`. Returns false, without noting it,
+    /// when the row moves the tenant's clock past a window end: those
+    /// windows must close first (then call again).
+    fn observe(&mut self, tenant: &str, t: EventTime) -> bool {
+        self.tenant(tenant);
+        let state = self.tenants.get_mut(tenant).expect("created above");
+        if state.newest.max(t).saturating_sub(self.lateness) >= state.due {
+            return false;
+        }
+        state.newest = state.newest.max(t);
+        for (rule, rs) in self.rules.iter().zip(state.rules.iter_mut()) {
+            let window = rule.rule.window;
+            if rs.oldest.is_none_or(|o| t < o)
+                && still_open(window, rs.done_until, t)
+                && rule.rule.scope.includes(tenant)
+            {
+                rs.oldest = Some(t);
+                rs.due = rs.due.min(next_due(window, rs.done_until, t));
+                state.due = state.due.min(rs.due);
+            }
+        }
+        true
+    }
+
+    /// Buffers rows `[from, to)` of a batch (already table rows) by tenant.
+    fn buffer(&mut self, table: &RecordBatch, cols: &AlertColumns<'_>, from: usize, to: usize) {
+        let mut by_tenant: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
+        for row in from..to {
+            by_tenant.entry(cols.tenant(row)).or_default().push(row as u32);
+        }
+        for (tenant, rows) in by_tenant {
+            if !self.rules.iter().any(|r| r.rule.scope.includes(tenant)) {
+                continue;
+            }
+            let times: Vec<EventTime> = rows.iter().map(|&r| cols.event_time.value(r as usize)).collect();
+            let taken = take_record_batch(table, &UInt32Array::from(rows)).expect("row indices are in range");
+            let max_rows = self.max_rows;
+            let state = self.tenant(tenant);
+            state.rows += taken.num_rows();
+            state.pieces.push(Piece {
+                rows: taken,
+                min_t: *times.iter().min().expect("non-empty"),
+                max_t: *times.iter().max().expect("non-empty"),
+            });
+            while state.rows > max_rows && state.pieces.len() > 1 {
+                let dropped = state.pieces.remove(0);
+                state.rows -= dropped.rows.num_rows();
+            }
+        }
+    }
+
+    /// Closes every window of `tenant` that its clock (or `floor`, from the
+    /// overall watermark) has passed, in order of window end.
+    fn close(&mut self, tenant: &str, floor: EventTime, ctx: &mut Context, out: &mut dyn Collector) {
+        let Some((name, _)) = self.tenants.get_key_value(tenant) else { return };
+        let name = name.clone();
+        let state = self.tenants.get(tenant).expect("present");
+        let clock = state.newest.saturating_sub(self.lateness).max(floor);
+        if clock < state.due {
+            return;
+        }
+        let mut detections = Vec::new();
+        loop {
+            // The rule whose next window ends first (ties: rule order).
+            let state = self.tenants.get(tenant).expect("present");
+            let next = state
+                .rules
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.due, i))
+                .filter(|&(due, _)| due <= clock && due != EventTime::MAX)
+                .min();
+            let Some((_, i)) = next else { break };
+            self.close_one(&name, i, clock, &mut detections);
+        }
+        let state = self.tenants.get_mut(tenant).expect("present");
+        state.due = state.rules.iter().map(|r| r.due).min().unwrap_or(EventTime::MAX);
+        let needed = self
+            .rules
+            .iter()
+            .zip(&state.rules)
+            .map(|(r, s)| needed_from(r.rule.window, s.done_until))
+            .min()
+            .unwrap_or(EventTime::MAX);
+        let before = state.pieces.len();
+        state.pieces.retain(|p| p.max_t >= needed);
+        if state.pieces.len() != before {
+            state.rows = state.pieces.iter().map(|p| p.rows.num_rows()).sum();
+        }
+        ctx.counters.add(NAME, "detections", &name, detections.len() as u64);
+        for d in detections {
+            out.collect(Output::Detection(Box::new(d)));
+        }
+    }
+
+    /// Evaluates rule `i`'s next window for `tenant` and moves the rule on.
+    fn close_one(&mut self, tenant: &Arc<str>, i: usize, clock: EventTime, detections: &mut Vec<Detection>) {
+        let rule = &self.rules[i];
+        let state = self.tenants.get_mut(tenant).expect("present");
+        let rs = state.rules[i].clone();
+        let (start, end, done_until) = match rule.rule.window {
+            Window::Tumbling { size } | Window::Hopping { size, .. } => {
+                let end = rs.due;
+                (end - size, end, end)
+            }
+            Window::Session { gap, max } => {
+                // The session starting at the oldest unevaluated row.
+                let mut times: Vec<EventTime> = rows_times(&state.pieces, rs.done_until, EventTime::MAX);
+                times.sort_unstable();
+                let first = times.first().copied().unwrap_or(rs.done_until);
+                let mut last = first;
+                for &t in &times {
+                    if t >= last.saturating_add(gap) || t >= first.saturating_add(max) {
+                        break;
+                    }
+                    last = t;
+                }
+                let complete =
+                    clock >= last.saturating_add(gap) || times.iter().any(|&t| t >= first.saturating_add(max));
+                if !complete {
+                    state.rules[i].due = last.saturating_add(gap);
+                    return;
+                }
+                (first, last.saturating_add(1), last.saturating_add(1))
+            }
+        };
+        let rows = window_rows(&state.pieces, start, end);
+        let started = Instant::now();
+        let mut found = Vec::new();
+        if rows.iter().any(|b| b.num_rows() > 0) {
+            let summary = WindowSummary::of(&rows);
+            match self.engine.evaluate(rule, rows) {
+                Ok(results) => found = detections_of(rule, tenant, start, end, &summary, &results),
+                Err(e) => tracing::warn!(error = %e, tenant = %tenant, "rules: evaluation failed; window skipped"),
+            }
+        }
+        // What an overlapping earlier window already reported is not news.
+        let span = rule.rule.window.span();
+        let recent = &mut self.tenants.get_mut(tenant).expect("present").rules[i].recent;
+        recent.retain(|&(_, e)| e > end.saturating_sub(span));
+        found.retain(|d| {
+            let mut h = StableHasher::new();
+            for (kind, value) in &d.entities {
+                h.u64(*kind as u64).field(value.as_bytes());
+            }
+            for id in &d.alert_ids {
+                h.field(id.as_bytes());
+            }
+            let key = h.finish();
+            let new = !recent.iter().any(|&(k, _)| k == key);
+            if new {
+                recent.push((key, end));
+            }
+            new
+        });
+        let stats = self.stats.entry(rule.rule.name.clone()).or_default();
+        stats.windows += 1;
+        stats.detections += found.len() as u64;
+        stats.time += started.elapsed();
+        detections.extend(found);
+        // Move on: the oldest row still ahead of this rule decides its next window.
+        let window = rule.rule.window;
+        let state = self.tenants.get_mut(tenant).expect("present");
+        let oldest = rows_times(&state.pieces, first_open_row(window, done_until), EventTime::MAX).into_iter().min();
+        let rs = &mut state.rules[i];
+        rs.done_until = done_until;
+        rs.oldest = oldest;
+        rs.due = oldest.map_or(EventTime::MAX, |t| next_due(window, done_until, t));
+    }
+}
+
+/// Whether a row at `t` still falls in a window not yet evaluated.
+fn still_open(window: Window, done_until: EventTime, t: EventTime) -> bool {
+    t >= first_open_row(window, done_until)
+}
+
+/// The oldest event time a window ending after `done_until` can hold.
+fn first_open_row(window: Window, done_until: EventTime) -> EventTime {
+    match window {
+        Window::Tumbling { .. } | Window::Session { .. } => done_until,
+        Window::Hopping { size, slide } => done_until.saturating_sub(size).saturating_add(slide),
+    }
+}
+
+/// Rows older than this are in no window still to be evaluated.
+fn needed_from(window: Window, done_until: EventTime) -> EventTime {
+    first_open_row(window, done_until)
+}
+
+/// The end of the first window after `done_until` that holds a row at `t`
+/// (sessions: the earliest the session can be complete).
+fn next_due(window: Window, done_until: EventTime, t: EventTime) -> EventTime {
+    match window {
+        Window::Tumbling { size } => (t.div_euclid(size) + 1) * size,
+        Window::Hopping { size, slide } => {
+            let first = (t.saturating_sub(size).div_euclid(slide) + 1) * slide + size;
+            let after = (done_until.div_euclid(slide) + 1) * slide;
+            first.max(if done_until == EventTime::MIN { first } else { after })
+        }
+        Window::Session { gap, .. } => t.saturating_add(gap),
+    }
+}
+
+/// Event times of buffered rows in `[from, to)`.
+fn rows_times(pieces: &[Piece], from: EventTime, to: EventTime) -> Vec<EventTime> {
+    let mut out = Vec::new();
+    for p in pieces.iter().filter(|p| p.max_t >= from && p.min_t < to) {
+        let t = p.rows.column_by_name(col::EVENT_TIME).expect("event_time").as_primitive::<TimestampMillisecondType>();
+        out.extend(t.values().iter().copied().filter(|&v| v >= from && v < to));
+    }
+    out
+}
+
+/// The buffered rows with event time in `[start, end)`.
+fn window_rows(pieces: &[Piece], start: EventTime, end: EventTime) -> Vec<RecordBatch> {
+    let mut out = Vec::new();
+    for p in pieces.iter().filter(|p| p.max_t >= start && p.min_t < end) {
+        if p.min_t >= start && p.max_t < end {
+            out.push(p.rows.clone());
+            continue;
+        }
+        let t = p.rows.column_by_name(col::EVENT_TIME).expect("event_time").as_primitive::<TimestampMillisecondType>();
+        let mask: BooleanArray = t.values().iter().map(|&v| Some(v >= start && v < end)).collect();
+        out.push(filter_record_batch(&p.rows, &mask).expect("mask matches the rows"));
+    }
+    out
+}
+
+/// What a detection reports of its window besides the rule's result.
+struct WindowSummary {
+    first: EventTime,
+    last: EventTime,
+    trigger: String,
+    trigger_ingest: i64,
+}
+
+impl WindowSummary {
+    fn of(rows: &[RecordBatch]) -> Self {
+        let mut s =
+            WindowSummary { first: EventTime::MAX, last: EventTime::MIN, trigger: String::new(), trigger_ingest: 0 };
+        for b in rows {
+            let t = b.column_by_name(col::EVENT_TIME).expect("event_time").as_primitive::<TimestampMillisecondType>();
+            let ingest =
+                b.column_by_name(col::INGEST_TIME).expect("ingest_time").as_primitive::<TimestampMicrosecondType>();
+            let ids = b.column_by_name(col::ALERT_ID).expect("alert_id").as_string::<i32>();
+            for row in 0..b.num_rows() {
+                let (v, id) = (t.value(row), ids.value(row));
+                s.first = s.first.min(v);
+                // The newest alert (ties: the greatest id) triggers the detection.
+                if v > s.last || (v == s.last && id > s.trigger.as_str()) {
+                    s.last = v;
+                    s.trigger = id.to_string();
+                    s.trigger_ingest = ingest.value(row);
+                }
+            }
+        }
+        s
+    }
+}
+
+fn detections_of(
+    rule: &Compiled,
+    tenant: &str,
+    start: EventTime,
+    end: EventTime,
+    w: &WindowSummary,
+    results: &[RecordBatch],
+) -> Vec<Detection> {
+    let mut out = Vec::new();
+    for b in results {
+        for row in 0..b.num_rows() {
+            let entities: Vec<_> = rule
+                .entity_columns
+                .iter()
+                .filter_map(|&(kind, i)| cell_text(b.column(i), row).filter(|v| !v.is_empty()).map(|v| (kind, v)))
+                .collect();
+            if entities.is_empty() {
+                continue;
+            }
+            let mut alert_ids = rule.alert_ids_column.map(|i| list_texts(b.column(i), row)).unwrap_or_default();
+            alert_ids.sort();
+            alert_ids.dedup();
+            alert_ids.truncate(MAX_ALERT_IDS);
+            out.push(Detection {
+                rule: rule.rule.name.clone(),
+                tenant: tenant.to_string(),
+                severity: rule
+                    .severity_column
+                    .and_then(|i| cell_severity(b.column(i), row))
+                    .unwrap_or(rule.rule.severity),
+                tags: rule.rule.tags.clone(),
+                window_start: start,
+                window_end: end,
+                first: w.first,
+                last: w.last,
+                entities,
+                alert_ids,
+                summary: rule.summary_column.and_then(|i| cell_text(b.column(i), row)),
+                trigger_alert: w.trigger.clone(),
+                trigger_ingest_us: w.trigger_ingest,
+            });
+        }
+    }
+    // The engine's row order is deterministic, but say so in the data.
+    out.sort_by(|a, b| (&a.entities, &a.alert_ids).cmp(&(&b.entities, &b.alert_ids)));
+    out
+}
+
+fn slice(batch: &AlertBatch, from: usize, to: usize) -> AlertBatch {
+    if from == 0 && to == batch.num_rows() {
+        return batch.clone();
+    }
+    AlertBatch {
+        batch: batch.batch.slice(from, to - from),
+        dedup: batch.dedup.as_ref().map(|m| DedupMarks {
+            fingerprint: m.fingerprint[from..to].to_vec(),
+            duplicate: m.duplicate[from..to].to_vec(),
+        }),
+    }
+}
+
+impl Operator for Rules {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn process(
+        &mut self,
+        batch: AlertBatch,
+        ctx: &mut Context,
+        out: &mut dyn Collector,
+    ) -> sluice_operators::Result<()> {
+        if self.rules.is_empty() {
+            out.collect(Output::Batch(batch));
+            return Ok(());
+        }
+        let table = to_table_rows(&batch.batch, &self.table_schema)
+            .map_err(|e| sluice_operators::Error::Config(e.to_string()))?;
+        let cols = AlertColumns::new(&batch.batch)?;
+        let mut from = 0;
+        for row in 0..batch.num_rows() {
+            let tenant = cols.tenant(row);
+            let t = cols.event_time.value(row);
+            if !self.observe(tenant, t) {
+                // The rows before go first; then the windows this row's time
+                // closes; then this row.
+                self.buffer(&table, &cols, from, row);
+                if row > from {
+                    out.collect(Output::Batch(slice(&batch, from, row)));
+                }
+                from = row;
+                let state = self.tenants.get_mut(tenant).expect("observed");
+                state.newest = state.newest.max(t);
+                self.close(tenant, EventTime::MIN, ctx, out);
+                let noted = self.observe(tenant, t);
+                debug_assert!(noted, "closing leaves nothing due before the clock");
+            }
+        }
+        self.buffer(&table, &cols, from, batch.num_rows());
+        out.collect(Output::Batch(slice(&batch, from, batch.num_rows())));
+        Ok(())
+    }
+
+    fn on_watermark(
+        &mut self,
+        wm: EventTime,
+        ctx: &mut Context,
+        out: &mut dyn Collector,
+    ) -> sluice_operators::Result<()> {
+        let floor = wm.saturating_sub(self.lateness);
+        let tenants: Vec<Arc<str>> = self.tenants.keys().cloned().collect();
+        for t in tenants {
+            self.close(&t, floor, ctx, out);
+        }
+        Ok(())
+    }
+
+    fn on_end(&mut self, ctx: &mut Context, out: &mut dyn Collector) -> sluice_operators::Result<()> {
+        let tenants: Vec<Arc<str>> = self.tenants.keys().cloned().collect();
+        for t in tenants {
+            self.close(&t, EventTime::MAX, ctx, out);
+        }
+        Ok(())
+    }
+
+    fn snapshot(&self) -> sluice_operators::Result<Vec<u8>> {
+        let tenants: Vec<TenantSnapshot> = self
+            .tenants
+            .iter()
+            .map(|(name, t)| {
+                Ok(TenantSnapshot {
+                    name: name.to_string(),
+                    newest: t.newest,
+                    rules: self.rules.iter().map(|r| r.rule.name.clone()).zip(t.rules.iter().cloned()).collect(),
+                    pieces: t
+                        .pieces
+                        .iter()
+                        .map(|p| Ok((p.min_t, p.max_t, ipc_bytes(&p.rows)?)))
+                        .collect::<Result<_, String>>()?,
+                })
+            })
+            .collect::<Result<_, String>>()
+            .map_err(sluice_operators::Error::Config)?;
+        sluice_operators::snapshot::encode(NAME, SNAPSHOT_VERSION, &tenants)
+    }
+
+    fn restore(&mut self, state: &[u8]) -> sluice_operators::Result<()> {
+        let tenants: Vec<TenantSnapshot> = sluice_operators::snapshot::decode(NAME, SNAPSHOT_VERSION, state)?;
+        self.tenants.clear();
+        for t in tenants {
+            let pieces = t
+                .pieces
+                .into_iter()
+                .map(|(min_t, max_t, bytes)| Ok(Piece { rows: ipc_batch(&bytes)?, min_t, max_t }))
+                .collect::<Result<Vec<_>, String>>()
+                .map_err(sluice_operators::Error::Config)?;
+            // Rules added since the checkpoint start from here.
+            let rules: Vec<RuleState> =
+                self.rules.iter().map(|r| t.rules.get(&r.rule.name).cloned().unwrap_or_else(RuleState::new)).collect();
+            let state = TenantRules {
+                newest: t.newest,
+                rows: pieces.iter().map(|p| p.rows.num_rows()).sum(),
+                pieces,
+                due: rules.iter().map(|r| r.due).min().unwrap_or(EventTime::MAX),
+                rules,
+            };
+            self.tenants.insert(Arc::from(t.name.as_str()), state);
+        }
+        Ok(())
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct TenantSnapshot {
+    name: String,
+    newest: EventTime,
+    rules: BTreeMap<String, RuleState>,
+    #[serde(with = "pieces_bytes")]
+    pieces: Vec<(EventTime, EventTime, Vec<u8>)>,
+}
+
+mod pieces_bytes {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    pub fn serialize<S: Serializer>(v: &[(i64, i64, Vec<u8>)], s: S) -> Result<S::Ok, S::Error> {
+        let v: Vec<(i64, i64, &serde_bytes::Bytes)> =
+            v.iter().map(|(a, b, c)| (*a, *b, serde_bytes::Bytes::new(c))).collect();
+        v.serialize(s)
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(i64, i64, Vec<u8>)>, D::Error> {
+        let v: Vec<(i64, i64, serde_bytes::ByteBuf)> = Vec::deserialize(d)?;
+        Ok(v.into_iter().map(|(a, b, c)| (a, b, c.into_vec())).collect())
+    }
+}
+
+fn ipc_bytes(batch: &RecordBatch) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    let mut w = arrow::ipc::writer::StreamWriter::try_new(&mut out, &batch.schema()).map_err(|e| e.to_string())?;
+    w.write(batch).map_err(|e| e.to_string())?;
+    w.finish().map_err(|e| e.to_string())?;
+    drop(w);
+    Ok(out)
+}
+
+fn ipc_batch(bytes: &[u8]) -> Result<RecordBatch, String> {
+    let mut r =
+        arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None).map_err(|e| e.to_string())?;
+    r.next().ok_or("an empty piece")?.map_err(|e| e.to_string())
+}

@@ -1,0 +1,180 @@
+//! The rules stage inside the operator chain: tenants never mix, windows
+//! close on event time at the same place whatever the batch size, and a
+//! snapshot taken mid-stream resumes as if never stopped.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use sluice_operators::decode::{DecodeConfig, Decoder, RawChunk, TenantConfig};
+use sluice_operators::operator::{AlertBatch, Context, Operator, Output};
+use sluice_operators::schema::AlertColumns;
+use sluice_rules::{Engine, Limits, Rule, Rules, compile_all};
+
+/// An sshd failure (`fail`) or success at minute `m` of 2026-11-01 10:00.
+fn line(tenant: &str, id: usize, m: f64, ip: &str, fail: bool) -> String {
+    let secs = (m * 60.0) as i64;
+    let (rule, groups) = if fail {
+        (5716, r#"["sshd","authentication_failed"]"#)
+    } else {
+        (5715, r#"["sshd","authentication_success"]"#)
+    };
+    format!(
+        r#"{{"timestamp":"2026-11-01T{:02}:{:02}:{:02}.000+0000","rule":{{"level":5,"id":"{rule}","groups":{groups}}},"agent":{{"id":"001","name":"web-01"}},"manager":{{"name":"{tenant}"}},"id":"{tenant}.{id}","data":{{"srcip":"{ip}","dstuser":"root"}}}}"#,
+        10 + secs / 3600,
+        (secs / 60) % 60,
+        secs % 60
+    )
+}
+
+fn rule(sql: &str, window: &str) -> Rule {
+    let text = format!("severity = 50\nwindow = {window}\nentities = {{ ip = \"src_ip\" }}\nsql = \"\"\"{sql}\"\"\"\n");
+    Rule::parse(&text, Path::new("test.toml"), Limits::default()).unwrap()
+}
+
+/// Runs the lines through decode → rules in batches of `batch` lines;
+/// returns what came out, flattened: `alert:<id>` per row passed on, and
+/// `detect:<ip>:<window end>` per detection, in order.
+fn run(rules: Vec<Rule>, lines: &[String], batch: usize, snapshot_at: Option<usize>) -> Vec<String> {
+    let make = || {
+        let engine = Engine::new(&[]).unwrap();
+        let compiled = compile_all(&engine, rules.clone()).unwrap();
+        Rules::new(engine, compiled, 30_000, usize::MAX)
+    };
+    let mut op = make();
+    let mut decoder = Decoder::new(DecodeConfig::default(), &TenantConfig::default()).unwrap();
+    let mut ctx = Context::default();
+    let mut out = Vec::new();
+    for (i, part) in lines.chunks(batch).enumerate() {
+        if snapshot_at == Some(i) {
+            let state = op.snapshot().unwrap();
+            op = make();
+            op.restore(&state).unwrap();
+        }
+        let data = part.join("\n").into_bytes();
+        let mut at = 0;
+        let spans = part
+            .iter()
+            .map(|l| {
+                let s = (at, at + l.len());
+                at += l.len() + 1;
+                s
+            })
+            .collect();
+        let chunk = RawChunk { source: Arc::from("t"), data, lines: spans, ..RawChunk::default() };
+        let batch = decoder.decode(&chunk).unwrap().batch.unwrap();
+        op.process(AlertBatch::new(batch), &mut ctx, &mut out).unwrap();
+    }
+    op.on_end(&mut ctx, &mut out).unwrap();
+    let mut flat = Vec::new();
+    for o in out {
+        match o {
+            Output::Batch(b) => {
+                let c = AlertColumns::new(&b.batch).unwrap();
+                flat.extend((0..b.num_rows()).map(|r| format!("alert:{}", c.alert_id.value(r))));
+            }
+            Output::Detection(d) => flat.push(format!("detect:{}:{}:{}", d.tenant, d.entities[0].1, d.window_end)),
+            Output::Cluster(..) => {}
+        }
+    }
+    flat
+}
+
+const COUNT: &str =
+    "SELECT src_ip, count(*) AS n FROM alerts WHERE rule_id = 5716 GROUP BY src_ip HAVING count(*) >= 3";
+
+#[test]
+fn a_rule_sees_one_tenant_at_a_time() {
+    // Two failures from one address in each of two tenants: four in all,
+    // but never three in one tenant.
+    let lines: Vec<String> = (0..4)
+        .map(|i| line(if i % 2 == 0 { "acme" } else { "globex" }, i, 1.0 + i as f64, "203.0.113.7", true))
+        .collect();
+    let out = run(vec![rule(COUNT, r#"{ kind = "tumbling", size = "1h" }"#)], &lines, 100, None);
+    assert!(!out.iter().any(|o| o.starts_with("detect")), "{out:?}");
+    // A rule written to count tenants still sees one.
+    let tenants = "SELECT src_ip, count(DISTINCT tenant) AS tenants FROM alerts GROUP BY src_ip HAVING count(DISTINCT tenant) > 1";
+    let out = run(vec![rule(tenants, r#"{ kind = "tumbling", size = "1h" }"#)], &lines, 100, None);
+    assert!(!out.iter().any(|o| o.starts_with("detect")), "{out:?}");
+    // And three in one tenant do fire, for that tenant only.
+    let mut lines = lines;
+    lines.push(line("acme", 9, 5.0, "203.0.113.7", true));
+    lines.push(line("acme", 10, 6.0, "203.0.113.7", true));
+    let out = run(vec![rule(COUNT, r#"{ kind = "tumbling", size = "1h" }"#)], &lines, 100, None);
+    let detections: Vec<&String> = out.iter().filter(|o| o.starts_with("detect")).collect();
+    assert_eq!(detections.len(), 1, "{out:?}");
+    assert!(detections[0].starts_with("detect:acme:203.0.113.7"), "{detections:?}");
+}
+
+/// Failures from two addresses spread over two hours, then one late-ish
+/// success each.
+fn stream() -> Vec<String> {
+    let mut lines = Vec::new();
+    for i in 0..120 {
+        let ip = if i % 3 == 0 { "198.51.100.1" } else { "203.0.113.7" };
+        lines.push(line(if i % 5 == 0 { "globex" } else { "acme" }, i, i as f64, ip, i % 7 != 0));
+    }
+    lines
+}
+
+#[test]
+fn windows_close_at_the_same_place_whatever_the_batch_size_and_across_a_snapshot() {
+    let rules = vec![
+        rule(COUNT, r#"{ kind = "tumbling", size = "10m" }"#),
+        rule(&COUNT.replace(">= 3", ">= 5"), r#"{ kind = "hopping", size = "20m", slide = "5m" }"#),
+        rule(
+            "SELECT src_ip, count(*) AS n FROM alerts GROUP BY src_ip HAVING count(*) >= 2",
+            r#"{ kind = "session", gap = "3m" }"#,
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(i, mut r)| {
+        r.name = format!("rule-{i}");
+        r
+    })
+    .collect::<Vec<_>>();
+    let lines = stream();
+    let reference = run(rules.clone(), &lines, 1, None);
+    let detections = reference.iter().filter(|o| o.starts_with("detect")).count();
+    assert!(detections > 10, "the stream must fire often: {detections}");
+    assert_eq!(reference.iter().filter(|o| o.starts_with("alert")).count(), lines.len(), "every alert passes on");
+    for batch in [2, 7, 64, 1000] {
+        assert_eq!(run(rules.clone(), &lines, batch, None), reference, "batch size {batch}");
+    }
+    for at in [3, 17, 40] {
+        assert_eq!(run(rules.clone(), &lines, 2, Some(at)), reference, "snapshot before batch {at}");
+    }
+}
+
+#[test]
+fn a_window_closes_before_the_alert_that_moves_the_clock_past_its_end() {
+    // Tumbling 10 min, lateness 30 s: the window [10:00, 10:10) closes when
+    // an alert of the tenant at or after 10:10:30 arrives.
+    let lines = vec![
+        line("acme", 1, 1.0, "203.0.113.7", true),
+        line("acme", 2, 2.0, "203.0.113.7", true),
+        line("acme", 3, 3.0, "203.0.113.7", true),
+        line("acme", 4, 10.25, "203.0.113.7", true), // 10:10:15: not yet
+        line("acme", 5, 10.6, "203.0.113.7", true),  // 10:10:36: closes it
+    ];
+    let out = run(vec![rule(COUNT, r#"{ kind = "tumbling", size = "10m" }"#)], &lines, 100, None);
+    let at = out.iter().position(|o| o.starts_with("detect")).expect("fires");
+    assert_eq!(&out[..at], ["alert:acme.1", "alert:acme.2", "alert:acme.3", "alert:acme.4"], "{out:?}");
+    assert_eq!(out[at + 1], "alert:acme.5");
+}
+
+#[test]
+fn bad_sql_and_missing_entity_columns_are_refused_with_the_rule_file() {
+    let engine = Engine::new(&[]).unwrap();
+    let typo = rule("SELECT srcip FROM alerts", r#"{ kind = "tumbling", size = "1h" }"#);
+    let e = compile_all(&engine, vec![typo]).unwrap_err()[0].to_string();
+    assert!(
+        e.contains("test.toml") && e.contains("srcip") && e.contains("src_ip"),
+        "names the column and the nearest: {e}"
+    );
+    let missing = rule("SELECT dst_user FROM alerts", r#"{ kind = "tumbling", size = "1h" }"#);
+    let e = compile_all(&engine, vec![missing]).unwrap_err()[0].to_string();
+    assert!(e.contains("entities.ip") && e.contains("dst_user"), "{e}");
+    let ddl = rule("DROP TABLE alerts", r#"{ kind = "tumbling", size = "1h" }"#);
+    assert!(compile_all(&engine, vec![ddl]).is_err(), "only queries run");
+}

@@ -41,7 +41,9 @@ pub struct Config {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RulesConfig {
-    /// Run the rules that ship with Sluice (`rules/library/`).
+    /// Run the rules that ship with Sluice (`rules/library/`). Off by
+    /// default for now: with all of them the pipeline runs at a fraction
+    /// of its speed (see BENCHMARKS.md).
     pub builtin: bool,
     /// More rule files, or directories of `.toml` rule files.
     pub paths: Vec<std::path::PathBuf>,
@@ -56,7 +58,7 @@ pub struct RulesConfig {
 impl Default for RulesConfig {
     fn default() -> Self {
         Self {
-            builtin: true,
+            builtin: false,
             paths: Vec::new(),
             disable: Vec::new(),
             max_window: Duration::from_hours(24),

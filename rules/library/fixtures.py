@@ -29,6 +29,7 @@ RULES = {
     60122: (5, "Logon Failure - Unknown user or bad password", ["windows", "windows_security", "authentication_failed"]),
     60106: (3, "Windows Logon Success", ["windows", "windows_security", "authentication_success"]),
     61138: (5, "New Windows Service Created", ["windows", "windows_system"]),
+    92652: (6, "Successful Remote Logon Detected - NTLM authentication, possible pass-the-hash attack", ["windows", "windows_security", "authentication_success"]),
     63103: (12, "The audit log was cleared", ["windows", "windows_security", "log_clearing"]),
     87105: (12, "VirusTotal: Alert - engines detected this file", ["virustotal"]),
     86601: (3, "Suricata: Alert - ET SCAN Nmap Scripting Engine User-Agent Detected", ["ids", "suricata"]),
@@ -94,10 +95,12 @@ SCENARIOS = {
         fails("acme", 5, "vpn-01", "198.51.100.44", 8, ("alice",)),
     ),
     "one-user-many-hosts": (
-        [alert("acme", 5 + i, 5715, h, "10.2.0.9", "svc-backup") for i, h in enumerate(
+        # Each hop from the host before.
+        [alert("acme", 5 + i, 92652, h, src, "alice") for i, (h, src) in enumerate(
+            [("db-01", "10.2.0.9"), ("db-02", "10.0.0.41"), ("app-01", "10.0.0.42"), ("app-02", "10.0.0.43")])],
+        # A service account fanning out from its one server.
+        [alert("acme", 5 + i, 92652, h, "10.2.0.9", "svc-backup") for i, h in enumerate(
             ["db-01", "db-02", "app-01", "app-02"])],
-        # The same user on two hosts only.
-        [alert("acme", 5 + i, 5715, h, "10.2.0.9", "svc-backup") for i, h in enumerate(["db-01", "db-02"])],
     ),
     "web-scan-then-exploit": (
         [alert("acme", 5 + i * 0.05, 31101, "web-01", "192.0.2.66") for i in range(12)]
@@ -113,10 +116,12 @@ SCENARIOS = {
     ),
     "critical-file-changed-after-login": (
         [alert("acme", 5, 5715, "app-01", "203.0.113.9", "deploy"),
-         alert("acme", 8, 550, "app-01", extra={"syscheck.path": "/etc/sudoers"})],
+         alert("acme", 8, 550, "app-01", extra={"syscheck.path": "/etc/sudoers"},
+               full_log="File '/etc/sudoers' modified\nMode: scheduled\nChanged attributes: size,mtime,md5,sha1,sha256")],
         # A change of an ordinary file after the login.
         [alert("acme", 5, 5715, "app-01", "203.0.113.9", "deploy"),
-         alert("acme", 8, 550, "app-01", extra={"syscheck.path": "/var/www/html/index.html"})],
+         alert("acme", 8, 550, "app-01", extra={"syscheck.path": "/var/www/html/index.html"},
+               full_log="File '/var/www/html/index.html' modified\nMode: scheduled\nChanged attributes: size,mtime")],
     ),
     "same-file-hash-on-many-hosts": (
         [alert("acme", 5 + i, 554, h, extra={"syscheck.path": "/tmp/.x/kworker", "syscheck.sha256_after": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"})
@@ -125,10 +130,11 @@ SCENARIOS = {
          for i, h in enumerate(["web-01", "web-02", "db-01"])],
     ),
     "windows-logon-failures-then-success": (
-        fails("acme", 5, "WS-07", "198.51.100.23", 8, ("administrator",), rule=60122)
-        + [alert("acme", 7, 60106, "WS-07", "198.51.100.23", "administrator")],
-        fails("acme", 5, "WS-07", "198.51.100.23", 3, ("administrator",), rule=60122)
-        + [alert("acme", 7, 60106, "WS-07", "198.51.100.23", "administrator")],
+        fails("acme", 5, "WS-07", "198.51.100.23", 8, ("administrator", "backup", "jsmith"), rule=60122)
+        + [alert("acme", 7, 60106, "WS-07", "198.51.100.23", "jsmith")],
+        # A person mistyping their own password six times, then getting it right.
+        fails("acme", 5, "WS-07", "10.0.0.23", 6, ("jsmith",), rule=60122)
+        + [alert("acme", 7, 60106, "WS-07", "10.0.0.23", "jsmith")],
     ),
     "windows-service-from-user-path": (
         [alert("acme", 5, 61138, "WS-07", extra={"data.win.eventdata.serviceName": "updsvc",

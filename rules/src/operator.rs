@@ -541,7 +541,7 @@ impl Operator for Rules {
                     pieces: t
                         .pieces
                         .iter()
-                        .map(|p| Ok((p.min_t, p.max_t, ipc_bytes(&p.rows)?)))
+                        .map(|p| Ok(PieceSnapshot { min_t: p.min_t, max_t: p.max_t, ipc: ipc_bytes(&p.rows)? }))
                         .collect::<Result<_, String>>()?,
                 })
             })
@@ -557,7 +557,7 @@ impl Operator for Rules {
             let pieces = t
                 .pieces
                 .into_iter()
-                .map(|(min_t, max_t, bytes)| Ok(Piece { rows: ipc_batch(&bytes)?, min_t, max_t }))
+                .map(|p| Ok(Piece { rows: ipc_batch(&p.ipc)?, min_t: p.min_t, max_t: p.max_t }))
                 .collect::<Result<Vec<_>, String>>()
                 .map_err(sluice_operators::Error::Config)?;
             // Rules added since the checkpoint start from here.
@@ -581,21 +581,16 @@ struct TenantSnapshot {
     name: String,
     newest: EventTime,
     rules: BTreeMap<String, RuleState>,
-    #[serde(with = "pieces_bytes")]
-    pieces: Vec<(EventTime, EventTime, Vec<u8>)>,
+    pieces: Vec<PieceSnapshot>,
 }
 
-mod pieces_bytes {
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-    pub fn serialize<S: Serializer>(v: &[(i64, i64, Vec<u8>)], s: S) -> Result<S::Ok, S::Error> {
-        let v: Vec<(i64, i64, &serde_bytes::Bytes)> =
-            v.iter().map(|(a, b, c)| (*a, *b, serde_bytes::Bytes::new(c))).collect();
-        v.serialize(s)
-    }
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(i64, i64, Vec<u8>)>, D::Error> {
-        let v: Vec<(i64, i64, serde_bytes::ByteBuf)> = Vec::deserialize(d)?;
-        Ok(v.into_iter().map(|(a, b, c)| (a, b, c.into_vec())).collect())
-    }
+/// A buffered piece as Arrow IPC.
+#[derive(Serialize, Deserialize)]
+struct PieceSnapshot {
+    min_t: EventTime,
+    max_t: EventTime,
+    #[serde(with = "serde_bytes")]
+    ipc: Vec<u8>,
 }
 
 fn ipc_bytes(batch: &RecordBatch) -> Result<Vec<u8>, String> {

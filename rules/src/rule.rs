@@ -247,7 +247,7 @@ fn parse_window(w: &WindowFile, limits: Limits, problems: &mut Vec<String>) -> O
             Some(d) => Some(d.millis()),
         }
     };
-    let window = match w.kind.as_str() {
+    match w.kind.as_str() {
         "tumbling" => positive("size", w.size).map(|size| Window::Tumbling { size }),
         "hopping" => match (positive("size", w.size), positive("slide", w.slide)) {
             (Some(size), Some(slide)) if slide > size => {
@@ -277,8 +277,7 @@ fn parse_window(w: &WindowFile, limits: Limits, problems: &mut Vec<String>) -> O
             problems.push(format!("window.kind = {other:?}: must be tumbling, hopping or session"));
             None
         }
-    };
-    window
+    }
 }
 
 #[cfg(test)]

@@ -124,9 +124,11 @@ SCENARIOS = {
                full_log="File '/var/www/html/index.html' modified\nMode: scheduled\nChanged attributes: size,mtime")],
     ),
     "same-file-hash-on-many-hosts": (
-        [alert("acme", 5 + i, 554, h, extra={"syscheck.path": "/tmp/.x/kworker", "syscheck.sha256_after": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"})
+        [alert("acme", 5 + i, 554, h, extra={"syscheck.path": "/tmp/.x/kworker", "syscheck.sha256_after": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"},
+               full_log="File '/tmp/.x/kworker' added\nMode: realtime")
          for i, h in enumerate(["web-01", "web-02", "db-01"])],
-        [alert("acme", 5 + i, 554, h, extra={"syscheck.path": "/tmp/.x/kworker", "syscheck.sha256_after": f"{i:064x}"})
+        [alert("acme", 5 + i, 554, h, extra={"syscheck.path": "/tmp/.x/kworker", "syscheck.sha256_after": f"{i:064x}"},
+               full_log="File '/tmp/.x/kworker' added\nMode: realtime")
          for i, h in enumerate(["web-01", "web-02", "db-01"])],
     ),
     "windows-logon-failures-then-success": (

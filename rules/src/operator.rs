@@ -307,7 +307,10 @@ impl Rules {
         // Move on: the oldest row still ahead of this rule decides its next window.
         let window = rule.rule.window;
         let state = self.tenants.get_mut(tenant).expect("present");
-        let oldest = rows_times(&state.pieces, first_open_row(window, done_until), EventTime::MAX).into_iter().min();
+        // From the pieces' bounds, not their rows: at most this early, so a
+        // window is never missed (an empty one is skipped without SQL).
+        let from = first_open_row(window, done_until);
+        let oldest = state.pieces.iter().filter(|p| p.max_t >= from).map(|p| p.min_t.max(from)).min();
         let rs = &mut state.rules[i];
         rs.done_until = done_until;
         rs.oldest = oldest;

@@ -72,21 +72,33 @@ impl RulesConfig {
         sluice_rules::Limits { max_window: self.max_window }
     }
 
-    /// Every configured rule, parsed (not yet planned); all problems at once.
-    pub fn load(&self) -> Result<Vec<sluice_rules::Rule>, Vec<String>> {
-        let mut rules = sluice_rules::load(self.builtin, &self.paths, self.limits())
-            .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>())?;
-        let unknown: Vec<String> = self
-            .disable
-            .iter()
-            .filter(|name| !rules.iter().any(|r| &&r.name == name))
-            .map(|name| format!("rules.disable: no rule is named {name:?}"))
-            .collect();
-        if !unknown.is_empty() {
-            return Err(unknown);
-        }
+    /// Every configured rule that parsed (not yet planned), and every
+    /// problem found.
+    pub fn load(&self) -> (Vec<sluice_rules::Rule>, Vec<String>) {
+        let (mut rules, errors) = sluice_rules::load(self.builtin, &self.paths, self.limits());
+        let mut problems: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        problems.extend(
+            self.disable
+                .iter()
+                .filter(|name| !rules.iter().any(|r| &&r.name == name))
+                .map(|name| format!("rules.disable: no rule is named {name:?}")),
+        );
         rules.retain(|r| !self.disable.contains(&r.name));
-        Ok(rules)
+        (rules, problems)
+    }
+
+    /// Every configured rule, planned by `engine`; all problems of loading
+    /// and planning together, one per line.
+    pub fn compile(&self, engine: &sluice_rules::Engine) -> Result<Vec<sluice_rules::Compiled>, Vec<String>> {
+        let (rules, mut problems) = self.load();
+        let compiled = match sluice_rules::compile_all(engine, rules) {
+            Ok(c) => c,
+            Err(errors) => {
+                problems.extend(errors.iter().map(ToString::to_string));
+                Vec::new()
+            }
+        };
+        if problems.is_empty() { Ok(compiled) } else { Err(problems) }
     }
 }
 

@@ -8,7 +8,7 @@ use serde::Serialize;
 use sluice_operators::time::Rfc3339;
 use sluice_pipeline::config::{Config, Format};
 use sluice_rules::workbench::run_file;
-use sluice_rules::{Compiled, Engine, Rule, compile_all, load_paths};
+use sluice_rules::{Compiled, Engine, Rule, compile_all, read_paths};
 
 #[derive(Subcommand, Debug)]
 pub enum RulesCommand {
@@ -57,23 +57,27 @@ fn config(arg: &ConfigArg) -> Result<Config> {
     })
 }
 
-/// The rules of `paths`, or the config's; every problem at once.
-fn rules(config: &Config, paths: &[PathBuf]) -> Result<Vec<Rule>> {
-    let loaded = if paths.is_empty() {
+/// The rules of `paths` (or the config's) that parsed, and every problem.
+fn rules(config: &Config, paths: &[PathBuf]) -> (Vec<Rule>, Vec<String>) {
+    if paths.is_empty() {
         config.rules.load()
     } else {
-        load_paths(paths, config.rules.limits()).map_err(|e| e.iter().map(ToString::to_string).collect())
-    };
-    loaded.map_err(|problems| anyhow::anyhow!("{} bad rule file(s):\n  {}", problems.len(), problems.join("\n  ")))
+        let (rules, errors) = read_paths(paths, config.rules.limits());
+        (rules, errors.iter().map(ToString::to_string).collect())
+    }
 }
 
-fn compile(config: &Config, rules: Vec<Rule>) -> Result<(Engine, Vec<Compiled>)> {
+/// Plans the rules; fails with every problem of loading and planning.
+fn compile(config: &Config, (rules, mut problems): (Vec<Rule>, Vec<String>)) -> Result<(Engine, Vec<Compiled>)> {
     let extra: Vec<String> = config.decode.fields.keys().cloned().collect();
     let engine = Engine::new(&extra)?;
-    let compiled = compile_all(&engine, rules).map_err(|problems| {
-        let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
-        anyhow::anyhow!("{} bad rule(s):\n  {}", lines.len(), lines.join("\n  "))
-    })?;
+    let compiled = compile_all(&engine, rules).unwrap_or_else(|errors| {
+        problems.extend(errors.iter().map(ToString::to_string));
+        Vec::new()
+    });
+    if !problems.is_empty() {
+        bail!("{} rule problem(s):\n  {}", problems.len(), problems.join("\n  "));
+    }
     Ok((engine, compiled))
 }
 
@@ -108,7 +112,7 @@ struct RuleJson<'a> {
 
 fn test(a: TestArgs) -> Result<()> {
     let config = config(&a.config)?;
-    let (engine, compiled) = compile(&config, rules(&config, &a.rules)?)?;
+    let (engine, compiled) = compile(&config, rules(&config, &a.rules))?;
     if compiled.is_empty() {
         bail!("no rules to test (name rule files, or set [rules] in the config)");
     }
@@ -193,15 +197,15 @@ fn explain(a: ExplainArgs) -> Result<()> {
     let config = config(&a.config)?;
     let path = PathBuf::from(&a.rule);
     let candidates = if path.is_file() {
-        rules(&config, &[path])?
+        rules(&config, &[path])
     } else {
-        let all = rules(&config, &[])?;
+        let (all, problems) = rules(&config, &[]);
         let names: Vec<String> = all.iter().map(|r| r.name.clone()).collect();
         let found: Vec<Rule> = all.into_iter().filter(|r| r.name == a.rule).collect();
         if found.is_empty() {
             bail!("no rule file or rule named {:?} (rules: {})", a.rule, names.join(", "));
         }
-        found
+        (found, problems)
     };
     let (engine, compiled) = compile(&config, candidates)?;
     for c in &compiled {
@@ -214,7 +218,11 @@ fn explain(a: ExplainArgs) -> Result<()> {
 
 fn list(a: ConfigArg) -> Result<()> {
     let config = config(&a)?;
-    for r in rules(&config, &[])? {
+    let (all, problems) = rules(&config, &[]);
+    if !problems.is_empty() {
+        bail!("{} rule problem(s):\n  {}", problems.len(), problems.join("\n  "));
+    }
+    for r in all {
         println!(
             "{:<40} severity {:>3}  {:<32} {}",
             r.name,

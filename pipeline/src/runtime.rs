@@ -193,12 +193,11 @@ enum Message {
 /// Builds the operator chain of one shard: dedup → rules → correlate.
 pub fn build_chain(config: &Config, correlate: CorrelateConfig) -> Result<Chain, sluice_operators::Error> {
     let mut ops: Vec<Box<dyn Operator>> = vec![Box::new(Dedup::new(config.dedup.clone())?)];
-    let rules = config.rules.load().map_err(|e| sluice_operators::Error::Config(e.join("\n")))?;
-    if !rules.is_empty() {
+    if config.rules.builtin || !config.rules.paths.is_empty() {
         let extra: Vec<String> = config.decode.fields.keys().cloned().collect();
         let engine = sluice_rules::Engine::new(&extra).map_err(|e| sluice_operators::Error::Config(e.to_string()))?;
-        let compiled = sluice_rules::compile_all(&engine, rules).map_err(|errors| {
-            sluice_operators::Error::Config(errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))
+        let compiled = config.rules.compile(&engine).map_err(|problems| {
+            sluice_operators::Error::Config(format!("{} rule problem(s):\n  {}", problems.len(), problems.join("\n  ")))
         })?;
         ops.push(Box::new(sluice_rules::Rules::new(
             engine,

@@ -74,6 +74,48 @@ fn validate_accepts_the_example_and_names_bad_keys() {
 }
 
 #[test]
+fn validate_reports_every_bad_rule_with_its_file_and_rules_test_runs_the_good_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).unwrap();
+    let rule = |sql: &str, extra: &str| {
+        format!(
+            "severity = 50\nwindow = {{ kind = \"tumbling\", size = \"5m\" }}\nentities = {{ ip = \"src_ip\" }}\nsql = \"{sql}\"\n{extra}"
+        )
+    };
+    std::fs::write(rules.join("typo.toml"), rule("SELECT srcip AS src_ip FROM alerts", "")).unwrap();
+    std::fs::write(rules.join("extra-key.toml"), rule("SELECT src_ip FROM alerts", "threshold = 3\n")).unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, format!("[rules]\npaths = [{:?}]\n", rules.to_str().unwrap())).unwrap();
+    let out = sluice().args(["validate", config.to_str().unwrap()]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("2 rule problem(s)"), "{err}");
+    assert!(
+        err.contains("typo.toml") && err.contains("Did you mean 'alerts.src_ip'"),
+        "the SQL error, with the nearest column: {err}"
+    );
+    assert!(err.contains("extra-key.toml") && err.contains("threshold"), "the unknown key: {err}");
+    // The workbench on a shipped rule and its positive fixture.
+    let out = sluice()
+        .args([
+            "rules",
+            "test",
+            repo("rules/library/password-spray.toml").to_str().unwrap(),
+            "--format",
+            "json",
+            "--input",
+        ])
+        .arg(repo("rules/library/password-spray/positive.ndjson"))
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_str(&ok(&out)).unwrap();
+    assert_eq!(report["detections"].as_array().unwrap().len(), 1, "{report}");
+    assert_eq!(report["detections"][0]["entities"][0], serde_json::json!(["ip", "198.51.100.44"]));
+    assert_eq!(report["rules"][0]["rule"], "password-spray");
+}
+
+#[test]
 fn generate_then_eval_then_run_with_case_files() {
     let dir = tempfile::tempdir().unwrap();
     let alerts = dir.path().join("alerts.json");

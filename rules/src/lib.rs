@@ -28,6 +28,12 @@ pub use rule::{Limits, Rule};
 /// (not recursive, in name order). Every file is read; all failures are
 /// returned together.
 pub fn load_paths(paths: &[PathBuf], limits: Limits) -> Result<Vec<Rule>, Vec<RuleError>> {
+    let (rules, errors) = read_paths(paths, limits);
+    if errors.is_empty() { Ok(rules) } else { Err(errors) }
+}
+
+/// Every rule of `paths` that parsed, and every problem.
+pub fn read_paths(paths: &[PathBuf], limits: Limits) -> (Vec<Rule>, Vec<RuleError>) {
     let mut files = Vec::new();
     let mut errors = Vec::new();
     for path in paths {
@@ -57,7 +63,7 @@ pub fn load_paths(paths: &[PathBuf], limits: Limits) -> Result<Vec<Rule>, Vec<Ru
             Err(source) => errors.push(RuleError::Read { path: file, source }),
         }
     }
-    if errors.is_empty() { Ok(rules) } else { Err(errors) }
+    (rules, errors)
 }
 
 /// Plans every rule; refuses duplicate names. All failures are returned.
@@ -81,8 +87,10 @@ pub fn compile_all(engine: &Engine, rules: Vec<Rule>) -> Result<Vec<Compiled>, V
     if errors.is_empty() { Ok(compiled) } else { Err(errors) }
 }
 
-/// The shipped library, then the files at `paths`; all problems together.
-pub fn load(builtin: bool, paths: &[PathBuf], limits: Limits) -> Result<Vec<Rule>, Vec<RuleError>> {
+/// The shipped library, then the files at `paths`: every rule that parsed,
+/// and every problem (so that planning can report the SQL errors of the
+/// good files alongside the bad ones).
+pub fn load(builtin: bool, paths: &[PathBuf], limits: Limits) -> (Vec<Rule>, Vec<RuleError>) {
     let mut errors = Vec::new();
     let mut rules = if builtin {
         library::rules(limits).unwrap_or_else(|e| {
@@ -92,11 +100,10 @@ pub fn load(builtin: bool, paths: &[PathBuf], limits: Limits) -> Result<Vec<Rule
     } else {
         Vec::new()
     };
-    match load_paths(paths, limits) {
-        Ok(more) => rules.extend(more),
-        Err(e) => errors.extend(e),
-    }
-    if errors.is_empty() { Ok(rules) } else { Err(errors) }
+    let (more, bad) = read_paths(paths, limits);
+    rules.extend(more);
+    errors.extend(bad);
+    (rules, errors)
 }
 
 /// Where a shipped rule says it came from.

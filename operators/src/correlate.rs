@@ -491,31 +491,8 @@ impl Correlate {
             if self.config.windows.get(kind).is_none() {
                 return;
             }
-            let mut lower = [0u8; 128];
-            let key_bytes: &[u8] = if kind == EntityKind::User {
-                // `ACME\alice`, `alice@acme.local` and `Alice` are one person.
-                let bare = user_name(value);
-                if bare.len() > lower.len() {
-                    bare.as_bytes()
-                } else {
-                    for (dst, src) in lower.iter_mut().zip(bare.bytes()) {
-                        *dst = src.to_ascii_lowercase();
-                    }
-                    &lower[..bare.len()]
-                }
-            } else {
-                value.as_bytes()
-            };
-            if kind == EntityKind::User
-                && std::str::from_utf8(key_bytes)
-                    .is_ok_and(|u| u.is_empty() || u.ends_with('$') || self.ignore_users.contains(u))
-            {
-                return;
-            }
-            if kind == EntityKind::Ip && self.config.ignore_ips.iter().any(|ip| ip == value) {
-                return;
-            }
-            let key = StableHasher::new().u64(kind as u64).field(key_bytes).finish();
+            let mut buf = [0u8; 128];
+            let Some(key) = self.entity_key_in(kind, value, &mut buf) else { return };
             if !out.iter().any(|e: &RowEntity<'_>| e.key == key) {
                 let link = !(failed_auth && kind == EntityKind::User);
                 out.push(RowEntity { kind, value, key, link, actor: actor && link, hub: false });
@@ -1325,23 +1302,36 @@ impl Correlate {
         self.tenants = tenants;
     }
 
-    /// The stable key of an entity value, normalized as for alerts; `None`
-    /// for values that never link (machine accounts, ignored users and ips).
+    /// The stable key of an entity value (see [`Correlate::entity_key_in`]).
     fn entity_key(&self, kind: EntityKind, value: &str) -> Option<u64> {
-        let normalized;
-        let bytes = if kind == EntityKind::User {
-            normalized = user_name(value).to_ascii_lowercase();
-            if normalized.is_empty() || normalized.ends_with('$') || self.ignore_users.contains(&normalized) {
-                return None;
+        self.entity_key_in(kind, value, &mut [0u8; 128])
+    }
+
+    /// The stable key of an entity value, the same for alerts and rule
+    /// detections; `None` for values that never link (empty or machine
+    /// accounts, ignored users and ips). `buf` holds a lower-cased user name.
+    fn entity_key_in(&self, kind: EntityKind, value: &str, buf: &mut [u8; 128]) -> Option<u64> {
+        let bytes: &[u8] = if kind == EntityKind::User {
+            // `ACME\alice`, `alice@acme.local` and `Alice` are one person.
+            let bare = user_name(value);
+            if bare.len() > buf.len() {
+                bare.as_bytes()
+            } else {
+                for (dst, src) in buf.iter_mut().zip(bare.bytes()) {
+                    *dst = src.to_ascii_lowercase();
+                }
+                &buf[..bare.len()]
             }
-            normalized.as_bytes()
         } else {
-            if value.is_empty() || (kind == EntityKind::Ip && self.config.ignore_ips.iter().any(|ip| ip == value)) {
-                return None;
-            }
             value.as_bytes()
         };
-        Some(StableHasher::new().u64(kind as u64).field(bytes).finish())
+        let ignored = match kind {
+            EntityKind::User => std::str::from_utf8(bytes)
+                .is_ok_and(|u| u.is_empty() || u.ends_with('$') || self.ignore_users.contains(u)),
+            EntityKind::Ip => self.config.ignore_ips.iter().any(|ip| ip == value),
+            _ => false,
+        };
+        (!ignored).then(|| StableHasher::new().u64(kind as u64).field(bytes).finish())
     }
 
     fn close_cluster(

@@ -157,7 +157,7 @@ impl Rules {
         for (rule, rs) in self.rules.iter().zip(state.rules.iter_mut()) {
             let window = rule.rule.window;
             if rs.oldest.is_none_or(|o| t < o)
-                && still_open(window, rs.done_until, t)
+                && t >= first_open_row(window, rs.done_until)
                 && rule.rule.scope.includes(tenant)
             {
                 rs.oldest = Some(t);
@@ -225,7 +225,7 @@ impl Rules {
             .rules
             .iter()
             .zip(&state.rules)
-            .map(|(r, s)| needed_from(r.rule.window, s.done_until))
+            .map(|(r, s)| first_open_row(r.rule.window, s.done_until))
             .min()
             .unwrap_or(EventTime::MAX);
         let before = state.pieces.len();
@@ -318,22 +318,13 @@ impl Rules {
     }
 }
 
-/// Whether a row at `t` still falls in a window not yet evaluated.
-fn still_open(window: Window, done_until: EventTime, t: EventTime) -> bool {
-    t >= first_open_row(window, done_until)
-}
-
-/// The oldest event time a window ending after `done_until` can hold.
+/// The oldest event time a window ending after `done_until` can hold:
+/// older rows are in no window still to be evaluated.
 fn first_open_row(window: Window, done_until: EventTime) -> EventTime {
     match window {
         Window::Tumbling { .. } | Window::Session { .. } => done_until,
         Window::Hopping { size, slide } => done_until.saturating_sub(size).saturating_add(slide),
     }
-}
-
-/// Rows older than this are in no window still to be evaluated.
-fn needed_from(window: Window, done_until: EventTime) -> EventTime {
-    first_open_row(window, done_until)
 }
 
 /// The end of the first window after `done_until` that holds a row at `t`

@@ -33,6 +33,13 @@ RULES = {
     63103: (12, "The audit log was cleared", ["windows", "windows_security", "log_clearing"]),
     87105: (12, "VirusTotal: Alert - engines detected this file", ["virustotal"]),
     86601: (3, "Suricata: Alert - ET SCAN Nmap Scripting Engine User-Agent Detected", ["ids", "suricata"]),
+    61104: (3, "System log file was cleared", ["windows", "windows_system", "log_clearing"]),
+    92031: (3, "Discovery activity executed", ["sysmon", "sysmon_eid1_detections", "windows"]),
+}
+CHANNELS = {
+    "Security": "Microsoft-Windows-Security-Auditing",
+    "System": "Service Control Manager",
+    "Microsoft-Windows-Sysmon/Operational": "Microsoft-Windows-Sysmon",
 }
 _seq = [0]
 
@@ -64,6 +71,31 @@ def alert(tenant, minute, rule, host, srcip=None, user=None, extra=None, full_lo
             node = node.setdefault(k, {})
         node[keys[-1]] = value
     return a
+
+
+def win(tenant, minute, rule, host, channel, event_id, **eventdata):
+    """A Windows event channel alert as Wazuh's `windows_eventchannel`
+    decoder writes it: `data.win.system` and `data.win.eventdata`."""
+    a = alert(tenant, minute, rule, host)
+    a["decoder"] = {"name": "windows_eventchannel"}
+    a["location"] = "EventChannel"
+    a["data"] = {"win": {
+        "system": {"providerName": CHANNELS[channel], "eventID": str(event_id), "channel": channel,
+                   "computer": f"{host}.corp.example.com", "severityValue": "INFORMATION"},
+        "eventdata": dict(eventdata),
+    }}
+    a["full_log"] = json.dumps(a["data"]["win"], separators=(",", ":"))
+    return a
+
+
+def logon_failure(minute, user, ip, host="WS-07"):
+    return win("acme", minute, 60122, host, "Security", 4625, targetUserName=user, ipAddress=ip,
+               logonType="3", status="0xc000006d")
+
+
+def process(minute, host, user, image, command_line):
+    return win("acme", minute, 92031, host, "Microsoft-Windows-Sysmon/Operational", 1,
+               user=user, image=image, commandLine=command_line)
 
 
 def fails(tenant, start, host, ip, n, users=("root",), rule=5716, step=0.2):
@@ -166,6 +198,40 @@ SCENARIOS = {
          alert("acme", 9, 5715, "web-02", "203.0.113.77", "deploy")],
         [alert("acme", 5, 86601, "fw-01", "203.0.113.77"),
          alert("acme", 9, 5715, "web-02", "10.1.1.5", "deploy")],
+    ),
+    "sigma-windows-password-spray": (
+        [logon_failure(5 + i * 0.5, u, "198.51.100.23") for i, u in
+         enumerate(["administrator", "backup", "jsmith", "svc-sql", "helpdesk", "alice"])],
+        # Six failures from one source, but only for two accounts and a
+        # machine account (a person retrying, and a stale computer object).
+        [logon_failure(5 + i * 0.5, u, "198.51.100.23") for i, u in
+         enumerate(["jsmith", "jsmith", "JSMITH", "WS-07$", "alice", "WS-09$"])],
+    ),
+    "sigma-windows-service-then-log-cleared": (
+        [win("acme", 5, 61138, "SRV-02", "System", 7045, serviceName="updsvc", imagePath="C:\\ProgramData\\updsvc.exe"),
+         win("acme", 20, 63103, "SRV-02", "Security", 1102, subjectUserName="mallory")],
+        # The same two events in the other order (a log cleared, later a
+        # service installed), and on another host: not this pattern.
+        [win("acme", 5, 63103, "SRV-02", "Security", 1102, subjectUserName="admin"),
+         win("acme", 20, 61138, "SRV-02", "System", 7045, serviceName="Spooler", imagePath="C:\\Windows\\spoolsv.exe"),
+         win("acme", 21, 61104, "SRV-03", "System", 104, subjectUserName="admin")],
+    ),
+    "sigma-windows-discovery-burst": (
+        [process(5 + i * 0.5, "WS-07", "CORP\\jsmith", image, cmd) for i, (image, cmd) in enumerate([
+            ("C:\\Windows\\System32\\whoami.exe", "whoami /all"),
+            ("C:\\Windows\\System32\\net.exe", "net group \"Domain Admins\" /domain"),
+            ("C:\\Windows\\System32\\nltest.exe", "nltest /dclist:corp"),
+            ("C:\\Windows\\System32\\systeminfo.exe", "systeminfo"),
+        ])],
+        # The same four commands spread over an hour, and net.exe starting
+        # a service (not discovery).
+        [process(5 + i * 15, "WS-07", "CORP\\jsmith", image, cmd) for i, (image, cmd) in enumerate([
+            ("C:\\Windows\\System32\\whoami.exe", "whoami /all"),
+            ("C:\\Windows\\System32\\net.exe", "net group \"Domain Admins\" /domain"),
+            ("C:\\Windows\\System32\\nltest.exe", "nltest /dclist:corp"),
+            ("C:\\Windows\\System32\\systeminfo.exe", "systeminfo"),
+        ])] + [process(6 + i * 0.2, "WS-07", "CORP\\jsmith", "C:\\Windows\\System32\\net.exe", "net start spooler")
+               for i in range(4)],
     ),
 }
 

@@ -1,7 +1,9 @@
 //! Correlation rules for detection engineers: SQL on DataFusion over each
 //! tenant's windows of alerts.
 //!
-//! * [`rule`]: the rule file (TOML with the SQL inside) and its checks.
+//! * [`rule`]: the rule file (TOML or YAML with the SQL inside, or `.sql`
+//!   with a header) and its checks.
+//! * [`sigma`]: Sigma correlation rules, compiled to the same SQL engine.
 //! * [`engine`]: DataFusion, the `alerts` table and the JSON functions.
 //! * [`operator`]: the pipeline stage that closes windows on event time and
 //!   emits [`sluice_operators::detection::Detection`]s.
@@ -15,6 +17,7 @@ pub mod error;
 pub mod library;
 pub mod operator;
 pub mod rule;
+pub mod sigma;
 pub mod workbench;
 
 use std::path::{Path, PathBuf};
@@ -24,8 +27,8 @@ pub use error::RuleError;
 pub use operator::Rules;
 pub use rule::{Limits, Rule};
 
-/// Reads rule files: each path is a `.toml` file or a directory of them
-/// (not recursive, in name order). Every file is read; all failures are
+/// Reads rule files: each path is a rule file (`.toml`, `.yaml`/`.yml`,
+/// `.sql`) or a directory of them (not recursive, in name order). Every file is read; all failures are
 /// returned together.
 pub fn load_paths(paths: &[PathBuf], limits: Limits) -> Result<Vec<Rule>, Vec<RuleError>> {
     let (rules, errors) = read_paths(paths, limits);
@@ -42,7 +45,7 @@ pub fn read_paths(paths: &[PathBuf], limits: Limits) -> (Vec<Rule>, Vec<RuleErro
                 Ok(entries) => {
                     let mut found: Vec<PathBuf> = entries
                         .filter_map(|e| e.ok().map(|e| e.path()))
-                        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                        .filter(|p| rule::Format::of(p).is_some())
                         .collect();
                     found.sort();
                     files.extend(found);
@@ -56,8 +59,8 @@ pub fn read_paths(paths: &[PathBuf], limits: Limits) -> (Vec<Rule>, Vec<RuleErro
     let mut rules = Vec::new();
     for file in files {
         match std::fs::read_to_string(&file) {
-            Ok(text) => match Rule::parse(&text, &file, limits) {
-                Ok(rule) => rules.push(rule),
+            Ok(text) => match rule::parse_file(&text, &file, limits) {
+                Ok(parsed) => rules.extend(parsed),
                 Err(e) => errors.push(e),
             },
             Err(source) => errors.push(RuleError::Read { path: file, source }),

@@ -13,6 +13,12 @@ pub const FILES: &[(&str, &str)] = &[
     ("new-account-after-remote-login.toml", include_str!("../library/new-account-after-remote-login.toml")),
     ("one-user-many-hosts.toml", include_str!("../library/one-user-many-hosts.toml")),
     ("password-spray.toml", include_str!("../library/password-spray.toml")),
+    ("sigma-windows-discovery-burst.yml", include_str!("../library/sigma-windows-discovery-burst.yml")),
+    ("sigma-windows-password-spray.yml", include_str!("../library/sigma-windows-password-spray.yml")),
+    (
+        "sigma-windows-service-then-log-cleared.yml",
+        include_str!("../library/sigma-windows-service-then-log-cleared.yml"),
+    ),
     ("same-file-hash-on-many-hosts.toml", include_str!("../library/same-file-hash-on-many-hosts.toml")),
     ("ssh-brute-force-then-login.toml", include_str!("../library/ssh-brute-force-then-login.toml")),
     ("sudo-to-root-after-remote-login.toml", include_str!("../library/sudo-to-root-after-remote-login.toml")),
@@ -27,8 +33,8 @@ pub fn rules(limits: Limits) -> Result<Vec<Rule>, Vec<RuleError>> {
     let mut rules = Vec::new();
     let mut errors = Vec::new();
     for (file, text) in FILES {
-        match Rule::parse(text, &crate::builtin_origin(file), limits) {
-            Ok(r) => rules.push(r),
+        match crate::rule::parse_file(text, &crate::builtin_origin(file), limits) {
+            Ok(parsed) => rules.extend(parsed),
             Err(e) => errors.push(e),
         }
     }

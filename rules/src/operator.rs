@@ -32,7 +32,7 @@ use crate::engine::{Compiled, Engine, cell_severity, cell_text, list_texts, to_t
 use crate::rule::Window;
 
 const NAME: &str = "rules";
-const SNAPSHOT_VERSION: u32 = 1;
+const SNAPSHOT_VERSION: u32 = 2;
 /// Alert ids kept per detection.
 const MAX_ALERT_IDS: usize = 50;
 
@@ -63,11 +63,11 @@ struct RuleState {
     oldest: Option<EventTime>,
     /// When the tenant's clock must next close something.
     due: EventTime,
-    /// Detections of windows that overlap the next ones (hopping), by hash
-    /// of entities and alerts, with their window end: an overlapping window
-    /// that finds the very same thing does not report it again.
+    /// Detections of windows that overlap the next ones (hopping): an
+    /// overlapping window that finds the same entities with some of the
+    /// same alerts has found the same thing, and does not report it again.
     #[serde(default)]
-    recent: Vec<(u64, EventTime)>,
+    recent: Vec<Reported>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -80,6 +80,33 @@ struct TenantRules {
     /// state survives a rule set that changes between runs).
     rules: Vec<RuleState>,
     due: EventTime,
+}
+
+/// A detection reported by a window that may overlap later ones.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Reported {
+    entities: u64,
+    alerts: Vec<u64>,
+    window_end: EventTime,
+}
+
+impl Reported {
+    fn of(d: &Detection) -> Self {
+        let mut h = StableHasher::new();
+        for (kind, value) in &d.entities {
+            h.u64(*kind as u64).field(value.as_bytes());
+        }
+        let alerts = d.alert_ids.iter().map(|id| StableHasher::new().field(id.as_bytes()).finish()).collect();
+        Reported { entities: h.finish(), alerts, window_end: d.window_end }
+    }
+
+    /// The same finding: the same entities, and a shared alert (or neither
+    /// lists alerts).
+    fn same(&self, other: &Reported) -> bool {
+        self.entities == other.entities
+            && ((self.alerts.is_empty() && other.alerts.is_empty())
+                || self.alerts.iter().any(|a| other.alerts.contains(a)))
+    }
 }
 
 impl RuleState {
@@ -283,19 +310,12 @@ impl Rules {
         // What an overlapping earlier window already reported is not news.
         let span = rule.rule.window.span();
         let recent = &mut self.tenants.get_mut(tenant).expect("present").rules[i].recent;
-        recent.retain(|&(_, e)| e > end.saturating_sub(span));
+        recent.retain(|r| r.window_end > end.saturating_sub(span));
         found.retain(|d| {
-            let mut h = StableHasher::new();
-            for (kind, value) in &d.entities {
-                h.u64(*kind as u64).field(value.as_bytes());
-            }
-            for id in &d.alert_ids {
-                h.field(id.as_bytes());
-            }
-            let key = h.finish();
-            let new = !recent.iter().any(|&(k, _)| k == key);
+            let this = Reported::of(d);
+            let new = !recent.iter().any(|r| r.same(&this));
             if new {
-                recent.push((key, end));
+                recent.push(this);
             }
             new
         });

@@ -1,4 +1,7 @@
-//! The rule file: what a detection engineer writes.
+//! The rule file: what a detection engineer writes. Three forms say the
+//! same thing; the file's extension picks the form.
+//!
+//! TOML (`.toml`), with the SQL inside:
 //!
 //! ```toml
 //! name = "ssh-brute-force-then-login"
@@ -13,6 +16,17 @@
 //! SELECT src_ip, max(agent_name) AS host, array_agg(alert_id) AS alert_ids
 //! FROM alerts WHERE ... GROUP BY src_ip HAVING ...
 //! """
+//! ```
+//!
+//! YAML (`.yaml`, `.yml`) with the same keys, or a Sigma correlation rule
+//! (see [`crate::sigma`]); and `.sql`: the SQL, after a header of `--`
+//! comment lines holding the other keys as YAML:
+//!
+//! ```sql
+//! -- severity: high
+//! -- window: { kind: tumbling, size: 15m }
+//! -- entities: { ip: src_ip }
+//! SELECT src_ip, array_agg(alert_id) AS alert_ids FROM alerts GROUP BY src_ip
 //! ```
 //!
 //! The SQL reads the table `alerts`: one tenant's alerts of one window.
@@ -44,7 +58,7 @@ struct RuleFile {
     tenants: Option<Vec<String>>,
     #[serde(default = "yes")]
     enabled: bool,
-    sql: String,
+    sql: Option<String>,
 }
 
 fn yes() -> bool {
@@ -145,19 +159,97 @@ impl Default for Limits {
 }
 
 /// Most overlapping windows per alert for a hopping rule.
-const MAX_HOPS: i64 = 60;
+pub(crate) const MAX_HOPS: i64 = 60;
+
+/// The forms a rule file takes, by extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Toml,
+    /// Sluice's keys, or a Sigma correlation rule (told apart by its keys).
+    Yaml,
+    /// SQL after a `--` header of YAML keys.
+    Sql,
+}
+
+impl Format {
+    pub const EXTENSIONS: &[&str] = &["toml", "yaml", "yml", "sql"];
+
+    pub fn of(path: &Path) -> Option<Format> {
+        match path.extension()?.to_str()? {
+            "toml" => Some(Format::Toml),
+            "yaml" | "yml" => Some(Format::Yaml),
+            "sql" => Some(Format::Sql),
+            _ => None,
+        }
+    }
+}
+
+/// Parses a rule file of any form: one rule, or (a Sigma file) one per
+/// correlation in it. Every problem found is listed.
+pub fn parse_file(text: &str, origin: &Path, limits: Limits) -> Result<Vec<Rule>, RuleError> {
+    let fail = |problems: Vec<String>| RuleError::Invalid { origin: origin.to_path_buf(), problems };
+    let Some(format) = Format::of(origin) else {
+        return Err(fail(vec![format!(
+            "not a rule file: the name must end in {}",
+            Format::EXTENSIONS.iter().map(|e| format!(".{e}")).collect::<Vec<_>>().join(", ")
+        )]));
+    };
+    match format {
+        Format::Toml => Rule::parse(text, origin, limits).map(|r| vec![r]),
+        Format::Yaml if crate::sigma::is_sigma(text) => crate::sigma::parse(text, origin, limits),
+        Format::Yaml => {
+            let file: RuleFile = serde_yaml_ng::from_str(text).map_err(|e| fail(vec![e.to_string()]))?;
+            Rule::from_file(file, origin, limits).map(|r| vec![r])
+        }
+        Format::Sql => {
+            let (header, sql) = split_sql_header(text);
+            let mut file: RuleFile = serde_yaml_ng::from_str(&header)
+                .map_err(|e| fail(vec![format!("the `--` header: {e} (header lines are YAML `key: value`)")]))?;
+            if file.sql.is_some() {
+                return Err(fail(vec!["sql: a .sql rule's SQL is the file's body, not a header key".into()]));
+            }
+            file.sql = Some(sql);
+            Rule::from_file(file, origin, limits).map(|r| vec![r])
+        }
+    }
+}
+
+/// The leading `--` comment lines (markers stripped) and the rest.
+fn split_sql_header(text: &str) -> (String, String) {
+    let mut header = String::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        let (line, next) = rest.split_once('\n').unwrap_or((rest, ""));
+        let trimmed = line.trim_start();
+        if let Some(body) = trimmed.strip_prefix("--") {
+            header.push_str(body.strip_prefix(' ').unwrap_or(body));
+            header.push('\n');
+        } else if !trimmed.is_empty() {
+            break;
+        }
+        rest = next;
+    }
+    (header, rest.to_string())
+}
 
 impl Rule {
-    /// Parses a rule file's text; every problem found is listed.
+    /// Parses a TOML rule file's text; every problem found is listed.
     pub fn parse(text: &str, origin: &Path, limits: Limits) -> Result<Rule, RuleError> {
+        let file: RuleFile = toml::from_str(text).map_err(|e| RuleError::Invalid {
+            origin: origin.to_path_buf(),
+            problems: vec![e.to_string().trim().to_string()],
+        })?;
+        Rule::from_file(file, origin, limits)
+    }
+
+    fn from_file(file: RuleFile, origin: &Path, limits: Limits) -> Result<Rule, RuleError> {
         let fail = |problems: Vec<String>| RuleError::Invalid { origin: origin.to_path_buf(), problems };
-        let file: RuleFile = toml::from_str(text).map_err(|e| fail(vec![e.to_string().trim().to_string()]))?;
         let mut problems = Vec::new();
         let name = file
             .name
             .clone()
             .unwrap_or_else(|| origin.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+        if !valid_name(&name) {
             problems.push(format!("name = {name:?}: use letters, digits, '-', '_' or '.'"));
         }
         let severity = match &file.severity {
@@ -166,18 +258,10 @@ impl Rule {
                 problems.push(format!("severity = {n}: must be 0–100 or low|medium|high|critical"));
                 0
             }
-            Severity::Word(w) => match w.as_str() {
-                "informational" => 10,
-                "low" => 25,
-                "medium" => 50,
-                "high" => 75,
-                "critical" => 90,
-                other => {
-                    problems
-                        .push(format!("severity = {other:?}: must be 0–100 or informational|low|medium|high|critical"));
-                    0
-                }
-            },
+            Severity::Word(w) => severity_word(w).unwrap_or_else(|| {
+                problems.push(format!("severity = {w:?}: must be 0–100 or informational|low|medium|high|critical"));
+                0
+            }),
         };
         let window = parse_window(&file.window, limits, &mut problems);
         if file.entities.is_empty() {
@@ -187,8 +271,9 @@ impl Rule {
                     .into(),
             );
         }
-        if file.sql.trim().is_empty() {
-            problems.push("sql is empty".into());
+        let sql = file.sql.unwrap_or_default();
+        if sql.trim().is_empty() {
+            problems.push("sql is missing or empty".into());
         }
         let scope = match file.tenants {
             None => Scope::All,
@@ -210,10 +295,27 @@ impl Rule {
             entities: file.entities.into_iter().collect(),
             scope,
             enabled: file.enabled,
-            sql: file.sql,
+            sql,
             origin: origin.to_path_buf(),
         })
     }
+}
+
+/// A severity level's points (Sigma's `level` words).
+pub(crate) fn severity_word(word: &str) -> Option<u8> {
+    Some(match word {
+        "informational" => 10,
+        "low" => 25,
+        "medium" => 50,
+        "high" => 75,
+        "critical" => 90,
+        _ => return None,
+    })
+}
+
+/// Whether `name` may name a rule (detections and metrics are keyed by it).
+pub(crate) fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
 }
 
 fn parse_window(w: &WindowFile, limits: Limits, problems: &mut Vec<String>) -> Option<Window> {
@@ -324,6 +426,36 @@ sql = " "
         {
             assert!(all.contains(key), "{key} not reported in:\n{all}");
         }
+    }
+
+    #[test]
+    fn toml_yaml_and_sql_files_say_the_same_rule() {
+        let yaml = r#"
+severity: high
+tags: [T1110]
+window: { kind: hopping, size: 10m, slide: 5m }
+entities: { ip: src_ip }
+sql: SELECT src_ip FROM alerts GROUP BY src_ip
+"#;
+        let sql = "-- severity: high\n-- tags: [T1110]\n--\n-- window: { kind: hopping, size: 10m, slide: 5m }\n\
+                   -- entities: { ip: src_ip }\nSELECT src_ip FROM alerts GROUP BY src_ip\n";
+        let limits = Limits::default();
+        let from = |text: &str, file: &str| parse_file(text, Path::new(file), limits).map(|mut v| v.remove(0));
+        let want = from(GOOD, "rules/test-rule.toml").unwrap();
+        for (text, file) in [(yaml, "rules/test-rule.yaml"), (sql, "rules/test-rule.sql")] {
+            let got = from(text, file).unwrap_or_else(|e| panic!("{file}: {e}"));
+            assert_eq!(
+                (&got.name, got.severity, &got.tags, got.window, &got.entities, got.sql.trim()),
+                (&want.name, want.severity, &want.tags, want.window, &want.entities, want.sql.trim()),
+                "{file}"
+            );
+        }
+        let e = from(&sql.replace("-- entities", "-- sql: SELECT 1\n-- entities"), "r.sql").unwrap_err().to_string();
+        assert!(e.contains("body, not a header key"), "{e}");
+        let e = from(&yaml.replace("severity: high", "severity: high\nthreshold: 5"), "r.yml").unwrap_err().to_string();
+        assert!(e.contains("threshold") && e.contains("r.yml"), "{e}");
+        let e = from(GOOD, "r.json").unwrap_err().to_string();
+        assert!(e.contains(".toml, .yaml, .yml, .sql"), "{e}");
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The shipped rules as data: each `rules/library/<rule>.toml` has a
+//! The shipped rules as data: each `rules/library/<rule>.toml` (or `.yml`,
+//! a Sigma correlation) has a
 //! `<rule>/positive.ndjson` that must fire (its detections are compared to
 //! `<rule>/expected.txt`) and a `<rule>/negative.ndjson`, the near miss, that
 //! must not. `SLUICE_BLESS=1 cargo test -p sluice-rules --test library`
@@ -26,12 +27,16 @@ fn run(rule: &str, fixture: &str) -> Vec<String> {
     report.detections.iter().map(detection_line).collect()
 }
 
+fn stem(file: &str) -> &str {
+    file.rsplit_once('.').map_or(file, |(stem, _)| stem)
+}
+
 #[test]
 fn every_shipped_rule_fires_on_its_positive_fixture_as_expected_and_not_on_its_negative() {
     let bless = std::env::var("SLUICE_BLESS").is_ok_and(|v| v == "1");
     let mut failures = Vec::new();
     for (file, _) in library::FILES {
-        let rule = file.trim_end_matches(".toml");
+        let rule = stem(file);
         let got = run(rule, "positive.ndjson");
         if got.is_empty() {
             failures.push(format!("{rule}: no detection on its positive fixture"));
@@ -59,16 +64,19 @@ fn the_library_lists_every_rule_file_and_every_rule_has_fixtures() {
     let mut on_disk: Vec<String> = std::fs::read_dir(dir())
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|f| f.ends_with(".toml"))
+        .filter(|f| f.ends_with(".toml") || f.ends_with(".yml"))
         .collect();
     on_disk.sort();
-    let listed: Vec<String> = library::FILES.iter().map(|(f, _)| f.to_string()).collect();
+    let mut listed: Vec<String> = library::FILES.iter().map(|(f, _)| f.to_string()).collect();
+    listed.sort();
     assert_eq!(listed, on_disk, "rules/src/library.rs lists exactly the files of rules/library/");
     for f in &listed {
-        let rule = f.trim_end_matches(".toml");
+        let rule = stem(f);
         for fixture in ["positive.ndjson", "negative.ndjson", "expected.txt"] {
             assert!(dir().join(rule).join(fixture).exists(), "{rule} has no {fixture}");
         }
     }
-    assert!(listed.len() >= 13, "the library has {} rules", listed.len());
+    assert!(listed.len() >= 16, "the library has {} rules", listed.len());
+    let sigma = listed.iter().filter(|f| f.ends_with(".yml")).count();
+    assert!(sigma >= 3, "the library has {sigma} Sigma correlation rules");
 }

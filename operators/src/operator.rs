@@ -137,6 +137,13 @@ pub trait Operator: Send {
     fn restore(&mut self, _state: &[u8]) -> Result<()> {
         Ok(())
     }
+
+    /// A configuration change while running (a new rule set, say). Each
+    /// operator takes the updates of its own type and keeps its state;
+    /// others ignore them.
+    fn reconfigure(&mut self, _update: &(dyn std::any::Any + Send + Sync)) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// A linear chain of operators: batches flow from each operator into the
@@ -180,6 +187,11 @@ impl Chain {
             self.run_from(i + 1, produced, ctx, out)?;
         }
         Ok(())
+    }
+
+    /// Hands a configuration change to every operator.
+    pub fn reconfigure(&mut self, update: &(dyn std::any::Any + Send + Sync)) -> Result<()> {
+        self.operators.iter_mut().try_for_each(|op| op.reconfigure(update))
     }
 
     /// Flushes every operator at end of input.

@@ -45,7 +45,8 @@ pub struct RulesConfig {
     /// default for now: with all of them the pipeline runs at a fraction
     /// of its speed (see BENCHMARKS.md).
     pub builtin: bool,
-    /// More rule files, or directories of `.toml` rule files.
+    /// More rule files, or directories of rule files (`.toml`, `.yaml`,
+    /// `.yml`, `.sql`); reloaded on SIGHUP or when one changes.
     pub paths: Vec<std::path::PathBuf>,
     /// Rules not to run, by name.
     pub disable: Vec<String>,

@@ -5,6 +5,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod eval;
 pub mod output;
+pub mod reload;
 pub mod runtime;
 pub mod watermark;
 

@@ -155,6 +155,8 @@ enum Item {
     Chunk(RawChunk),
     Input(InputChange),
     Barrier(Barrier),
+    /// A new rule set, in order with the alerts (see [`crate::reload`]).
+    Reload(Arc<sluice_rules::Reload>),
 }
 
 #[derive(Clone, Debug)]
@@ -167,6 +169,7 @@ enum ShardMsg {
     Batch(AlertBatch),
     Watermark(EventTime),
     Barrier(u64),
+    Reload(Arc<sluice_rules::Reload>),
     /// End of input; `flush` closes every open window (not when stopping
     /// with checkpoints on: the next run continues those windows).
     End {
@@ -193,7 +196,7 @@ enum Message {
 /// Builds the operator chain of one shard: dedup → rules → correlate.
 pub fn build_chain(config: &Config, correlate: CorrelateConfig) -> Result<Chain, sluice_operators::Error> {
     let mut ops: Vec<Box<dyn Operator>> = vec![Box::new(Dedup::new(config.dedup.clone())?)];
-    if config.rules.builtin || !config.rules.paths.is_empty() {
+    if rules_enabled(config) {
         let extra: Vec<String> = config.decode.fields.keys().cloned().collect();
         let engine = sluice_rules::Engine::new(&extra).map_err(|e| sluice_operators::Error::Config(e.to_string()))?;
         let compiled = config.rules.compile(&engine).map_err(|problems| {
@@ -208,6 +211,11 @@ pub fn build_chain(config: &Config, correlate: CorrelateConfig) -> Result<Chain,
     }
     ops.push(Box::new(Correlate::new(correlate, config.score.clone(), config.handoff.clone())?));
     Ok(Chain::new(ops))
+}
+
+/// Whether the chain has a rules stage.
+fn rules_enabled(config: &Config) -> bool {
+    config.rules.builtin || !config.rules.paths.is_empty()
 }
 
 /// Options that are not part of the config file.
@@ -250,6 +258,20 @@ pub fn run(
     let mut correlate_cfg = config.correlate.clone();
     correlate_cfg.track_members |= options.track_members;
     correlate_cfg.report_all_closed |= options.report_all_closed;
+    // Rules reload on SIGHUP or a rule file change, when the rules stage runs.
+    let watcher = if rules_enabled(config) {
+        let extra: Vec<String> = config.decode.fields.keys().cloned().collect();
+        match crate::reload::Watcher::start(config.rules.clone(), extra) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, "rules will not reload while running (SIGHUP or file watch failed)");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let reloads = watcher.as_ref().map(|w| w.pending());
     // Build everything up front so a bad config fails before any thread starts.
     let mut chains = (0..shards).map(|_| build_chain(config, correlate_cfg.clone())).collect::<Result<Vec<_>, _>>()?;
     let mut decoder_list =
@@ -306,6 +328,11 @@ pub fn run(
             let mut barrier_id = next_checkpoint;
             let mut stopping = false;
             loop {
+                if let Some(rules) = reloads.as_ref().and_then(|p| p.lock().expect("pending rules").take())
+                    && !send(Item::Reload(rules))
+                {
+                    return Ok(());
+                }
                 while let Ok(position) = commit_rx.try_recv() {
                     source.commit(&position).map_err(failed)?;
                 }
@@ -650,6 +677,7 @@ fn run_shard(
         match msg {
             ShardMsg::Batch(b) => chain.process(b, &mut ctx, &mut out)?,
             ShardMsg::Watermark(wm) => chain.on_watermark(wm, &mut ctx, &mut out)?,
+            ShardMsg::Reload(rules) => chain.reconfigure(rules.as_ref())?,
             ShardMsg::Barrier(id) => {
                 let operators = chain
                     .operators()
@@ -816,6 +844,7 @@ impl Router {
                 let part = Message::Router { id: b.id, position: b.position, watermark: self.watermark.clone() };
                 self.events.send(part).map_err(|_| ())?;
             }
+            Some(Item::Reload(rules)) => self.broadcast(|| ShardMsg::Reload(rules.clone()))?,
             Some(Item::Chunk(_)) => unreachable!("decoders decode chunks"),
             None => {}
         }

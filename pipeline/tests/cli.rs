@@ -86,7 +86,9 @@ fn validate_reports_every_bad_rule_with_its_file_and_rules_test_runs_the_good_on
     std::fs::write(rules.join("typo.toml"), rule("SELECT srcip AS src_ip FROM alerts", "")).unwrap();
     std::fs::write(rules.join("extra-key.toml"), rule("SELECT src_ip FROM alerts", "threshold = 3\n")).unwrap();
     let config = dir.path().join("config.toml");
-    std::fs::write(&config, format!("[rules]\npaths = [{:?}]\n", rules.to_str().unwrap())).unwrap();
+    // Every cluster's final state is printed, escalated or not.
+    let settings = format!("[rules]\npaths = [{:?}]\n[correlate]\nreport_all_closed = true\n", rules.to_str().unwrap());
+    std::fs::write(&config, settings).unwrap();
     let out = sluice().args(["validate", config.to_str().unwrap()]).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -226,4 +228,111 @@ fn follow_tails_a_growing_file_and_ctrl_c_flushes() {
     assert!(child.wait().unwrap().success());
     let rest: Vec<String> = rx.iter().collect();
     assert!(rest.iter().any(|l| l.contains("\"kind\":\"close\"")), "final states flushed on Ctrl-C");
+}
+
+/// Waits for a line of `rx` that holds `what`; the lines seen are kept.
+fn wait_for(rx: &std::sync::mpsc::Receiver<String>, seen: &mut Vec<String>, what: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if seen.iter().any(|l| l.contains(what)) {
+            return true;
+        }
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) => seen.push(line),
+            Err(_) => return false,
+        }
+    }
+}
+
+fn lines_of(stream: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+#[test]
+fn rules_reload_on_file_change_and_sighup_and_a_bad_rule_keeps_the_running_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).unwrap();
+    let rule = |threshold: u32| {
+        format!(
+            "severity = 90\nwindow = {{ kind = \"tumbling\", size = \"1h\" }}\nentities = {{ ip = \"src_ip\" }}\n\
+             sql = \"SELECT src_ip, array_agg(alert_id) AS alert_ids FROM alerts \
+             WHERE array_has(rule_groups, 'authentication_failed') GROUP BY src_ip HAVING count(*) >= {threshold}\"\n"
+        )
+    };
+    std::fs::write(rules.join("quiet.toml"), rule(1000)).unwrap();
+    let config = dir.path().join("sluice.toml");
+    // Every cluster's final state is printed, escalated or not.
+    let settings = format!("[rules]\npaths = [{:?}]\n[correlate]\nreport_all_closed = true\n", rules.to_str().unwrap());
+    std::fs::write(&config, settings).unwrap();
+    // Alerts come on stdin, which stays open until the end.
+    let mut child = sluice()
+        .env("SLUICE_LOG", "info")
+        .args(["run", "--input", "-", "--format", "json", "--show-final"])
+        .args(["--config", config.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (out, err) = (lines_of(child.stdout.take().unwrap()), lines_of(child.stderr.take().unwrap()));
+    let mut log = Vec::new();
+    let stop = |child: &mut std::process::Child, log: &[String], why: &str| -> ! {
+        let _ = child.kill();
+        panic!("{why}; log:\n{}", log.join("\n"));
+    };
+    if !wait_for(&err, &mut log, "rules reload on SIGHUP") {
+        stop(&mut child, &log, "the rules watcher did not start");
+    }
+    // A new rule file: picked up while running.
+    std::fs::write(rules.join("reloaded-rule.toml"), rule(3)).unwrap();
+    if !wait_for(&err, &mut log, "rules reloaded") {
+        stop(&mut child, &log, "a new rule file was not loaded");
+    }
+    assert!(log.iter().any(|l| l.contains("reloaded-rule") && l.contains("a rule file changed")), "{log:?}");
+    // A bad rule: every problem named, and the running rules stay.
+    std::fs::write(rules.join("broken.toml"), rule(3).replace("src_ip, array_agg", "srcip, array_agg")).unwrap();
+    if !wait_for(&err, &mut log, "rules not reloaded") {
+        stop(&mut child, &log, "a bad rule file was not refused");
+    }
+    assert!(log.iter().any(|l| l.contains("broken.toml") && l.contains("src_ip")), "{log:?}");
+    std::fs::remove_file(rules.join("broken.toml")).unwrap();
+    if !wait_for(&err, &mut log, "rules unchanged") {
+        stop(&mut child, &log, "removing the bad rule was not noticed");
+    }
+    // SIGHUP reloads too.
+    assert!(Command::new("kill").args(["-HUP", &child.id().to_string()]).status().unwrap().success());
+    if !wait_for(&err, &mut log, "SIGHUP") {
+        stop(&mut child, &log, "SIGHUP did not reload");
+    }
+    // The reloaded rule runs: four failed logins from one source, then the
+    // end of input closes its window.
+    let mut data = String::new();
+    for i in 0..4 {
+        data.push_str(&format!(
+            r#"{{"timestamp":"2026-11-01T10:00:{:02}.000+0000","rule":{{"level":5,"id":"5716","groups":["sshd","authentication_failed"]}},"agent":{{"id":"001","name":"web-01"}},"manager":{{"name":"acme"}},"id":"r.{i}","data":{{"srcip":"203.0.113.7","dstuser":"root"}}}}"#,
+            i * 10
+        ));
+        data.push('\n');
+    }
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(data.as_bytes()).unwrap();
+    drop(stdin);
+    let status = child.wait().unwrap();
+    log.extend(err.iter());
+    assert!(status.success(), "{log:?}");
+    let seen: Vec<String> = out.iter().collect();
+    assert!(
+        seen.iter().any(|l| l.contains(r#""detections":[{"rule":"reloaded-rule""#) && l.contains("r.3")),
+        "the reloaded rule's detection reaches its cluster:\n{}",
+        seen.join("\n")
+    );
 }

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 
 pub use engine::{Compiled, Engine};
 pub use error::RuleError;
-pub use operator::Rules;
+pub use operator::{Reload, Rules};
 pub use rule::{Limits, Rule};
 
 /// Reads rule files: each path is a rule file (`.toml`, `.yaml`/`.yml`,

@@ -113,7 +113,29 @@ impl RuleState {
     fn new() -> Self {
         RuleState { done_until: EventTime::MIN, oldest: None, due: EventTime::MAX, recent: Vec::new() }
     }
+
+    /// A rule whose windows ending at or before `done_until` are evaluated:
+    /// the oldest buffered row still ahead of it decides its next window.
+    fn after(window: Window, done_until: EventTime, pieces: &[Piece]) -> Self {
+        // From the pieces' bounds, not their rows: at most this early, so a
+        // window is never missed (an empty one is skipped without SQL).
+        let from = first_open_row(window, done_until);
+        let oldest = pieces.iter().filter(|p| p.max_t >= from).map(|p| p.min_t.max(from)).min();
+        RuleState {
+            done_until,
+            oldest,
+            due: oldest.map_or(EventTime::MAX, |t| next_due(window, done_until, t)),
+            recent: Vec::new(),
+        }
+    }
 }
+
+/// A new rule set for a running rules stage (a reload): each shard plans
+/// it with its own engine. A rule whose definition is unchanged keeps its
+/// state; a new or changed rule starts with the windows still open, over
+/// the alerts already buffered.
+#[derive(Debug, Clone)]
+pub struct Reload(pub Vec<crate::rule::Rule>);
 
 /// The rules stage of a shard.
 pub struct Rules {
@@ -327,14 +349,40 @@ impl Rules {
         // Move on: the oldest row still ahead of this rule decides its next window.
         let window = rule.rule.window;
         let state = self.tenants.get_mut(tenant).expect("present");
-        // From the pieces' bounds, not their rows: at most this early, so a
-        // window is never missed (an empty one is skipped without SQL).
-        let from = first_open_row(window, done_until);
-        let oldest = state.pieces.iter().filter(|p| p.max_t >= from).map(|p| p.min_t.max(from)).min();
-        let rs = &mut state.rules[i];
-        rs.done_until = done_until;
-        rs.oldest = oldest;
-        rs.due = oldest.map_or(EventTime::MAX, |t| next_due(window, done_until, t));
+        let recent = std::mem::take(&mut state.rules[i].recent);
+        state.rules[i] = RuleState { recent, ..RuleState::after(window, done_until, &state.pieces) };
+    }
+
+    /// Takes a new rule set (see [`Reload`]), planned by this stage's engine.
+    pub fn replace(&mut self, rules: Vec<Compiled>) {
+        let rules: Vec<Compiled> = rules.into_iter().filter(|r| r.rule.enabled).collect();
+        for (tenant, state) in self.tenants.iter_mut() {
+            let clock = state.newest.saturating_sub(self.lateness);
+            let states: Vec<RuleState> = rules
+                .iter()
+                .map(|r| match self.rules.iter().position(|old| old.rule == r.rule) {
+                    Some(i) => state.rules[i].clone(),
+                    None if state.newest == EventTime::MIN || !r.rule.scope.includes(tenant) => RuleState::new(),
+                    None => RuleState::after(r.rule.window, last_closed_end(r.rule.window, clock), &state.pieces),
+                })
+                .collect();
+            state.due = states.iter().map(|r| r.due).min().unwrap_or(EventTime::MAX);
+            state.rules = states;
+        }
+        for r in &rules {
+            self.stats.entry(r.rule.name.clone()).or_default();
+        }
+        self.rules = rules;
+    }
+}
+
+/// The end of the last window that closed at or before `clock` (sessions:
+/// `clock`), for a rule that starts running at `clock`.
+fn last_closed_end(window: Window, clock: EventTime) -> EventTime {
+    match window {
+        Window::Tumbling { size } => clock.div_euclid(size) * size,
+        Window::Hopping { slide, .. } => clock.div_euclid(slide) * slide,
+        Window::Session { .. } => clock,
     }
 }
 
@@ -562,6 +610,21 @@ impl Operator for Rules {
             .collect::<Result<_, String>>()
             .map_err(sluice_operators::Error::Config)?;
         sluice_operators::snapshot::encode(NAME, SNAPSHOT_VERSION, &tenants)
+    }
+
+    fn reconfigure(&mut self, update: &(dyn std::any::Any + Send + Sync)) -> sluice_operators::Result<()> {
+        let Some(Reload(rules)) = update.downcast_ref::<Reload>() else { return Ok(()) };
+        // The set was checked before it was sent; should planning fail here
+        // all the same, the running rules stay.
+        match crate::compile_all(&self.engine, rules.clone()) {
+            Ok(compiled) => self.replace(compiled),
+            Err(errors) => {
+                for e in errors {
+                    tracing::error!(error = %e, "rules: reload refused; the running rules stay");
+                }
+            }
+        }
+        Ok(())
     }
 
     fn restore(&mut self, state: &[u8]) -> sluice_operators::Result<()> {

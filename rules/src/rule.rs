@@ -128,7 +128,7 @@ impl Scope {
 }
 
 /// A parsed rule, its SQL not yet planned (see [`crate::engine`]).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
     pub name: String,
     pub description: String,

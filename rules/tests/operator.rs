@@ -8,7 +8,7 @@ use std::sync::Arc;
 use sluice_operators::decode::{DecodeConfig, Decoder, RawChunk, TenantConfig};
 use sluice_operators::operator::{AlertBatch, Context, Operator, Output};
 use sluice_operators::schema::AlertColumns;
-use sluice_rules::{Engine, Limits, Rule, Rules, compile_all};
+use sluice_rules::{Engine, Limits, Reload, Rule, Rules, compile_all};
 
 /// An sshd failure (`fail`) or success at minute `m` of 2026-11-01 10:00.
 fn line(tenant: &str, id: usize, m: f64, ip: &str, fail: bool) -> String {
@@ -33,8 +33,19 @@ fn rule(sql: &str, window: &str) -> Rule {
 
 /// Runs the lines through decode → rules in batches of `batch` lines;
 /// returns what came out, flattened: `alert:<id>` per row passed on, and
-/// `detect:<ip>:<window end>` per detection, in order.
+/// `detect:<rule>:<tenant>:<ip>:<window end>` per detection, in order.
 fn run(rules: Vec<Rule>, lines: &[String], batch: usize, snapshot_at: Option<usize>) -> Vec<String> {
+    run_with(rules, lines, batch, snapshot_at, None)
+}
+
+/// As [`run`], reloading the rule set before batch `reload.0`.
+fn run_with(
+    rules: Vec<Rule>,
+    lines: &[String],
+    batch: usize,
+    snapshot_at: Option<usize>,
+    reload: Option<(usize, Vec<Rule>)>,
+) -> Vec<String> {
     let make = || {
         let engine = Engine::new(&[]).unwrap();
         let compiled = compile_all(&engine, rules.clone()).unwrap();
@@ -49,6 +60,11 @@ fn run(rules: Vec<Rule>, lines: &[String], batch: usize, snapshot_at: Option<usi
             let state = op.snapshot().unwrap();
             op = make();
             op.restore(&state).unwrap();
+        }
+        if let Some((at, rules)) = &reload
+            && *at == i
+        {
+            op.reconfigure(&Reload(rules.clone())).unwrap();
         }
         let data = part.join("\n").into_bytes();
         let mut at = 0;
@@ -72,7 +88,9 @@ fn run(rules: Vec<Rule>, lines: &[String], batch: usize, snapshot_at: Option<usi
                 let c = AlertColumns::new(&b.batch).unwrap();
                 flat.extend((0..b.num_rows()).map(|r| format!("alert:{}", c.alert_id.value(r))));
             }
-            Output::Detection(d) => flat.push(format!("detect:{}:{}:{}", d.tenant, d.entities[0].1, d.window_end)),
+            Output::Detection(d) => {
+                flat.push(format!("detect:{}:{}:{}:{}", d.rule, d.tenant, d.entities[0].1, d.window_end))
+            }
             Output::Cluster(..) => {}
         }
     }
@@ -102,7 +120,7 @@ fn a_rule_sees_one_tenant_at_a_time() {
     let out = run(vec![rule(COUNT, r#"{ kind = "tumbling", size = "1h" }"#)], &lines, 100, None);
     let detections: Vec<&String> = out.iter().filter(|o| o.starts_with("detect")).collect();
     assert_eq!(detections.len(), 1, "{out:?}");
-    assert!(detections[0].starts_with("detect:acme:203.0.113.7"), "{detections:?}");
+    assert!(detections[0].starts_with("detect:test:acme:203.0.113.7"), "{detections:?}");
 }
 
 /// Failures from two addresses spread over two hours, then one late-ish
@@ -144,6 +162,50 @@ fn windows_close_at_the_same_place_whatever_the_batch_size_and_across_a_snapshot
     for at in [3, 17, 40] {
         assert_eq!(run(rules.clone(), &lines, 2, Some(at)), reference, "snapshot before batch {at}");
     }
+}
+
+fn named(mut r: Rule, name: &str) -> Rule {
+    r.name = name.to_string();
+    r
+}
+
+/// The window ends (ms) of one rule's detections.
+fn ends(out: &[String], rule: &str) -> Vec<(String, i64)> {
+    out.iter()
+        .filter_map(|o| o.strip_prefix(&format!("detect:{rule}:")))
+        .map(|rest| {
+            let (key, end) = rest.rsplit_once(':').unwrap();
+            (key.to_string(), end.parse().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn a_reload_keeps_unchanged_rules_state_and_starts_new_rules_at_the_open_windows() {
+    let a = named(rule(COUNT, r#"{ kind = "tumbling", size = "10m" }"#), "a");
+    let b = named(rule(&COUNT.replace(">= 3", ">= 2"), r#"{ kind = "tumbling", size = "5m" }"#), "b");
+    let lines = stream();
+    // Reload before batch 8 of 7 lines: before line 56, at minute 56, when
+    // both tenants' clocks (newest − 30 s lateness) are past 10:50.
+    let (batch, at) = (7, 8);
+    let reload_ms = 1_793_527_200_000 + 56 * 60_000;
+    let only_a = run(vec![a.clone()], &lines, batch, None);
+    let both = run(vec![a.clone(), b.clone()], &lines, batch, None);
+    let added = run_with(vec![a.clone()], &lines, batch, None, Some((at, vec![a.clone(), b.clone()])));
+    assert_eq!(ends(&added, "a"), ends(&only_a, "a"), "an unchanged rule goes on as if nothing happened");
+    // The new rule: every window from the one open at the reload (10:50–10:55,
+    // over the alerts already buffered) on, exactly as if it had always run.
+    let all_b = ends(&both, "b");
+    let open_from = reload_ms - 6 * 60_000;
+    let want: Vec<_> = all_b.iter().filter(|(_, end)| *end > open_from).cloned().collect();
+    assert!(!want.is_empty() && want.len() < all_b.len(), "b fires before and after the reload: {all_b:?}");
+    assert_eq!(ends(&added, "b"), want);
+    // A removed rule stops.
+    let removed = run_with(vec![a.clone(), b.clone()], &lines, batch, None, Some((at, vec![b.clone()])));
+    assert!(ends(&removed, "a").iter().all(|(_, end)| *end <= reload_ms), "{removed:?}");
+    assert_eq!(ends(&removed, "b"), all_b);
+    // Every alert still passes on, once.
+    assert_eq!(added.iter().filter(|o| o.starts_with("alert")).count(), lines.len());
 }
 
 #[test]

@@ -29,10 +29,10 @@ use sluice_operators::schema::{AlertColumns, col};
 use sluice_operators::time::EventTime;
 
 use crate::engine::{Compiled, Engine, cell_severity, cell_text, list_texts, to_table_rows};
-use crate::rule::Window;
+use crate::rule::{Rule, Window};
 
 const NAME: &str = "rules";
-const SNAPSHOT_VERSION: u32 = 2;
+const SNAPSHOT_VERSION: u32 = 3;
 /// Alert ids kept per detection.
 const MAX_ALERT_IDS: usize = 50;
 
@@ -61,8 +61,11 @@ struct RuleState {
     done_until: EventTime,
     /// The oldest row not yet in an evaluated window.
     oldest: Option<EventTime>,
-    /// When the tenant's clock must next close something.
+    /// When the tenant's clock must next close a window.
     due: EventTime,
+    /// When the tenant's clock must next evaluate the window ending at
+    /// `due` early (`window.early`; `MAX`: not until new rows arrive).
+    early: EventTime,
     /// Detections of windows that overlap the next ones (hopping): an
     /// overlapping window that finds the same entities with some of the
     /// same alerts has found the same thing, and does not report it again.
@@ -111,22 +114,34 @@ impl Reported {
 
 impl RuleState {
     fn new() -> Self {
-        RuleState { done_until: EventTime::MIN, oldest: None, due: EventTime::MAX, recent: Vec::new() }
+        RuleState {
+            done_until: EventTime::MIN,
+            oldest: None,
+            due: EventTime::MAX,
+            early: EventTime::MAX,
+            recent: Vec::new(),
+        }
+    }
+
+    /// When the tenant's clock must next do something for this rule.
+    fn next(&self) -> EventTime {
+        self.due.min(self.early)
     }
 
     /// A rule whose windows ending at or before `done_until` are evaluated:
     /// the oldest buffered row still ahead of it decides its next window.
-    fn after(window: Window, done_until: EventTime, pieces: &[Piece]) -> Self {
+    fn after(rule: &Rule, done_until: EventTime, pieces: &[Piece]) -> Self {
+        let window = rule.window;
         // From the pieces' bounds, not their rows: at most this early, so a
         // window is never missed (an empty one is skipped without SQL).
         let from = first_open_row(window, done_until);
         let oldest = pieces.iter().filter(|p| p.max_t >= from).map(|p| p.min_t.max(from)).min();
-        RuleState {
-            done_until,
-            oldest,
-            due: oldest.map_or(EventTime::MAX, |t| next_due(window, done_until, t)),
-            recent: Vec::new(),
-        }
+        let due = oldest.map_or(EventTime::MAX, |t| next_due(window, done_until, t));
+        let early = match (rule.early, oldest) {
+            (Some(step), Some(t)) => Some(tick_after(t, step)).filter(|&tick| tick < due).unwrap_or(EventTime::MAX),
+            _ => EventTime::MAX,
+        };
+        RuleState { done_until, oldest, due, early, recent: Vec::new() }
     }
 }
 
@@ -205,14 +220,23 @@ impl Rules {
         state.newest = state.newest.max(t);
         for (rule, rs) in self.rules.iter().zip(state.rules.iter_mut()) {
             let window = rule.rule.window;
-            if rs.oldest.is_none_or(|o| t < o)
-                && t >= first_open_row(window, rs.done_until)
-                && rule.rule.scope.includes(tenant)
-            {
+            if t < first_open_row(window, rs.done_until) || !rule.rule.scope.includes(tenant) {
+                continue;
+            }
+            if rs.oldest.is_none_or(|o| t < o) {
                 rs.oldest = Some(t);
                 rs.due = rs.due.min(next_due(window, rs.done_until, t));
-                state.due = state.due.min(rs.due);
             }
+            // A row of the next window: evaluate it early at the next tick.
+            if let Some(step) = rule.rule.early
+                && t < rs.due
+            {
+                let tick = tick_after(t, step);
+                if tick < rs.due {
+                    rs.early = rs.early.min(tick);
+                }
+            }
+            state.due = state.due.min(rs.next());
         }
         true
     }
@@ -262,14 +286,14 @@ impl Rules {
                 .rules
                 .iter()
                 .enumerate()
-                .map(|(i, s)| (s.due, i))
+                .map(|(i, s)| (s.next(), i))
                 .filter(|&(due, _)| due <= clock && due != EventTime::MAX)
                 .min();
             let Some((_, i)) = next else { break };
             self.close_one(&name, i, clock, &mut detections);
         }
         let state = self.tenants.get_mut(tenant).expect("present");
-        state.due = state.rules.iter().map(|r| r.due).min().unwrap_or(EventTime::MAX);
+        state.due = state.rules.iter().map(RuleState::next).min().unwrap_or(EventTime::MAX);
         let needed = self
             .rules
             .iter()
@@ -288,11 +312,15 @@ impl Rules {
         }
     }
 
-    /// Evaluates rule `i`'s next window for `tenant` and moves the rule on.
+    /// Evaluates rule `i`'s next window for `tenant` and moves the rule on
+    /// (or evaluates it early, while still open).
     fn close_one(&mut self, tenant: &Arc<str>, i: usize, clock: EventTime, detections: &mut Vec<Detection>) {
         let rule = &self.rules[i];
         let state = self.tenants.get_mut(tenant).expect("present");
         let rs = state.rules[i].clone();
+        if rs.early < rs.due {
+            return self.fire_early(tenant, i, clock, detections);
+        }
         let (start, end, done_until) = match rule.rule.window {
             Window::Tumbling { size } | Window::Hopping { size, .. } => {
                 let end = rs.due;
@@ -330,27 +358,52 @@ impl Rules {
             }
         }
         // What an overlapping earlier window already reported is not news.
-        let span = rule.rule.window.span();
         let recent = &mut self.tenants.get_mut(tenant).expect("present").rules[i].recent;
-        recent.retain(|r| r.window_end > end.saturating_sub(span));
-        found.retain(|d| {
-            let this = Reported::of(d);
-            let new = !recent.iter().any(|r| r.same(&this));
-            if new {
-                recent.push(this);
-            }
-            new
-        });
+        only_news(recent, &mut found, end, rule.rule.window.span());
         let stats = self.stats.entry(rule.rule.name.clone()).or_default();
         stats.windows += 1;
         stats.detections += found.len() as u64;
         stats.time += started.elapsed();
         detections.extend(found);
         // Move on: the oldest row still ahead of this rule decides its next window.
-        let window = rule.rule.window;
         let state = self.tenants.get_mut(tenant).expect("present");
         let recent = std::mem::take(&mut state.rules[i].recent);
-        state.rules[i] = RuleState { recent, ..RuleState::after(window, done_until, &state.pieces) };
+        state.rules[i] = RuleState { recent, ..RuleState::after(&rule.rule, done_until, &state.pieces) };
+    }
+
+    /// Evaluates rule `i`'s next window for `tenant` over its rows before
+    /// the early tick: rows at or past the tenant's clock are final, so what
+    /// fires does not depend on how sources interleave. A match fires now;
+    /// the window's later evaluations do not report it again.
+    fn fire_early(&mut self, tenant: &Arc<str>, i: usize, clock: EventTime, detections: &mut Vec<Detection>) {
+        let rule = &self.rules[i];
+        let step = rule.rule.early.expect("an early tick is set only with window.early");
+        let state = self.tenants.get_mut(tenant).expect("present");
+        let rs = &state.rules[i];
+        let (end, at) = (rs.due, rs.early);
+        let start = end.saturating_sub(rule.rule.window.span());
+        let rows = window_rows(&state.pieces, start, at);
+        let started = Instant::now();
+        let mut found = Vec::new();
+        if rows.iter().any(|b| b.num_rows() > 0) {
+            let summary = WindowSummary::of(&rows);
+            match self.engine.evaluate(rule, rows) {
+                Ok(results) => found = detections_of(rule, tenant, start, end, &summary, &results),
+                Err(e) => tracing::warn!(error = %e, tenant = %tenant, "rules: early evaluation failed"),
+            }
+        }
+        let rs = &mut self.tenants.get_mut(tenant).expect("present").rules[i];
+        only_news(&mut rs.recent, &mut found, end, rule.rule.window.span());
+        let stats = self.stats.entry(rule.rule.name.clone()).or_default();
+        stats.detections += found.len() as u64;
+        stats.time += started.elapsed();
+        detections.extend(found);
+        // The next tick, if rows of this window arrived at or after this one
+        // (later rows schedule one as they come).
+        let state = self.tenants.get_mut(tenant).expect("present");
+        let more = state.pieces.iter().any(|p| p.max_t >= at && p.min_t < end);
+        let next = at.saturating_add(step).max(clock.div_euclid(step) * step);
+        state.rules[i].early = if more && next < end { next } else { EventTime::MAX };
     }
 
     /// Takes a new rule set (see [`Reload`]), planned by this stage's engine.
@@ -363,7 +416,7 @@ impl Rules {
                 .map(|r| match self.rules.iter().position(|old| old.rule == r.rule) {
                     Some(i) => state.rules[i].clone(),
                     None if state.newest == EventTime::MIN || !r.rule.scope.includes(tenant) => RuleState::new(),
-                    None => RuleState::after(r.rule.window, last_closed_end(r.rule.window, clock), &state.pieces),
+                    None => RuleState::after(&r.rule, last_closed_end(r.rule.window, clock), &state.pieces),
                 })
                 .collect();
             state.due = states.iter().map(|r| r.due).min().unwrap_or(EventTime::MAX);
@@ -374,6 +427,25 @@ impl Rules {
         }
         self.rules = rules;
     }
+}
+
+/// The first tick of `step` after `t`.
+fn tick_after(t: EventTime, step: i64) -> EventTime {
+    (t.div_euclid(step) + 1).saturating_mul(step)
+}
+
+/// Drops from `found` what an overlapping window (or an earlier evaluation
+/// of this one) already reported, and remembers the rest.
+fn only_news(recent: &mut Vec<Reported>, found: &mut Vec<Detection>, end: EventTime, span: i64) {
+    recent.retain(|r| r.window_end > end.saturating_sub(span));
+    found.retain(|d| {
+        let this = Reported::of(d);
+        let new = !recent.iter().any(|r| r.same(&this));
+        if new {
+            recent.push(this);
+        }
+        new
+    });
 }
 
 /// The end of the last window that closed at or before `clock` (sessions:
@@ -644,7 +716,7 @@ impl Operator for Rules {
                 newest: t.newest,
                 rows: pieces.iter().map(|p| p.rows.num_rows()).sum(),
                 pieces,
-                due: rules.iter().map(|r| r.due).min().unwrap_or(EventTime::MAX),
+                due: rules.iter().map(RuleState::next).min().unwrap_or(EventTime::MAX),
                 rules,
             };
             self.tenants.insert(Arc::from(t.name.as_str()), state);

@@ -79,6 +79,7 @@ struct WindowFile {
     size: Option<Duration>,
     slide: Option<Duration>,
     gap: Option<Duration>,
+    early: Option<Duration>,
 }
 
 /// When a rule's SQL runs, in event time.
@@ -135,6 +136,9 @@ pub struct Rule {
     pub severity: u8,
     pub tags: Vec<String>,
     pub window: Window,
+    /// Evaluate the next window while it is still open, every this much
+    /// event time (ms), and fire as soon as it matches (`window.early`).
+    pub early: Option<i64>,
     /// Result column per entity kind, in kind order.
     pub entities: Vec<(EntityKind, String)>,
     pub scope: Scope,
@@ -264,6 +268,7 @@ impl Rule {
             }),
         };
         let window = parse_window(&file.window, limits, &mut problems);
+        let early = parse_early(&file.window, window, &mut problems);
         if file.entities.is_empty() {
             problems.push(
                 "entities: map at least one entity kind (host, user, ip, process, hash, url) to a result column, \
@@ -292,6 +297,7 @@ impl Rule {
             severity,
             tags: file.tags,
             window: window.expect("no problems"),
+            early,
             entities: file.entities.into_iter().collect(),
             scope,
             enabled: file.enabled,
@@ -316,6 +322,25 @@ pub(crate) fn severity_word(word: &str) -> Option<u8> {
 /// Whether `name` may name a rule (detections and metrics are keyed by it).
 pub(crate) fn valid_name(name: &str) -> bool {
     !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
+/// `window.early`: shorter than the window; not for sessions, whose end is
+/// not known in advance.
+fn parse_early(w: &WindowFile, window: Option<Window>, problems: &mut Vec<String>) -> Option<i64> {
+    let early = w.early?;
+    match window {
+        Some(Window::Session { .. }) => {
+            problems.push("window.early does not apply to a session window".into());
+            None
+        }
+        Some(Window::Tumbling { size } | Window::Hopping { size, .. })
+            if early.millis() <= 0 || early.millis() >= size =>
+        {
+            problems.push(format!("window.early = {early} must be longer than zero and shorter than window.size"));
+            None
+        }
+        _ => Some(early.millis()),
+    }
 }
 
 fn parse_window(w: &WindowFile, limits: Limits, problems: &mut Vec<String>) -> Option<Window> {
@@ -407,6 +432,17 @@ sql = "SELECT src_ip FROM alerts GROUP BY src_ip"
         assert_eq!(r.entities, vec![(EntityKind::Ip, "src_ip".to_string())]);
         assert_eq!(r.scope, Scope::All);
         assert!(r.enabled);
+        assert_eq!(r.early, None);
+    }
+
+    #[test]
+    fn early_firing_needs_a_window_with_a_known_end_and_a_shorter_step() {
+        let with = |w: &str| parse(&GOOD.replace(r#"{ kind = "hopping", size = "10m", slide = "5m" }"#, w));
+        assert_eq!(with(r#"{ kind = "tumbling", size = "1h", early = "1m" }"#).unwrap().early, Some(60_000));
+        let e = with(r#"{ kind = "session", gap = "5m", early = "1m" }"#).unwrap_err().to_string();
+        assert!(e.contains("window.early does not apply to a session"), "{e}");
+        let e = with(r#"{ kind = "tumbling", size = "1h", early = "2h" }"#).unwrap_err().to_string();
+        assert!(e.contains("window.early = 2h"), "{e}");
     }
 
     #[test]

@@ -922,6 +922,7 @@ fn correlation(
         severity,
         tags,
         window: Window::Hopping { size: span, slide },
+        early: None,
         entities: entities.into_iter().map(|(k, g)| (k, column_name(&g))).collect(),
         scope: Scope::All,
         enabled,

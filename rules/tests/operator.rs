@@ -143,6 +143,7 @@ fn windows_close_at_the_same_place_whatever_the_batch_size_and_across_a_snapshot
             "SELECT src_ip, count(*) AS n FROM alerts GROUP BY src_ip HAVING count(*) >= 2",
             r#"{ kind = "session", gap = "3m" }"#,
         ),
+        rule(&COUNT.replace(">= 3", ">= 4"), r#"{ kind = "tumbling", size = "30m", early = "2m" }"#),
     ]
     .into_iter()
     .enumerate()
@@ -206,6 +207,23 @@ fn a_reload_keeps_unchanged_rules_state_and_starts_new_rules_at_the_open_windows
     assert_eq!(ends(&removed, "b"), all_b);
     // Every alert still passes on, once.
     assert_eq!(added.iter().filter(|o| o.starts_with("alert")).count(), lines.len());
+}
+
+#[test]
+fn an_early_window_fires_as_soon_as_it_matches_and_only_once() {
+    // Tumbling 1 h, evaluated every minute while open: three failures by
+    // 10:03 match at the 10:04 tick, which the tenant's clock (newest − 30 s)
+    // passes with the alert at 10:05.
+    let lines: Vec<String> = (1..=10).map(|m| line("acme", m, m as f64, "203.0.113.7", true)).collect();
+    let early = rule(COUNT, r#"{ kind = "tumbling", size = "1h", early = "1m" }"#);
+    let out = run(vec![early], &lines, 100, None);
+    let at = out.iter().position(|o| o.starts_with("detect")).expect("fires");
+    assert_eq!(out[at + 1], "alert:acme.5", "{out:?}");
+    assert_eq!(out.iter().filter(|o| o.starts_with("detect")).count(), 1, "not again at the window's end: {out:?}");
+    // Without `early`, the same window fires at its end only.
+    let late = run(vec![rule(COUNT, r#"{ kind = "tumbling", size = "1h" }"#)], &lines, 100, None);
+    assert_eq!(late.last().map(String::as_str), out.get(at).map(String::as_str), "the same detection");
+    assert!(late.last().unwrap().starts_with("detect"), "{late:?}");
 }
 
 #[test]

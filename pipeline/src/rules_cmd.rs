@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Result, bail};
+use anyhow::{Context as _, Result, bail};
 use clap::{Args, Subcommand};
 use serde::Serialize;
 use sluice_operators::time::Rfc3339;
@@ -19,6 +19,32 @@ pub enum RulesCommand {
     Explain(ExplainArgs),
     /// List the rules a config runs.
     List(ConfigArg),
+    /// Time every rule over a whole file of alerts (each tenant's alerts
+    /// one window), and export the `alerts` table and the rules' SQL for
+    /// another engine (`benches/rules_duckdb.py`).
+    Bench(BenchArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Rule files or directories of them; none: the config's rules, or the
+    /// shipped library when the config has none.
+    rules: Vec<PathBuf>,
+    /// Wazuh alerts, one JSON object per line.
+    #[arg(long, short)]
+    input: PathBuf,
+    /// Write the `alerts` table (every typed column, `raw` as text) here as
+    /// an Arrow IPC stream.
+    #[arg(long)]
+    export_table: Option<PathBuf>,
+    /// Write each rule's SQL here as `<rule>.sql`.
+    #[arg(long)]
+    export_sql: Option<PathBuf>,
+    /// `human` or `json`.
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    format: Format,
+    #[command(flatten)]
+    config: ConfigArg,
 }
 
 #[derive(Args, Debug)]
@@ -86,7 +112,70 @@ pub fn cmd_rules(command: RulesCommand) -> Result<()> {
         RulesCommand::Test(a) => test(a),
         RulesCommand::Explain(a) => explain(a),
         RulesCommand::List(a) => list(a),
+        RulesCommand::Bench(a) => bench(a),
     }
+}
+
+fn bench(a: BenchArgs) -> Result<()> {
+    let mut config = config(&a.config)?;
+    if a.rules.is_empty() && !config.rules.builtin && config.rules.paths.is_empty() {
+        config.rules.builtin = true;
+    }
+    let (engine, compiled) = compile(&config, rules(&config, &a.rules))?;
+    let compiled: Vec<Compiled> = compiled.into_iter().filter(|c| c.rule.enabled).collect();
+    if compiled.is_empty() {
+        bail!("no enabled rules to time");
+    }
+    let data = std::fs::read(&a.input).with_context(|| format!("reading {}", a.input.display()))?;
+    let report = sluice_rules::workbench::bench(&engine, &compiled, &data, config.decode.clone(), &config.tenant)?;
+    if let Some(dir) = &a.export_sql {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        for c in &compiled {
+            let path = dir.join(format!("{}.sql", c.rule.name));
+            std::fs::write(&path, &c.rule.sql).with_context(|| format!("writing {}", path.display()))?;
+        }
+    }
+    if let Some(path) = &a.export_table {
+        let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        // The stream format: its dictionaries may change from batch to batch.
+        let mut w = arrow::ipc::writer::StreamWriter::try_new(std::io::BufWriter::new(file), engine.schema())?;
+        for b in &report.table {
+            w.write(b)?;
+        }
+        w.finish()?;
+    }
+    let total: f64 = report.rules.iter().map(|r| r.time.as_secs_f64()).sum();
+    if a.format == Format::Json {
+        let rules: Vec<serde_json::Value> = report
+            .rules
+            .iter()
+            .map(|r| serde_json::json!({"rule": r.rule, "time_ms": r.time.as_secs_f64() * 1e3, "rows": r.rows}))
+            .collect();
+        let doc = serde_json::json!({
+            "alerts": report.alerts,
+            "dead_letters": report.dead_letters,
+            "tenants": report.tenants,
+            "decode_ms": report.decode.as_secs_f64() * 1e3,
+            "rules": rules,
+            "total_ms": total * 1e3,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(());
+    }
+    println!("{:<44} {:>10} {:>8}", "rule", "time", "rows");
+    for r in &report.rules {
+        println!("{:<44} {:>7.1} ms {:>8}", r.rule, r.time.as_secs_f64() * 1e3, r.rows);
+    }
+    println!(
+        "{} rules over {} alerts ({} tenants, {} dead-lettered): {:.1} ms (decoding took {:.1} ms more)",
+        report.rules.len(),
+        report.alerts,
+        report.tenants,
+        report.dead_letters,
+        total * 1e3,
+        report.decode.as_secs_f64() * 1e3
+    );
+    Ok(())
 }
 
 #[derive(Serialize)]
@@ -211,6 +300,7 @@ fn explain(a: ExplainArgs) -> Result<()> {
     for c in &compiled {
         println!("rule {} ({})", c.rule.name, c.rule.origin.display());
         println!("window: {}; severity {}", c.rule.window.describe(), c.rule.severity);
+        println!("sql:\n{}\n", c.rule.sql.trim_end());
         println!("{}", engine.explain(c)?);
     }
     Ok(())

@@ -188,17 +188,22 @@ fn base_rule(map: &Mapping, at: &str, problems: &mut Vec<String>) -> Option<Base
         problems.push(format!("{at}: a detection rule needs a `name` or an `id` for a correlation to refer to it"));
     }
     let before = problems.len();
-    let mut parts = Vec::new();
+    let mut source = Vec::new();
     if let Some(logsource) = map.get("logsource") {
         match logsource.as_mapping() {
-            Some(ls) => parts.extend(logsource_filter(ls, at, problems)),
+            Some(ls) => source = logsource_filter(ls, at, problems),
             None => problems.push(format!("{at}: logsource must be a mapping")),
         }
     }
+    // The log source's typed columns and event id first, then the
+    // detection (usually selective), then the rest of the log source.
+    source.sort_by_key(|sql| cost(sql));
+    let (mut parts, costly): (Vec<String>, Vec<String>) = source.into_iter().partition(|sql| cost(sql) <= 1);
     match map.get("detection").and_then(Value::as_mapping) {
         Some(det) => parts.extend(detection(det, &format!("{at}: detection"), problems)),
         None => problems.push(format!("{at}: detection must be a mapping of selections and a condition")),
     }
+    parts.extend(costly);
     (problems.len() == before).then(|| Base { refs, predicate: and_all(parts) })
 }
 
@@ -338,7 +343,22 @@ fn fields(map: &Mapping, at: &str, problems: &mut Vec<String>) -> Option<String>
             parts.push(sql);
         }
     }
+    // Cheapest and most selective first: DataFusion evaluates the rest of
+    // an AND only on the rows that passed (typed columns, then the event id,
+    // then other JSON fields).
+    parts.sort_by_key(|sql| cost(sql));
     (problems.len() == before).then(|| and_all(parts))
+}
+
+/// How costly a predicate is to test on every alert.
+fn cost(sql: &str) -> u8 {
+    if !sql.contains("json_") {
+        0
+    } else if sql.contains("'eventID'") {
+        1
+    } else {
+        2
+    }
 }
 
 /// What a field name reads: a typed column or a JSON path of `raw`.
@@ -427,6 +447,7 @@ fn field(key: &str, value: &Value, at: &str, problems: &mut Vec<String>) -> Opti
     };
     let target = target(name);
     let mut out = Vec::new();
+    let mut patterns = Vec::new();
     for v in values {
         let expr = match (&target, v) {
             (Target::Text(e), Value::Bool(want)) if has("exists") => {
@@ -456,12 +477,12 @@ fn field(key: &str, value: &Value, at: &str, problems: &mut Vec<String>) -> Opti
                 };
                 format!("regexp_like({e}, {})", quote(re))
             }
-            (Target::Text(e), v) => {
+            (Target::Text(_), v) => {
                 let Some(text) = scalar_text(v) else {
                     problems.push(format!("{at}: a value must be text, a number, a boolean or null"));
                     return None;
                 };
-                let pattern = if has("contains") {
+                patterns.push(if has("contains") {
                     format!("*{text}*")
                 } else if has("startswith") {
                     format!("{text}*")
@@ -469,8 +490,8 @@ fn field(key: &str, value: &Value, at: &str, problems: &mut Vec<String>) -> Opti
                     format!("*{text}")
                 } else {
                     text
-                };
-                like(e, &pattern, has("cased"))
+                });
+                continue;
             }
             (Target::List(column), v) => {
                 let Some(text) = scalar_text(v) else {
@@ -487,6 +508,13 @@ fn field(key: &str, value: &Value, at: &str, problems: &mut Vec<String>) -> Opti
         };
         out.push(expr);
     }
+    if let (Target::Text(e), false) = (&target, patterns.is_empty()) {
+        if has("all") {
+            out.extend(patterns.iter().map(|p| like(e, p, has("cased"))));
+        } else {
+            out.push(any_of(e, &patterns, has("cased")));
+        }
+    }
     Some(if has("all") { and_all(out) } else { or_any(out) })
 }
 
@@ -499,62 +527,98 @@ fn scalar_text(v: &Value) -> Option<String> {
     }
 }
 
-/// A Sigma string match: `*`/`?` wildcards (`\*`, `\?`, `\\` escape them),
-/// case-insensitive unless `cased`.
-fn like(expr: &str, pattern: &str, cased: bool) -> String {
-    let mut sql = String::new();
-    let mut wild = false;
+/// A character of a Sigma string, or a wildcard.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Piece {
+    Lit(char),
+    /// `*`: any run of characters.
+    Many,
+    /// `?`: any one character.
+    One,
+}
+
+/// A Sigma string: `*`/`?` are wildcards; `\*`, `\?`, `\\` escape them; a
+/// backslash before anything else is itself.
+fn pieces(pattern: &str) -> Vec<Piece> {
+    let mut out = Vec::new();
     let mut chars = pattern.chars().peekable();
     while let Some(c) = chars.next() {
-        match c {
-            '\\' if matches!(chars.peek(), Some('*' | '?' | '\\')) => {
-                let next = chars.next().expect("peeked");
-                if next == '\\' {
-                    sql.push_str("\\\\");
-                } else {
-                    sql.push(next);
-                }
-            }
-            '*' => {
-                sql.push('%');
-                wild = true;
-            }
-            '?' => {
-                sql.push('_');
-                wild = true;
-            }
-            '%' | '_' | '\\' => {
+        out.push(match c {
+            '\\' if matches!(chars.peek(), Some('*' | '?' | '\\')) => Piece::Lit(chars.next().expect("peeked")),
+            '*' => Piece::Many,
+            '?' => Piece::One,
+            c => Piece::Lit(c),
+        });
+    }
+    out
+}
+
+/// Whether to compare case-insensitively: unless `cased`, or the patterns
+/// have no letters (event ids, numbers have no case to ignore).
+fn folds(patterns: &[Vec<Piece>], cased: bool) -> bool {
+    !cased && patterns.iter().flatten().any(|p| matches!(p, Piece::Lit(c) if c.is_alphabetic()))
+}
+
+fn literal(p: &[Piece], fold: bool) -> Option<String> {
+    let text: Option<String> = p.iter().map(|x| if let Piece::Lit(c) = x { Some(*c) } else { None }).collect();
+    text.map(|t| if fold { t.to_lowercase() } else { t })
+}
+
+/// A Sigma string match, case-insensitive unless `cased`: equality, or
+/// `LIKE` with wildcards.
+fn like(expr: &str, pattern: &str, cased: bool) -> String {
+    let p = pieces(pattern);
+    let fold = folds(std::slice::from_ref(&p), cased);
+    let expr = if fold { format!("lower({expr})") } else { expr.to_string() };
+    if let Some(text) = literal(&p, fold) {
+        return format!("{expr} = {}", quote(&text));
+    }
+    let mut sql = String::new();
+    for x in p {
+        match x {
+            Piece::Many => sql.push('%'),
+            Piece::One => sql.push('_'),
+            Piece::Lit(c @ ('%' | '_' | '\\')) => {
                 sql.push('\\');
                 sql.push(c);
             }
-            c => sql.push(c),
+            Piece::Lit(c) if fold => sql.extend(c.to_lowercase()),
+            Piece::Lit(c) => sql.push(c),
         }
     }
-    // Text without letters (event ids, numbers) has no case to ignore.
-    let (expr, sql) = if cased || !sql.chars().any(char::is_alphabetic) {
-        (expr.to_string(), sql)
-    } else {
-        (format!("lower({expr})"), sql.to_lowercase())
-    };
-    if wild {
-        format!("{expr} LIKE {}", quote(&sql))
-    } else {
-        // No wildcard: plain equality on the unescaped text.
-        let plain = unescape_like(&sql);
-        format!("{expr} = {}", quote(&plain))
-    }
+    format!("{expr} LIKE {}", quote(&sql))
 }
 
-fn unescape_like(s: &str) -> String {
+/// Any of several Sigma strings: one `IN` list, or one regular expression,
+/// so that the field is read once per alert, not once per value.
+fn any_of(expr: &str, patterns: &[String], cased: bool) -> String {
+    if let [one] = patterns {
+        return like(expr, one, cased);
+    }
+    let parsed: Vec<Vec<Piece>> = patterns.iter().map(|p| pieces(p)).collect();
+    let fold = folds(&parsed, cased);
+    let texts: Option<Vec<String>> = parsed.iter().map(|p| literal(p, fold)).collect();
+    if let Some(texts) = texts {
+        let expr = if fold { format!("lower({expr})") } else { expr.to_string() };
+        return format!("{expr} IN ({})", texts.iter().map(|t| quote(t)).collect::<Vec<_>>().join(", "));
+    }
+    let alternatives: Vec<String> = parsed.iter().map(|p| regex_of(p)).collect();
+    let flags = if fold { "(?is)" } else { "(?s)" };
+    format!("regexp_like({expr}, {})", quote(&format!("{flags}^(?:{})$", alternatives.join("|"))))
+}
+
+fn regex_of(p: &[Piece]) -> String {
     let mut out = String::new();
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\\' {
-            if let Some(n) = chars.next() {
-                out.push(n);
+    for x in p {
+        match x {
+            Piece::Many => out.push_str(".*"),
+            Piece::One => out.push('.'),
+            Piece::Lit(c) => {
+                if "\\.+*?()|[]{}^$#&-~".contains(*c) {
+                    out.push('\\');
+                }
+                out.push(*c);
             }
-        } else {
-            out.push(c);
         }
     }
     out
@@ -1127,6 +1191,12 @@ tags: [attack.credential_access, attack.t1110.003]
         assert_eq!(like("x", "a\\*b", false), "lower(x) = 'a*b'");
         assert_eq!(like("x", "it's", true), "x = 'it''s'");
         assert_eq!(like("x", "a_b?", false), "lower(x) LIKE 'a\\_b_'");
+        let list = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(any_of("x", &list(&["Ab", "cd"]), false), "lower(x) IN ('ab', 'cd')");
+        assert_eq!(
+            any_of("x", &list(&["*\\who.exe", "net?"]), false),
+            "regexp_like(x, '(?is)^(?:.*\\\\who\\.exe|net.)$')"
+        );
     }
 
     #[test]

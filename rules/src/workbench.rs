@@ -7,12 +7,15 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arrow::array::{RecordBatch, UInt32Array};
+use arrow::compute::take_record_batch;
 use sluice_operators::decode::{DecodeConfig, Decoder, RawChunk, TenantConfig};
 use sluice_operators::detection::Detection;
 use sluice_operators::operator::{AlertBatch, Context, Operator, Output};
+use sluice_operators::schema::AlertColumns;
 use sluice_operators::time::Rfc3339;
 
-use crate::engine::{Compiled, Engine};
+use crate::engine::{Compiled, Engine, to_table_rows};
 use crate::error::RuleError;
 use crate::operator::{RuleStats, Rules};
 
@@ -59,11 +62,41 @@ pub fn run_bytes(
 ) -> Result<Report, RuleError> {
     let started = std::time::Instant::now();
     let state = |e: sluice_operators::Error| RuleError::State(e.to_string());
-    let mut decoder = Decoder::new(decode, tenant).map_err(state)?;
     let mut op = Rules::new(engine, rules, lateness_ms, usize::MAX);
     let mut ctx = Context::default();
     let mut out: Vec<Output> = Vec::new();
     let mut report = Report::default();
+    decode_lines(data, decode, tenant, |batch, lines, dead| {
+        report.alerts += lines as u64;
+        report.dead_letters += dead as u64;
+        match batch {
+            Some(batch) => op.process(AlertBatch::new(batch), &mut ctx, &mut out).map_err(state),
+            None => Ok(()),
+        }
+    })?;
+    op.on_end(&mut ctx, &mut out).map_err(state)?;
+    report.detections = out
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Detection(d) => Some(*d),
+            _ => None,
+        })
+        .collect();
+    report.stats = op.stats().clone();
+    report.elapsed = started.elapsed();
+    Ok(report)
+}
+
+/// Decodes NDJSON bytes in chunks of [`CHUNK_LINES`], handing each decoded
+/// batch (if any row decoded), its line count and its dead letters to `f`.
+fn decode_lines(
+    data: &[u8],
+    decode: DecodeConfig,
+    tenant: &TenantConfig,
+    mut f: impl FnMut(Option<RecordBatch>, usize, usize) -> Result<(), RuleError>,
+) -> Result<(), RuleError> {
+    let state = |e: sluice_operators::Error| RuleError::State(e.to_string());
+    let mut decoder = Decoder::new(decode, tenant).map_err(state)?;
     let mut lines = Vec::new();
     let mut start = 0;
     for (i, &b) in data.iter().enumerate() {
@@ -88,23 +121,81 @@ pub fn run_bytes(
             ..RawChunk::default()
         };
         let decoded = decoder.decode(&chunk).map_err(state)?;
-        report.alerts += part.len() as u64;
-        report.dead_letters += decoded.dead_letters.len() as u64;
-        if let Some(batch) = decoded.batch {
-            op.process(AlertBatch::new(batch), &mut ctx, &mut out).map_err(state)?;
-        }
+        f(decoded.batch, part.len(), decoded.dead_letters.len())?;
     }
-    op.on_end(&mut ctx, &mut out).map_err(state)?;
-    report.detections = out
-        .into_iter()
-        .filter_map(|o| match o {
-            Output::Detection(d) => Some(*d),
-            _ => None,
-        })
-        .collect();
-    report.stats = op.stats().clone();
-    report.elapsed = started.elapsed();
-    Ok(report)
+    Ok(())
+}
+
+/// What one rule cost over every tenant's alerts (`sluice rules bench`).
+#[derive(Debug, Clone)]
+pub struct BenchRule {
+    pub rule: String,
+    pub time: Duration,
+    /// Result rows over all tenants.
+    pub rows: usize,
+}
+
+/// A benchmark of rules over a file: each tenant's alerts are one window.
+#[derive(Debug, Default)]
+pub struct Bench {
+    pub alerts: u64,
+    pub dead_letters: u64,
+    pub tenants: usize,
+    /// Decoding into the `alerts` table (not part of the rules' time).
+    pub decode: Duration,
+    pub rules: Vec<BenchRule>,
+    /// The `alerts` table, every tenant's rows (for `--export-table`).
+    pub table: Vec<RecordBatch>,
+}
+
+/// Decodes NDJSON bytes into the `alerts` table and runs every rule once
+/// per tenant (in its scope) over all of that tenant's alerts as one window.
+pub fn bench(
+    engine: &Engine,
+    rules: &[Compiled],
+    data: &[u8],
+    decode: DecodeConfig,
+    tenant: &TenantConfig,
+) -> Result<Bench, RuleError> {
+    let started = std::time::Instant::now();
+    let mut out = Bench::default();
+    let mut by_tenant: BTreeMap<String, Vec<RecordBatch>> = BTreeMap::new();
+    let schema = engine.schema().clone();
+    decode_lines(data, decode, tenant, |batch, lines, dead| {
+        out.alerts += lines as u64;
+        out.dead_letters += dead as u64;
+        let Some(batch) = batch else { return Ok(()) };
+        let table = to_table_rows(&batch, &schema)?;
+        let cols = AlertColumns::new(&batch).map_err(|e| RuleError::State(e.to_string()))?;
+        let mut rows: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
+        for row in 0..batch.num_rows() {
+            rows.entry(cols.tenant(row)).or_default().push(row as u32);
+        }
+        for (name, rows) in rows {
+            let part = take_record_batch(&table, &UInt32Array::from(rows))
+                .map_err(|e| RuleError::State(format!("split by tenant: {e}")))?;
+            by_tenant.entry(name.to_string()).or_default().push(part);
+        }
+        out.table.push(table);
+        Ok(())
+    })?;
+    out.decode = started.elapsed();
+    out.tenants = by_tenant.len();
+    for rule in rules {
+        let started = std::time::Instant::now();
+        let mut rows = 0;
+        for (name, batches) in by_tenant.iter().filter(|(name, _)| rule.rule.scope.includes(name)) {
+            let results = engine.evaluate(rule, batches.clone()).map_err(|e| match e {
+                RuleError::Eval { rule, message } => {
+                    RuleError::Eval { rule, message: format!("tenant {name}: {message}") }
+                }
+                e => e,
+            })?;
+            rows += results.iter().map(RecordBatch::num_rows).sum::<usize>();
+        }
+        out.rules.push(BenchRule { rule: rule.rule.name.clone(), time: started.elapsed(), rows });
+    }
+    Ok(out)
 }
 
 /// One detection as one stable line of text (the library's expected files).

@@ -301,6 +301,10 @@ fn explain(a: ExplainArgs) -> Result<()> {
         println!("rule {} ({})", c.rule.name, c.rule.origin.display());
         println!("window: {}; severity {}", c.rule.window.describe(), c.rule.severity);
         println!("sql:\n{}\n", c.rule.sql.trim_end());
+        match &c.prefilter_text {
+            Some(t) => println!("prefilter (windows hold only the alerts that pass it):\n{t}\n"),
+            None => println!("prefilter: none (the query may read every alert)\n"),
+        }
         println!("{}", engine.explain(c)?);
     }
     Ok(())

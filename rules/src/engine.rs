@@ -9,16 +9,19 @@
 
 use std::sync::{Arc, Mutex};
 
-use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::Session;
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::{Column, DFSchema};
 use datafusion::datasource::TableProvider;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::error::DataFusionError;
 use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
-use datafusion::logical_expr::{Expr, LogicalPlan, TableType};
-use datafusion::physical_plan::ExecutionPlan;
+use datafusion::logical_expr::utils::{conjunction, disjunction};
+use datafusion::logical_expr::{Expr, LogicalPlan, Projection, TableScan, TableType};
+use datafusion::physical_plan::{ExecutionPlan, PhysicalExpr};
 use sluice_operators::cluster::EntityKind;
 use sluice_operators::schema::{alert_schema, col};
 
@@ -59,6 +62,11 @@ impl TableProvider for WindowTable {
 pub struct Compiled {
     pub rule: Rule,
     plan: LogicalPlan,
+    /// The rows the query can read at all (see [`prefilter`]): tested once
+    /// per alert as it arrives, so that windows hold only those rows.
+    pub prefilter: Option<Arc<dyn PhysicalExpr>>,
+    /// The prefilter as SQL-like text (`rules explain`).
+    pub prefilter_text: Option<String>,
     /// Entity kind → result column index.
     pub entity_columns: Vec<(EntityKind, usize)>,
     pub alert_ids_column: Option<usize>,
@@ -180,7 +188,30 @@ impl Engine {
         if !problems.is_empty() {
             return Err(invalid(problems));
         }
-        Ok(Compiled { rule, plan, entity_columns, alert_ids_column, severity_column, summary_column })
+        let test = prefilter(&plan);
+        let prefilter_text = test.as_ref().map(ToString::to_string);
+        let prefilter = match test {
+            Some(expr) => {
+                let schema = DFSchema::try_from(self.table.schema.as_ref().clone())
+                    .map_err(|e| invalid(vec![format!("prefilter: {}", message(&e))]))?;
+                Some(
+                    self.ctx
+                        .create_physical_expr(expr, &schema)
+                        .map_err(|e| invalid(vec![format!("prefilter: {}", message(&e))]))?,
+                )
+            }
+            None => None,
+        };
+        Ok(Compiled {
+            rule,
+            plan,
+            prefilter,
+            prefilter_text,
+            entity_columns,
+            alert_ids_column,
+            severity_column,
+            summary_column,
+        })
     }
 
     /// Runs a compiled rule over one window's rows (`alerts` table rows).
@@ -207,6 +238,110 @@ impl Engine {
             datafusion::physical_plan::displayable(physical.as_ref()).indent(true)
         ))
     }
+}
+
+/// The condition a row must meet to be read by the query at all: every
+/// scan of `alerts` in the optimized plan sits right under a filter, and a
+/// row that passes none of those filters can change nothing in the result.
+/// `None` when some scan reads every row (or sits in a subquery), or a
+/// filter is not a plain row-by-row test.
+fn prefilter(plan: &LogicalPlan) -> Option<Expr> {
+    fn walk(plan: &LogicalPlan, out: &mut Vec<Option<Expr>>) {
+        match plan {
+            LogicalPlan::Filter(f) => match scan_under(&f.input) {
+                Some((projections, scan)) => {
+                    // The predicate may name columns the projections between
+                    // it and the scan computed (common subexpressions):
+                    // put their expressions back.
+                    let mut predicate = Some(f.predicate.clone());
+                    for p in projections {
+                        predicate = predicate.and_then(|e| inline(e, p));
+                    }
+                    let all = scan.filters.iter().cloned().map(Some).chain([predicate]);
+                    out.push(all.collect::<Option<Vec<_>>>().and_then(conjunction));
+                }
+                None => walk(&f.input, out),
+            },
+            LogicalPlan::TableScan(scan) => out.push(conjunction(scan.filters.iter().cloned())),
+            _ => plan.inputs().into_iter().for_each(|p| walk(p, out)),
+        }
+    }
+    /// A scan right under `plan`, through projections only.
+    fn scan_under(plan: &LogicalPlan) -> Option<(Vec<&Projection>, &TableScan)> {
+        let mut projections = Vec::new();
+        let mut at = plan;
+        loop {
+            match at {
+                LogicalPlan::TableScan(scan) => return Some((projections, scan)),
+                LogicalPlan::Projection(p) => {
+                    projections.push(p);
+                    at = p.input.as_ref();
+                }
+                _ => return None,
+            }
+        }
+    }
+    /// `e` with the columns `p` computes replaced by their expressions.
+    fn inline(e: Expr, p: &Projection) -> Option<Expr> {
+        let computed: Vec<(String, Expr)> = p
+            .schema
+            .fields()
+            .iter()
+            .zip(&p.expr)
+            .map(|(field, expr)| (field.name().clone(), expr.clone().unalias()))
+            .collect();
+        e.transform(|e| match &e {
+            Expr::Column(c) => match computed.iter().find(|(name, _)| *name == c.name) {
+                Some((_, expr)) => Ok(Transformed::yes(expr.clone())),
+                None => Ok(Transformed::no(e)),
+            },
+            _ => Ok(Transformed::no(e)),
+        })
+        .ok()
+        .map(|t| t.data)
+    }
+    let mut found = Vec::new();
+    walk(plan, &mut found);
+    // Scans reached through subquery expressions are not walked above.
+    let mut scans = 0;
+    plan.apply_with_subqueries(|node| {
+        scans += usize::from(matches!(node, LogicalPlan::TableScan(_)));
+        Ok(TreeNodeRecursion::Continue)
+    })
+    .ok()?;
+    if scans != found.len() || scans == 0 {
+        return None;
+    }
+    let tests: Vec<Expr> = found.into_iter().collect::<Option<_>>()?;
+    if tests.iter().any(|e| e.is_volatile() || contains_subquery(e)) {
+        return None;
+    }
+    // Column references lose the scans' aliases: the test runs on the table.
+    let unqualified = disjunction(tests)?
+        .transform(|e| match e {
+            Expr::Column(c) => Ok(Transformed::yes(Expr::Column(Column::new_unqualified(c.name)))),
+            e => Ok(Transformed::no(e)),
+        })
+        .ok()?
+        .data;
+    Some(unqualified)
+}
+
+fn contains_subquery(e: &Expr) -> bool {
+    e.exists(|e| Ok(matches!(e, Expr::ScalarSubquery(_) | Expr::InSubquery(_) | Expr::Exists(_)))).unwrap_or(true)
+}
+
+/// Which rows of a batch of `alerts` table rows a compiled rule can read
+/// (nulls: not).
+pub fn prefilter_mask(rule: &Compiled, rows: &RecordBatch) -> Result<Option<BooleanArray>, RuleError> {
+    let Some(test) = &rule.prefilter else { return Ok(None) };
+    let fail = |e: DataFusionError| RuleError::Eval { rule: rule.rule.name.clone(), message: message(&e) };
+    let value = test.evaluate(rows).map_err(fail)?.into_array(rows.num_rows()).map_err(fail)?;
+    let mask = value.as_boolean_opt().ok_or_else(|| RuleError::Eval {
+        rule: rule.rule.name.clone(),
+        message: "prefilter is not a boolean".into(),
+    })?;
+    Ok(Some(if mask.null_count() > 0 { arrow::compute::prep_null_mask_filter(mask) } else { mask.clone() }))
 }
 
 /// A result cell as text (entity values, summaries); `None` when null.

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::array::{AsArray, BooleanArray, RecordBatch, UInt32Array};
-use arrow::compute::{filter_record_batch, take_record_batch};
+use arrow::compute::{filter_record_batch, take, take_record_batch};
 use arrow::datatypes::{SchemaRef, TimestampMicrosecondType, TimestampMillisecondType};
 use serde::{Deserialize, Serialize};
 use sluice_operators::detection::Detection;
@@ -28,7 +28,7 @@ use sluice_operators::operator::{AlertBatch, Collector, Context, DedupMarks, Ope
 use sluice_operators::schema::{AlertColumns, col};
 use sluice_operators::time::EventTime;
 
-use crate::engine::{Compiled, Engine, cell_severity, cell_text, list_texts, to_table_rows};
+use crate::engine::{Compiled, Engine, cell_severity, cell_text, list_texts, prefilter_mask, to_table_rows};
 use crate::rule::{Rule, Window};
 
 const NAME: &str = "rules";
@@ -45,12 +45,16 @@ pub struct RuleStats {
     pub time: Duration,
 }
 
-/// Rows of one tenant buffered for its open windows.
+/// Rows of one tenant buffered for its open windows: only rows that some
+/// rule can read (see [`crate::engine::prefilter_mask`]).
 #[derive(Debug, Clone)]
 struct Piece {
     rows: RecordBatch,
     min_t: EventTime,
     max_t: EventTime,
+    /// Per rule (aligned with `Rules::rules`): the rows it reads; `None`:
+    /// all of them.
+    masks: Vec<Option<BooleanArray>>,
 }
 
 /// Where one rule stands for one tenant.
@@ -241,18 +245,49 @@ impl Rules {
         true
     }
 
-    /// Buffers rows `[from, to)` of a batch (already table rows) by tenant.
+    /// Which rows of `rows` each rule reads (`None`: all). Session rules
+    /// read all: any alert of the tenant keeps a session going.
+    fn masks_of(&self, rows: &RecordBatch) -> Vec<Option<BooleanArray>> {
+        self.rules
+            .iter()
+            .map(|r| {
+                if matches!(r.rule.window, Window::Session { .. }) {
+                    return None;
+                }
+                prefilter_mask(r, rows).unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "rules: prefilter failed; the rule reads every row");
+                    None
+                })
+            })
+            .collect()
+    }
+
+    /// Buffers rows `[from, to)` of a batch (already table rows) by tenant:
+    /// the rows some rule reads.
     fn buffer(&mut self, table: &RecordBatch, cols: &AlertColumns<'_>, from: usize, to: usize) {
+        if from == to {
+            return;
+        }
+        let slice = table.slice(from, to - from);
+        let masks = self.masks_of(&slice);
+        let every_row = masks.iter().any(Option::is_none);
         let mut by_tenant: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
-        for row in from..to {
-            by_tenant.entry(cols.tenant(row)).or_default().push(row as u32);
+        for i in 0..slice.num_rows() {
+            if every_row || masks.iter().flatten().any(|m| m.value(i)) {
+                by_tenant.entry(cols.tenant(from + i)).or_default().push(i as u32);
+            }
         }
         for (tenant, rows) in by_tenant {
             if !self.rules.iter().any(|r| r.rule.scope.includes(tenant)) {
                 continue;
             }
-            let times: Vec<EventTime> = rows.iter().map(|&r| cols.event_time.value(r as usize)).collect();
-            let taken = take_record_batch(table, &UInt32Array::from(rows)).expect("row indices are in range");
+            let times: Vec<EventTime> = rows.iter().map(|&r| cols.event_time.value(from + r as usize)).collect();
+            let indices = UInt32Array::from(rows);
+            let taken = take_record_batch(&slice, &indices).expect("row indices are in range");
+            let piece_masks = masks
+                .iter()
+                .map(|m| m.as_ref().map(|m| take(m, &indices, None).expect("in range").as_boolean().clone()))
+                .collect();
             let max_rows = self.max_rows;
             let state = self.tenant(tenant);
             state.rows += taken.num_rows();
@@ -260,6 +295,7 @@ impl Rules {
                 rows: taken,
                 min_t: *times.iter().min().expect("non-empty"),
                 max_t: *times.iter().max().expect("non-empty"),
+                masks: piece_masks,
             });
             while state.rows > max_rows && state.pieces.len() > 1 {
                 let dropped = state.pieces.remove(0);
@@ -347,7 +383,7 @@ impl Rules {
                 (first, last.saturating_add(1), last.saturating_add(1))
             }
         };
-        let rows = window_rows(&state.pieces, start, end);
+        let rows = window_rows(&state.pieces, start, end, i);
         let started = Instant::now();
         let mut found = Vec::new();
         if rows.iter().any(|b| b.num_rows() > 0) {
@@ -382,7 +418,7 @@ impl Rules {
         let rs = &state.rules[i];
         let (end, at) = (rs.due, rs.early);
         let start = end.saturating_sub(rule.rule.window.span());
-        let rows = window_rows(&state.pieces, start, at);
+        let rows = window_rows(&state.pieces, start, at, i);
         let started = Instant::now();
         let mut found = Vec::new();
         if rows.iter().any(|b| b.num_rows() > 0) {
@@ -426,6 +462,16 @@ impl Rules {
             self.stats.entry(r.rule.name.clone()).or_default();
         }
         self.rules = rules;
+        self.remask();
+    }
+
+    /// Recomputes every buffered piece's masks for the current rules.
+    fn remask(&mut self) {
+        let mut tenants = std::mem::take(&mut self.tenants);
+        for piece in tenants.values_mut().flat_map(|t| t.pieces.iter_mut()) {
+            piece.masks = self.masks_of(&piece.rows);
+        }
+        self.tenants = tenants;
     }
 }
 
@@ -491,17 +537,30 @@ fn rows_times(pieces: &[Piece], from: EventTime, to: EventTime) -> Vec<EventTime
     out
 }
 
-/// The buffered rows with event time in `[start, end)`.
-fn window_rows(pieces: &[Piece], start: EventTime, end: EventTime) -> Vec<RecordBatch> {
+/// The buffered rows with event time in `[start, end)` that rule `rule`
+/// reads.
+fn window_rows(pieces: &[Piece], start: EventTime, end: EventTime, rule: usize) -> Vec<RecordBatch> {
     let mut out = Vec::new();
     for p in pieces.iter().filter(|p| p.max_t >= start && p.min_t < end) {
+        let reads = p.masks.get(rule).and_then(Option::as_ref);
         if p.min_t >= start && p.max_t < end {
-            out.push(p.rows.clone());
+            match reads {
+                None => out.push(p.rows.clone()),
+                Some(m) if m.true_count() == 0 => {}
+                Some(m) => out.push(filter_record_batch(&p.rows, m).expect("mask matches the rows")),
+            }
             continue;
         }
         let t = p.rows.column_by_name(col::EVENT_TIME).expect("event_time").as_primitive::<TimestampMillisecondType>();
-        let mask: BooleanArray = t.values().iter().map(|&v| Some(v >= start && v < end)).collect();
-        out.push(filter_record_batch(&p.rows, &mask).expect("mask matches the rows"));
+        let mask: BooleanArray = t
+            .values()
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| Some(v >= start && v < end && reads.is_none_or(|m| m.value(i))))
+            .collect();
+        if mask.true_count() > 0 {
+            out.push(filter_record_batch(&p.rows, &mask).expect("mask matches the rows"));
+        }
     }
     out
 }
@@ -706,7 +765,7 @@ impl Operator for Rules {
             let pieces = t
                 .pieces
                 .into_iter()
-                .map(|p| Ok(Piece { rows: ipc_batch(&p.ipc)?, min_t: p.min_t, max_t: p.max_t }))
+                .map(|p| Ok(Piece { rows: ipc_batch(&p.ipc)?, min_t: p.min_t, max_t: p.max_t, masks: Vec::new() }))
                 .collect::<Result<Vec<_>, String>>()
                 .map_err(sluice_operators::Error::Config)?;
             // Rules added since the checkpoint start from here.
@@ -721,6 +780,7 @@ impl Operator for Rules {
             };
             self.tenants.insert(Arc::from(t.name.as_str()), state);
         }
+        self.remask();
         Ok(())
     }
 }

@@ -512,7 +512,11 @@ fn field(key: &str, value: &Value, at: &str, problems: &mut Vec<String>) -> Opti
         if has("all") {
             out.extend(patterns.iter().map(|p| like(e, p, has("cased"))));
         } else {
-            out.push(any_of(e, &patterns, has("cased")));
+            let test = any_of(e, &patterns, has("cased"));
+            out.push(match raw_prefilter(e, &patterns, has("cased")) {
+                Some(pre) => format!("({pre}) AND ({test})"),
+                None => test,
+            });
         }
     }
     Some(if has("all") { and_all(out) } else { or_any(out) })
@@ -605,6 +609,34 @@ fn any_of(expr: &str, patterns: &[String], cased: bool) -> String {
     let alternatives: Vec<String> = parsed.iter().map(|p| regex_of(p)).collect();
     let flags = if fold { "(?is)" } else { "(?s)" };
     format!("regexp_like({expr}, {})", quote(&format!("{flags}^(?:{})$", alternatives.join("|"))))
+}
+
+/// A cheap test that every alert matching one of `patterns` on a JSON
+/// field passes, so that the JSON is parsed only for alerts that might
+/// match: the raw text must contain a literal run of each pattern. Only
+/// for runs whose JSON text is the run itself (no character JSON may
+/// escape) and whose case cannot differ (digits, or `cased`); `None`
+/// otherwise.
+fn raw_prefilter(expr: &str, patterns: &[String], cased: bool) -> Option<String> {
+    if !expr.starts_with("json_as_text(raw") {
+        return None;
+    }
+    let mut tests = Vec::new();
+    for p in patterns {
+        let pieces = pieces(p);
+        let longest = pieces
+            .split(|x| !matches!(x, Piece::Lit(_)))
+            .map(|run| run.iter().map(|x| if let Piece::Lit(c) = x { *c } else { '?' }).collect::<String>())
+            .max_by_key(String::len)?;
+        let plain = longest.chars().all(|c| c.is_ascii_alphanumeric() || " _.:-".contains(c));
+        let caseless = cased || !longest.chars().any(|c| c.is_alphabetic());
+        if longest.len() < 2 || !plain || !caseless {
+            return None;
+        }
+        tests.push(format!("strpos(raw, {}) > 0", quote(&longest)));
+    }
+    tests.dedup();
+    Some(or_any(tests))
 }
 
 fn regex_of(p: &[Piece]) -> String {
@@ -1193,6 +1225,14 @@ tags: [attack.credential_access, attack.t1110.003]
         assert_eq!(like("x", "a_b?", false), "lower(x) LIKE 'a\\_b_'");
         let list = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert_eq!(any_of("x", &list(&["Ab", "cd"]), false), "lower(x) IN ('ab', 'cd')");
+        let raw = "json_as_text(raw, 'data', 'win', 'system', 'eventID')";
+        assert_eq!(
+            raw_prefilter(raw, &list(&["4625", "4771"]), false).as_deref(),
+            Some("(strpos(raw, '4625') > 0) OR (strpos(raw, '4771') > 0)")
+        );
+        assert_eq!(raw_prefilter(raw, &list(&["admin"]), false), None, "letters may differ in case");
+        assert_eq!(raw_prefilter(raw, &list(&["*\\x.exe"]), true), None, "a backslash is escaped in JSON");
+        assert_eq!(raw_prefilter("agent_name", &list(&["4625"]), false), None, "typed columns need none");
         assert_eq!(
             any_of("x", &list(&["*\\who.exe", "net?"]), false),
             "regexp_like(x, '(?is)^(?:.*\\\\who\\.exe|net.)$')"

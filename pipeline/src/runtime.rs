@@ -258,8 +258,9 @@ pub fn run(
     let mut correlate_cfg = config.correlate.clone();
     correlate_cfg.track_members |= options.track_members;
     correlate_cfg.report_all_closed |= options.report_all_closed;
-    // Rules reload on SIGHUP or a rule file change, when the rules stage runs.
-    let watcher = if rules_enabled(config) {
+    // Rules reload on SIGHUP or a rule file change, when rule files are
+    // configured (the shipped library is part of the binary).
+    let watcher = if rules_enabled(config) && !config.rules.paths.is_empty() {
         let extra: Vec<String> = config.decode.fields.keys().cloned().collect();
         match crate::reload::Watcher::start(config.rules.clone(), extra) {
             Ok(w) => Some(w),

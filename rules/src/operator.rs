@@ -384,24 +384,9 @@ impl Rules {
             }
         };
         let rows = window_rows(&state.pieces, start, end, i);
-        let started = Instant::now();
-        let mut found = Vec::new();
-        if rows.iter().any(|b| b.num_rows() > 0) {
-            let summary = WindowSummary::of(&rows);
-            match self.engine.evaluate(rule, rows) {
-                Ok(results) => found = detections_of(rule, tenant, start, end, &summary, &results),
-                Err(e) => tracing::warn!(error = %e, tenant = %tenant, "rules: evaluation failed; window skipped"),
-            }
-        }
-        // What an overlapping earlier window already reported is not news.
-        let recent = &mut self.tenants.get_mut(tenant).expect("present").rules[i].recent;
-        only_news(recent, &mut found, end, rule.rule.window.span());
-        let stats = self.stats.entry(rule.rule.name.clone()).or_default();
-        stats.windows += 1;
-        stats.detections += found.len() as u64;
-        stats.time += started.elapsed();
-        detections.extend(found);
+        detections.extend(self.evaluate(tenant, i, rows, (start, end), true));
         // Move on: the oldest row still ahead of this rule decides its next window.
+        let rule = &self.rules[i];
         let state = self.tenants.get_mut(tenant).expect("present");
         let recent = std::mem::take(&mut state.rules[i].recent);
         state.rules[i] = RuleState { recent, ..RuleState::after(&rule.rule, done_until, &state.pieces) };
@@ -419,27 +404,45 @@ impl Rules {
         let (end, at) = (rs.due, rs.early);
         let start = end.saturating_sub(rule.rule.window.span());
         let rows = window_rows(&state.pieces, start, at, i);
-        let started = Instant::now();
-        let mut found = Vec::new();
-        if rows.iter().any(|b| b.num_rows() > 0) {
-            let summary = WindowSummary::of(&rows);
-            match self.engine.evaluate(rule, rows) {
-                Ok(results) => found = detections_of(rule, tenant, start, end, &summary, &results),
-                Err(e) => tracing::warn!(error = %e, tenant = %tenant, "rules: early evaluation failed"),
-            }
-        }
-        let rs = &mut self.tenants.get_mut(tenant).expect("present").rules[i];
-        only_news(&mut rs.recent, &mut found, end, rule.rule.window.span());
-        let stats = self.stats.entry(rule.rule.name.clone()).or_default();
-        stats.detections += found.len() as u64;
-        stats.time += started.elapsed();
-        detections.extend(found);
+        detections.extend(self.evaluate(tenant, i, rows, (start, end), false));
         // The next tick, if rows of this window arrived at or after this one
         // (later rows schedule one as they come).
         let state = self.tenants.get_mut(tenant).expect("present");
         let more = state.pieces.iter().any(|p| p.max_t >= at && p.min_t < end);
         let next = at.saturating_add(step).max(clock.div_euclid(step) * step);
         state.rules[i].early = if more && next < end { next } else { EventTime::MAX };
+    }
+
+    /// Runs rule `i` over `rows` of `tenant`'s window `[start, end)` (all of
+    /// it when `closing`, else an early evaluation); returns what was not
+    /// reported yet, and counts the cost.
+    fn evaluate(
+        &mut self,
+        tenant: &Arc<str>,
+        i: usize,
+        rows: Vec<RecordBatch>,
+        (start, end): (EventTime, EventTime),
+        closing: bool,
+    ) -> Vec<Detection> {
+        let rule = &self.rules[i];
+        let started = Instant::now();
+        let mut found = Vec::new();
+        if rows.iter().any(|b| b.num_rows() > 0) {
+            let summary = WindowSummary::of(&rows);
+            match self.engine.evaluate(rule, rows) {
+                Ok(results) => found = detections_of(rule, tenant, start, end, &summary, &results),
+                Err(e) => tracing::warn!(error = %e, tenant = %tenant, "rules: evaluation failed; window skipped"),
+            }
+        }
+        // What an overlapping earlier window (or an early evaluation of this
+        // one) already reported is not news.
+        let recent = &mut self.tenants.get_mut(tenant).expect("present").rules[i].recent;
+        only_news(recent, &mut found, end, rule.rule.window.span());
+        let stats = self.stats.entry(rule.rule.name.clone()).or_default();
+        stats.windows += u64::from(closing);
+        stats.detections += found.len() as u64;
+        stats.time += started.elapsed();
+        found
     }
 
     /// Takes a new rule set (see [`Reload`]), planned by this stage's engine.

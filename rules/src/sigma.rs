@@ -73,7 +73,8 @@ struct Base {
     predicate: String,
 }
 
-const DETECTION_KEYS: &[&str] = &[
+/// Keys of every Sigma rule (its metadata).
+const COMMON_KEYS: &[&str] = &[
     "title",
     "id",
     "name",
@@ -84,33 +85,15 @@ const DETECTION_KEYS: &[&str] = &[
     "date",
     "modified",
     "tags",
-    "logsource",
-    "detection",
-    "falsepositives",
-    "level",
-    "fields",
-    "related",
-    "license",
-    "taxonomy",
-    "scope",
-];
-const CORRELATION_KEYS: &[&str] = &[
-    "title",
-    "id",
-    "name",
-    "status",
-    "description",
-    "references",
-    "author",
-    "date",
-    "modified",
-    "tags",
-    "correlation",
     "falsepositives",
     "level",
     "license",
     "taxonomy",
 ];
+/// Keys of a detection rule besides the common ones.
+const DETECTION_KEYS: &[&str] = &["logsource", "detection", "fields", "related", "scope"];
+/// Keys of a correlation rule besides the common ones.
+const CORRELATION_KEYS: &[&str] = &["correlation"];
 
 /// Parses a Sigma file into one rule per correlation. Every problem of
 /// every document is reported, each with its key.
@@ -136,10 +119,10 @@ pub fn parse(text: &str, origin: &Path, limits: Limits) -> Result<Vec<Rule>, Rul
             None => at,
         };
         if map.contains_key("correlation") {
-            unknown_keys(map, CORRELATION_KEYS, &at, &mut problems);
+            unknown_keys(map, &keys_of(CORRELATION_KEYS), &at, &mut problems);
             correlations.push((at, map.clone()));
         } else if map.contains_key("detection") {
-            unknown_keys(map, DETECTION_KEYS, &at, &mut problems);
+            unknown_keys(map, &keys_of(DETECTION_KEYS), &at, &mut problems);
             if let Some(base) = base_rule(map, &at, &mut problems) {
                 bases.push(base);
             }
@@ -180,6 +163,11 @@ fn unknown_keys(map: &Mapping, known: &[&str], at: &str, problems: &mut Vec<Stri
             problems.push(format!("{at}: unknown key {name:?} (known: {})", known.join(", ")));
         }
     }
+}
+
+/// The keys a Sigma document of this kind may have.
+fn keys_of(kind: &[&'static str]) -> Vec<&'static str> {
+    COMMON_KEYS.iter().chain(kind).copied().collect()
 }
 
 fn base_rule(map: &Mapping, at: &str, problems: &mut Vec<String>) -> Option<Base> {

@@ -4,6 +4,7 @@
 //! time windows. [`ClusterReport`] is its serializable snapshot, the content
 //! of every escalation, update and close that leaves the correlate operator.
 
+use crate::redact::Redaction;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -138,6 +139,10 @@ pub struct ClusterReport {
     pub merged: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trigger: Option<Trigger>,
+    /// What secret redaction replaced in the texts taken from alerts (see
+    /// [`crate::redact`]).
+    #[serde(default)]
+    pub redaction: Redaction,
     /// Every member alert id; only when membership tracking is on (eval).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub members: Option<Vec<String>>,
@@ -145,6 +150,33 @@ pub struct ClusterReport {
     pub first_seen_ms: i64,
     #[serde(skip)]
     pub last_seen_ms: i64,
+}
+
+impl ClusterReport {
+    /// Redacts secrets from every text the report took from alerts: entity
+    /// values, representative alerts, rule descriptions and detections.
+    pub fn redact_secrets(&mut self) {
+        let mut r = Redaction::new();
+        for values in self.entities.values_mut() {
+            values.iter_mut().for_each(|v| r.apply(v));
+        }
+        for rep in &mut self.representatives {
+            r.apply(&mut rep.description);
+            for text in [&mut rep.user, &mut rep.full_log, &mut rep.agent].into_iter().flatten() {
+                r.apply(text);
+            }
+        }
+        for rule in &mut self.rules {
+            r.apply(&mut rule.description);
+        }
+        for d in &mut self.detections {
+            d.entities.iter_mut().for_each(|(_, v)| r.apply(v));
+            if let Some(s) = &mut d.summary {
+                r.apply(s);
+            }
+        }
+        self.redaction = r;
+    }
 }
 
 /// Formats a cluster id.

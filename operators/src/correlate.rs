@@ -47,6 +47,7 @@ use crate::handoff::HandoffConfig;
 use crate::hash::{FastMap, FastSet, StableHasher, stable_hash};
 use crate::mitre::kill_chain_index;
 use crate::operator::{AlertBatch, Collector, Context, Operator, Output, ReportKind};
+use crate::redact::Redaction;
 use crate::schema::{AlertColumns, opt_str};
 use crate::score::{RuleRef, Score, ScoreConfig, ScoreInput};
 use crate::time::{Duration, EventTime, Rfc3339};
@@ -760,7 +761,7 @@ impl Cluster {
         let mut reps: Vec<&Rep> = self.representatives.iter().collect();
         reps.sort_by(|a, b| a.t.cmp(&b.t).then(a.alert_id.cmp(&b.alert_id)));
         let representatives = reps.into_iter().map(Rep::to_report).collect();
-        ClusterReport {
+        let mut report = ClusterReport {
             idempotency_key: format!("{cluster_id}:{version}"),
             cluster_id,
             version,
@@ -796,9 +797,13 @@ impl Cluster {
                 m.sort();
                 m
             }),
+            redaction: Redaction::default(),
             first_seen_ms: self.first,
             last_seen_ms: self.last,
-        }
+        };
+        // Nothing taken from an alert leaves Sluice with a secret in it.
+        report.redact_secrets();
+        report
     }
 }
 

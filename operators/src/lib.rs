@@ -22,6 +22,7 @@ pub mod handoff;
 pub mod hash;
 pub mod mitre;
 pub mod operator;
+pub mod redact;
 pub mod schema;
 pub mod score;
 pub mod snapshot;

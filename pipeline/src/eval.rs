@@ -243,6 +243,7 @@ mod tests {
             representatives: vec![],
             merged: vec![],
             trigger: None,
+            redaction: Default::default(),
             members: Some(members.iter().map(|s| s.to_string()).collect()),
             first_seen_ms: 0,
             last_seen_ms: 0,

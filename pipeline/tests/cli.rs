@@ -336,3 +336,40 @@ fn rules_reload_on_file_change_and_sighup_and_a_bad_rule_keeps_the_running_ones(
         seen.join("\n")
     );
 }
+
+#[test]
+fn secrets_in_alerts_never_reach_a_case_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sluice.toml");
+    std::fs::write(&config, "[correlate]\nreport_all_closed = true\n").unwrap();
+    let secrets = ["Winter2026!", "AKIAIOSFODNN7EXAMPLE", "dXNlcjpodW50ZXIy", "4111 1111 1111 1111", "s3cret-db-pw"];
+    let logs = [
+        "useradd -m -p password=Winter2026! backdoor",
+        "aws configure set aws_access_key_id AKIAIOSFODNN7EXAMPLE",
+        "curl -H 'Authorization: Basic dXNlcjpodW50ZXIy' http://10.0.0.5/admin",
+        "paid with 4111 1111 1111 1111",
+        "mysql -h db mysql://app:s3cret-db-pw@db.internal/prod",
+    ];
+    let mut input = String::new();
+    for (i, log) in logs.iter().enumerate() {
+        input.push_str(&format!(
+            r#"{{"timestamp":"2026-11-01T10:00:{:02}.000+0000","rule":{{"level":12,"id":"5902","description":"New user added","groups":["syslog","adduser"]}},"agent":{{"id":"001","name":"web-01"}},"manager":{{"name":"acme"}},"id":"s.{i}","full_log":{},"data":{{"srcip":"203.0.113.9","url":"https://app:s3cret-db-pw@web-01/x"}}}}"#,
+            i * 5,
+            serde_json::to_string(log).unwrap()
+        ));
+        input.push('\n');
+    }
+    let mut child = sluice()
+        .args(["run", "--input", "-", "--format", "json", "--show-final", "--config", config.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let out = ok(&child.wait_with_output().unwrap());
+    assert!(out.contains("[REDACTED:"), "the case files carry the alerts' texts, redacted:\n{out}");
+    assert!(out.contains(r#""redaction":{"version":1,"redacted":{"#), "{out}");
+    for secret in secrets {
+        assert!(!out.contains(secret), "{secret:?} reached a case file:\n{out}");
+    }
+}

@@ -95,7 +95,7 @@ fn rules(config: &Config, paths: &[PathBuf]) -> (Vec<Rule>, Vec<String>) {
 
 /// Plans the rules; fails with every problem of loading and planning.
 fn compile(config: &Config, (rules, mut problems): (Vec<Rule>, Vec<String>)) -> Result<(Engine, Vec<Compiled>)> {
-    let extra: Vec<String> = config.decode.fields.keys().cloned().collect();
+    let extra: Vec<String> = config.decode.fields.values().cloned().collect();
     let engine = Engine::new(&extra)?;
     let compiled = compile_all(&engine, rules).unwrap_or_else(|errors| {
         problems.extend(errors.iter().map(ToString::to_string));

@@ -197,7 +197,7 @@ enum Message {
 pub fn build_chain(config: &Config, correlate: CorrelateConfig) -> Result<Chain, sluice_operators::Error> {
     let mut ops: Vec<Box<dyn Operator>> = vec![Box::new(Dedup::new(config.dedup.clone())?)];
     if rules_enabled(config) {
-        let extra: Vec<String> = config.decode.fields.keys().cloned().collect();
+        let extra: Vec<String> = config.decode.fields.values().cloned().collect();
         let engine = sluice_rules::Engine::new(&extra).map_err(|e| sluice_operators::Error::Config(e.to_string()))?;
         let compiled = config.rules.compile(&engine).map_err(|problems| {
             sluice_operators::Error::Config(format!("{} rule problem(s):\n  {}", problems.len(), problems.join("\n  ")))
@@ -261,7 +261,7 @@ pub fn run(
     // Rules reload on SIGHUP or a rule file change, when rule files are
     // configured (the shipped library is part of the binary).
     let watcher = if rules_enabled(config) && !config.rules.paths.is_empty() {
-        let extra: Vec<String> = config.decode.fields.keys().cloned().collect();
+        let extra: Vec<String> = config.decode.fields.values().cloned().collect();
         match crate::reload::Watcher::start(config.rules.clone(), extra) {
             Ok(w) => Some(w),
             Err(e) => {

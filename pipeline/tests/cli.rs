@@ -373,3 +373,29 @@ fn secrets_in_alerts_never_reach_a_case_file() {
         assert!(!out.contains(secret), "{secret:?} reached a case file:\n{out}");
     }
 }
+
+#[test]
+fn rules_read_extra_decoded_fields_by_their_column_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sluice.toml");
+    std::fs::write(&config, "[decode.fields]\n\"data.win.eventdata.targetUserName\" = \"target_user\"\n").unwrap();
+    let rule = dir.path().join("target.toml");
+    std::fs::write(
+        &rule,
+        "severity = 50\nwindow = { kind = \"tumbling\", size = \"1h\" }\nentities = { user = \"target_user\" }\n\
+         sql = \"SELECT target_user, array_agg(alert_id) AS alert_ids FROM alerts WHERE target_user IS NOT NULL GROUP BY target_user\"\n",
+    )
+    .unwrap();
+    let input = dir.path().join("alerts.json");
+    std::fs::write(
+        &input,
+        r#"{"timestamp":"2026-11-01T10:00:00.000+0000","rule":{"level":5,"id":"60122","groups":["windows"]},"agent":{"id":"007","name":"WS-07"},"manager":{"name":"acme"},"id":"w.1","data":{"win":{"eventdata":{"targetUserName":"jsmith"}}}}"#,
+    )
+    .unwrap();
+    let out = ok(&sluice()
+        .args(["rules", "test", rule.to_str().unwrap(), "--input", input.to_str().unwrap()])
+        .args(["--config", config.to_str().unwrap()])
+        .output()
+        .unwrap());
+    assert!(out.contains("user=jsmith") && out.contains("w.1"), "{out}");
+}

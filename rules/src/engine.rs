@@ -7,7 +7,9 @@
 //! One engine serves one shard, so evaluation is single-threaded
 //! (`target_partitions = 1`) and its output order is deterministic.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use parking_lot::RwLock;
 
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
 use arrow::compute::cast;
@@ -16,11 +18,12 @@ use datafusion::catalog::Session;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, DFSchema};
 use datafusion::datasource::TableProvider;
-use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::error::DataFusionError;
 use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::logical_expr::utils::{conjunction, disjunction};
 use datafusion::logical_expr::{Expr, LogicalPlan, Projection, TableScan, TableType};
+use datafusion::physical_plan::execution_plan::reset_plan_states;
+use datafusion::physical_plan::memory::{LazyBatchGenerator, LazyMemoryExec};
 use datafusion::physical_plan::{ExecutionPlan, PhysicalExpr};
 use sluice_operators::cluster::EntityKind;
 use sluice_operators::schema::{alert_schema, col};
@@ -28,11 +31,13 @@ use sluice_operators::schema::{alert_schema, col};
 use crate::error::RuleError;
 use crate::rule::Rule;
 
-/// The table a rule reads: the rows of the window being evaluated.
+/// The table a rule reads: the rows of the window being evaluated. Its scan
+/// reads them when the plan runs, not when it is planned, so that a rule's
+/// physical plan is made once and run for every window.
 #[derive(Debug)]
 struct WindowTable {
     schema: SchemaRef,
-    rows: Mutex<Vec<RecordBatch>>,
+    rows: Arc<Mutex<Vec<RecordBatch>>>,
 }
 
 #[async_trait::async_trait]
@@ -52,8 +57,38 @@ impl TableProvider for WindowTable {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
-        let rows = self.rows.lock().expect("window table").clone();
-        Ok(MemorySourceConfig::try_new_exec(&[rows], self.schema.clone(), projection.cloned())?)
+        let rows: Arc<RwLock<dyn LazyBatchGenerator>> =
+            Arc::new(RwLock::new(WindowRows { rows: self.rows.clone(), next: 0 }));
+        Ok(Arc::new(LazyMemoryExec::try_new(self.schema.clone(), vec![rows])?.with_projection(projection.cloned())))
+    }
+}
+
+/// The window's rows, one batch at a time, from the first each run.
+#[derive(Debug)]
+struct WindowRows {
+    rows: Arc<Mutex<Vec<RecordBatch>>>,
+    next: usize,
+}
+
+impl std::fmt::Display for WindowRows {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "window rows")
+    }
+}
+
+impl LazyBatchGenerator for WindowRows {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    fn generate_next_batch(&mut self) -> datafusion::error::Result<Option<RecordBatch>> {
+        let batch = self.rows.lock().expect("window rows").get(self.next).cloned();
+        self.next += 1;
+        Ok(batch)
+    }
+
+    fn reset_state(&self) -> Arc<RwLock<dyn LazyBatchGenerator>> {
+        Arc::new(RwLock::new(WindowRows { rows: self.rows.clone(), next: 0 }))
     }
 }
 
@@ -67,6 +102,8 @@ pub struct Compiled {
     pub prefilter: Option<Arc<dyn PhysicalExpr>>,
     /// The prefilter as SQL-like text (`rules explain`).
     pub prefilter_text: Option<String>,
+    /// The physical plan, made at the first evaluation and reset for each.
+    physical: Arc<OnceLock<Arc<dyn ExecutionPlan>>>,
     /// Entity kind → result column index.
     pub entity_columns: Vec<(EntityKind, usize)>,
     pub alert_ids_column: Option<usize>,
@@ -118,8 +155,11 @@ fn message(e: &DataFusionError) -> String {
 
 impl Engine {
     pub fn new(extra_columns: &[String]) -> Result<Engine, RuleError> {
-        let config =
+        let mut config =
             SessionConfig::new().with_target_partitions(1).with_batch_size(8192).with_information_schema(false);
+        // A physical plan is reused for every window (see `evaluate`), which
+        // DataFusion supports only without dynamic filters.
+        config.options_mut().optimizer.enable_dynamic_filter_pushdown = false;
         let mut ctx = SessionContext::new_with_config(config);
         // These passes move "cheap" expressions below filters, and
         // `datafusion-functions-json` marks its functions cheap: every
@@ -130,7 +170,8 @@ impl Engine {
         }
         datafusion_functions_json::register_all(&mut ctx)
             .map_err(|e| RuleError::State(format!("JSON functions: {}", message(&e))))?;
-        let table = Arc::new(WindowTable { schema: table_schema(extra_columns), rows: Mutex::new(Vec::new()) });
+        let table =
+            Arc::new(WindowTable { schema: table_schema(extra_columns), rows: Arc::new(Mutex::new(Vec::new())) });
         ctx.register_table("alerts", table.clone())
             .map_err(|e| RuleError::State(format!("alerts table: {}", message(&e))))?;
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -207,6 +248,7 @@ impl Engine {
             plan,
             prefilter,
             prefilter_text,
+            physical: Arc::new(OnceLock::new()),
             entity_columns,
             alert_ids_column,
             severity_column,
@@ -215,12 +257,20 @@ impl Engine {
     }
 
     /// Runs a compiled rule over one window's rows (`alerts` table rows).
+    /// The rule's physical plan is made once; each run starts from a copy
+    /// with every operator's state reset (DataFusion's `reset_plan_states`).
     pub fn evaluate(&self, rule: &Compiled, rows: Vec<RecordBatch>) -> Result<Vec<RecordBatch>, RuleError> {
         *self.table.rows.lock().expect("window table") = rows;
         let result = self.runtime.block_on(async {
-            let state = self.ctx.state();
-            let physical = state.create_physical_plan(&rule.plan).await?;
-            datafusion::physical_plan::collect(physical, self.ctx.task_ctx()).await
+            let physical = match rule.physical.get() {
+                Some(p) => p.clone(),
+                None => {
+                    let p = self.ctx.state().create_physical_plan(&rule.plan).await?;
+                    rule.physical.get_or_init(|| p).clone()
+                }
+            };
+            let fresh = reset_plan_states(physical)?;
+            datafusion::physical_plan::collect(fresh, self.ctx.task_ctx()).await
         });
         self.table.rows.lock().expect("window table").clear();
         result.map_err(|e| RuleError::Eval { rule: rule.rule.name.clone(), message: message(&e) })

@@ -289,3 +289,22 @@ fn windows_hold_only_the_rows_a_query_can_read_and_only_when_that_is_safe() {
     assert!(with.iter().any(|o| o.starts_with("detect")), "{with:?}");
     assert_eq!(with, without);
 }
+
+#[test]
+fn a_plan_made_once_answers_each_window_on_its_own_rows() {
+    // A join and aggregates: operators that would answer from the last
+    // window's rows if their state were not reset between runs.
+    let sql = "WITH f AS (SELECT src_ip, count(*) AS n FROM alerts WHERE rule_id = 5716 GROUP BY src_ip) \
+               SELECT a.src_ip, max(f.n) AS n, array_agg(a.alert_id) AS alert_ids \
+               FROM f JOIN alerts a ON a.src_ip = f.src_ip WHERE a.rule_id = 5715 GROUP BY a.src_ip";
+    let window = r#"{ kind = "tumbling", size = "10m" }"#;
+    let first: Vec<String> = (0..4).map(|i| line("acme", i, 1.0 + i as f64, "192.0.2.1", i < 3)).collect();
+    let second: Vec<String> = (0..4).map(|i| line("acme", 10 + i, 11.0 + i as f64, "192.0.2.2", i < 3)).collect();
+    let detections = |lines: &[String]| -> Vec<String> {
+        run(vec![rule(sql, window)], lines, 3, None).into_iter().filter(|o| o.starts_with("detect")).collect()
+    };
+    let (a, b) = (detections(&first), detections(&second));
+    assert_eq!((a.len(), b.len()), (1, 1), "{a:?} {b:?}");
+    let both = detections(&[first, second].concat());
+    assert_eq!(both, [a, b].concat(), "one engine over both windows = a fresh engine per window");
+}

@@ -17,6 +17,7 @@
 //! | `url_credentials` | the password in `scheme://user:password@host` |
 //! | `secret_pair` | the value of `password=…`, `token: …`, `"api_key":"…"` and the like |
 //! | `card` | a payment card number (13–19 digits with a card prefix, Luhn-checked) |
+//! | `control_char` | not a secret: a control, zero-width or bidi character, written as `\u{…}` |
 //!
 //! What is kept: the header or key name, the URL's user and host; so an
 //! analyst still sees *that* a secret was there. A marker is never taken
@@ -45,12 +46,40 @@ impl Redaction {
         Redaction { version: VERSION, redacted: BTreeMap::new() }
     }
 
-    /// Redacts `text` in place, counting what it replaced.
+    /// Redacts `text` in place, and escapes its control and invisible
+    /// formatting characters, counting what it replaced.
     pub fn apply(&mut self, text: &mut String) {
         if let Cow::Owned(clean) = redact_counting(text, &mut self.redacted) {
             *text = clean;
         }
+        let hidden = text.chars().filter(|&c| hides(c)).count() as u64;
+        if hidden > 0 {
+            *text = escape_hidden(text);
+            *self.redacted.entry("control_char".to_string()).or_default() += hidden;
+        }
     }
+}
+
+/// Characters a reader cannot see or that act on a terminal or on the
+/// text's direction: C0/C1 controls (but tab and newline), zero-width and
+/// bidirectional formatting characters. An alert could use them to hide
+/// text from an analyst or to drive their terminal.
+fn hides(c: char) -> bool {
+    (c.is_control() && c != '\n' && c != '\t')
+        || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}' | '\u{061C}')
+}
+
+/// `text` with each hidden character written as `\u{…}`.
+fn escape_hidden(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if hides(c) {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 struct Pattern {
@@ -259,6 +288,15 @@ mod tests {
         assert_eq!(redact("mysql://app:pw@db:3306"), "mysql://app:[REDACTED:url_credentials]@db:3306");
         assert_eq!(redact("password=hunter2 user=bob"), "password=[REDACTED:secret_pair] user=bob");
         assert!(matches!(redact("nothing here"), Cow::Borrowed(_)), "no copy without a secret");
+    }
+
+    #[test]
+    fn control_and_invisible_characters_are_escaped() {
+        let mut r = Redaction::new();
+        let mut s = "admin\u{1b}[2J\u{202e}gpj.exe\u{200b}\nnext\tline".to_string();
+        r.apply(&mut s);
+        assert_eq!(s, "admin\\u{1b}[2J\\u{202e}gpj.exe\\u{200b}\nnext\tline");
+        assert_eq!(r.redacted.get("control_char"), Some(&3));
     }
 
     #[test]

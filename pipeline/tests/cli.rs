@@ -349,6 +349,7 @@ fn secrets_in_alerts_never_reach_a_case_file() {
         "curl -H 'Authorization: Basic dXNlcjpodW50ZXIy' http://10.0.0.5/admin",
         "paid with 4111 1111 1111 1111",
         "mysql -h db mysql://app:s3cret-db-pw@db.internal/prod",
+        "cat notes.txt\u{1b}[2J\u{202e}txt.exe",
     ];
     let mut input = String::new();
     for (i, log) in logs.iter().enumerate() {
@@ -372,6 +373,9 @@ fn secrets_in_alerts_never_reach_a_case_file() {
     for secret in secrets {
         assert!(!out.contains(secret), "{secret:?} reached a case file:\n{out}");
     }
+    // Terminal escapes and bidi overrides are written out, not passed on.
+    assert!(!out.contains('\u{1b}') && !out.contains('\u{202e}'), "{out}");
+    assert!(out.contains(r"\\u{1b}[2J\\u{202e}txt.exe"), "{out}");
 }
 
 #[test]

@@ -65,6 +65,46 @@ pub struct Quality {
     pub fragmentation: f64,
     /// Campaign ids that no escalated cluster reached.
     pub missed: Vec<String>,
+    /// Escalated clusters holding no campaign alert: what to tune against.
+    pub false_positives: Vec<FalsePositive>,
+}
+
+/// An escalated cluster holding no campaign alert, described enough to see
+/// why it escalated.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct FalsePositive {
+    pub cluster_id: String,
+    pub tenant: String,
+    pub score: f64,
+    pub alerts: u64,
+    /// The largest score lines, `factor +points`.
+    pub top_factors: Vec<String>,
+    /// The most frequent rules, `id×count description`.
+    pub top_rules: Vec<String>,
+    /// The first values of each entity kind.
+    pub entities: BTreeMap<String, Vec<String>>,
+}
+
+impl FalsePositive {
+    fn of(r: &ClusterReport) -> Self {
+        let mut lines: Vec<_> = r.breakdown.iter().filter(|l| l.points > 0.0).collect();
+        lines.sort_by(|a, b| b.points.total_cmp(&a.points));
+        let mut rules: Vec<_> = r.rules.iter().collect();
+        rules.sort_by(|a, b| b.count.cmp(&a.count).then(a.rule_id.cmp(&b.rule_id)));
+        FalsePositive {
+            cluster_id: r.cluster_id.clone(),
+            tenant: r.tenant.clone(),
+            score: r.score,
+            alerts: r.alerts,
+            top_factors: lines.iter().take(4).map(|l| format!("{} +{}", l.factor, l.points)).collect(),
+            top_rules: rules.iter().take(3).map(|x| format!("{}×{} {}", x.rule_id, x.count, x.description)).collect(),
+            entities: r
+                .entities
+                .iter()
+                .map(|(k, v)| (k.as_str().to_string(), v.iter().take(2).cloned().collect()))
+                .collect(),
+        }
+    }
 }
 
 /// The whole evaluation.
@@ -86,6 +126,7 @@ struct Acc {
     steps_recalled: BTreeSet<(String, u8)>,
     /// Campaign → escalated clusters holding its alerts.
     clusters_per_campaign: BTreeMap<String, BTreeSet<String>>,
+    false_positives: Vec<FalsePositive>,
 }
 
 fn ratio(a: f64, b: f64) -> f64 {
@@ -114,6 +155,7 @@ impl Acc {
             precision: ratio(self.tp_clusters as f64, self.clusters as f64),
             fragmentation: ratio(frag.iter().sum::<usize>() as f64, frag.len() as f64),
             missed: self.campaigns.difference(&self.recalled).cloned().collect(),
+            false_positives: self.false_positives.clone(),
         }
     }
 
@@ -129,6 +171,7 @@ impl Acc {
         for (k, v) in &o.clusters_per_campaign {
             self.clusters_per_campaign.entry(k.clone()).or_default().extend(v.iter().cloned());
         }
+        self.false_positives.extend(o.false_positives.iter().cloned());
     }
 }
 
@@ -171,6 +214,9 @@ pub fn evaluate(
             }
         }
         a.tp_clusters += u64::from(tp);
+        if !tp {
+            a.false_positives.push(FalsePositive::of(r));
+        }
     }
     let mut overall = Acc::default();
     for a in acc.values() {
@@ -200,6 +246,21 @@ pub fn human(report: &EvalReport) -> String {
     row(&mut s, "OVERALL", &report.overall);
     if !report.overall.missed.is_empty() {
         let _ = writeln!(s, "missed campaigns: {}", report.overall.missed.join(", "));
+    }
+    if !report.overall.false_positives.is_empty() {
+        let _ = writeln!(s, "escalated clusters without a campaign alert:");
+        for fp in &report.overall.false_positives {
+            let _ = writeln!(
+                s,
+                "  [{}] {} score {} ({} alerts): {}\n      rules: {}",
+                fp.tenant,
+                fp.cluster_id,
+                fp.score,
+                fp.alerts,
+                fp.top_factors.join(", "),
+                fp.top_rules.join("; ")
+            );
+        }
     }
     s
 }
@@ -264,5 +325,7 @@ mod tests {
         assert!((q.precision - 2.0 / 3.0).abs() < 1e-9);
         assert_eq!(q.fragmentation, 2.0);
         assert_eq!(q.missed, ["c2"]);
+        let fps: Vec<&str> = q.false_positives.iter().map(|f| f.cluster_id.as_str()).collect();
+        assert_eq!(fps, ["z"], "the noise cluster is listed, and only it");
     }
 }

@@ -14,7 +14,7 @@ use crate::detection::DetectionReport;
 use crate::score::ScoreLine;
 
 /// Kinds of entity that link alerts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EntityKind {
     Host,
@@ -48,7 +48,7 @@ impl fmt::Display for EntityKind {
 }
 
 /// The hand-off decision for a cluster.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Decision {
     Escalate,
@@ -67,7 +67,7 @@ impl fmt::Display for Decision {
 }
 
 /// A rule seen in a cluster, with how many alerts it raised.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RuleCount {
     pub rule_id: u32,
     pub level: u8,
@@ -76,7 +76,7 @@ pub struct RuleCount {
 }
 
 /// One distinct alert standing for its repeats.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Representative {
     pub alert_id: String,
     pub event_time: String,
@@ -96,7 +96,7 @@ pub struct Representative {
 }
 
 /// The alert whose arrival produced a report, for triage latency.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Trigger {
     pub alert_id: String,
     /// When Sluice read that alert, µs since the epoch (wall clock).
@@ -104,7 +104,7 @@ pub struct Trigger {
 }
 
 /// A cluster as reported to sinks.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ClusterReport {
     /// Deterministic hash of tenant and first alert, hex.
     pub cluster_id: String,

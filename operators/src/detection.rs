@@ -38,7 +38,7 @@ pub struct Detection {
 }
 
 /// A detection as reported in a cluster.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct DetectionReport {
     pub rule: String,
     pub severity: u8,

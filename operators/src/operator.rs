@@ -42,7 +42,9 @@ impl AlertBatch {
 }
 
 /// What a cluster report means to the hand-off.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ReportKind {
     /// The cluster crossed the escalation threshold: hand it off now.

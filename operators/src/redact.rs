@@ -35,7 +35,7 @@ pub const VERSION: u32 = 1;
 
 /// What redaction did to a case file: the rules' version and how many
 /// secrets of each kind it replaced.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Redaction {
     pub version: u32,
     pub redacted: BTreeMap<String, u64>,

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::mitre;
 
 /// One line of a score breakdown.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ScoreLine {
     /// Stable factor name, e.g. `max_level`.
     pub factor: String,

@@ -20,6 +20,24 @@ struct CaseLine<'a> {
     report: &'a ClusterReport,
 }
 
+/// The JSON Schema of a case file line, as published in
+/// `docs/case-file.schema.json` (a test keeps the two equal).
+pub fn case_file_schema() -> serde_json::Value {
+    /// A Sluice case file: one cluster's state at a hand-off (`escalate`,
+    /// `update`) or when it closes (`close`). Texts taken from alerts are
+    /// redacted (see `redaction`); `idempotency_key` = `cluster_id:version`
+    /// names one content only.
+    #[derive(schemars::JsonSchema)]
+    #[schemars(title = "Sluice case file")]
+    #[allow(dead_code)] // only its schema is used
+    struct CaseFile {
+        kind: ReportKind,
+        #[serde(flatten)]
+        report: ClusterReport,
+    }
+    serde_json::to_value(schemars::schema_for!(CaseFile)).expect("a schema serializes")
+}
+
 /// One NDJSON case file line for a report.
 pub fn case_json(kind: ReportKind, report: &ClusterReport) -> String {
     serde_json::to_string(&CaseLine { kind, report }).expect("a cluster report always serializes")
@@ -205,5 +223,21 @@ impl<W: Write> EventWriter<W> {
     /// Where late records went, if any were written.
     pub fn late_file(&self) -> Option<&str> {
         self.late.as_ref().map(NdjsonWriter::path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_published_case_file_schema_is_the_one_the_code_writes() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/case-file.schema.json");
+        let schema = serde_json::to_string_pretty(&case_file_schema()).unwrap() + "\n";
+        if std::env::var("SLUICE_BLESS").is_ok_and(|v| v == "1") {
+            std::fs::write(&path, &schema).unwrap();
+        }
+        let published = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(published == schema, "{} is out of date: run with SLUICE_BLESS=1 and review the diff", path.display());
     }
 }

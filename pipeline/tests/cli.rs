@@ -373,6 +373,17 @@ fn secrets_in_alerts_never_reach_a_case_file() {
     for secret in secrets {
         assert!(!out.contains(secret), "{secret:?} reached a case file:\n{out}");
     }
+    // Every case file has the fields the published schema requires, and no other.
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(repo("docs/case-file.schema.json")).unwrap()).unwrap();
+    let required: Vec<&str> = schema["required"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    let known = schema["properties"].as_object().unwrap();
+    for line in out.lines() {
+        let case: serde_json::Value = serde_json::from_str(line).unwrap();
+        let case = case.as_object().unwrap();
+        assert!(required.iter().all(|k| case.contains_key(*k)), "missing a required field: {line}");
+        assert!(case.keys().all(|k| known.contains_key(k)), "a field the schema does not know: {line}");
+    }
     // Terminal escapes and bidi overrides are written out, not passed on.
     assert!(!out.contains('\u{1b}') && !out.contains('\u{202e}'), "{out}");
     assert!(out.contains(r"\\u{1b}[2J\\u{202e}txt.exe"), "{out}");

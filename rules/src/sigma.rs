@@ -1007,7 +1007,8 @@ fn correlation(
         tags,
         window: Window::Hopping { size: span, slide },
         early: None,
-        entities: entities.into_iter().map(|(k, g)| (k, column_name(&g))).collect(),
+        // The result names each group-by column after its field.
+        entities,
         scope: Scope::All,
         enabled,
         sql,
@@ -1021,11 +1022,6 @@ fn tag(t: &str) -> String {
         Some(id) if id.starts_with('t') && id[1..].starts_with(|c: char| c.is_ascii_digit()) => id.to_uppercase(),
         _ => t.to_string(),
     }
-}
-
-/// The result column of a group-by field.
-fn column_name(field: &str) -> String {
-    field.to_string()
 }
 
 fn ident(name: &str) -> String {

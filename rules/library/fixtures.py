@@ -136,9 +136,15 @@ SCENARIOS = {
     ),
     "web-scan-then-exploit": (
         [alert("acme", 5 + i * 0.05, 31101, "web-01", "192.0.2.66") for i in range(12)]
-        + [alert("acme", 8, 31106, "web-01", "192.0.2.66", full_log="GET /index.php?id=1' union select")],
-        # A scan without any exploit-level alert.
-        [alert("acme", 5 + i * 0.05, 31101, "web-01", "192.0.2.66") for i in range(12)],
+        + [alert("acme", 8, 31106, "web-01", "192.0.2.66", full_log="GET /index.php?id=1' union select"),
+           alert("acme", 12, 554, "web-01", extra={"syscheck.path": "/var/www/html/uploads/x7k2.php"},
+                 full_log="File '/var/www/html/uploads/x7k2.php' added\nMode: realtime")],
+        # A scanner whose injection attempt was answered 200, and a deploy of
+        # assets to that web root afterwards: no web shell.
+        [alert("acme", 5 + i * 0.05, 31101, "web-01", "192.0.2.66") for i in range(12)]
+        + [alert("acme", 8, 31106, "web-01", "192.0.2.66", full_log="GET /index.php?id=1' union select"),
+           alert("acme", 12, 554, "web-01", extra={"syscheck.path": "/var/www/html/assets/app.3f9a1c2e.js"},
+                 full_log="File '/var/www/html/assets/app.3f9a1c2e.js' added\nMode: realtime")],
     ),
     "new-account-after-remote-login": (
         [alert("acme", 5, 5715, "app-01", "203.0.113.9", "deploy"),

@@ -40,7 +40,9 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::cluster::{ClusterReport, EntityKind, Representative, RuleCount, Trigger, cluster_id_hex};
+use crate::cluster::{
+    CaseBudget, ClusterReport, EntityKind, Excerpt, Representative, RuleCount, Trigger, cluster_id_hex,
+};
 use crate::detection::{Detection, DetectionReport};
 use crate::error::{Error, Result};
 use crate::handoff::HandoffConfig;
@@ -315,9 +317,13 @@ impl Rep {
             agent: self.agent.clone(),
             src_ip: self.src_ip.clone(),
             user: self.user.clone(),
-            full_log: self.full_log.clone(),
             count: self.count,
         }
+    }
+
+    fn excerpt(&self) -> Option<Excerpt> {
+        let full_log = self.full_log.clone()?;
+        Some(Excerpt { alert_id: self.alert_id.clone(), level: self.level, full_log })
     }
 }
 
@@ -425,6 +431,9 @@ pub struct Correlate {
     ignore_users: FastSet<String>,
     failed_auth_groups: FastSet<String>,
     tenants: FastMap<Arc<str>, TenantState>,
+    /// Verdict priors, by tenant (not operator state: they come from the
+    /// store, at start and whenever a verdict makes one).
+    priors: Arc<Priors>,
 }
 
 const NAME: &str = "correlate";
@@ -440,7 +449,15 @@ impl Correlate {
         }
         let ignore_users = config.ignore_users.iter().map(|u| u.to_ascii_lowercase()).collect();
         let failed_auth_groups = config.failed_auth_groups.iter().cloned().collect();
-        Ok(Self { config, score, handoff, ignore_users, failed_auth_groups, tenants: FastMap::default() })
+        Ok(Self {
+            config,
+            score,
+            handoff,
+            ignore_users,
+            failed_auth_groups,
+            tenants: FastMap::default(),
+            priors: Arc::new(Priors::default()),
+        })
     }
 
     /// Live clusters of `tenant`.
@@ -610,18 +627,18 @@ impl Cluster {
 
     /// Recomputes the score; `common_in_tenant` says which rules are common
     /// in the tenant now (a rule that turns out to be noise stops counting).
-    fn rescore(&mut self, cfg: &ScoreConfig, common_in_tenant: impl Fn(u32) -> bool) {
+    fn rescore(&mut self, cfg: &ScoreConfig, common_in_tenant: impl Fn(u32) -> bool, priors: Option<&TenantPriors>) {
         for (id, r) in self.rules.iter_mut() {
             r.common = r.routine || common_in_tenant(*id);
         }
-        let (score, signal) = self.scored(cfg, false);
+        let (score, signal) = self.scored(cfg, false, priors);
         self.score = score.total;
         self.signal_tactics = signal;
     }
 
     /// The score (with its explanation when `explain`) and the number of
     /// signal tactics, from the rules' current common flags.
-    fn scored(&self, cfg: &ScoreConfig, explain: bool) -> (Score, usize) {
+    fn scored(&self, cfg: &ScoreConfig, explain: bool, priors: Option<&TenantPriors>) -> (Score, usize) {
         let signal = self
             .rules
             .values()
@@ -655,6 +672,7 @@ impl Cluster {
             hosts,
             actor,
             detections: &detections,
+            prior: priors.and_then(|p| p.get(&self.signature_hash())).map(String::as_str),
         };
         let score = if explain { cfg.score(&input) } else { Score { total: cfg.total(&input), lines: Vec::new() } };
         (score, tactics.len())
@@ -737,6 +755,27 @@ impl Cluster {
         }
     }
 
+    /// See [`ClusterReport::signature`].
+    fn signature(&self) -> String {
+        format!("{:016x}", self.signature_hash())
+    }
+
+    fn signature_hash(&self) -> u64 {
+        let mut h = StableHasher::new();
+        for id in self.rules.keys() {
+            h.field(&id.to_le_bytes());
+        }
+        h.field(b"|");
+        for rule in self.detections.keys() {
+            h.field(rule.as_bytes());
+        }
+        h.field(b"|");
+        for kind in self.entities.keys() {
+            h.field(kind.as_str().as_bytes());
+        }
+        h.finish()
+    }
+
     fn report(
         &self,
         tenant: &str,
@@ -744,8 +783,9 @@ impl Cluster {
         handoff: &HandoffConfig,
         trigger: Option<Trigger>,
         members: bool,
+        priors: Option<&TenantPriors>,
     ) -> ClusterReport {
-        let (score, _) = self.scored(score_cfg, true);
+        let (score, _) = self.scored(score_cfg, true, priors);
         let (decision, reason) = handoff.decide(score.total, self.handed.is_some());
         let version = self.unique + self.duplicates + self.fired;
         let cluster_id = cluster_id_hex(self.id);
@@ -760,12 +800,15 @@ impl Cluster {
         merged.sort();
         let mut reps: Vec<&Rep> = self.representatives.iter().collect();
         reps.sort_by(|a, b| a.t.cmp(&b.t).then(a.alert_id.cmp(&b.alert_id)));
+        let mut excerpts: Vec<Excerpt> = reps.iter().filter_map(|r| r.excerpt()).collect();
+        excerpts.sort_by_key(|e| std::cmp::Reverse(e.level));
         let representatives = reps.into_iter().map(Rep::to_report).collect();
         let mut report = ClusterReport {
             idempotency_key: format!("{cluster_id}:{version}"),
             cluster_id,
             version,
             tenant: tenant.to_string(),
+            signature: self.signature(),
             score: score.total,
             decision,
             reason,
@@ -790,6 +833,7 @@ impl Cluster {
                 })
                 .collect(),
             representatives,
+            excerpts,
             merged,
             trigger,
             members: members.then(|| {
@@ -798,12 +842,38 @@ impl Cluster {
                 m
             }),
             redaction: Redaction::default(),
+            budget: CaseBudget::default(),
             first_seen_ms: self.first,
             last_seen_ms: self.last,
         };
         // Nothing taken from an alert leaves Sluice with a secret in it.
         report.redact_secrets();
+        report.fit_to_budget(handoff.max_case_tokens);
         report
+    }
+}
+
+/// Active verdict priors: tenant → cluster signature hash → what the
+/// prior is (shown in the score breakdown). A cluster whose signature (see
+/// [`ClusterReport::signature`]) matches scores `score.prior_penalty` lower,
+/// unless it is over the safety floor. Sent to the running pipeline as a
+/// whole set (an operator update), replacing the previous one.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Priors(pub BTreeMap<String, TenantPriors>);
+
+/// One tenant's priors: signature hash → description.
+pub type TenantPriors = BTreeMap<u64, String>;
+
+impl Priors {
+    /// Adds a prior for a signature as written in case files (hex).
+    pub fn insert(&mut self, tenant: &str, signature: &str, description: String) -> bool {
+        match u64::from_str_radix(signature, 16) {
+            Ok(hash) => {
+                self.0.entry(tenant.to_string()).or_default().insert(hash, description);
+                true
+            }
+            Err(_) => false,
+        }
     }
 }
 
@@ -1190,15 +1260,20 @@ impl Correlate {
         let common_hosts = self.config.common_rule_hosts;
         let common_window = self.config.common_window.millis();
         let rule_hosts = &state.rule_hosts;
+        let priors = self.priors.0.get(&*state.name);
         let cluster = state.clusters.get_mut(&target).expect("target is live");
         // By event time, not by what the last sweep left: results must not
         // depend on when watermarks arrive.
-        cluster.rescore(&self.score, |rule| {
-            common_hosts > 0
-                && rule_hosts
-                    .get(&rule)
-                    .is_some_and(|(start, hosts)| t < start.saturating_add(common_window) && hosts.len() > common_hosts)
-        });
+        cluster.rescore(
+            &self.score,
+            |rule| {
+                common_hosts > 0
+                    && rule_hosts.get(&rule).is_some_and(|(start, hosts)| {
+                        t < start.saturating_add(common_window) && hosts.len() > common_hosts
+                    })
+            },
+            priors,
+        );
         let signal = cluster.signal_tactics;
         let warming_up = state.first_event.is_some_and(|f| t < f.saturating_add(self.config.baseline_warmup.millis()));
         if warming_up {
@@ -1206,8 +1281,14 @@ impl Correlate {
         }
         if let Some(kind) = self.handoff.report_for(cluster.score, signal, cluster.handed) {
             cluster.handed = Some((cluster.score, signal));
-            let report =
-                cluster.report(&state.name, &self.score, &self.handoff, Some(trigger()), self.config.track_members);
+            let report = cluster.report(
+                &state.name,
+                &self.score,
+                &self.handoff,
+                Some(trigger()),
+                self.config.track_members,
+                priors,
+            );
             ctx.counters.add(NAME, if kind == ReportKind::Escalate { "escalated" } else { "updates" }, &state.name, 1);
             out.collect(Output::Cluster(kind, Box::new(report)));
         }
@@ -1356,7 +1437,8 @@ impl Correlate {
         ctx.counters.add(NAME, reason, tenant, 1);
         ctx.counters.add(NAME, decision_metric(decision), tenant, 1);
         if cluster.handed.is_some() || self.config.report_all_closed {
-            let report = cluster.report(tenant, &self.score, &self.handoff, None, self.config.track_members);
+            let priors = self.priors.0.get(&**tenant);
+            let report = cluster.report(tenant, &self.score, &self.handoff, None, self.config.track_members, priors);
             out.collect(Output::Cluster(ReportKind::Close, Box::new(report)));
         }
     }
@@ -1460,6 +1542,13 @@ impl Operator for Correlate {
 
     fn on_end(&mut self, ctx: &mut Context, out: &mut dyn Collector) -> Result<()> {
         self.sweep(EventTime::MAX, ctx, out, true);
+        Ok(())
+    }
+
+    fn reconfigure(&mut self, update: &(dyn std::any::Any + Send + Sync)) -> Result<()> {
+        if let Some(priors) = update.downcast_ref::<Priors>() {
+            self.priors = Arc::new(priors.clone());
+        }
         Ok(())
     }
 

@@ -22,11 +22,20 @@ pub struct HandoffConfig {
     pub update_score_delta: f64,
     /// … or when it gains a new ATT&CK tactic.
     pub update_on_new_tactic: bool,
+    /// Most estimated tokens of a case file: raw excerpts are cut first,
+    /// then representative alerts; the summary never.
+    pub max_case_tokens: u64,
 }
 
 impl Default for HandoffConfig {
     fn default() -> Self {
-        Self { escalate_threshold: 65.0, review_threshold: 40.0, update_score_delta: 15.0, update_on_new_tactic: true }
+        Self {
+            escalate_threshold: 65.0,
+            review_threshold: 40.0,
+            update_score_delta: 15.0,
+            update_on_new_tactic: true,
+            max_case_tokens: 6000,
+        }
     }
 }
 
@@ -39,6 +48,12 @@ impl HandoffConfig {
             errors.push(format!(
                 "handoff.review_threshold ({}) is above handoff.escalate_threshold ({})",
                 self.review_threshold, self.escalate_threshold
+            ));
+        }
+        if self.max_case_tokens < 500 {
+            errors.push(format!(
+                "handoff.max_case_tokens = {} is too small for a case summary (≥ 500)",
+                self.max_case_tokens
             ));
         }
         if !(self.update_score_delta.is_finite() && self.update_score_delta > 0.0) {

@@ -56,6 +56,12 @@ pub struct ScoreConfig {
     pub detection_weight: f64,
     /// Cap on the points of all correlation rules together.
     pub detection_cap: f64,
+    /// Points taken off a cluster whose signature matches a verdict prior
+    /// (a confident false-positive verdict on the same kind of cluster).
+    pub prior_penalty: f64,
+    /// Score factors that put a cluster over the safety floor: a prior never
+    /// lowers it and a budget never holds it back.
+    pub floor_factors: Vec<String>,
 }
 
 impl Default for ScoreConfig {
@@ -78,6 +84,8 @@ impl Default for ScoreConfig {
             actor_cap: 24.0,
             detection_weight: 0.5,
             detection_cap: 60.0,
+            prior_penalty: 40.0,
+            floor_factors: vec!["threat_intel".into(), "critical_asset".into()],
         }
     }
 }
@@ -100,6 +108,7 @@ impl ScoreConfig {
             ("actor_cap", self.actor_cap),
             ("detection_weight", self.detection_weight),
             ("detection_cap", self.detection_cap),
+            ("prior_penalty", self.prior_penalty),
         ] {
             if !v.is_finite() || v < 0.0 {
                 errors.push(format!("score.{name} = {v} must be a finite number >= 0"));
@@ -143,6 +152,8 @@ pub struct ScoreInput<'a> {
     /// Correlation rules that fired into the cluster: name, highest
     /// severity, windows fired.
     pub detections: &'a [(&'a str, u8, u64)],
+    /// The verdict prior matching the cluster's signature, described.
+    pub prior: Option<&'a str>,
 }
 
 /// A total and its breakdown.
@@ -170,10 +181,12 @@ impl ScoreConfig {
     fn compute(&self, c: &ScoreInput<'_>, explain: bool) -> Score {
         let mut lines = Vec::new();
         let mut total = 0.0;
+        let mut floor = false;
         let mut push = |factor: &str, points: f64, detail: &dyn Fn() -> String| {
             let points = round2(points);
             if points > 0.0 {
                 total += points;
+                floor |= self.floor_factors.iter().any(|f| f == factor);
                 if explain {
                     lines.push(ScoreLine { factor: factor.to_string(), points, detail: detail() });
                 }
@@ -258,6 +271,18 @@ impl ScoreConfig {
                 )
             });
         }
+        if let Some(prior) = c.prior {
+            let (points, detail) = if floor {
+                (0.0, format!("{prior}; not applied: the cluster is over the safety floor"))
+            } else {
+                let points = -self.prior_penalty.min(total);
+                (round2(points), format!("{prior}: −{} points", self.prior_penalty))
+            };
+            total += points;
+            if explain {
+                lines.push(ScoreLine { factor: "prior_false_positive".into(), points, detail });
+            }
+        }
         Score { total: round2(total), lines }
     }
 }
@@ -276,7 +301,28 @@ mod tests {
             hosts: 1,
             actor: None,
             detections: &[],
+            prior: None,
         }
+    }
+
+    #[test]
+    fn a_prior_lowers_the_score_and_says_why_but_never_below_the_safety_floor() {
+        let cfg = ScoreConfig::default();
+        let base = cfg.score(&input(12, &["Initial Access", "Execution"], 3, 40));
+        let prior = "judged false_positive (confidence 0.95) by llm:m on 2026-11-20, prior #3";
+        let lowered =
+            cfg.score(&ScoreInput { prior: Some(prior), ..input(12, &["Initial Access", "Execution"], 3, 40) });
+        assert_eq!(lowered.total, base.total - 40.0);
+        let line = lowered.lines.last().unwrap();
+        assert_eq!(line.factor, "prior_false_positive");
+        assert_eq!(line.points, -40.0);
+        assert!(line.detail.contains("prior #3"), "{}", line.detail);
+        assert_eq!(cfg.total(&ScoreInput { prior: Some(prior), ..input(12, &[], 0, 1) }), 0.0, "never below zero");
+        // Over the safety floor, the prior is shown but not applied.
+        let floor = ScoreConfig { floor_factors: vec!["max_level".into()], ..ScoreConfig::default() };
+        let kept = floor.score(&ScoreInput { prior: Some(prior), ..input(12, &[], 0, 1) });
+        assert_eq!(kept.total, floor.score(&input(12, &[], 0, 1)).total);
+        assert!(kept.lines.last().unwrap().detail.contains("safety floor"));
     }
 
     #[test]

@@ -17,6 +17,9 @@ use sluice_operators::handoff::HandoffConfig;
 use sluice_operators::score::ScoreConfig;
 use sluice_operators::time::Duration;
 
+use crate::sinks::SinksConfig;
+use crate::store::{StoreConfig, StoreMode};
+
 /// The whole configuration.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -35,6 +38,8 @@ pub struct Config {
     pub kafka: KafkaConfig,
     pub checkpoint: CheckpointConfig,
     pub rules: RulesConfig,
+    pub store: StoreConfig,
+    pub sinks: SinksConfig,
 }
 
 /// `[rules]`: SQL correlation rules (see `rules/README.md`).
@@ -309,6 +314,16 @@ impl Config {
         }
     }
 
+    /// Whether this run keeps the store (clusters, case files, outbox,
+    /// verdicts, audit log).
+    pub fn store_enabled(&self) -> bool {
+        match self.store.mode {
+            StoreMode::Auto => !self.sinks.names().is_empty() || self.checkpoints_enabled(),
+            StoreMode::On => true,
+            StoreMode::Off => false,
+        }
+    }
+
     /// Whether this run takes checkpoints.
     pub fn checkpoints_enabled(&self) -> bool {
         match self.checkpoint.mode {
@@ -398,6 +413,13 @@ impl Config {
             if self.checkpoint.instance.trim().is_empty() {
                 errors.push("checkpoint.instance is empty".into());
             }
+        }
+        errors.extend(self.sinks.validate());
+        if self.store.mode == StoreMode::Off && !self.sinks.names().is_empty() {
+            errors.push(
+                "store.mode = \"off\" but a hand-off sink is configured: hand-offs go through the store's outbox"
+                    .into(),
+            );
         }
         if self.generator.tenants == 0 {
             errors.push("generator.tenants must be >= 1".into());

@@ -7,6 +7,8 @@ pub mod eval;
 pub mod output;
 pub mod reload;
 pub mod runtime;
+pub mod sinks;
+pub mod store;
 pub mod watermark;
 
 pub use config::Config;

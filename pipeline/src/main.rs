@@ -2,6 +2,7 @@
 
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
@@ -16,6 +17,8 @@ use sluice_pipeline::checkpoint::{CheckpointStore, DirStore, PgStore};
 use sluice_pipeline::config::{Config, Format, InputKind, StoreKind};
 use sluice_pipeline::output::{EventWriter, human_summary, stable_case_json};
 use sluice_pipeline::runtime::Event;
+use sluice_pipeline::sinks::{Dispatchers, LlmSink, Sink, WebhookSink};
+use sluice_pipeline::store::Store;
 use sluice_pipeline::{CheckpointOptions, RunOptions, eval, run};
 
 mod bench;
@@ -70,9 +73,37 @@ enum Command {
     BenchKafka(bench_kafka::BenchKafkaArgs),
     /// Measure what a checkpoint costs with a large live state.
     BenchCheckpoint(bench_checkpoint::BenchCheckpointArgs),
+    /// The hand-off outbox: what is pending, deferred (over budget) or
+    /// parked, and sending parked cases again.
+    #[command(subcommand)]
+    Outbox(OutboxCommand),
     /// Correlation rules: test them on a file, explain their plans, list them.
     #[command(subcommand)]
     Rules(rules_cmd::RulesCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum OutboxCommand {
+    /// Counts by sink and status, then every case with the given status and
+    /// its reason.
+    List {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// pending, deferred, parked or delivered.
+        #[arg(long, default_value = "parked")]
+        status: String,
+    },
+    /// Puts a tenant's parked cases back in the queue (written to the audit
+    /// log); they go out on the next run.
+    Requeue {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        tenant: String,
+        /// Only this sink's cases (webhook, llm).
+        #[arg(long, default_value = "")]
+        sink: String,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -216,6 +247,7 @@ fn main() {
         Command::BenchKafka(a) => bench_kafka::cmd_bench_kafka(a),
         Command::BenchCheckpoint(a) => bench_checkpoint::cmd_bench_checkpoint(a),
         Command::Rules(c) => rules_cmd::cmd_rules(c),
+        Command::Outbox(c) => cmd_outbox(c),
     };
     if let Err(e) = result {
         eprintln!("error: {}", describe(&e));
@@ -403,6 +435,7 @@ fn cmd_run(a: RunArgs) -> Result<()> {
             "no input given: running on the embedded generator (realistic noise with hidden attack campaigns)"
         ),
     }
+    let handoff = start_handoff(&config)?;
     let stdout = std::io::stdout().lock();
     let mut writer = EventWriter::new(&config.output, BufWriter::new(stdout), append)?;
     writer.show_final = a.show_final;
@@ -416,9 +449,15 @@ fn cmd_run(a: RunArgs) -> Result<()> {
         if let Some(sink) = &mut kafka_sink {
             to_kafka(sink, &e)?;
         }
+        if let Some(h) = &handoff {
+            h.record(&e)?;
+        }
         writer.write(e)
     })?;
     writer.finish()?;
+    if let Some(h) = handoff {
+        h.finish(&stop)?;
+    }
     if let Some(sink) = &mut kafka_sink {
         sink.confirm(Duration::from_secs(60)).context("confirming the last Kafka deliveries")?;
     }
@@ -439,6 +478,108 @@ fn cmd_run(a: RunArgs) -> Result<()> {
     if let Some(path) = a.summary_json {
         std::fs::write(&path, serde_json::to_vec_pretty(&summary)?)
             .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// The store and the sinks' dispatchers of a run.
+struct Handoff {
+    store: Arc<Store>,
+    dispatchers: Dispatchers,
+    sinks: Vec<&'static str>,
+    budget: sluice_pipeline::sinks::BudgetConfig,
+    drain: Duration,
+}
+
+/// Opens the store and starts a dispatcher per configured sink, when the
+/// config keeps a store.
+fn start_handoff(config: &Config) -> Result<Option<Handoff>> {
+    if !config.store_enabled() {
+        return Ok(None);
+    }
+    let store = Arc::new(Store::open(&config.store, &config.checkpoint.dir)?);
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    if !config.sinks.webhook.url.is_empty() {
+        sinks.push(Box::new(WebhookSink::new(&config.sinks.webhook).map_err(anyhow::Error::msg)?));
+    }
+    if !config.sinks.llm.base_url.is_empty() {
+        sinks.push(Box::new(LlmSink::new(&config.sinks.llm)));
+    }
+    let names: Vec<&'static str> = sinks.iter().map(|s| s.name()).collect();
+    tracing::info!(store = %store.describe(), sinks = ?names, "hand-offs go through the store's outbox");
+    let dispatchers = Dispatchers::start(store.clone(), sinks, &config.sinks);
+    Ok(Some(Handoff {
+        store,
+        dispatchers,
+        sinks: names,
+        budget: config.sinks.budget.clone(),
+        drain: Duration::from_millis(config.sinks.retry.drain_timeout.millis().max(0) as u64),
+    }))
+}
+
+impl Handoff {
+    /// Writes a report to the store (for a hand-off, its case file and
+    /// outbox rows, in one transaction) and wakes the dispatchers.
+    fn record(&self, event: &Event) -> std::io::Result<()> {
+        if let Event::Report(kind, report) = event {
+            let body = stable_case_json(*kind, report);
+            let floor = self.budget.floor(report);
+            self.store
+                .record(*kind, report, &body, &self.sinks, floor, sluice_connectors::source::now_us())
+                .map_err(std::io::Error::other)?;
+            self.dispatchers.notify();
+        }
+        Ok(())
+    }
+
+    /// At the end of the run: lets the sinks deliver what is due (at most
+    /// `sinks.retry.drain_timeout`; none on an interrupt), then says what is
+    /// left in the outbox.
+    fn finish(self, stop: &StopFlag) -> Result<()> {
+        let wait = if stop.is_stopped() { Duration::ZERO } else { self.drain };
+        let counts = self.dispatchers.drain(wait)?;
+        for sink in &self.sinks {
+            use sluice_pipeline::store::status::{DEFERRED, DELIVERED, PARKED, PENDING};
+            let n = |s| counts.get(sink, s);
+            eprintln!(
+                "outbox {sink:<8} delivered {}, pending {}, deferred {}, parked {}",
+                n(DELIVERED),
+                n(PENDING),
+                n(DEFERRED),
+                n(PARKED)
+            );
+            if n(PENDING) + n(DEFERRED) > 0 {
+                eprintln!("         pending and deferred cases go out on the next start (`sluice outbox list`)");
+            }
+        }
+        Ok(())
+    }
+}
+
+fn cmd_outbox(command: OutboxCommand) -> Result<()> {
+    let open = |path: Option<&Path>| -> Result<Store> {
+        let config = load_config(path)?;
+        Ok(Store::open(&config.store, &config.checkpoint.dir)?)
+    };
+    match command {
+        OutboxCommand::List { config, status } => {
+            let store = open(config.as_deref())?;
+            println!("store {}", store.describe());
+            for (sink, st, n) in &store.outbox_counts()?.rows {
+                println!("  {sink:<8} {st:<10} {n:>8}");
+            }
+            for tenant in store.tenants()? {
+                for (sink, key, reason) in store.outbox_rows(&tenant, &status)? {
+                    println!("{status} [{tenant}] {sink} {key}  {reason}");
+                }
+            }
+        }
+        OutboxCommand::Requeue { config, tenant, sink } => {
+            let store = open(config.as_deref())?;
+            let actor = format!("operator:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()));
+            let n = store.requeue_parked(&tenant, &sink, &actor, sluice_connectors::source::now_us())?;
+            println!("{n} parked case(s) of tenant {tenant} queued again");
+        }
     }
     Ok(())
 }

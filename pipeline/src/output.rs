@@ -11,13 +11,15 @@ use sluice_operators::operator::ReportKind;
 
 use crate::config::{Format, OutputConfig};
 use crate::runtime::{Event, Summary};
+use crate::sinks::json_safe;
 
-/// A case file line: the report plus what kind of hand-off it is.
+/// A case file line: the report plus what kind of hand-off it is (last:
+/// it changes between versions).
 #[derive(serde::Serialize)]
 struct CaseLine<'a> {
-    kind: ReportKind,
     #[serde(flatten)]
     report: &'a ClusterReport,
+    kind: ReportKind,
 }
 
 /// The JSON Schema of a case file line, as published in
@@ -31,16 +33,20 @@ pub fn case_file_schema() -> serde_json::Value {
     #[schemars(title = "Sluice case file")]
     #[allow(dead_code)] // only its schema is used
     struct CaseFile {
-        kind: ReportKind,
         #[serde(flatten)]
         report: ClusterReport,
+        kind: ReportKind,
     }
     serde_json::to_value(schemars::schema_for!(CaseFile)).expect("a schema serializes")
 }
 
 /// One NDJSON case file line for a report.
+///
+/// `<`, `>` and `&` are escaped (`\u003c`…) in every case file, so a case
+/// file can be fenced in a prompt (`<case_file>…</case_file>`) and nothing
+/// taken from an alert can close the fence.
 pub fn case_json(kind: ReportKind, report: &ClusterReport) -> String {
-    serde_json::to_string(&CaseLine { kind, report }).expect("a cluster report always serializes")
+    json_safe(&serde_json::to_string(&CaseLine { report, kind }).expect("a cluster report always serializes"))
 }
 
 /// A case file line without the volatile part (the wall-clock moment the
@@ -48,11 +54,11 @@ pub fn case_json(kind: ReportKind, report: &ClusterReport) -> String {
 /// for byte what was sent before, so a receiver can check an idempotency key
 /// against its content.
 pub fn stable_case_json(kind: ReportKind, report: &ClusterReport) -> String {
-    let mut value = serde_json::to_value(CaseLine { kind, report }).expect("a cluster report always serializes");
-    if let Some(trigger) = value.get_mut("trigger").and_then(serde_json::Value::as_object_mut) {
-        trigger.remove("ingest_time_us");
+    let mut report = report.clone();
+    if let Some(trigger) = &mut report.trigger {
+        trigger.ingest_time_us = 0;
     }
-    value.to_string()
+    case_json(kind, &report)
 }
 
 /// A few lines describing a report, for a person.

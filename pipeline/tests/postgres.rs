@@ -8,7 +8,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use sluice_operators::cluster::ClusterReport;
+use sluice_operators::operator::ReportKind;
 use sluice_pipeline::checkpoint::{Checkpoint, CheckpointStore, OperatorState, PgStore};
+use sluice_pipeline::output::stable_case_json;
+use sluice_pipeline::store::{Store, status};
 use sluice_pipeline::watermark::WatermarkTracker;
 
 /// A PostgreSQL server for one test; stopped on drop.
@@ -227,4 +231,122 @@ fn sluice_run_checkpoints_to_postgres_and_resumes_from_it() {
     let second = run("second.json");
     assert!(second["restored_from"].is_u64(), "{second}");
     assert_eq!(second["alerts_read"], 0);
+}
+
+/// psql as `url`, running each statement in turn in one session; returns
+/// (success, stdout, stderr).
+fn psql_session(url: &str, statements: &[&str]) -> (bool, String, String) {
+    let mut c = Command::new("psql");
+    c.args([url, "-qAt", "-v", "ON_ERROR_STOP=1"]);
+    for s in statements {
+        c.args(["-c", s]);
+    }
+    let out = c.output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn open_store(service: &str, admin: &str) -> Store {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match Store::open_postgres(service, Some(admin)) {
+            Ok(s) => return s,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("waiting for PostgreSQL: {e}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+fn case(tenant: &str, id: &str) -> ClusterReport {
+    serde_json::from_value(serde_json::json!({
+        "cluster_id": id, "version": 1, "idempotency_key": format!("{id}:1"), "tenant": tenant,
+        "signature": "s", "score": 80.0, "decision": "escalate", "reason": "test", "breakdown": [],
+        "first_seen": "2026-11-23T10:00:00.000Z", "last_seen": "2026-11-23T10:00:00.000Z",
+        "entities": {}, "tactics": [], "max_level": 10, "alerts": 1, "duplicates": 0, "rules": [],
+        "representatives": []
+    }))
+    .unwrap()
+}
+
+/// The store on PostgreSQL: migrations as the admin, the service as a
+/// member of `sluice_service`; row-level security keeps tenants apart and
+/// the service role can neither disable nor bypass it.
+#[test]
+fn the_store_keeps_tenants_apart_with_row_level_security_the_service_cannot_bypass() {
+    let Some(pg) = Postgres::start() else { return };
+    let _ = connect(&pg.url, "warm-up");
+    psql(&pg.url, "CREATE ROLE sluice_app LOGIN");
+    let app = pg.url.replace("postgres@", "sluice_app@");
+    // The migration creates the tables (owned by the admin) and the
+    // sluice_service role; the deployer makes the service's login a member.
+    let store = open_store(&app, &pg.url);
+    psql(&pg.url, "GRANT sluice_service TO sluice_app");
+    for (tenant, id) in [("acme", "a1"), ("acme", "a2"), ("globex", "g1")] {
+        let r = case(tenant, id);
+        assert!(
+            store
+                .record(ReportKind::Escalate, &r, &stable_case_json(ReportKind::Escalate, &r), &["webhook"], false, 1)
+                .unwrap()
+        );
+    }
+    // Through the store, one tenant at a time.
+    let keys =
+        |t: &str| -> Vec<String> { store.outbox_rows(t, status::PENDING).unwrap().into_iter().map(|r| r.1).collect() };
+    assert_eq!(keys("acme"), ["a1:1", "a2:1"]);
+    assert_eq!(keys("globex"), ["g1:1"]);
+    // As the service role, by hand: nothing without a tenant, only that
+    // tenant's rows with one.
+    let scoped = |tenant: &str, sql: &str| psql_session(&app, &[&format!("SET app.tenant_id = '{tenant}'"), sql]);
+    let (ok, out, err) = psql_session(&app, &["SELECT count(*) FROM case_files"]);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "0", "no tenant set: no rows");
+    let (_, out, _) =
+        scoped("acme", "SELECT string_agg(idempotency_key, ',' ORDER BY idempotency_key) FROM case_files");
+    assert_eq!(out.trim(), "a1:1,a2:1");
+    let (_, out, _) = scoped("acme", "SELECT count(*) FROM audit_log WHERE tenant = 'globex'");
+    assert_eq!(out.trim(), "0");
+    // Writes to another tenant are refused or touch nothing.
+    let (ok, _, err) = scoped(
+        "acme",
+        "INSERT INTO case_files (tenant, idempotency_key, cluster_id, version, kind, score, body, created_us)
+         VALUES ('globex', 'x:1', 'x', 1, 'escalate', 1, '{}', 1)",
+    );
+    assert!(!ok && err.contains("row-level security"), "{err}");
+    let (ok, out, err) = scoped(
+        "acme",
+        "WITH u AS (UPDATE outbox SET status = 'delivered' WHERE tenant = 'globex' RETURNING 1) SELECT count(*) FROM u",
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "0");
+    assert_eq!(keys("globex"), ["g1:1"], "globex's case is still pending");
+    // The policy cannot be switched off, dropped or bypassed.
+    for sql in [
+        "ALTER TABLE case_files DISABLE ROW LEVEL SECURITY",
+        "ALTER TABLE case_files NO FORCE ROW LEVEL SECURITY",
+        "DROP POLICY tenant_isolation ON case_files",
+        "ALTER ROLE sluice_app BYPASSRLS",
+    ] {
+        let (ok, _, err) = psql_session(&app, &[sql]);
+        assert!(!ok, "{sql} succeeded as the service role");
+        assert!(
+            ["must be owner", "permission denied", "must be superuser"].iter().any(|m| err.contains(m)),
+            "{sql}: {err}"
+        );
+    }
+    let (ok, _, err) = psql_session(&app, &["SET row_security = off", "SELECT count(*) FROM case_files"]);
+    assert!(!ok && err.contains("row-level security"), "row_security = off must not read around the policy: {err}");
+    // The audit log is append-only for the service.
+    let (ok, _, err) = scoped("acme", "DELETE FROM audit_log");
+    assert!(!ok && err.contains("permission denied"), "{err}");
+    let (_, out, _) = psql_session(
+        &pg.url,
+        &["SELECT bool_or(rolbypassrls OR rolsuper) FROM pg_roles WHERE rolname IN ('sluice_service', 'sluice_app')"],
+    );
+    assert_eq!(out.trim(), "f");
 }

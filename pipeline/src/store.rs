@@ -1,0 +1,799 @@
+//! The store: clusters and their versions, case files, the outbox, verdicts,
+//! priors and an append-only audit log, through sqlx.
+//!
+//! SQLite by default (a file next to the checkpoint state), PostgreSQL when
+//! configured. The migrations are the files under `pipeline/migrations/`
+//! (embedded in the binary and applied at start; `sqlx migrate run --source
+//! pipeline/migrations/postgres` applies the same files by hand).
+//!
+//! **Exactly once.** A hand-off is written in one transaction with its
+//! cluster version: the case file (its exact bytes, once per idempotency key)
+//! and one outbox row per sink. Dispatchers ([`crate::sinks`]) then deliver
+//! outbox rows and mark them done when the sink acknowledges. A crash before
+//! the commit replays the report from the source, and the insert finds the
+//! key already there; a crash after it leaves the row pending, and it is sent
+//! again with the same bytes. A receiver may see a key twice, never two
+//! contents under one key.
+//!
+//! **Tenants.** On PostgreSQL every tenant-owned table has row-level
+//! security; every statement here runs in a transaction that first sets
+//! `app.tenant_id`, so the service role reads and writes one tenant at a time.
+
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sluice_connectors::source::now_us;
+use sluice_operators::cluster::ClusterReport;
+use sluice_operators::operator::ReportKind;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::{AnyPool, Row};
+
+/// `[store]` settings.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `auto`: on when a hand-off sink is configured or checkpoints are on.
+    pub mode: StoreMode,
+    pub backend: StoreBackend,
+    /// The SQLite file; empty: `sluice.db` in `checkpoint.dir`.
+    pub path: String,
+    /// With `backend = "postgres"`: the environment variable holding the
+    /// service's connection URL (a role that is a member of `sluice_service`).
+    pub postgres_url_env: String,
+    /// With `backend = "postgres"`: the environment variable holding an admin
+    /// URL (the tables' owner) that runs the migrations. When it is not set,
+    /// the service URL runs them.
+    pub postgres_admin_url_env: String,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            mode: StoreMode::Auto,
+            backend: StoreBackend::Sqlite,
+            path: String::new(),
+            postgres_url_env: "SLUICE_STORE_URL".into(),
+            postgres_admin_url_env: "SLUICE_STORE_ADMIN_URL".into(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreMode {
+    #[default]
+    Auto,
+    On,
+    Off,
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreBackend {
+    #[default]
+    Sqlite,
+    Postgres,
+}
+
+/// A store operation that failed, with where and what.
+#[derive(Debug, thiserror::Error)]
+#[error("store {place}: {what}: {message}")]
+pub struct StoreError {
+    pub place: String,
+    pub what: String,
+    pub message: String,
+}
+
+/// Outbox row states.
+pub mod status {
+    pub const PENDING: &str = "pending";
+    pub const DELIVERED: &str = "delivered";
+    pub const PARKED: &str = "parked";
+    pub const DEFERRED: &str = "deferred";
+}
+
+/// One case waiting in the outbox for a sink.
+#[derive(Clone, Debug)]
+pub struct Pending {
+    pub id: i64,
+    pub tenant: String,
+    pub sink: String,
+    pub idempotency_key: String,
+    pub score: f64,
+    /// Over the safety floor: never held back by a budget.
+    pub floor: bool,
+    pub attempts: i64,
+    pub kind: String,
+    pub cluster_id: String,
+    pub version: i64,
+    /// The case file, byte for byte what every sink sends under the key.
+    pub body: String,
+}
+
+/// A verdict from the investigation stage, as stored.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VerdictRecord {
+    pub verdict: String,
+    pub confidence: f64,
+    /// The whole validated answer, JSON.
+    pub body: String,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+}
+
+/// Outbox counts by sink and status.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct OutboxCounts {
+    pub rows: Vec<(String, String, i64)>,
+}
+
+impl OutboxCounts {
+    pub fn get(&self, sink: &str, status: &str) -> i64 {
+        self.rows.iter().filter(|(s, st, _)| s == sink && st == status).map(|r| r.2).sum()
+    }
+}
+
+/// The store. Cheap to share between threads (`Arc`).
+pub struct Store {
+    runtime: tokio::runtime::Runtime,
+    pool: AnyPool,
+    backend: StoreBackend,
+    /// Where, for people: the file, or host and database (never a password).
+    place: String,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("place", &self.place).finish_non_exhaustive()
+    }
+}
+
+/// The migrations of a backend, embedded: the same files `sqlx migrate` reads.
+fn migrator(backend: StoreBackend) -> Migrator {
+    let files: &[(i64, &str, &str)] = match backend {
+        StoreBackend::Sqlite => &[(1, "store", include_str!("../migrations/sqlite/0001_store.sql"))],
+        StoreBackend::Postgres => &[(1, "store", include_str!("../migrations/postgres/0001_store.sql"))],
+    };
+    Migrator {
+        migrations: Cow::Owned(
+            files
+                .iter()
+                .map(|(v, d, sql)| {
+                    Migration::new(*v, Cow::Borrowed(d), MigrationType::Simple, Cow::Borrowed(sql), false)
+                })
+                .collect(),
+        ),
+        ignore_missing: false,
+        locking: true,
+        no_tx: false,
+    }
+}
+
+/// A connection URL's host and database, for messages (no credentials).
+fn place_of_url(url: &str) -> String {
+    match url.parse::<sqlx::postgres::PgConnectOptions>() {
+        Ok(o) => format!("postgres://{}:{}/{}", o.get_host(), o.get_port(), o.get_database().unwrap_or("")),
+        Err(_) => "postgres".into(),
+    }
+}
+
+impl Store {
+    /// Opens (and migrates) the configured store. `state_dir` is where the
+    /// SQLite file goes when `store.path` is empty.
+    pub fn open(config: &StoreConfig, state_dir: &str) -> Result<Store, StoreError> {
+        match config.backend {
+            StoreBackend::Sqlite => {
+                let path = if config.path.is_empty() {
+                    Path::new(state_dir).join("sluice.db")
+                } else {
+                    PathBuf::from(&config.path)
+                };
+                Self::open_sqlite(&path)
+            }
+            StoreBackend::Postgres => {
+                let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+                let url = env(&config.postgres_url_env).ok_or_else(|| StoreError {
+                    place: "postgres".into(),
+                    what: "connect".into(),
+                    message: format!(
+                        "store.backend = \"postgres\" needs the connection URL in ${}",
+                        config.postgres_url_env
+                    ),
+                })?;
+                let admin = env(&config.postgres_admin_url_env);
+                Self::open_postgres(&url, admin.as_deref())
+            }
+        }
+    }
+
+    /// A SQLite store in `path` (created with its directory if missing).
+    pub fn open_sqlite(path: &Path) -> Result<Store, StoreError> {
+        let place = path.display().to_string();
+        let err = |what: &str, message: String| StoreError { place: place.clone(), what: what.into(), message };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| err("create directory", e.to_string()))?;
+        }
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        let runtime = runtime().map_err(|e| err("start", e))?;
+        let pool = runtime
+            .block_on(
+                AnyPoolOptions::new()
+                    .max_connections(4)
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            // Durable commits; writers wait for each other
+                            // instead of failing.
+                            sqlx::query("PRAGMA busy_timeout = 10000").execute(&mut *conn).await?;
+                            sqlx::query("PRAGMA synchronous = FULL").execute(&mut *conn).await?;
+                            Ok(())
+                        })
+                    })
+                    .connect(&url),
+            )
+            .map_err(|e| err("open", e.to_string()))?;
+        runtime
+            .block_on(sqlx::query("PRAGMA journal_mode = WAL").execute(&pool))
+            .map_err(|e| err("set WAL mode", e.to_string()))?;
+        let store = Store { runtime, pool, backend: StoreBackend::Sqlite, place };
+        store.migrate(&store.pool)?;
+        Ok(store)
+    }
+
+    /// A PostgreSQL store. `admin_url`, when given, runs the migrations (the
+    /// tables' owner); the service connects with `url`.
+    pub fn open_postgres(url: &str, admin_url: Option<&str>) -> Result<Store, StoreError> {
+        let place = place_of_url(url);
+        let err = |what: &str, message: String| StoreError { place: place.clone(), what: what.into(), message };
+        let hide = |e: sqlx::Error| {
+            let mut m = e.to_string().replace(url, "<store url>");
+            if let Some(a) = admin_url {
+                m = m.replace(a, "<store admin url>");
+            }
+            m
+        };
+        let runtime = runtime().map_err(|e| err("start", e))?;
+        let connect = |runtime: &tokio::runtime::Runtime, u: &str, n: u32| {
+            runtime.block_on(
+                AnyPoolOptions::new().max_connections(n).acquire_timeout(std::time::Duration::from_secs(10)).connect(u),
+            )
+        };
+        let pool = connect(&runtime, url, 4).map_err(|e| err("connect", hide(e)))?;
+        let store = Store { runtime, pool, backend: StoreBackend::Postgres, place: place.clone() };
+        match admin_url {
+            Some(a) => {
+                let admin = connect(&store.runtime, a, 1).map_err(|e| err("connect (admin)", hide(e)))?;
+                store.migrate(&admin)?;
+                store.runtime.block_on(admin.close());
+            }
+            None => store.migrate(&store.pool)?,
+        }
+        Ok(store)
+    }
+
+    fn migrate(&self, pool: &AnyPool) -> Result<(), StoreError> {
+        self.runtime
+            .block_on(migrator(self.backend).run(pool))
+            .map_err(|e| self.error("apply migrations", e.to_string()))
+    }
+
+    fn error(&self, what: &str, message: String) -> StoreError {
+        StoreError { place: self.place.clone(), what: what.into(), message }
+    }
+
+    pub fn describe(&self) -> &str {
+        &self.place
+    }
+
+    pub fn backend(&self) -> StoreBackend {
+        self.backend
+    }
+
+    /// Runs `f` in a transaction scoped to `tenant` (row-level security on
+    /// PostgreSQL), committing when it succeeds.
+    fn in_tenant<T>(
+        &self,
+        tenant: &str,
+        what: &str,
+        f: impl for<'c> FnOnce(
+            &'c mut sqlx::AnyConnection,
+        ) -> std::pin::Pin<Box<dyn Future<Output = Result<T, sqlx::Error>> + 'c>>,
+    ) -> Result<T, StoreError> {
+        self.runtime
+            .block_on(async {
+                let mut tx = self.pool.begin().await?;
+                if self.backend == StoreBackend::Postgres {
+                    sqlx::query("SELECT set_config('app.tenant_id', $1, true)").bind(tenant).execute(&mut *tx).await?;
+                }
+                let out = f(&mut tx).await?;
+                tx.commit().await?;
+                Ok(out)
+            })
+            .map_err(|e: sqlx::Error| self.error(what, format!("tenant {tenant}: {e}")))
+    }
+
+    /// Records a report: the cluster's latest state, its version, and for a
+    /// hand-off the case file and one outbox row per sink, in one
+    /// transaction. Returns whether the case file is new (a replayed report
+    /// finds its key already there and changes nothing).
+    pub fn record(
+        &self,
+        kind: ReportKind,
+        report: &ClusterReport,
+        body: &str,
+        sinks: &[&str],
+        floor: bool,
+        now_us: i64,
+    ) -> Result<bool, StoreError> {
+        let kind_name = kind_name(kind);
+        let r = report.clone();
+        let body = body.to_string();
+        let sinks: Vec<String> = sinks.iter().map(|s| s.to_string()).collect();
+        let tenant = report.tenant.clone();
+        self.in_tenant(&tenant, "record a cluster version", move |c| {
+            Box::pin(async move {
+                let t = r.tenant.as_str();
+                let decision = r.decision.to_string();
+                let signature = r.signature.clone();
+                sqlx::query("INSERT INTO sluice_tenants (tenant) VALUES ($1) ON CONFLICT DO NOTHING")
+                    .bind(t)
+                    .execute(&mut *c)
+                    .await?;
+                sqlx::query(
+                    "INSERT INTO clusters (tenant, cluster_id, version, score, decision, first_seen, last_seen, signature, updated_us)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                     ON CONFLICT (tenant, cluster_id) DO UPDATE SET version = excluded.version, score = excluded.score,
+                        decision = excluded.decision, last_seen = excluded.last_seen, signature = excluded.signature,
+                        updated_us = excluded.updated_us
+                     WHERE clusters.version <= excluded.version",
+                )
+                .bind(t)
+                .bind(&r.cluster_id)
+                .bind(r.version as i64)
+                .bind(r.score)
+                .bind(&decision)
+                .bind(&r.first_seen)
+                .bind(&r.last_seen)
+                .bind(&signature)
+                .bind(now_us)
+                .execute(&mut *c)
+                .await?;
+                sqlx::query(
+                    "INSERT INTO cluster_versions (tenant, cluster_id, version, kind, score, decision, reason, created_us)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+                )
+                .bind(t)
+                .bind(&r.cluster_id)
+                .bind(r.version as i64)
+                .bind(kind_name)
+                .bind(r.score)
+                .bind(&decision)
+                .bind(&r.reason)
+                .bind(now_us)
+                .execute(&mut *c)
+                .await?;
+                if kind == ReportKind::Close {
+                    audit(&mut *c, t, now_us, "sluice", "close", &r.idempotency_key, &format!("{decision}: {}", r.reason))
+                        .await?;
+                    return Ok(false);
+                }
+                let inserted = sqlx::query(
+                    "INSERT INTO case_files (tenant, idempotency_key, cluster_id, version, kind, score, body, created_us)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+                )
+                .bind(t)
+                .bind(&r.idempotency_key)
+                .bind(&r.cluster_id)
+                .bind(r.version as i64)
+                .bind(kind_name)
+                .bind(r.score)
+                .bind(&body)
+                .bind(now_us)
+                .execute(&mut *c)
+                .await?
+                .rows_affected()
+                    == 1;
+                if !inserted {
+                    return Ok(false);
+                }
+                for sink in &sinks {
+                    sqlx::query(
+                        "INSERT INTO outbox (tenant, sink, idempotency_key, score, floor, next_attempt_us, created_us)
+                         VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(t)
+                    .bind(sink)
+                    .bind(&r.idempotency_key)
+                    .bind(r.score)
+                    .bind(floor as i64)
+                    .bind(now_us)
+                    .execute(&mut *c)
+                    .await?;
+                }
+                let to = if sinks.is_empty() { "no sink configured".to_string() } else { sinks.join(", ") };
+                audit(&mut *c, t, now_us, "sluice", kind_name, &r.idempotency_key, &format!("{}; to {to}", r.reason))
+                    .await?;
+                Ok(true)
+            })
+        })
+    }
+
+    /// Every tenant that has something in the store.
+    pub fn tenants(&self) -> Result<Vec<String>, StoreError> {
+        self.runtime
+            .block_on(sqlx::query_scalar("SELECT tenant FROM sluice_tenants ORDER BY tenant").fetch_all(&self.pool))
+            .map_err(|e| self.error("list tenants", e.to_string()))
+    }
+
+    /// Up to `limit` cases due for `sink` in `tenant`: pending rows whose
+    /// next attempt is due, plus deferred ones when `include_deferred`;
+    /// safety-floor cases first, then the highest scores, then the oldest.
+    pub fn due(
+        &self,
+        tenant: &str,
+        sink: &str,
+        now_us: i64,
+        limit: i64,
+        include_deferred: bool,
+    ) -> Result<Vec<Pending>, StoreError> {
+        let (sink, t) = (sink.to_string(), tenant.to_string());
+        self.in_tenant(tenant, "read the outbox", move |c| {
+            Box::pin(async move {
+                let rows: Vec<AnyRow> = sqlx::query(
+                    "SELECT o.id, o.tenant, o.sink, o.idempotency_key, o.score, o.floor, o.attempts,
+                            f.kind, f.cluster_id, f.version, f.body
+                     FROM outbox o JOIN case_files f ON f.tenant = o.tenant AND f.idempotency_key = o.idempotency_key
+                     WHERE o.tenant = $5 AND o.sink = $1 AND o.next_attempt_us <= $2
+                       AND (o.status = 'pending' OR (o.status = 'deferred' AND $3 = 1))
+                     ORDER BY o.floor DESC, o.score DESC, o.id
+                     LIMIT $4",
+                )
+                .bind(&sink)
+                .bind(now_us)
+                .bind(include_deferred as i64)
+                .bind(limit)
+                .bind(&t)
+                .fetch_all(&mut *c)
+                .await?;
+                rows.iter().map(pending_of).collect()
+            })
+        })
+    }
+
+    /// Marks a case delivered (the sink acknowledged it), with a verdict
+    /// when the sink returned one, and audits it.
+    pub fn delivered(
+        &self,
+        case: &Pending,
+        actor: &str,
+        detail: &str,
+        verdict: Option<&VerdictRecord>,
+        now_us: i64,
+    ) -> Result<(), StoreError> {
+        let case = case.clone();
+        let (actor, detail, verdict) = (actor.to_string(), detail.to_string(), verdict.cloned());
+        self.in_tenant(&case.tenant.clone(), "mark a case delivered", move |c| {
+            Box::pin(async move {
+                sqlx::query(
+                    "UPDATE outbox SET status = 'delivered', attempts = attempts + 1, done_us = $1, last_error = NULL
+                     WHERE id = $2 AND tenant = $3",
+                )
+                .bind(now_us)
+                .bind(case.id)
+                .bind(&case.tenant)
+                .execute(&mut *c)
+                .await?;
+                audit(&mut *c, &case.tenant, now_us, &actor, "handoff", &case.idempotency_key, &detail).await?;
+                if let Some(v) = verdict {
+                    sqlx::query(
+                        "INSERT INTO verdicts (tenant, cluster_id, version, idempotency_key, sink, verdict, confidence, body,
+                            prompt_tokens, completion_tokens, created_us)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(&case.tenant)
+                    .bind(&case.cluster_id)
+                    .bind(case.version)
+                    .bind(&case.idempotency_key)
+                    .bind(&case.sink)
+                    .bind(&v.verdict)
+                    .bind(v.confidence)
+                    .bind(&v.body)
+                    .bind(v.prompt_tokens)
+                    .bind(v.completion_tokens)
+                    .bind(now_us)
+                    .execute(&mut *c)
+                    .await?;
+                    let detail = format!("{} (confidence {:.2})", v.verdict, v.confidence);
+                    audit(&mut *c, &case.tenant, now_us, &actor, "verdict", &case.idempotency_key, &detail).await?;
+                }
+                Ok(())
+            })
+        })
+    }
+
+    /// A failed attempt: try again at `next_us`.
+    pub fn retry(&self, case: &Pending, error: &str, next_us: i64) -> Result<(), StoreError> {
+        let (id, error, t) = (case.id, error.to_string(), case.tenant.clone());
+        self.in_tenant(&case.tenant, "schedule a retry", move |c| {
+            Box::pin(async move {
+                sqlx::query(
+                    "UPDATE outbox SET status = 'pending', attempts = attempts + 1, next_attempt_us = $1, last_error = $2
+                     WHERE id = $3 AND tenant = $4",
+                )
+                .bind(next_us)
+                .bind(&error)
+                .bind(id)
+                .bind(&t)
+                .execute(&mut *c)
+                .await?;
+                Ok(())
+            })
+        })
+    }
+
+    /// Gives up on a case for now: it stays in the store, parked, with the
+    /// reason (`sluice outbox retry` sends it again).
+    pub fn park(&self, case: &Pending, actor: &str, reason: &str, now_us: i64) -> Result<(), StoreError> {
+        self.set_status(case, status::PARKED, actor, "parked", reason, now_us)
+    }
+
+    /// Holds a case back (over budget) with the reason; it goes out when
+    /// budget frees up.
+    pub fn defer(&self, case: &Pending, actor: &str, reason: &str, now_us: i64) -> Result<(), StoreError> {
+        self.set_status(case, status::DEFERRED, actor, "deferred", reason, now_us)
+    }
+
+    fn set_status(
+        &self,
+        case: &Pending,
+        new: &'static str,
+        actor: &str,
+        action: &'static str,
+        reason: &str,
+        now_us: i64,
+    ) -> Result<(), StoreError> {
+        let case = case.clone();
+        let (actor, reason) = (actor.to_string(), reason.to_string());
+        self.in_tenant(&case.tenant.clone(), "update the outbox", move |c| {
+            Box::pin(async move {
+                let changed = sqlx::query(
+                    "UPDATE outbox SET status = $1, last_error = $2 WHERE id = $3 AND tenant = $4 AND status <> $1",
+                )
+                .bind(new)
+                .bind(&reason)
+                .bind(case.id)
+                .bind(&case.tenant)
+                .execute(&mut *c)
+                .await?
+                .rows_affected();
+                // Deferring again for the same reason is not news.
+                if changed > 0 {
+                    audit(&mut *c, &case.tenant, now_us, &actor, action, &case.idempotency_key, &reason).await?;
+                }
+                Ok(())
+            })
+        })
+    }
+
+    /// Puts parked cases of a tenant back in the queue (`sink` empty: all).
+    pub fn requeue_parked(&self, tenant: &str, sink: &str, actor: &str, now_us: i64) -> Result<u64, StoreError> {
+        let (t, sink, actor) = (tenant.to_string(), sink.to_string(), actor.to_string());
+        self.in_tenant(tenant, "requeue parked cases", move |c| {
+            Box::pin(async move {
+                let n = sqlx::query(
+                    "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_us = $1
+                     WHERE tenant = $3 AND status = 'parked' AND ($2 = '' OR sink = $2)",
+                )
+                .bind(now_us)
+                .bind(&sink)
+                .bind(&t)
+                .execute(&mut *c)
+                .await?
+                .rows_affected();
+                if n > 0 {
+                    audit(&mut *c, &t, now_us, &actor, "requeue", &format!("{n} parked case(s)"), &sink).await?;
+                }
+                Ok(n)
+            })
+        })
+    }
+
+    /// Appends to a tenant's audit log.
+    pub fn audit(
+        &self,
+        tenant: &str,
+        actor: &str,
+        action: &str,
+        subject: &str,
+        detail: &str,
+    ) -> Result<(), StoreError> {
+        let (t, actor, action, subject, detail) =
+            (tenant.to_string(), actor.to_string(), action.to_string(), subject.to_string(), detail.to_string());
+        self.in_tenant(tenant, "append to the audit log", move |c| {
+            Box::pin(async move { audit(c, &t, now_us(), &actor, &action, &subject, &detail).await })
+        })
+    }
+
+    /// Cases of a tenant still pending for a sink (due now or later).
+    pub fn pending_count(&self, tenant: &str, sink: &str) -> Result<i64, StoreError> {
+        let (sink, t) = (sink.to_string(), tenant.to_string());
+        self.in_tenant(tenant, "count pending cases", move |c| {
+            Box::pin(async move {
+                sqlx::query_scalar("SELECT count(*) FROM outbox WHERE tenant = $2 AND sink = $1 AND status = 'pending'")
+                    .bind(&sink)
+                    .bind(&t)
+                    .fetch_one(&mut *c)
+                    .await
+            })
+        })
+    }
+
+    /// Outbox rows by sink and status, over every tenant.
+    pub fn outbox_counts(&self) -> Result<OutboxCounts, StoreError> {
+        let mut counts = OutboxCounts::default();
+        for tenant in self.tenants()? {
+            let t = tenant.clone();
+            let rows: Vec<(String, String, i64)> = self.in_tenant(&tenant, "count the outbox", move |c| {
+                Box::pin(async move {
+                    let rows: Vec<AnyRow> = sqlx::query(
+                        "SELECT sink, status, count(*) AS n FROM outbox WHERE tenant = $1 GROUP BY sink, status",
+                    )
+                    .bind(&t)
+                    .fetch_all(&mut *c)
+                    .await?;
+                    rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))).collect()
+                })
+            })?;
+            for (sink, st, n) in rows {
+                match counts.rows.iter_mut().find(|(s, x, _)| *s == sink && *x == st) {
+                    Some(r) => r.2 += n,
+                    None => counts.rows.push((sink, st, n)),
+                }
+            }
+        }
+        counts.rows.sort();
+        Ok(counts)
+    }
+
+    /// A tenant's outbox rows with the given status: (sink, key, reason).
+    pub fn outbox_rows(&self, tenant: &str, status: &str) -> Result<Vec<(String, String, String)>, StoreError> {
+        let (status, t) = (status.to_string(), tenant.to_string());
+        self.in_tenant(tenant, "list the outbox", move |c| {
+            Box::pin(async move {
+                let rows: Vec<AnyRow> = sqlx::query(
+                    "SELECT sink, idempotency_key, COALESCE(last_error, '') FROM outbox WHERE tenant = $2 AND status = $1
+                     ORDER BY floor DESC, score DESC, id",
+                )
+                .bind(&status)
+                .bind(&t)
+                .fetch_all(&mut *c)
+                .await?;
+                rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))).collect()
+            })
+        })
+    }
+
+    /// Hand-offs (delivered outbox rows) of a tenant's sink since `since_us`.
+    pub fn delivered_since(&self, tenant: &str, sink: &str, since_us: i64) -> Result<i64, StoreError> {
+        let (sink, t) = (sink.to_string(), tenant.to_string());
+        self.in_tenant(tenant, "count hand-offs", move |c| {
+            Box::pin(async move {
+                sqlx::query_scalar(
+                    "SELECT count(*) FROM outbox WHERE tenant = $3 AND sink = $1 AND status = 'delivered' AND done_us >= $2",
+                )
+                .bind(&sink)
+                .bind(since_us)
+                .bind(&t)
+                    .fetch_one(&mut *c)
+                    .await
+            })
+        })
+    }
+
+    /// Tokens a tenant's verdicts used since `since_us`.
+    pub fn tokens_since(&self, tenant: &str, since_us: i64) -> Result<i64, StoreError> {
+        let t = tenant.to_string();
+        self.in_tenant(tenant, "sum tokens", move |c| {
+            Box::pin(async move {
+                let n: Option<i64> = sqlx::query_scalar(
+                    "SELECT CAST(SUM(prompt_tokens + completion_tokens) AS BIGINT) FROM verdicts
+                     WHERE tenant = $2 AND created_us >= $1",
+                )
+                .bind(since_us)
+                .bind(&t)
+                .fetch_one(&mut *c)
+                .await?;
+                Ok(n.unwrap_or(0))
+            })
+        })
+    }
+
+    /// A tenant's verdicts: (idempotency key, verdict, confidence).
+    pub fn verdicts(&self, tenant: &str) -> Result<Vec<(String, String, f64)>, StoreError> {
+        let t = tenant.to_string();
+        self.in_tenant(tenant, "list verdicts", move |c| {
+            Box::pin(async move {
+                let rows: Vec<AnyRow> = sqlx::query(
+                    "SELECT idempotency_key, verdict, confidence FROM verdicts WHERE tenant = $1 ORDER BY id",
+                )
+                .bind(&t)
+                .fetch_all(&mut *c)
+                .await?;
+                rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))).collect()
+            })
+        })
+    }
+
+    /// A tenant's audit log, oldest first: (actor, action, subject, detail).
+    pub fn audit_log(&self, tenant: &str) -> Result<Vec<(String, String, String, String)>, StoreError> {
+        let t = tenant.to_string();
+        self.in_tenant(tenant, "read the audit log", move |c| {
+            Box::pin(async move {
+                let rows: Vec<AnyRow> =
+                    sqlx::query("SELECT actor, action, subject, detail FROM audit_log WHERE tenant = $1 ORDER BY id")
+                        .bind(&t)
+                        .fetch_all(&mut *c)
+                        .await?;
+                rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?))).collect()
+            })
+        })
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    sqlx::any::install_default_drivers();
+    // Several threads (the pipeline's caller, each sink's dispatcher) call
+    // `block_on`; on a current-thread runtime they take turns driving it.
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the database runtime: {e}"))
+}
+
+fn kind_name(kind: ReportKind) -> &'static str {
+    match kind {
+        ReportKind::Escalate => "escalate",
+        ReportKind::Update => "update",
+        ReportKind::Close => "close",
+    }
+}
+
+fn pending_of(r: &AnyRow) -> Result<Pending, sqlx::Error> {
+    Ok(Pending {
+        id: r.try_get(0)?,
+        tenant: r.try_get(1)?,
+        sink: r.try_get(2)?,
+        idempotency_key: r.try_get(3)?,
+        score: r.try_get(4)?,
+        floor: r.try_get::<i64, _>(5)? != 0,
+        attempts: r.try_get(6)?,
+        kind: r.try_get(7)?,
+        cluster_id: r.try_get(8)?,
+        version: r.try_get(9)?,
+        body: r.try_get(10)?,
+    })
+}
+
+async fn audit(
+    c: &mut sqlx::AnyConnection,
+    tenant: &str,
+    at_us: i64,
+    actor: &str,
+    action: &str,
+    subject: &str,
+    detail: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO audit_log (tenant, at_us, actor, action, subject, detail) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(tenant)
+    .bind(at_us)
+    .bind(actor)
+    .bind(action)
+    .bind(subject)
+    .bind(detail)
+    .execute(c)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,391 @@
+//! Hand-off to the investigation stage: the store's outbox, the webhook and
+//! LLM sinks against local scripted servers, budgets, and exactly-once
+//! delivery across a `kill -9`.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::http::{Reply, Request, Server};
+use serde_json::json;
+use sluice_operators::cluster::ClusterReport;
+use sluice_operators::operator::ReportKind;
+use sluice_operators::time::Duration as ConfigDuration;
+use sluice_pipeline::output::stable_case_json;
+use sluice_pipeline::sinks::{
+    BudgetLimits, Dispatchers, LlmConfig, LlmSink, Sink, SinksConfig, WebhookConfig, WebhookSink, signature,
+};
+use sluice_pipeline::store::{Store, status};
+
+fn report(tenant: &str, id: &str, version: u64, score: f64, factors: &[&str]) -> ClusterReport {
+    let breakdown: Vec<_> = factors.iter().map(|f| json!({"factor": f, "points": 10.0, "detail": "test"})).collect();
+    serde_json::from_value(json!({
+        "cluster_id": id, "version": version, "idempotency_key": format!("{id}:{version}"),
+        "tenant": tenant, "signature": "0011223344556677", "score": score, "decision": "escalate",
+        "reason": "test", "breakdown": breakdown,
+        "first_seen": "2026-11-23T10:00:00.000Z", "last_seen": "2026-11-23T10:05:00.000Z",
+        "entities": {"host": ["web-01"], "ip": ["203.0.113.7"]}, "tactics": ["Credential Access"],
+        "max_level": 10, "alerts": 12, "duplicates": 3, "rules": [], "representatives": []
+    }))
+    .unwrap()
+}
+
+fn record(store: &Store, r: &ClusterReport, sinks: &[&str], floor: bool) -> bool {
+    let body = stable_case_json(ReportKind::Escalate, r);
+    store.record(ReportKind::Escalate, r, &body, sinks, floor, sluice_connectors::source::now_us()).unwrap()
+}
+
+fn fast_retries() -> SinksConfig {
+    let mut c = SinksConfig::default();
+    c.retry.initial = ConfigDuration(10);
+    c.retry.max = ConfigDuration(50);
+    c.retry.max_attempts = 6;
+    c
+}
+
+fn sqlite(dir: &Path) -> Arc<Store> {
+    Arc::new(Store::open_sqlite(&dir.join("sluice.db")).unwrap())
+}
+
+fn webhook(url: &str, timeout_ms: i64) -> Box<dyn Sink> {
+    let config = WebhookConfig { url: url.into(), timeout: ConfigDuration(timeout_ms), ..WebhookConfig::default() };
+    Box::new(WebhookSink::with_secret(&config, "test-secret"))
+}
+
+fn llm(url: &str, timeout_ms: i64) -> Box<dyn Sink> {
+    let config = LlmConfig {
+        base_url: format!("{url}/v1"),
+        model: "test-model".into(),
+        timeout: ConfigDuration(timeout_ms),
+        ..LlmConfig::default()
+    };
+    Box::new(LlmSink::with_key(&config, Some("test-key".into())))
+}
+
+fn verdict_answer(content: &str, prompt: i64, completion: i64) -> Reply {
+    Reply::json(
+        200,
+        json!({
+            "id": "x", "object": "chat.completion",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+        })
+        .to_string(),
+    )
+}
+
+const GOOD_VERDICT: &str = r#"{"verdict":"true_positive","confidence":0.9,"summary":"SSH brute force then login.","recommended_actions":["Reset the password"],"mitre":["T1110.001"]}"#;
+
+#[test]
+fn the_webhook_gets_each_case_signed_and_retries_through_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite(dir.path());
+    // Fails the first two attempts of every key (500, then a reset).
+    let seen: Arc<std::sync::Mutex<BTreeMap<String, usize>>> = Default::default();
+    let s2 = seen.clone();
+    let server = Server::start(move |req: &Request| {
+        let key = req.headers.get("idempotency-key").cloned().unwrap_or_default();
+        let mut seen = s2.lock().unwrap();
+        let n = seen.entry(key).or_default();
+        *n += 1;
+        match *n {
+            1 => Reply::json(500, "{}"),
+            2 => Reply::Reset,
+            _ => Reply::json(200, "{}"),
+        }
+    });
+    for i in 0..3 {
+        assert!(record(&store, &report("acme", &format!("c{i}"), 1, 70.0 + i as f64, &[]), &["webhook"], false));
+    }
+    // A replayed report changes nothing.
+    assert!(!record(&store, &report("acme", "c0", 1, 70.0, &[]), &["webhook"], false));
+    let d = Dispatchers::start(store.clone(), vec![webhook(&format!("{}/hook", server.url), 2000)], &fast_retries());
+    let counts = d.drain(Duration::from_secs(20)).unwrap();
+    assert_eq!(counts.get("webhook", status::DELIVERED), 3, "{counts:?}");
+    let ok: Vec<Request> = server.requests().into_iter().collect();
+    assert_eq!(ok.len(), 9, "three attempts per case");
+    for req in &ok {
+        assert_eq!(req.method, "POST");
+        assert_eq!(req.path, "/hook");
+        let ts = &req.headers["x-sluice-timestamp"];
+        let expected = format!("sha256={}", signature(b"test-secret", ts, req.body.as_bytes()));
+        assert_eq!(req.headers["x-sluice-signature"], expected);
+        let body: serde_json::Value = serde_json::from_str(&req.body).unwrap();
+        assert_eq!(body["idempotency_key"], req.headers["idempotency-key"].as_str());
+        assert_eq!(req.headers["x-sluice-tenant"], "acme");
+    }
+    // The highest score went first.
+    assert_eq!(ok[0].headers["idempotency-key"], "c2:1");
+    let log = store.audit_log("acme").unwrap();
+    assert_eq!(log.iter().filter(|l| l.1 == "handoff").count(), 3, "{log:?}");
+}
+
+#[test]
+fn a_receiver_that_refuses_a_case_parks_it_with_the_reason_and_requeue_sends_it_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite(dir.path());
+    let refuse = Arc::new(AtomicUsize::new(1));
+    let r2 = refuse.clone();
+    let server = Server::start(move |_| {
+        if r2.load(Ordering::SeqCst) == 1 {
+            Reply::json(422, r#"{"error":"bad schema"}"#)
+        } else {
+            Reply::json(204, "")
+        }
+    });
+    record(&store, &report("acme", "c1", 1, 80.0, &[]), &["webhook"], false);
+    let counts = Dispatchers::start(store.clone(), vec![webhook(&server.url, 2000)], &fast_retries())
+        .drain(Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(counts.get("webhook", status::PARKED), 1);
+    let parked = store.outbox_rows("acme", status::PARKED).unwrap();
+    assert!(parked[0].2.contains("HTTP 422") && parked[0].2.contains("bad schema"), "{parked:?}");
+    refuse.store(0, Ordering::SeqCst);
+    assert_eq!(store.requeue_parked("acme", "", "operator:test", 0).unwrap(), 1);
+    let counts = Dispatchers::start(store.clone(), vec![webhook(&server.url, 2000)], &fast_retries())
+        .drain(Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(counts.get("webhook", status::DELIVERED), 1);
+    let actions: Vec<String> = store.audit_log("acme").unwrap().into_iter().map(|l| l.1).collect();
+    assert_eq!(actions, ["escalate", "parked", "requeue", "handoff"]);
+}
+
+#[test]
+fn the_llm_client_sends_a_fenced_case_and_stores_a_validated_verdict_with_its_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite(dir.path());
+    // 429 with Retry-After, a 500, a slow answer, an invalid answer, then a
+    // valid one.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c2 = calls.clone();
+    let server = Server::start(move |_| match c2.fetch_add(1, Ordering::SeqCst) {
+        0 => Reply::Respond { status: 429, headers: vec![("Retry-After".into(), "1".into())], body: "{}".into() },
+        1 => Reply::json(500, "{}"),
+        2 => Reply::Hang(Duration::from_millis(1500)),
+        3 => verdict_answer("Sure! The case looks bad.", 100, 7),
+        _ => verdict_answer(&format!("```json\n{GOOD_VERDICT}\n```"), 130, 40),
+    });
+    record(&store, &report("acme", "c1", 1, 80.0, &[]), &["llm"], false);
+    let started = Instant::now();
+    let counts = Dispatchers::start(store.clone(), vec![llm(&server.url, 500)], &fast_retries())
+        .drain(Duration::from_secs(20))
+        .unwrap();
+    assert_eq!(counts.get("llm", status::DELIVERED), 1, "{counts:?}");
+    assert!(started.elapsed() >= Duration::from_secs(1), "Retry-After: 1 was honoured");
+    let verdicts = store.verdicts("acme").unwrap();
+    assert_eq!(verdicts, [("c1:1".to_string(), "true_positive".to_string(), 0.9)]);
+    // Tokens of both answers to the last request count.
+    assert_eq!(store.tokens_since("acme", 0).unwrap(), 100 + 7 + 130 + 40);
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 5);
+    for r in &reqs {
+        assert_eq!(r.path, "/v1/chat/completions");
+        assert_eq!(r.headers["authorization"], "Bearer test-key");
+        let body: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(body["model"], "test-model");
+        assert_eq!(body["response_format"]["type"], "json_object");
+        assert_eq!(body["messages"][0]["role"], "system");
+        let user = body["messages"][1]["content"].as_str().unwrap();
+        assert_eq!(user.matches("<case_file>").count(), 1);
+        assert_eq!(user.matches("</case_file>").count(), 1);
+        let inner = user.split("<case_file>").nth(1).unwrap().split("</case_file>").next().unwrap();
+        let case: serde_json::Value = serde_json::from_str(inner.trim()).unwrap();
+        assert_eq!(case["idempotency_key"], "c1:1");
+    }
+    // The retry after an invalid answer says what was wrong.
+    let last: serde_json::Value = serde_json::from_str(&reqs[4].body).unwrap();
+    assert_eq!(last["messages"].as_array().unwrap().len(), 4);
+    assert!(last["messages"][3]["content"].as_str().unwrap().contains("not valid"));
+}
+
+#[test]
+fn an_llm_that_answers_invalid_json_twice_gets_the_case_parked() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite(dir.path());
+    let server = Server::start(|_| {
+        verdict_answer(r#"{"verdict":"maybe","confidence":2,"summary":"","recommended_actions":[],"mitre":[]}"#, 10, 5)
+    });
+    record(&store, &report("acme", "c1", 1, 80.0, &[]), &["llm"], false);
+    let counts = Dispatchers::start(store.clone(), vec![llm(&server.url, 2000)], &fast_retries())
+        .drain(Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(counts.get("llm", status::PARKED), 1);
+    assert_eq!(server.requests().len(), 2);
+    let parked = store.outbox_rows("acme", status::PARKED).unwrap();
+    assert!(parked[0].2.contains("invalid verdict twice"), "{parked:?}");
+    assert!(store.verdicts("acme").unwrap().is_empty());
+}
+
+#[test]
+fn a_dead_webhook_never_stalls_the_llm_sink() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite(dir.path());
+    let dead = Server::start(|_| Reply::Hang(Duration::from_secs(30)));
+    let model = Server::start(|_| verdict_answer(GOOD_VERDICT, 10, 10));
+    for i in 0..3 {
+        record(&store, &report("acme", &format!("c{i}"), 1, 80.0, &[]), &["webhook", "llm"], false);
+    }
+    let d = Dispatchers::start(store.clone(), vec![webhook(&dead.url, 20_000), llm(&model.url, 2000)], &fast_retries());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.verdicts("acme").unwrap().len() < 3 {
+        assert!(Instant::now() < deadline, "the LLM sink waited for the dead webhook");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let store = d.stop_now();
+    let counts = store.outbox_counts().unwrap();
+    assert_eq!(counts.get("llm", status::DELIVERED), 3);
+    assert_eq!(counts.get("webhook", status::DELIVERED), 0);
+    assert_eq!(counts.get("webhook", status::PENDING), 3, "the webhook's cases wait in the outbox: {counts:?}");
+}
+
+#[test]
+fn over_budget_the_highest_scores_go_first_the_rest_wait_with_a_reason_and_the_floor_always_goes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite(dir.path());
+    let server = Server::start(|_| Reply::json(200, "{}"));
+    let mut config = fast_retries();
+    config.budget.cases_per_hour = Some(2);
+    // Another tenant has its own budget.
+    config.budget.tenants.insert("globex".into(), BudgetLimits { cases_per_hour: Some(10), llm_tokens_per_day: None });
+    for (id, score) in [("low", 66.0), ("high", 95.0), ("mid", 80.0), ("mid2", 79.0)] {
+        record(&store, &report("acme", id, 1, score, &[]), &["webhook"], false);
+    }
+    let intel = report("acme", "intel", 1, 65.0, &["threat_intel"]);
+    record(&store, &intel, &["webhook"], config.budget.floor(&intel));
+    for i in 0..4 {
+        record(&store, &report("globex", &format!("g{i}"), 1, 70.0, &[]), &["webhook"], false);
+    }
+    let counts = Dispatchers::start(store.clone(), vec![webhook(&server.url, 2000)], &config)
+        .drain(Duration::from_secs(10))
+        .unwrap();
+    let sent: Vec<String> = server.requests().iter().map(|r| r.headers["idempotency-key"].clone()).collect();
+    let acme: Vec<&String> = sent.iter().filter(|k| !k.starts_with('g')).collect();
+    // The floor case first, then the highest score; then the budget is spent.
+    assert_eq!(acme, ["intel:1", "high:1"]);
+    assert_eq!(sent.iter().filter(|k| k.starts_with('g')).count(), 4, "globex is not limited by acme's budget");
+    let globex: Vec<String> =
+        store.outbox_rows("globex", status::DELIVERED).unwrap().into_iter().map(|r| r.1).collect();
+    assert_eq!(globex, ["g0:1", "g1:1", "g2:1", "g3:1"], "one tenant's outbox holds only its own cases");
+    assert_eq!(counts.get("webhook", status::DEFERRED), 3);
+    let deferred = store.outbox_rows("acme", status::DEFERRED).unwrap();
+    let keys: Vec<&str> = deferred.iter().map(|d| d.1.as_str()).collect();
+    assert_eq!(keys, ["mid:1", "mid2:1", "low:1"], "listed highest score first");
+    assert!(deferred.iter().all(|d| d.2.contains("over budget: 2 of 2 cases in the last hour")), "{deferred:?}");
+    // A floor case over budget is sent, and the overrun recorded.
+    let late_intel = report("acme", "intel2", 1, 60.0, &["critical_asset"]);
+    record(&store, &late_intel, &["webhook"], config.budget.floor(&late_intel));
+    Dispatchers::start(store.clone(), vec![webhook(&server.url, 2000)], &config)
+        .drain(Duration::from_secs(10))
+        .unwrap();
+    assert!(server.requests().iter().any(|r| r.headers["idempotency-key"] == "intel2:1"));
+    let log = store.audit_log("acme").unwrap();
+    assert!(log.iter().any(|l| l.1 == "budget_overrun" && l.2 == "intel2:1"), "{log:?}");
+    assert_eq!(store.outbox_counts().unwrap().get("webhook", status::DEFERRED), 3);
+}
+
+/// `kill -9` during dispatch, against a receiver that fails at random
+/// (5xx, resets, timeouts, and 500 after processing): after a restart every
+/// case has arrived, and no key ever arrived with two contents.
+#[test]
+fn every_case_arrives_once_in_content_across_a_kill_during_dispatch() {
+    let dir = tempfile::tempdir().unwrap();
+    let alerts = dir.path().join("alerts.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["generate", "--tenants", "4", "--alerts", "300000", "--seed", "11", "--output"])
+        .arg(&alerts)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let received: Arc<std::sync::Mutex<BTreeMap<String, BTreeSet<String>>>> = Default::default();
+    let r2 = received.clone();
+    let n = Arc::new(AtomicUsize::new(0));
+    // Until the kill, the receiver stops answering once 5 cases have
+    // arrived, so the kill always lands in the middle of dispatch.
+    let killed = Arc::new(AtomicUsize::new(0));
+    let k2 = killed.clone();
+    let server = Server::start(move |req: &Request| {
+        let i = n.fetch_add(1, Ordering::SeqCst);
+        let key = req.headers["idempotency-key"].clone();
+        if k2.load(Ordering::SeqCst) == 0 && r2.lock().unwrap().len() >= 5 {
+            return Reply::Hang(Duration::from_millis(400));
+        }
+        // A cheap deterministic mix of failures.
+        match (i * 7919) % 10 {
+            0 => Reply::json(503, "{}"),
+            1 => Reply::Reset,
+            2 => Reply::Hang(Duration::from_millis(400)),
+            3 => {
+                // Processed, but the answer is lost: the case comes again.
+                r2.lock().unwrap().entry(key).or_default().insert(req.body.clone());
+                Reply::json(500, "{}")
+            }
+            _ => {
+                r2.lock().unwrap().entry(key).or_default().insert(req.body.clone());
+                Reply::json(200, "{}")
+            }
+        }
+    });
+    let config = dir.path().join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[checkpoint]\ndir = \"{}\"\n[sinks.webhook]\nurl = \"{}/cases\"\ntimeout = \"200ms\"\n\
+             [sinks.retry]\ninitial = \"10ms\"\nmax = \"100ms\"\nmax_attempts = 1000\ndrain_timeout = \"120s\"\n",
+            dir.path().join("state").display(),
+            server.url
+        ),
+    )
+    .unwrap();
+    let run = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        c.args(["run", "--format", "quiet", "--config"])
+            .arg(&config)
+            .arg("--input")
+            .arg(&alerts)
+            .arg("--dead-letters")
+            .arg(dir.path().join("dead.ndjson"))
+            .env("SLUICE_WEBHOOK_SECRET", "s3cret")
+            .env("SLUICE_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        c
+    };
+    // First run: killed once some cases have arrived.
+    let mut child = run().spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while received.lock().unwrap().len() < 5 {
+        assert!(Instant::now() < deadline, "no case arrived within 120 s");
+        assert!(child.try_wait().unwrap().is_none(), "sluice ended before it could be killed");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    killed.store(1, Ordering::SeqCst);
+    let before = received.lock().unwrap().len();
+    // Second run: replays the file, finds its cases in the store, and
+    // delivers what the first did not.
+    let out = run().output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("pending 0, deferred 0, parked 0"), "{stderr}");
+    let store = Store::open_sqlite(&dir.path().join("state/sluice.db")).unwrap();
+    let mut expected = BTreeSet::new();
+    for tenant in store.tenants().unwrap() {
+        for (_, key, _) in store.outbox_rows(&tenant, status::DELIVERED).unwrap() {
+            expected.insert(key);
+        }
+        assert!(store.outbox_rows(&tenant, status::PENDING).unwrap().is_empty());
+    }
+    let received = received.lock().unwrap();
+    assert!(expected.len() > before, "the second run delivered more ({before} before the kill)");
+    let got: BTreeSet<String> = received.keys().cloned().collect();
+    assert_eq!(got, expected, "every case arrived");
+    for (key, bodies) in received.iter() {
+        assert_eq!(bodies.len(), 1, "{key} arrived with {} contents", bodies.len());
+    }
+}

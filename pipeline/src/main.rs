@@ -17,7 +17,8 @@ use sluice_pipeline::checkpoint::{CheckpointStore, DirStore, PgStore};
 use sluice_pipeline::config::{Config, Format, InputKind, StoreKind};
 use sluice_pipeline::output::{EventWriter, human_summary, stable_case_json};
 use sluice_pipeline::runtime::Event;
-use sluice_pipeline::sinks::{Dispatchers, LlmSink, Sink, WebhookSink};
+use sluice_pipeline::runtime::PriorsSlot;
+use sluice_pipeline::sinks::{BudgetConfig, Dispatchers, LlmSink, Sink, WebhookSink};
 use sluice_pipeline::store::Store;
 use sluice_pipeline::{CheckpointOptions, RunOptions, eval, run};
 
@@ -77,6 +78,25 @@ enum Command {
     /// parked, and sending parked cases again.
     #[command(subcommand)]
     Outbox(OutboxCommand),
+    /// A cluster's history from the store: versions, hand-offs, verdicts and
+    /// its audit trail.
+    History {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        tenant: String,
+        cluster_id: String,
+        #[arg(long, value_enum, default_value_t = Format::Human)]
+        format: Format,
+    },
+    /// Record a verdict from an investigation platform (one that got the
+    /// case by webhook, such as SocTalk) on a case in the store; a confident
+    /// false positive becomes a prior.
+    Verdict(VerdictArgs),
+    /// Verdict priors: confident false-positive verdicts that lower the score
+    /// of later clusters of the same kind. List them, revoke one.
+    #[command(subcommand)]
+    Priors(PriorsCommand),
     /// Correlation rules: test them on a file, explain their plans, list them.
     #[command(subcommand)]
     Rules(rules_cmd::RulesCommand),
@@ -103,6 +123,49 @@ enum OutboxCommand {
         /// Only this sink's cases (webhook, llm).
         #[arg(long, default_value = "")]
         sink: String,
+    },
+}
+
+#[derive(Args, Debug)]
+struct VerdictArgs {
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    tenant: String,
+    /// The case's idempotency key (`cluster_id:version`).
+    #[arg(long)]
+    key: String,
+    /// true_positive, false_positive or needs_escalation.
+    #[arg(long)]
+    verdict: String,
+    /// 0 to 1.
+    #[arg(long)]
+    confidence: f64,
+    #[arg(long)]
+    summary: String,
+    /// Who judged (written to the audit log).
+    #[arg(long, default_value = "external")]
+    by: String,
+}
+
+#[derive(Subcommand, Debug)]
+enum PriorsCommand {
+    /// Every tenant's priors (or one tenant's), newest first.
+    List {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Revokes a prior (written to the audit log); it stops applying at the
+    /// next start.
+    Revoke {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        tenant: String,
+        /// The prior's number, as `priors list` shows it.
+        id: i64,
     },
 }
 
@@ -248,6 +311,11 @@ fn main() {
         Command::BenchCheckpoint(a) => bench_checkpoint::cmd_bench_checkpoint(a),
         Command::Rules(c) => rules_cmd::cmd_rules(c),
         Command::Outbox(c) => cmd_outbox(c),
+        Command::Priors(c) => cmd_priors(c),
+        Command::History { config, tenant, cluster_id, format } => {
+            cmd_history(config.as_deref(), &tenant, &cluster_id, format)
+        }
+        Command::Verdict(a) => cmd_verdict(a),
     };
     if let Err(e) = result {
         eprintln!("error: {}", describe(&e));
@@ -443,6 +511,7 @@ fn cmd_run(a: RunArgs) -> Result<()> {
         progress: Some(Duration::from_secs(5)),
         track_members: a.members,
         checkpoint,
+        priors: handoff.as_ref().map(|h| h.priors.clone()),
         ..RunOptions::default()
     };
     let summary = run(&config, source, &options, &stop, |e| {
@@ -487,8 +556,10 @@ struct Handoff {
     store: Arc<Store>,
     dispatchers: Dispatchers,
     sinks: Vec<&'static str>,
-    budget: sluice_pipeline::sinks::BudgetConfig,
+    floor_factors: Vec<String>,
     drain: Duration,
+    /// Where new priors go while the pipeline runs.
+    priors: PriorsSlot,
 }
 
 /// Opens the store and starts a dispatcher per configured sink, when the
@@ -507,13 +578,21 @@ fn start_handoff(config: &Config) -> Result<Option<Handoff>> {
     }
     let names: Vec<&'static str> = sinks.iter().map(|s| s.name()).collect();
     tracing::info!(store = %store.describe(), sinks = ?names, "hand-offs go through the store's outbox");
-    let dispatchers = Dispatchers::start(store.clone(), sinks, &config.sinks);
+    // The active priors apply from the first alert; new ones while running.
+    let active = store.active_priors(sluice_connectors::source::now_us())?;
+    let count: usize = active.0.values().map(|p| p.len()).sum();
+    if count > 0 {
+        tracing::info!(priors = count, "verdict priors active");
+    }
+    let priors: PriorsSlot = Arc::new(std::sync::Mutex::new(Some(active)));
+    let dispatchers = Dispatchers::start(store.clone(), sinks, &config.sinks, Some(priors.clone()));
     Ok(Some(Handoff {
         store,
         dispatchers,
         sinks: names,
-        budget: config.sinks.budget.clone(),
+        floor_factors: config.score.floor_factors.clone(),
         drain: Duration::from_millis(config.sinks.retry.drain_timeout.millis().max(0) as u64),
+        priors,
     }))
 }
 
@@ -523,7 +602,7 @@ impl Handoff {
     fn record(&self, event: &Event) -> std::io::Result<()> {
         if let Event::Report(kind, report) = event {
             let body = stable_case_json(*kind, report);
-            let floor = self.budget.floor(report);
+            let floor = BudgetConfig::floor(report, &self.floor_factors);
             self.store
                 .record(*kind, report, &body, &self.sinks, floor, sluice_connectors::source::now_us())
                 .map_err(std::io::Error::other)?;
@@ -556,11 +635,116 @@ impl Handoff {
     }
 }
 
-fn cmd_outbox(command: OutboxCommand) -> Result<()> {
-    let open = |path: Option<&Path>| -> Result<Store> {
-        let config = load_config(path)?;
-        Ok(Store::open(&config.store, &config.checkpoint.dir)?)
+/// The store a config names (for the commands that read it).
+fn open_store(path: Option<&Path>) -> Result<Store> {
+    let config = load_config(path)?;
+    Ok(Store::open(&config.store, &config.checkpoint.dir)?)
+}
+
+/// Who an operator is, for the audit log.
+fn operator() -> String {
+    format!("operator:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()))
+}
+
+fn cmd_history(config: Option<&Path>, tenant: &str, cluster_id: &str, format: Format) -> Result<()> {
+    let store = open_store(config)?;
+    let h = store.history(tenant, cluster_id)?;
+    if h.versions.is_empty() {
+        bail!("tenant {tenant} has no cluster {cluster_id} in {}", store.describe());
+    }
+    if format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(&h)?);
+        return Ok(());
+    }
+    println!("cluster {cluster_id} of tenant {tenant}");
+    for v in &h.versions {
+        println!("  v{:<5} {:<9} score {:<7} {:<9} {}", v[0], v[1], v[2], v[3], v[4]);
+    }
+    for o in &h.handoffs {
+        let error = if o[4].is_empty() { String::new() } else { format!("  ({})", o[4]) };
+        println!("  hand-off {} → {:<8} {} after {} attempt(s){error}", o[0], o[1], o[2], o[3]);
+    }
+    for v in &h.verdicts {
+        println!("  verdict  {} by {}: {} (confidence {})\n           {}", v[0], v[1], v[2], v[3], v[4]);
+    }
+    for a in &h.audit {
+        let at = sluice_operators::time::Rfc3339(a[0].parse::<i64>().unwrap_or(0) / 1000);
+        println!("  audit    {at} {} {} {} {}", a[1], a[2], a[3], a[4]);
+    }
+    Ok(())
+}
+
+fn cmd_verdict(a: VerdictArgs) -> Result<()> {
+    let config = load_config(a.config.as_deref())?;
+    let store = Store::open(&config.store, &config.checkpoint.dir)?;
+    let kind =
+        serde_json::from_value::<sluice_pipeline::sinks::VerdictKind>(serde_json::json!(a.verdict)).map_err(|_| {
+            anyhow::anyhow!("--verdict {:?}: use true_positive, false_positive or needs_escalation", a.verdict)
+        })?;
+    if !(0.0..=1.0).contains(&a.confidence) {
+        bail!("--confidence {} is not within 0..1", a.confidence);
+    }
+    let body =
+        serde_json::json!({"verdict": kind.as_str(), "confidence": a.confidence, "summary": a.summary, "by": a.by});
+    let record = sluice_pipeline::store::VerdictRecord {
+        verdict: kind.as_str().into(),
+        confidence: a.confidence,
+        body: body.to_string(),
+        prompt_tokens: 0,
+        completion_tokens: 0,
     };
+    let actor = format!("external:{}", a.by);
+    let prior = store.external_verdict(
+        &a.tenant,
+        &a.key,
+        &actor,
+        &record,
+        &config.sinks.priors.policy(),
+        sluice_connectors::source::now_us(),
+    )?;
+    println!(
+        "verdict {} on {} of tenant {} recorded{}",
+        kind.as_str(),
+        a.key,
+        a.tenant,
+        if prior { "; it made a prior (`sluice priors list`)" } else { "" }
+    );
+    Ok(())
+}
+
+fn cmd_priors(command: PriorsCommand) -> Result<()> {
+    let now = sluice_connectors::source::now_us();
+    match command {
+        PriorsCommand::List { config, tenant } => {
+            let store = open_store(config.as_deref())?;
+            let tenants = match tenant {
+                Some(t) => vec![t],
+                None => store.tenants()?,
+            };
+            for t in tenants {
+                for p in store.priors(&t)? {
+                    let state = match p.revoked_us {
+                        Some(_) => format!("revoked by {}", p.revoked_by),
+                        None if p.expires_us <= now => "expired".to_string(),
+                        None => format!("active until {}", sluice_operators::time::Rfc3339(p.expires_us / 1000)),
+                    };
+                    println!("[{t}] prior #{} signature {} — {} — {state}", p.id, p.signature, p.reason);
+                }
+            }
+        }
+        PriorsCommand::Revoke { config, tenant, id } => {
+            let store = open_store(config.as_deref())?;
+            if !store.revoke_prior(&tenant, id, &operator(), now)? {
+                bail!("tenant {tenant} has no active prior #{id} (see `sluice priors list`)");
+            }
+            println!("prior #{id} of tenant {tenant} revoked; it stops applying at the next start");
+        }
+    }
+    Ok(())
+}
+
+fn cmd_outbox(command: OutboxCommand) -> Result<()> {
+    let open = open_store;
     match command {
         OutboxCommand::List { config, status } => {
             let store = open(config.as_deref())?;
@@ -576,8 +760,7 @@ fn cmd_outbox(command: OutboxCommand) -> Result<()> {
         }
         OutboxCommand::Requeue { config, tenant, sink } => {
             let store = open(config.as_deref())?;
-            let actor = format!("operator:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()));
-            let n = store.requeue_parked(&tenant, &sink, &actor, sluice_connectors::source::now_us())?;
+            let n = store.requeue_parked(&tenant, &sink, &operator(), sluice_connectors::source::now_us())?;
             println!("{n} parked case(s) of tenant {tenant} queued again");
         }
     }

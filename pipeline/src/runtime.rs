@@ -40,7 +40,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use sluice_connectors::source::{InputChange, Source, StopFlag, now_us};
 use sluice_operators::cluster::ClusterReport;
-use sluice_operators::correlate::{Correlate, CorrelateConfig};
+use sluice_operators::correlate::{Correlate, CorrelateConfig, Priors};
 use sluice_operators::dead_letter::DeadLetter;
 use sluice_operators::decode::{DecodeStats, Decoder, RawChunk};
 use sluice_operators::dedup::Dedup;
@@ -155,9 +155,17 @@ enum Item {
     Chunk(RawChunk),
     Input(InputChange),
     Barrier(Barrier),
-    /// A new rule set, in order with the alerts (see [`crate::reload`]).
-    Reload(Arc<sluice_rules::Reload>),
+    /// An operator update in order with the alerts: a new rule set (see
+    /// [`crate::reload`]) or new verdict priors.
+    Update(Update),
 }
+
+/// What [`Operator::reconfigure`] receives.
+type Update = Arc<dyn std::any::Any + Send + Sync>;
+
+/// New verdict priors for a running pipeline: put a set here and the
+/// pipeline applies it, in order with the alerts, soon after.
+pub type PriorsSlot = Arc<std::sync::Mutex<Option<Priors>>>;
 
 #[derive(Clone, Debug)]
 struct Barrier {
@@ -169,7 +177,7 @@ enum ShardMsg {
     Batch(AlertBatch),
     Watermark(EventTime),
     Barrier(u64),
-    Reload(Arc<sluice_rules::Reload>),
+    Update(Update),
     /// End of input; `flush` closes every open window (not when stopping
     /// with checkpoints on: the next run continues those windows).
     End {
@@ -229,6 +237,9 @@ pub struct RunOptions {
     pub progress: Option<Duration>,
     /// Take checkpoints (and resume from the latest one).
     pub checkpoint: Option<CheckpointOptions>,
+    /// Verdict priors: applied at start, and again whenever the slot is
+    /// filled while running.
+    pub priors: Option<PriorsSlot>,
 }
 
 /// Where and how often to checkpoint.
@@ -275,6 +286,13 @@ pub fn run(
     let reloads = watcher.as_ref().map(|w| w.pending());
     // Build everything up front so a bad config fails before any thread starts.
     let mut chains = (0..shards).map(|_| build_chain(config, correlate_cfg.clone())).collect::<Result<Vec<_>, _>>()?;
+    // The priors known at start apply from the first alert on.
+    let priors_slot = options.priors.clone();
+    if let Some(priors) = priors_slot.as_ref().and_then(|p| p.lock().expect("pending priors").take()) {
+        for chain in &mut chains {
+            chain.reconfigure(&priors)?;
+        }
+    }
     let mut decoder_list =
         (0..decoders).map(|_| Decoder::new(config.decode.clone(), &config.tenant)).collect::<Result<Vec<_>, _>>()?;
     let mut source = source;
@@ -330,7 +348,12 @@ pub fn run(
             let mut stopping = false;
             loop {
                 if let Some(rules) = reloads.as_ref().and_then(|p| p.lock().expect("pending rules").take())
-                    && !send(Item::Reload(rules))
+                    && !send(Item::Update(rules))
+                {
+                    return Ok(());
+                }
+                if let Some(priors) = priors_slot.as_ref().and_then(|p| p.lock().expect("pending priors").take())
+                    && !send(Item::Update(Arc::new(priors)))
                 {
                     return Ok(());
                 }
@@ -678,7 +701,7 @@ fn run_shard(
         match msg {
             ShardMsg::Batch(b) => chain.process(b, &mut ctx, &mut out)?,
             ShardMsg::Watermark(wm) => chain.on_watermark(wm, &mut ctx, &mut out)?,
-            ShardMsg::Reload(rules) => chain.reconfigure(rules.as_ref())?,
+            ShardMsg::Update(update) => chain.reconfigure(update.as_ref())?,
             ShardMsg::Barrier(id) => {
                 let operators = chain
                     .operators()
@@ -845,7 +868,7 @@ impl Router {
                 let part = Message::Router { id: b.id, position: b.position, watermark: self.watermark.clone() };
                 self.events.send(part).map_err(|_| ())?;
             }
-            Some(Item::Reload(rules)) => self.broadcast(|| ShardMsg::Reload(rules.clone()))?,
+            Some(Item::Update(update)) => self.broadcast(|| ShardMsg::Update(update.clone()))?,
             Some(Item::Chunk(_)) => unreachable!("decoders decode chunks"),
             None => {}
         }

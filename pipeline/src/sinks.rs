@@ -16,8 +16,8 @@
 //!   with the reason; `sluice outbox requeue` sends it again;
 //! * **deferred**: the tenant is over budget ([`BudgetConfig`]); it goes out,
 //!   highest score first, when budget frees up. A case over the safety floor
-//!   (threat-intel hit or critical asset) is never held back: it is sent and
-//!   the overrun is written to the audit log.
+//!   (`score.floor_factors`: a threat-intel hit or a critical asset) is never
+//!   held back: it is sent and the overrun is written to the audit log.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -33,7 +33,8 @@ use sluice_connectors::source::now_us;
 use sluice_operators::cluster::ClusterReport;
 use sluice_operators::time::Duration;
 
-use crate::store::{OutboxCounts, Pending, Store, StoreError, VerdictRecord};
+use crate::runtime::PriorsSlot;
+use crate::store::{OutboxCounts, Pending, PriorPolicy, Store, StoreError, VerdictRecord};
 
 /// `[sinks]`: where hand-offs go, and how hard to try.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -43,6 +44,30 @@ pub struct SinksConfig {
     pub llm: LlmConfig,
     pub retry: RetryConfig,
     pub budget: BudgetConfig,
+    pub priors: PriorsConfig,
+}
+
+/// `[sinks.priors]`: when an LLM verdict becomes a prior that lowers the
+/// score of later clusters of the same kind (`score.prior_penalty`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PriorsConfig {
+    /// A false-positive verdict at least this confident makes a prior.
+    pub min_confidence: f64,
+    /// How long a prior lasts.
+    pub ttl: Duration,
+}
+
+impl Default for PriorsConfig {
+    fn default() -> Self {
+        Self { min_confidence: 0.8, ttl: Duration::from_hours(24 * 30) }
+    }
+}
+
+impl PriorsConfig {
+    pub fn policy(&self) -> PriorPolicy {
+        PriorPolicy { min_confidence: self.min_confidence, ttl_us: self.ttl.millis().saturating_mul(1000) }
+    }
 }
 
 /// `[sinks.webhook]`: an HTTP POST of each case file.
@@ -123,28 +148,14 @@ impl Default for RetryConfig {
 
 /// `[sinks.budget]`: per-tenant limits on what reaches the investigation
 /// stage. `[sinks.budget.tenants.<name>]` overrides them for one tenant.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct BudgetConfig {
     /// Hand-offs per sink in any rolling hour; absent: unlimited.
     pub cases_per_hour: Option<u32>,
     /// LLM tokens (prompt + completion) in any rolling day; absent: unlimited.
     pub llm_tokens_per_day: Option<u64>,
-    /// Score breakdown factors that put a cluster over the safety floor:
-    /// it is never held back by a budget.
-    pub floor_factors: Vec<String>,
     pub tenants: BTreeMap<String, BudgetLimits>,
-}
-
-impl Default for BudgetConfig {
-    fn default() -> Self {
-        Self {
-            cases_per_hour: None,
-            llm_tokens_per_day: None,
-            floor_factors: vec!["threat_intel".into(), "critical_asset".into()],
-            tenants: BTreeMap::new(),
-        }
-    }
 }
 
 /// Limits of one tenant (`[sinks.budget.tenants.<name>]`); absent: unlimited.
@@ -166,9 +177,10 @@ impl BudgetConfig {
         })
     }
 
-    /// Whether a report is over the safety floor.
-    pub fn floor(&self, report: &ClusterReport) -> bool {
-        report.breakdown.iter().any(|l| self.floor_factors.contains(&l.factor))
+    /// Whether a report is over the safety floor: a score line of one of
+    /// `floor_factors` (`score.floor_factors`).
+    pub fn floor(report: &ClusterReport, floor_factors: &[String]) -> bool {
+        report.breakdown.iter().any(|l| l.points > 0.0 && floor_factors.contains(&l.factor))
     }
 }
 
@@ -574,19 +586,34 @@ impl std::fmt::Debug for Dispatchers {
     }
 }
 
-/// How a dispatcher paces itself and when it gives up on a case.
+/// How a dispatcher paces itself, when it gives up on a case, and where
+/// new priors go.
 #[derive(Clone, Debug)]
 struct Policy {
     retry: RetryConfig,
     budget: BudgetConfig,
+    priors: PriorPolicy,
+    slot: Option<PriorsSlot>,
 }
 
 impl Dispatchers {
-    /// Starts one dispatcher per sink over the store's outbox.
-    pub fn start(store: Arc<Store>, sinks: Vec<Box<dyn Sink>>, config: &SinksConfig) -> Self {
+    /// Starts one dispatcher per sink over the store's outbox. When a
+    /// verdict makes a prior, the active priors go into `priors` (a running
+    /// pipeline's slot).
+    pub fn start(
+        store: Arc<Store>,
+        sinks: Vec<Box<dyn Sink>>,
+        config: &SinksConfig,
+        priors: Option<PriorsSlot>,
+    ) -> Self {
         let draining = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
-        let policy = Policy { retry: config.retry.clone(), budget: config.budget.clone() };
+        let policy = Policy {
+            retry: config.retry.clone(),
+            budget: config.budget.clone(),
+            priors: config.priors.policy(),
+            slot: priors,
+        };
         let mut threads = Vec::new();
         let mut wake = Vec::new();
         for sink in sinks {
@@ -733,7 +760,13 @@ fn dispatch_round(
             round.delivered_or_failed += 1;
             match sink.deliver(&case) {
                 Outcome::Delivered { detail, verdict } => {
-                    store.delivered(&case, actor, &detail, verdict.as_ref(), now_us())?;
+                    let made_prior =
+                        store.delivered(&case, actor, &detail, verdict.as_ref(), &policy.priors, now_us())?;
+                    if made_prior && let Some(slot) = &policy.slot {
+                        let priors = store.active_priors(now_us())?;
+                        tracing::info!(tenant = %tenant, key = %case.idempotency_key, "false-positive verdict made a prior");
+                        *slot.lock().expect("priors slot") = Some(priors);
+                    }
                 }
                 Outcome::Retry { error, after } => {
                     if case.attempts + 1 >= i64::from(policy.retry.max_attempts) {

@@ -25,7 +25,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sluice_connectors::source::now_us;
 use sluice_operators::cluster::ClusterReport;
+use sluice_operators::correlate::Priors;
 use sluice_operators::operator::ReportKind;
+use sluice_operators::time::Rfc3339;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyPool, Row};
@@ -121,6 +123,45 @@ pub struct VerdictRecord {
     pub body: String,
     pub prompt_tokens: i64,
     pub completion_tokens: i64,
+}
+
+/// When a verdict becomes a prior: false positive, at least this
+/// confident; it lasts `ttl_us`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PriorPolicy {
+    pub min_confidence: f64,
+    pub ttl_us: i64,
+}
+
+impl PriorPolicy {
+    fn makes_prior(&self, v: &VerdictRecord) -> bool {
+        v.verdict == "false_positive" && v.confidence >= self.min_confidence
+    }
+}
+
+/// A cluster's history as rows of text (see [`Store::history`]).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ClusterHistory {
+    /// version, kind, score, decision, reason
+    pub versions: Vec<Vec<String>>,
+    /// idempotency key, sink, status, attempts, last error
+    pub handoffs: Vec<Vec<String>>,
+    /// idempotency key, sink, verdict, confidence, answer
+    pub verdicts: Vec<Vec<String>>,
+    /// at (µs), actor, action, subject, detail
+    pub audit: Vec<Vec<String>>,
+}
+
+/// A prior as stored.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PriorRow {
+    pub id: i64,
+    pub signature: String,
+    pub reason: String,
+    pub created_us: i64,
+    pub expires_us: i64,
+    pub revoked_us: Option<i64>,
+    pub revoked_by: String,
 }
 
 /// Outbox counts by sink and status.
@@ -462,17 +503,21 @@ impl Store {
     }
 
     /// Marks a case delivered (the sink acknowledged it), with a verdict
-    /// when the sink returned one, and audits it.
+    /// when the sink returned one, and audits it. A confident
+    /// false-positive verdict becomes a prior on the case's signature (per
+    /// `policy`); returns whether one was made.
     pub fn delivered(
         &self,
         case: &Pending,
         actor: &str,
         detail: &str,
         verdict: Option<&VerdictRecord>,
+        policy: &PriorPolicy,
         now_us: i64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let case = case.clone();
-        let (actor, detail, verdict) = (actor.to_string(), detail.to_string(), verdict.cloned());
+        let (actor, detail, verdict, policy) =
+            (actor.to_string(), detail.to_string(), verdict.cloned(), policy.clone());
         self.in_tenant(&case.tenant.clone(), "mark a case delivered", move |c| {
             Box::pin(async move {
                 sqlx::query(
@@ -485,29 +530,185 @@ impl Store {
                 .execute(&mut *c)
                 .await?;
                 audit(&mut *c, &case.tenant, now_us, &actor, "handoff", &case.idempotency_key, &detail).await?;
-                if let Some(v) = verdict {
-                    sqlx::query(
-                        "INSERT INTO verdicts (tenant, cluster_id, version, idempotency_key, sink, verdict, confidence, body,
-                            prompt_tokens, completion_tokens, created_us)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING",
-                    )
-                    .bind(&case.tenant)
-                    .bind(&case.cluster_id)
-                    .bind(case.version)
-                    .bind(&case.idempotency_key)
-                    .bind(&case.sink)
-                    .bind(&v.verdict)
-                    .bind(v.confidence)
-                    .bind(&v.body)
-                    .bind(v.prompt_tokens)
-                    .bind(v.completion_tokens)
-                    .bind(now_us)
-                    .execute(&mut *c)
-                    .await?;
-                    let detail = format!("{} (confidence {:.2})", v.verdict, v.confidence);
-                    audit(&mut *c, &case.tenant, now_us, &actor, "verdict", &case.idempotency_key, &detail).await?;
+                match verdict {
+                    Some(v) => insert_verdict(&mut *c, &case, &actor, &v, &policy, now_us).await,
+                    None => Ok(false),
                 }
-                Ok(())
+            })
+        })
+    }
+
+    /// A verdict from outside (an investigation platform that got the case
+    /// by webhook), on a case file in the store. Returns whether it made a
+    /// prior; an unknown key is an error naming it.
+    pub fn external_verdict(
+        &self,
+        tenant: &str,
+        key: &str,
+        actor: &str,
+        verdict: &VerdictRecord,
+        policy: &PriorPolicy,
+        now_us: i64,
+    ) -> Result<bool, StoreError> {
+        let (t, key, actor, v, policy) =
+            (tenant.to_string(), key.to_string(), actor.to_string(), verdict.clone(), policy.clone());
+        self.in_tenant(tenant, "record a verdict", move |c| {
+            Box::pin(async move {
+                let row: Option<AnyRow> = sqlx::query(
+                    "SELECT cluster_id, version, kind, body, score FROM case_files WHERE tenant = $1 AND idempotency_key = $2",
+                )
+                .bind(&t)
+                .bind(&key)
+                .fetch_optional(&mut *c)
+                .await?;
+                let Some(row) = row else {
+                    return Err(sqlx::Error::Protocol(format!("no case file {key} in tenant {t}")));
+                };
+                let case = Pending {
+                    id: 0,
+                    tenant: t.clone(),
+                    sink: "external".into(),
+                    idempotency_key: key.clone(),
+                    score: row.try_get(4)?,
+                    floor: false,
+                    attempts: 0,
+                    kind: row.try_get(2)?,
+                    cluster_id: row.try_get(0)?,
+                    version: row.try_get(1)?,
+                    body: row.try_get(3)?,
+                };
+                insert_verdict(&mut *c, &case, &actor, &v, &policy, now_us).await
+            })
+        })
+    }
+
+    /// A cluster's history: its versions, hand-offs, verdicts and audit
+    /// trail, oldest first.
+    pub fn history(&self, tenant: &str, cluster_id: &str) -> Result<ClusterHistory, StoreError> {
+        let (t, id) = (tenant.to_string(), cluster_id.to_string());
+        self.in_tenant(tenant, "read a cluster's history", move |c| {
+            Box::pin(async move {
+                let strings = |rows: Vec<AnyRow>, n: usize| -> Result<Vec<Vec<String>>, sqlx::Error> {
+                    rows.iter()
+                        .map(|r| {
+                            (0..n)
+                                .map(|i| {
+                                    r.try_get::<String, _>(i)
+                                        .or_else(|_| r.try_get::<i64, _>(i).map(|v| v.to_string()))
+                                        .or_else(|_| r.try_get::<f64, _>(i).map(|v| v.to_string()))
+                                })
+                                .collect()
+                        })
+                        .collect()
+                };
+                let versions = sqlx::query(
+                    "SELECT version, kind, score, decision, reason FROM cluster_versions
+                     WHERE tenant = $1 AND cluster_id = $2 ORDER BY version",
+                )
+                .bind(&t)
+                .bind(&id)
+                .fetch_all(&mut *c)
+                .await?;
+                let handoffs = sqlx::query(
+                    "SELECT o.idempotency_key, o.sink, o.status, o.attempts, COALESCE(o.last_error, '')
+                     FROM outbox o JOIN case_files f ON f.tenant = o.tenant AND f.idempotency_key = o.idempotency_key
+                     WHERE o.tenant = $1 AND f.cluster_id = $2 ORDER BY o.id",
+                )
+                .bind(&t)
+                .bind(&id)
+                .fetch_all(&mut *c)
+                .await?;
+                let verdicts = sqlx::query(
+                    "SELECT idempotency_key, sink, verdict, confidence, body FROM verdicts
+                     WHERE tenant = $1 AND cluster_id = $2 ORDER BY id",
+                )
+                .bind(&t)
+                .bind(&id)
+                .fetch_all(&mut *c)
+                .await?;
+                let audit = sqlx::query(
+                    "SELECT at_us, actor, action, subject, detail FROM audit_log
+                     WHERE tenant = $1 AND subject LIKE $2 ORDER BY id",
+                )
+                .bind(&t)
+                .bind(format!("{id}:%"))
+                .fetch_all(&mut *c)
+                .await?;
+                Ok(ClusterHistory {
+                    versions: strings(versions, 5)?,
+                    handoffs: strings(handoffs, 5)?,
+                    verdicts: strings(verdicts, 5)?,
+                    audit: strings(audit, 5)?,
+                })
+            })
+        })
+    }
+
+    /// Every tenant's active priors (not revoked, not expired), as the
+    /// pipeline applies them.
+    pub fn active_priors(&self, now_us: i64) -> Result<Priors, StoreError> {
+        let mut priors = Priors::default();
+        for tenant in self.tenants()? {
+            for p in self.priors(&tenant)? {
+                if p.revoked_us.is_none() && p.expires_us > now_us {
+                    let until = Rfc3339(p.expires_us / 1000).to_string();
+                    let description = format!("prior #{}: {}, until {}", p.id, p.reason, &until[..10]);
+                    priors.insert(&tenant, &p.signature, description);
+                }
+            }
+        }
+        Ok(priors)
+    }
+
+    /// A tenant's priors, newest first, revoked and expired ones included.
+    pub fn priors(&self, tenant: &str) -> Result<Vec<PriorRow>, StoreError> {
+        let t = tenant.to_string();
+        self.in_tenant(tenant, "list priors", move |c| {
+            Box::pin(async move {
+                let rows: Vec<AnyRow> = sqlx::query(
+                    "SELECT id, signature, reason, created_us, expires_us, revoked_us, COALESCE(revoked_by, '')
+                     FROM priors WHERE tenant = $1 ORDER BY id DESC",
+                )
+                .bind(&t)
+                .fetch_all(&mut *c)
+                .await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok(PriorRow {
+                            id: r.try_get(0)?,
+                            signature: r.try_get(1)?,
+                            reason: r.try_get(2)?,
+                            created_us: r.try_get(3)?,
+                            expires_us: r.try_get(4)?,
+                            revoked_us: r.try_get(5)?,
+                            revoked_by: r.try_get(6)?,
+                        })
+                    })
+                    .collect()
+            })
+        })
+    }
+
+    /// Revokes a prior (audited); false when the tenant has no such active
+    /// prior.
+    pub fn revoke_prior(&self, tenant: &str, id: i64, actor: &str, now_us: i64) -> Result<bool, StoreError> {
+        let (t, actor) = (tenant.to_string(), actor.to_string());
+        self.in_tenant(tenant, "revoke a prior", move |c| {
+            Box::pin(async move {
+                let n = sqlx::query(
+                    "UPDATE priors SET revoked_us = $1, revoked_by = $2 WHERE tenant = $3 AND id = $4 AND revoked_us IS NULL",
+                )
+                .bind(now_us)
+                .bind(&actor)
+                .bind(&t)
+                .bind(id)
+                .execute(&mut *c)
+                .await?
+                .rows_affected();
+                if n > 0 {
+                    audit(&mut *c, &t, now_us, &actor, "prior_revoked", &format!("prior #{id}"), "").await?;
+                }
+                Ok(n > 0)
             })
         })
     }
@@ -773,6 +974,71 @@ fn pending_of(r: &AnyRow) -> Result<Pending, sqlx::Error> {
         version: r.try_get(9)?,
         body: r.try_get(10)?,
     })
+}
+
+/// Stores a verdict on a case and audits it; a confident false positive
+/// also makes a prior on the case's signature. Returns whether it did.
+async fn insert_verdict(
+    c: &mut sqlx::AnyConnection,
+    case: &Pending,
+    actor: &str,
+    v: &VerdictRecord,
+    policy: &PriorPolicy,
+    now_us: i64,
+) -> Result<bool, sqlx::Error> {
+    let inserted = sqlx::query(
+        "INSERT INTO verdicts (tenant, cluster_id, version, idempotency_key, sink, verdict, confidence, body,
+            prompt_tokens, completion_tokens, created_us)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING",
+    )
+    .bind(&case.tenant)
+    .bind(&case.cluster_id)
+    .bind(case.version)
+    .bind(&case.idempotency_key)
+    .bind(&case.sink)
+    .bind(&v.verdict)
+    .bind(v.confidence)
+    .bind(&v.body)
+    .bind(v.prompt_tokens)
+    .bind(v.completion_tokens)
+    .bind(now_us)
+    .execute(&mut *c)
+    .await?
+    .rows_affected()
+        == 1;
+    if !inserted {
+        return Ok(false);
+    }
+    let detail = format!("{} (confidence {:.2})", v.verdict, v.confidence);
+    audit(&mut *c, &case.tenant, now_us, actor, "verdict", &case.idempotency_key, &detail).await?;
+    let signature = serde_json::from_str::<serde_json::Value>(&case.body)
+        .ok()
+        .and_then(|b| b["signature"].as_str().map(str::to_string));
+    let Some(signature) = signature.filter(|_| policy.makes_prior(v)) else { return Ok(false) };
+    let verdict_id: i64 =
+        sqlx::query_scalar("SELECT id FROM verdicts WHERE tenant = $1 AND sink = $2 AND idempotency_key = $3")
+            .bind(&case.tenant)
+            .bind(&case.sink)
+            .bind(&case.idempotency_key)
+            .fetch_one(&mut *c)
+            .await?;
+    let reason =
+        format!("judged {} (confidence {:.2}) by {actor} on case {}", v.verdict, v.confidence, case.idempotency_key);
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO priors (tenant, signature, verdict_id, reason, created_us, expires_us)
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+    )
+    .bind(&case.tenant)
+    .bind(&signature)
+    .bind(verdict_id)
+    .bind(&reason)
+    .bind(now_us)
+    .bind(now_us + policy.ttl_us)
+    .fetch_one(&mut *c)
+    .await?;
+    let detail = format!("signature {signature}: {reason}");
+    audit(&mut *c, &case.tenant, now_us, actor, "prior_created", &format!("prior #{id}"), &detail).await?;
+    Ok(true)
 }
 
 async fn audit(

@@ -15,10 +15,12 @@ use common::http::{Reply, Request, Server};
 use serde_json::json;
 use sluice_operators::cluster::ClusterReport;
 use sluice_operators::operator::ReportKind;
+use sluice_operators::score::ScoreConfig;
 use sluice_operators::time::Duration as ConfigDuration;
 use sluice_pipeline::output::stable_case_json;
 use sluice_pipeline::sinks::{
-    BudgetLimits, Dispatchers, LlmConfig, LlmSink, Sink, SinksConfig, WebhookConfig, WebhookSink, signature,
+    BudgetConfig, BudgetLimits, Dispatchers, LlmConfig, LlmSink, Sink, SinksConfig, WebhookConfig, WebhookSink,
+    signature,
 };
 use sluice_pipeline::store::{Store, status};
 
@@ -104,7 +106,8 @@ fn the_webhook_gets_each_case_signed_and_retries_through_failures() {
     }
     // A replayed report changes nothing.
     assert!(!record(&store, &report("acme", "c0", 1, 70.0, &[]), &["webhook"], false));
-    let d = Dispatchers::start(store.clone(), vec![webhook(&format!("{}/hook", server.url), 2000)], &fast_retries());
+    let d =
+        Dispatchers::start(store.clone(), vec![webhook(&format!("{}/hook", server.url), 2000)], &fast_retries(), None);
     let counts = d.drain(Duration::from_secs(20)).unwrap();
     assert_eq!(counts.get("webhook", status::DELIVERED), 3, "{counts:?}");
     let ok: Vec<Request> = server.requests().into_iter().collect();
@@ -139,7 +142,7 @@ fn a_receiver_that_refuses_a_case_parks_it_with_the_reason_and_requeue_sends_it_
         }
     });
     record(&store, &report("acme", "c1", 1, 80.0, &[]), &["webhook"], false);
-    let counts = Dispatchers::start(store.clone(), vec![webhook(&server.url, 2000)], &fast_retries())
+    let counts = Dispatchers::start(store.clone(), vec![webhook(&server.url, 2000)], &fast_retries(), None)
         .drain(Duration::from_secs(10))
         .unwrap();
     assert_eq!(counts.get("webhook", status::PARKED), 1);
@@ -147,7 +150,7 @@ fn a_receiver_that_refuses_a_case_parks_it_with_the_reason_and_requeue_sends_it_
     assert!(parked[0].2.contains("HTTP 422") && parked[0].2.contains("bad schema"), "{parked:?}");
     refuse.store(0, Ordering::SeqCst);
     assert_eq!(store.requeue_parked("acme", "", "operator:test", 0).unwrap(), 1);
-    let counts = Dispatchers::start(store.clone(), vec![webhook(&server.url, 2000)], &fast_retries())
+    let counts = Dispatchers::start(store.clone(), vec![webhook(&server.url, 2000)], &fast_retries(), None)
         .drain(Duration::from_secs(10))
         .unwrap();
     assert_eq!(counts.get("webhook", status::DELIVERED), 1);
@@ -172,7 +175,7 @@ fn the_llm_client_sends_a_fenced_case_and_stores_a_validated_verdict_with_its_to
     });
     record(&store, &report("acme", "c1", 1, 80.0, &[]), &["llm"], false);
     let started = Instant::now();
-    let counts = Dispatchers::start(store.clone(), vec![llm(&server.url, 500)], &fast_retries())
+    let counts = Dispatchers::start(store.clone(), vec![llm(&server.url, 500)], &fast_retries(), None)
         .drain(Duration::from_secs(20))
         .unwrap();
     assert_eq!(counts.get("llm", status::DELIVERED), 1, "{counts:?}");
@@ -211,7 +214,7 @@ fn an_llm_that_answers_invalid_json_twice_gets_the_case_parked() {
         verdict_answer(r#"{"verdict":"maybe","confidence":2,"summary":"","recommended_actions":[],"mitre":[]}"#, 10, 5)
     });
     record(&store, &report("acme", "c1", 1, 80.0, &[]), &["llm"], false);
-    let counts = Dispatchers::start(store.clone(), vec![llm(&server.url, 2000)], &fast_retries())
+    let counts = Dispatchers::start(store.clone(), vec![llm(&server.url, 2000)], &fast_retries(), None)
         .drain(Duration::from_secs(10))
         .unwrap();
     assert_eq!(counts.get("llm", status::PARKED), 1);
@@ -230,7 +233,12 @@ fn a_dead_webhook_never_stalls_the_llm_sink() {
     for i in 0..3 {
         record(&store, &report("acme", &format!("c{i}"), 1, 80.0, &[]), &["webhook", "llm"], false);
     }
-    let d = Dispatchers::start(store.clone(), vec![webhook(&dead.url, 20_000), llm(&model.url, 2000)], &fast_retries());
+    let d = Dispatchers::start(
+        store.clone(),
+        vec![webhook(&dead.url, 20_000), llm(&model.url, 2000)],
+        &fast_retries(),
+        None,
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     while store.verdicts("acme").unwrap().len() < 3 {
         assert!(Instant::now() < deadline, "the LLM sink waited for the dead webhook");
@@ -256,11 +264,11 @@ fn over_budget_the_highest_scores_go_first_the_rest_wait_with_a_reason_and_the_f
         record(&store, &report("acme", id, 1, score, &[]), &["webhook"], false);
     }
     let intel = report("acme", "intel", 1, 65.0, &["threat_intel"]);
-    record(&store, &intel, &["webhook"], config.budget.floor(&intel));
+    record(&store, &intel, &["webhook"], BudgetConfig::floor(&intel, &ScoreConfig::default().floor_factors));
     for i in 0..4 {
         record(&store, &report("globex", &format!("g{i}"), 1, 70.0, &[]), &["webhook"], false);
     }
-    let counts = Dispatchers::start(store.clone(), vec![webhook(&server.url, 2000)], &config)
+    let counts = Dispatchers::start(store.clone(), vec![webhook(&server.url, 2000)], &config, None)
         .drain(Duration::from_secs(10))
         .unwrap();
     let sent: Vec<String> = server.requests().iter().map(|r| r.headers["idempotency-key"].clone()).collect();
@@ -278,8 +286,8 @@ fn over_budget_the_highest_scores_go_first_the_rest_wait_with_a_reason_and_the_f
     assert!(deferred.iter().all(|d| d.2.contains("over budget: 2 of 2 cases in the last hour")), "{deferred:?}");
     // A floor case over budget is sent, and the overrun recorded.
     let late_intel = report("acme", "intel2", 1, 60.0, &["critical_asset"]);
-    record(&store, &late_intel, &["webhook"], config.budget.floor(&late_intel));
-    Dispatchers::start(store.clone(), vec![webhook(&server.url, 2000)], &config)
+    record(&store, &late_intel, &["webhook"], BudgetConfig::floor(&late_intel, &ScoreConfig::default().floor_factors));
+    Dispatchers::start(store.clone(), vec![webhook(&server.url, 2000)], &config, None)
         .drain(Duration::from_secs(10))
         .unwrap();
     assert!(server.requests().iter().any(|r| r.headers["idempotency-key"] == "intel2:1"));
@@ -388,4 +396,106 @@ fn every_case_arrives_once_in_content_across_a_kill_during_dispatch() {
     for (key, bodies) in received.iter() {
         assert_eq!(bodies.len(), 1, "{key} arrived with {} contents", bodies.len());
     }
+}
+
+#[test]
+fn a_confident_false_positive_verdict_becomes_a_prior_that_can_be_revoked() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite(dir.path());
+    let fp = r#"{"verdict":"false_positive","confidence":0.95,"summary":"Scheduled vulnerability scan.","recommended_actions":[],"mitre":[]}"#;
+    let unsure = r#"{"verdict":"false_positive","confidence":0.5,"summary":"Maybe a scan.","recommended_actions":[],"mitre":[]}"#;
+    let server = Server::start(move |req: &Request| {
+        // The case file's tenant decides the scripted answer.
+        verdict_answer(if req.body.contains("c-sure") { fp } else { unsure }, 50, 20)
+    });
+    record(&store, &report("acme", "c-sure", 1, 80.0, &[]), &["llm"], false);
+    record(&store, &report("acme", "c-unsure", 1, 80.0, &[]), &["llm"], false);
+    let slot: sluice_pipeline::runtime::PriorsSlot = Default::default();
+    Dispatchers::start(store.clone(), vec![llm(&server.url, 2000)], &fast_retries(), Some(slot.clone()))
+        .drain(Duration::from_secs(10))
+        .unwrap();
+    let priors = store.priors("acme").unwrap();
+    assert_eq!(priors.len(), 1, "only the confident verdict made a prior: {priors:?}");
+    let p = &priors[0];
+    assert_eq!(p.signature, "0011223344556677");
+    assert!(p.reason.contains("false_positive") && p.reason.contains("c-sure:1"), "{}", p.reason);
+    let ttl_days = (p.expires_us - p.created_us) / 86_400_000_000;
+    assert_eq!(ttl_days, 30, "default TTL");
+    // The running pipeline's slot got the active set.
+    let active = slot.lock().unwrap().take().expect("the slot was filled");
+    let descr = &active.0["acme"][&0x0011223344556677];
+    assert!(descr.contains(&format!("prior #{}", p.id)), "{descr}");
+    assert!(store.priors("globex").unwrap().is_empty());
+    // Revoked, it no longer applies; revoking twice is refused.
+    assert!(store.revoke_prior("acme", p.id, "operator:test", sluice_connectors::source::now_us()).unwrap());
+    assert!(!store.revoke_prior("acme", p.id, "operator:test", sluice_connectors::source::now_us()).unwrap());
+    assert!(store.active_priors(sluice_connectors::source::now_us()).unwrap().0.is_empty());
+    let actions: Vec<String> = store.audit_log("acme").unwrap().into_iter().map(|l| l.1).collect();
+    assert!(
+        actions.contains(&"prior_created".to_string()) && actions.contains(&"prior_revoked".to_string()),
+        "{actions:?}"
+    );
+}
+
+/// The operator's view from the command line: outbox, a cluster's history,
+/// a verdict from an external platform, its prior, and revoking it.
+#[test]
+fn the_cli_shows_the_outbox_and_history_records_external_verdicts_and_revokes_priors() {
+    let dir = tempfile::tempdir().unwrap();
+    let alerts = dir.path().join("alerts.json");
+    let sluice = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        c.env("SLUICE_LOG", "warn").env("SLUICE_WEBHOOK_SECRET", "s").current_dir(dir.path());
+        c
+    };
+    let ok = |c: &mut Command| {
+        let out = c.output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    ok(sluice().args(["generate", "--tenants", "2", "--alerts", "200000", "--seed", "3", "--output"]).arg(&alerts));
+    let server = Server::start(|_| Reply::json(200, "{}"));
+    std::fs::write(dir.path().join("s.toml"), format!("[sinks.webhook]\nurl = \"{}\"\n", server.url)).unwrap();
+    ok(sluice().args(["run", "--format", "quiet", "--config", "s.toml", "--input"]).arg(&alerts));
+    let first: serde_json::Value = serde_json::from_str(&server.requests()[0].body).unwrap();
+    let (tenant, cluster, key) = (
+        first["tenant"].as_str().unwrap().to_string(),
+        first["cluster_id"].as_str().unwrap().to_string(),
+        first["idempotency_key"].as_str().unwrap().to_string(),
+    );
+    let list = ok(sluice().args(["outbox", "list", "--config", "s.toml", "--status", "delivered"]));
+    assert!(list.contains(&format!("delivered [{tenant}] webhook {key}")), "{list}");
+    let history = ok(sluice().args(["history", "--config", "s.toml", "--tenant", &tenant, &cluster]));
+    assert!(
+        history.contains("escalate") && history.contains(&format!("hand-off {key} → webhook  delivered")),
+        "{history}"
+    );
+    // Another tenant does not see the cluster.
+    let out = sluice().args(["history", "--config", "s.toml", "--tenant", "nobody", &cluster]).output().unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("has no cluster"));
+    let v = ok(sluice().args(["verdict", "--config", "s.toml", "--tenant", &tenant, "--key", &key]).args([
+        "--verdict",
+        "false_positive",
+        "--confidence",
+        "0.9",
+        "--summary",
+        "Authorised pentest",
+        "--by",
+        "soctalk",
+    ]));
+    assert!(v.contains("made a prior"), "{v}");
+    let history = ok(sluice().args(["history", "--config", "s.toml", "--tenant", &tenant, &cluster]));
+    assert!(history.contains("false_positive (confidence 0.9)") && history.contains("external:soctalk"), "{history}");
+    let priors = ok(sluice().args(["priors", "list", "--config", "s.toml"]));
+    assert!(priors.contains("prior #1") && priors.contains("active until") && priors.contains(&key), "{priors}");
+    ok(sluice().args(["priors", "revoke", "--config", "s.toml", "--tenant", &tenant, "1"]));
+    let priors = ok(sluice().args(["priors", "list", "--config", "s.toml"]));
+    assert!(priors.contains("revoked by operator:"), "{priors}");
+    // A bad verdict is refused, naming the flag.
+    let out = sluice()
+        .args(["verdict", "--config", "s.toml", "--tenant", &tenant, "--key", &key, "--verdict", "benign"])
+        .args(["--confidence", "0.9", "--summary", "x"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--verdict \"benign\""));
 }

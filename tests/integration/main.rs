@@ -6,5 +6,6 @@ mod common;
 mod differential;
 mod golden;
 mod late;
+mod priors;
 mod properties;
 mod quality;

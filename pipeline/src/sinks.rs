@@ -148,14 +148,32 @@ impl Default for RetryConfig {
 
 /// `[sinks.budget]`: per-tenant limits on what reaches the investigation
 /// stage. `[sinks.budget.tenants.<name>]` overrides them for one tenant.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct BudgetConfig {
     /// Hand-offs per sink in any rolling hour; absent: unlimited.
     pub cases_per_hour: Option<u32>,
     /// LLM tokens (prompt + completion) in any rolling day; absent: unlimited.
     pub llm_tokens_per_day: Option<u64>,
+    /// Investigations open at once: cases a sink took without a verdict yet
+    /// (an LLM answers with its verdict, so this limits platforms that get
+    /// cases by webhook and answer with `sluice verdict`); absent: unlimited.
+    pub concurrent_investigations: Option<u32>,
+    /// A case without a verdict stops counting as open after this long.
+    pub investigation_timeout: Duration,
     pub tenants: BTreeMap<String, BudgetLimits>,
+}
+
+impl Default for BudgetConfig {
+    fn default() -> Self {
+        Self {
+            cases_per_hour: None,
+            llm_tokens_per_day: None,
+            concurrent_investigations: None,
+            investigation_timeout: Duration::from_hours(1),
+            tenants: BTreeMap::new(),
+        }
+    }
 }
 
 /// Limits of one tenant (`[sinks.budget.tenants.<name>]`); absent: unlimited.
@@ -166,6 +184,8 @@ pub struct BudgetLimits {
     pub cases_per_hour: Option<u32>,
     /// LLM tokens (prompt + completion) in any rolling day.
     pub llm_tokens_per_day: Option<u64>,
+    /// Investigations open at once.
+    pub concurrent_investigations: Option<u32>,
 }
 
 impl BudgetConfig {
@@ -174,6 +194,7 @@ impl BudgetConfig {
         self.tenants.get(tenant).cloned().unwrap_or(BudgetLimits {
             cases_per_hour: self.cases_per_hour,
             llm_tokens_per_day: self.llm_tokens_per_day,
+            concurrent_investigations: self.concurrent_investigations,
         })
     }
 
@@ -681,6 +702,12 @@ fn over_budget(store: &Store, budget: &BudgetConfig, tenant: &str, sink: &str) -
         let n = store.delivered_since(tenant, sink, now - 3_600_000_000)?;
         if n >= i64::from(max) {
             return Ok(Some(format!("over budget: {n} of {max} cases in the last hour")));
+        }
+    }
+    if let Some(max) = limits.concurrent_investigations {
+        let n = store.open_investigations(tenant, sink, now - budget.investigation_timeout.millis() * 1000)?;
+        if n >= i64::from(max) {
+            return Ok(Some(format!("over budget: {n} of {max} investigations open (no verdict yet)")));
         }
     }
     if sink == LLM

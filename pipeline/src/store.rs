@@ -892,6 +892,25 @@ impl Store {
         })
     }
 
+    /// Cases a tenant's sink took since `since_us` that have no verdict yet.
+    pub fn open_investigations(&self, tenant: &str, sink: &str, since_us: i64) -> Result<i64, StoreError> {
+        let (sink, t) = (sink.to_string(), tenant.to_string());
+        self.in_tenant(tenant, "count open investigations", move |c| {
+            Box::pin(async move {
+                sqlx::query_scalar(
+                    "SELECT count(*) FROM outbox o
+                     WHERE o.tenant = $1 AND o.sink = $2 AND o.status = 'delivered' AND o.done_us >= $3
+                       AND NOT EXISTS (SELECT 1 FROM verdicts v WHERE v.tenant = o.tenant AND v.idempotency_key = o.idempotency_key)",
+                )
+                .bind(&t)
+                .bind(&sink)
+                .bind(since_us)
+                .fetch_one(&mut *c)
+                .await
+            })
+        })
+    }
+
     /// Tokens a tenant's verdicts used since `since_us`.
     pub fn tokens_since(&self, tenant: &str, since_us: i64) -> Result<i64, StoreError> {
         let t = tenant.to_string();

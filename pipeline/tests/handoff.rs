@@ -259,7 +259,7 @@ fn over_budget_the_highest_scores_go_first_the_rest_wait_with_a_reason_and_the_f
     let mut config = fast_retries();
     config.budget.cases_per_hour = Some(2);
     // Another tenant has its own budget.
-    config.budget.tenants.insert("globex".into(), BudgetLimits { cases_per_hour: Some(10), llm_tokens_per_day: None });
+    config.budget.tenants.insert("globex".into(), BudgetLimits { cases_per_hour: Some(10), ..BudgetLimits::default() });
     for (id, score) in [("low", 66.0), ("high", 95.0), ("mid", 80.0), ("mid2", 79.0)] {
         record(&store, &report("acme", id, 1, score, &[]), &["webhook"], false);
     }
@@ -498,4 +498,42 @@ fn the_cli_shows_the_outbox_and_history_records_external_verdicts_and_revokes_pr
         .output()
         .unwrap();
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--verdict \"benign\""));
+}
+
+#[test]
+fn open_investigations_are_capped_per_tenant_until_a_verdict_closes_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite(dir.path());
+    let server = Server::start(|_| Reply::json(200, "{}"));
+    let mut config = fast_retries();
+    config.budget.concurrent_investigations = Some(1);
+    record(&store, &report("acme", "first", 1, 90.0, &[]), &["webhook"], false);
+    record(&store, &report("acme", "second", 1, 80.0, &[]), &["webhook"], false);
+    let run = || {
+        Dispatchers::start(store.clone(), vec![webhook(&server.url, 2000)], &config, None)
+            .drain(Duration::from_secs(10))
+            .unwrap()
+    };
+    let counts = run();
+    assert_eq!((counts.get("webhook", status::DELIVERED), counts.get("webhook", status::DEFERRED)), (1, 1));
+    let deferred = store.outbox_rows("acme", status::DEFERRED).unwrap();
+    assert!(deferred[0].2.contains("1 of 1 investigations open"), "{deferred:?}");
+    // The platform answers on the first case: the second goes out.
+    let verdict = sluice_pipeline::store::VerdictRecord {
+        verdict: "true_positive".into(),
+        confidence: 0.9,
+        body: "{}".into(),
+        prompt_tokens: 0,
+        completion_tokens: 0,
+    };
+    let policy = config.priors.policy();
+    assert!(!store.external_verdict("acme", "first:1", "external:soctalk", &verdict, &policy, 1).unwrap());
+    assert!(
+        store
+            .external_verdict("acme", "nope:1", "external:soctalk", &verdict, &policy, 1)
+            .unwrap_err()
+            .to_string()
+            .contains("no case file nope:1")
+    );
+    assert_eq!(run().get("webhook", status::DELIVERED), 2);
 }

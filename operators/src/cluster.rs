@@ -157,7 +157,7 @@ pub struct ClusterReport {
     pub entities: BTreeMap<EntityKind, Vec<String>>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
     pub entities_truncated: BTreeMap<EntityKind, u64>,
-    /// MITRE tactics in order of first appearance (ties in kill-chain order).
+    /// MITRE ATT&CK tactics in kill-chain order.
     pub tactics: Vec<String>,
     pub max_level: u8,
     /// All alerts, duplicates included.
@@ -232,9 +232,13 @@ impl ClusterReport {
 impl ClusterReport {
     /// Estimated tokens of the serialized case file: bytes / 4, rounded up
     /// (a common estimate for English and JSON with BPE tokenizers).
+    ///
+    /// Counted on the text as sent: `<`, `>` and `&` are written as
+    /// `\u003c`…, six bytes each.
     pub fn estimated_tokens(&self) -> u64 {
-        let bytes = serde_json::to_vec(self).map_or(0, |v| v.len() as u64);
-        bytes.div_ceil(4)
+        let text = serde_json::to_string(self).unwrap_or_default();
+        let escaped = text.bytes().filter(|b| matches!(b, b'<' | b'>' | b'&')).count() as u64;
+        (text.len() as u64 + 5 * escaped).div_ceil(4)
     }
 
     /// Cuts evidence until the case file fits `max_tokens`: raw excerpts

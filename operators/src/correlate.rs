@@ -584,6 +584,18 @@ fn ordered(list: &[TacticSeen]) -> Vec<&TacticSeen> {
     v
 }
 
+/// Tactics in kill-chain order (unknown ones last, by first appearance):
+/// how case files list them.
+fn kill_chain_ordered(list: &[TacticSeen]) -> Vec<&TacticSeen> {
+    let mut v: Vec<&TacticSeen> = list.iter().collect();
+    v.sort_by(|a, b| {
+        (a.index.unwrap_or(u8::MAX), a.first)
+            .cmp(&(b.index.unwrap_or(u8::MAX), b.first))
+            .then_with(|| a.name.cmp(&b.name))
+    });
+    v
+}
+
 /// Kill-chain positions of tactic names, as a bit mask.
 fn tactic_mask(tactics: &[&str]) -> u16 {
     tactics.iter().filter_map(|t| kill_chain_index(t)).fold(0, |m, i| m | (1 << i))
@@ -817,7 +829,7 @@ impl Cluster {
             last_seen: Rfc3339(self.last).to_string(),
             entities: self.entities.iter().map(|(k, v)| (*k, v.iter().cloned().collect())).collect(),
             entities_truncated,
-            tactics: ordered(&self.tactics).into_iter().map(|t| t.name.clone()).collect(),
+            tactics: kill_chain_ordered(&self.tactics).into_iter().map(|t| t.name.clone()).collect(),
             max_level: self.max_level,
             alerts: self.unique + self.duplicates,
             duplicates: self.duplicates,
@@ -1746,9 +1758,10 @@ mod tests {
         assert!(esc.score >= HandoffConfig::default().escalate_threshold);
         let sum: f64 = esc.breakdown.iter().map(|l| l.points).sum();
         assert!((sum - esc.score).abs() < 0.01, "breakdown explains every point");
+        // Case files list tactics in kill-chain order, not as they came.
         assert_eq!(
             esc.tactics,
-            ["Credential Access", "Initial Access", "Privilege Escalation", "Persistence", "Execution"]
+            ["Initial Access", "Execution", "Persistence", "Privilege Escalation", "Credential Access"]
         );
         assert_eq!(finals[0].decision, Decision::Escalate);
         assert!(live[1].1.version > esc.version);

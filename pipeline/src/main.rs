@@ -157,8 +157,8 @@ enum PriorsCommand {
         #[arg(long)]
         tenant: Option<String>,
     },
-    /// Revokes a prior (written to the audit log); it stops applying at the
-    /// next start.
+    /// Revokes a prior (written to the audit log); a running Sluice on the
+    /// same store stops applying it within seconds.
     Revoke {
         #[arg(long, short)]
         config: Option<PathBuf>,
@@ -515,11 +515,14 @@ fn cmd_run(a: RunArgs) -> Result<()> {
         ..RunOptions::default()
     };
     let summary = run(&config, source, &options, &stop, |e| {
+        // With a store, Kafka publishes the case file as stored: one content
+        // per key, even when a replay scores differently.
+        let stored = match &handoff {
+            Some(h) => h.record(&e)?,
+            None => None,
+        };
         if let Some(sink) = &mut kafka_sink {
-            to_kafka(sink, &e)?;
-        }
-        if let Some(h) = &handoff {
-            h.record(&e)?;
+            to_kafka(sink, &e, stored)?;
         }
         writer.write(e)
     })?;
@@ -598,17 +601,18 @@ fn start_handoff(config: &Config) -> Result<Option<Handoff>> {
 
 impl Handoff {
     /// Writes a report to the store (for a hand-off, its case file and
-    /// outbox rows, in one transaction) and wakes the dispatchers.
-    fn record(&self, event: &Event) -> std::io::Result<()> {
-        if let Event::Report(kind, report) = event {
-            let body = stable_case_json(*kind, report);
-            let floor = BudgetConfig::floor(report, &self.floor_factors);
-            self.store
-                .record(*kind, report, &body, &self.sinks, floor, sluice_connectors::source::now_us())
-                .map_err(std::io::Error::other)?;
-            self.dispatchers.notify();
-        }
-        Ok(())
+    /// outbox rows, in one transaction) and wakes the dispatchers. Returns
+    /// the case file as stored.
+    fn record(&self, event: &Event) -> std::io::Result<Option<String>> {
+        let Event::Report(kind, report) = event else { return Ok(None) };
+        let body = stable_case_json(*kind, report);
+        let floor = BudgetConfig::floor(report, &self.floor_factors);
+        let (_, stored) = self
+            .store
+            .record(*kind, report, &body, &self.sinks, floor, sluice_connectors::source::now_us())
+            .map_err(std::io::Error::other)?;
+        self.dispatchers.notify();
+        Ok(stored)
     }
 
     /// At the end of the run: lets the sinks deliver what is due (at most
@@ -737,7 +741,7 @@ fn cmd_priors(command: PriorsCommand) -> Result<()> {
             if !store.revoke_prior(&tenant, id, &operator(), now)? {
                 bail!("tenant {tenant} has no active prior #{id} (see `sluice priors list`)");
             }
-            println!("prior #{id} of tenant {tenant} revoked; it stops applying at the next start");
+            println!("prior #{id} of tenant {tenant} revoked; a running Sluice stops applying it within seconds");
         }
     }
     Ok(())
@@ -767,15 +771,16 @@ fn cmd_outbox(command: OutboxCommand) -> Result<()> {
     Ok(())
 }
 
-/// Hands an event to the Kafka sink; a checkpoint waits for every delivery.
-fn to_kafka(sink: &mut KafkaSink, event: &Event) -> std::io::Result<()> {
+/// Hands an event to the Kafka sink (a case file as `stored`, when the store
+/// has it); a checkpoint waits for every delivery.
+fn to_kafka(sink: &mut KafkaSink, event: &Event, stored: Option<String>) -> std::io::Result<()> {
     let result = match event {
         // Final states are not hand-offs: the cases topic carries escalations
         // and updates, each key once.
         Event::Report(ReportKind::Close, _) => Ok(()),
         Event::Report(kind, report) => {
             let kind_name = serde_json::to_value(kind).ok().and_then(|v| v.as_str().map(str::to_string));
-            let payload = stable_case_json(*kind, report);
+            let payload = stored.unwrap_or_else(|| stable_case_json(*kind, report));
             sink.send_case(&report.tenant, &report.idempotency_key, &kind_name.unwrap_or_default(), payload.as_bytes())
         }
         Event::DeadLetter(dl) => sink.send_dead_letter(dl),

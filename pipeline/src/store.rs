@@ -308,9 +308,28 @@ impl Store {
                 store.migrate(&admin)?;
                 store.runtime.block_on(admin.close());
             }
-            None => store.migrate(&store.pool)?,
+            // The service role owns nothing and cannot migrate: check that
+            // the owner did (or, when the service URL is the owner's, do it).
+            None if !store.migrated()? => store.migrate(&store.pool).map_err(|e| StoreError {
+                message: format!(
+                    "{}; the schema is not migrated: set $SLUICE_STORE_ADMIN_URL (store.postgres_admin_url_env) \
+                     to the tables' owner, or run `sqlx migrate run --source pipeline/migrations/postgres`",
+                    e.message
+                ),
+                ..e
+            })?,
+            None => {}
         }
         Ok(store)
+    }
+
+    /// Whether every embedded migration is applied.
+    fn migrated(&self) -> Result<bool, StoreError> {
+        let latest = migrator(self.backend).iter().map(|m| m.version).max().unwrap_or(0);
+        let applied: Result<Option<i64>, sqlx::Error> = self.runtime.block_on(
+            sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success").fetch_one(&self.pool),
+        );
+        Ok(applied.ok().flatten().is_some_and(|v| v >= latest))
     }
 
     fn migrate(&self, pool: &AnyPool) -> Result<(), StoreError> {
@@ -357,7 +376,8 @@ impl Store {
     /// Records a report: the cluster's latest state, its version, and for a
     /// hand-off the case file and one outbox row per sink, in one
     /// transaction. Returns whether the case file is new (a replayed report
-    /// finds its key already there and changes nothing).
+    /// finds its key already there and changes nothing) and, for a hand-off,
+    /// the case file as stored: what every sink sends under its key.
     pub fn record(
         &self,
         kind: ReportKind,
@@ -366,7 +386,7 @@ impl Store {
         sinks: &[&str],
         floor: bool,
         now_us: i64,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<(bool, Option<String>), StoreError> {
         let kind_name = kind_name(kind);
         let r = report.clone();
         let body = body.to_string();
@@ -417,7 +437,7 @@ impl Store {
                 if kind == ReportKind::Close {
                     audit(&mut *c, t, now_us, "sluice", "close", &r.idempotency_key, &format!("{decision}: {}", r.reason))
                         .await?;
-                    return Ok(false);
+                    return Ok((false, None));
                 }
                 let inserted = sqlx::query(
                     "INSERT INTO case_files (tenant, idempotency_key, cluster_id, version, kind, score, body, created_us)
@@ -436,7 +456,13 @@ impl Store {
                 .rows_affected()
                     == 1;
                 if !inserted {
-                    return Ok(false);
+                    let stored: String =
+                        sqlx::query_scalar("SELECT body FROM case_files WHERE tenant = $1 AND idempotency_key = $2")
+                            .bind(t)
+                            .bind(&r.idempotency_key)
+                            .fetch_one(&mut *c)
+                            .await?;
+                    return Ok((false, Some(stored)));
                 }
                 for sink in &sinks {
                     sqlx::query(
@@ -455,7 +481,7 @@ impl Store {
                 let to = if sinks.is_empty() { "no sink configured".to_string() } else { sinks.join(", ") };
                 audit(&mut *c, t, now_us, "sluice", kind_name, &r.idempotency_key, &format!("{}; to {to}", r.reason))
                     .await?;
-                Ok(true)
+                Ok((true, Some(body)))
             })
         })
     }
@@ -554,6 +580,12 @@ impl Store {
             (tenant.to_string(), key.to_string(), actor.to_string(), verdict.clone(), policy.clone());
         self.in_tenant(tenant, "record a verdict", move |c| {
             Box::pin(async move {
+                // Write first, so SQLite takes its write lock (waiting for
+                // the pipeline if need be) before this transaction reads.
+                sqlx::query("INSERT INTO sluice_tenants (tenant) VALUES ($1) ON CONFLICT DO NOTHING")
+                    .bind(&t)
+                    .execute(&mut *c)
+                    .await?;
                 let row: Option<AnyRow> = sqlx::query(
                     "SELECT cluster_id, version, kind, body, score FROM case_files WHERE tenant = $1 AND idempotency_key = $2",
                 )
@@ -911,14 +943,30 @@ impl Store {
         })
     }
 
-    /// Tokens a tenant's verdicts used since `since_us`.
+    /// Records LLM tokens a tenant's case used (whatever the outcome).
+    pub fn record_usage(&self, tenant: &str, sink: &str, tokens: i64, now_us: i64) -> Result<(), StoreError> {
+        let (t, sink) = (tenant.to_string(), sink.to_string());
+        self.in_tenant(tenant, "record token usage", move |c| {
+            Box::pin(async move {
+                sqlx::query("INSERT INTO llm_usage (tenant, sink, at_us, tokens) VALUES ($1, $2, $3, $4)")
+                    .bind(&t)
+                    .bind(&sink)
+                    .bind(now_us)
+                    .bind(tokens)
+                    .execute(&mut *c)
+                    .await?;
+                Ok(())
+            })
+        })
+    }
+
+    /// LLM tokens a tenant used since `since_us`.
     pub fn tokens_since(&self, tenant: &str, since_us: i64) -> Result<i64, StoreError> {
         let t = tenant.to_string();
         self.in_tenant(tenant, "sum tokens", move |c| {
             Box::pin(async move {
                 let n: Option<i64> = sqlx::query_scalar(
-                    "SELECT CAST(SUM(prompt_tokens + completion_tokens) AS BIGINT) FROM verdicts
-                     WHERE tenant = $2 AND created_us >= $1",
+                    "SELECT CAST(SUM(tokens) AS BIGINT) FROM llm_usage WHERE tenant = $2 AND at_us >= $1",
                 )
                 .bind(since_us)
                 .bind(&t)
@@ -1034,6 +1082,20 @@ async fn insert_verdict(
         .ok()
         .and_then(|b| b["signature"].as_str().map(str::to_string));
     let Some(signature) = signature.filter(|_| policy.makes_prior(v)) else { return Ok(false) };
+    // One active prior per signature: a later verdict does not extend it
+    // (the model sees the prior's line in the breakdown and could keep
+    // renewing its own judgement).
+    let active: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM priors WHERE tenant = $1 AND signature = $2 AND revoked_us IS NULL AND expires_us > $3",
+    )
+    .bind(&case.tenant)
+    .bind(&signature)
+    .bind(now_us)
+    .fetch_one(&mut *c)
+    .await?;
+    if active > 0 {
+        return Ok(false);
+    }
     let verdict_id: i64 =
         sqlx::query_scalar("SELECT id FROM verdicts WHERE tenant = $1 AND sink = $2 AND idempotency_key = $3")
             .bind(&case.tenant)
@@ -1052,7 +1114,7 @@ async fn insert_verdict(
     .bind(verdict_id)
     .bind(&reason)
     .bind(now_us)
-    .bind(now_us + policy.ttl_us)
+    .bind(now_us.saturating_add(policy.ttl_us))
     .fetch_one(&mut *c)
     .await?;
     let detail = format!("signature {signature}: {reason}");

@@ -39,7 +39,7 @@ fn report(tenant: &str, id: &str, version: u64, score: f64, factors: &[&str]) ->
 
 fn record(store: &Store, r: &ClusterReport, sinks: &[&str], floor: bool) -> bool {
     let body = stable_case_json(ReportKind::Escalate, r);
-    store.record(ReportKind::Escalate, r, &body, sinks, floor, sluice_connectors::source::now_us()).unwrap()
+    store.record(ReportKind::Escalate, r, &body, sinks, floor, sluice_connectors::source::now_us()).unwrap().0
 }
 
 fn fast_retries() -> SinksConfig {
@@ -219,6 +219,7 @@ fn an_llm_that_answers_invalid_json_twice_gets_the_case_parked() {
         .unwrap();
     assert_eq!(counts.get("llm", status::PARKED), 1);
     assert_eq!(server.requests().len(), 2);
+    assert_eq!(store.tokens_since("acme", 0).unwrap(), 30, "the invalid answers' tokens count against the budget");
     let parked = store.outbox_rows("acme", status::PARKED).unwrap();
     assert!(parked[0].2.contains("invalid verdict twice"), "{parked:?}");
     assert!(store.verdicts("acme").unwrap().is_empty());
@@ -410,12 +411,15 @@ fn a_confident_false_positive_verdict_becomes_a_prior_that_can_be_revoked() {
     });
     record(&store, &report("acme", "c-sure", 1, 80.0, &[]), &["llm"], false);
     record(&store, &report("acme", "c-unsure", 1, 80.0, &[]), &["llm"], false);
+    // Same signature, judged again: the active prior is not extended.
+    record(&store, &report("acme", "c-sure-again", 1, 70.0, &[]), &["llm"], false);
     let slot: sluice_pipeline::runtime::PriorsSlot = Default::default();
     Dispatchers::start(store.clone(), vec![llm(&server.url, 2000)], &fast_retries(), Some(slot.clone()))
         .drain(Duration::from_secs(10))
         .unwrap();
     let priors = store.priors("acme").unwrap();
-    assert_eq!(priors.len(), 1, "only the confident verdict made a prior: {priors:?}");
+    assert_eq!(priors.len(), 1, "one confident verdict made a prior: {priors:?}");
+    assert_eq!(store.verdicts("acme").unwrap().len(), 3);
     let p = &priors[0];
     assert_eq!(p.signature, "0011223344556677");
     assert!(p.reason.contains("false_positive") && p.reason.contains("c-sure:1"), "{}", p.reason);
@@ -536,4 +540,51 @@ fn open_investigations_are_capped_per_tenant_until_a_verdict_closes_one() {
             .contains("no case file nope:1")
     );
     assert_eq!(run().get("webhook", status::DELIVERED), 2);
+}
+
+#[test]
+fn priors_made_or_revoked_elsewhere_reach_a_running_pipeline() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite(dir.path());
+    record(&store, &report("acme", "c1", 1, 80.0, &[]), &["webhook"], false);
+    let slot: sluice_pipeline::runtime::PriorsSlot = Default::default();
+    let d = Dispatchers::start(store.clone(), vec![], &fast_retries(), Some(slot.clone()));
+    let wait_for = |what: &str, f: &dyn Fn(&sluice_operators::correlate::Priors) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(p) = slot.lock().unwrap().take()
+                && f(&p)
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{what} did not reach the slot");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    // A verdict from another process (as `sluice verdict` records it).
+    let verdict = sluice_pipeline::store::VerdictRecord {
+        verdict: "false_positive".into(),
+        confidence: 0.99,
+        body: "{}".into(),
+        prompt_tokens: 0,
+        completion_tokens: 0,
+    };
+    let policy = fast_retries().priors.policy();
+    assert!(
+        store
+            .external_verdict(
+                "acme",
+                "c1:1",
+                "external:soctalk",
+                &verdict,
+                &policy,
+                sluice_connectors::source::now_us()
+            )
+            .unwrap()
+    );
+    wait_for("the new prior", &|p| p.0.get("acme").is_some_and(|t| t.contains_key(&0x0011223344556677)));
+    let id = store.priors("acme").unwrap()[0].id;
+    store.revoke_prior("acme", id, "operator:test", sluice_connectors::source::now_us()).unwrap();
+    wait_for("the revocation", &|p| p.0.is_empty());
+    d.stop_now();
 }

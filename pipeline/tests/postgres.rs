@@ -283,16 +283,22 @@ fn the_store_keeps_tenants_apart_with_row_level_security_the_service_cannot_bypa
     let _ = connect(&pg.url, "warm-up");
     psql(&pg.url, "CREATE ROLE sluice_app LOGIN");
     let app = pg.url.replace("postgres@", "sluice_app@");
+    // The service alone cannot create the schema, and says what to do.
+    let err = Store::open_postgres(&app, None).unwrap_err().to_string();
+    assert!(err.contains("not migrated") && err.contains("SLUICE_STORE_ADMIN_URL"), "{err}");
     // The migration creates the tables (owned by the admin) and the
     // sluice_service role; the deployer makes the service's login a member.
-    let store = open_store(&app, &pg.url);
+    drop(open_store(&app, &pg.url));
     psql(&pg.url, "GRANT sluice_service TO sluice_app");
+    // From then on the service starts without the admin's URL.
+    let store = Store::open_postgres(&app, None).unwrap();
     for (tenant, id) in [("acme", "a1"), ("acme", "a2"), ("globex", "g1")] {
         let r = case(tenant, id);
         assert!(
             store
                 .record(ReportKind::Escalate, &r, &stable_case_json(ReportKind::Escalate, &r), &["webhook"], false, 1)
                 .unwrap()
+                .0
         );
     }
     // Through the store, one tenant at a time.

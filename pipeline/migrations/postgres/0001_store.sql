@@ -92,6 +92,16 @@ CREATE TABLE IF NOT EXISTS priors (
     revoked_by  TEXT
 );
 
+-- LLM tokens spent, whatever the outcome (budgets count them all).
+CREATE TABLE IF NOT EXISTS llm_usage (
+    id       BIGSERIAL PRIMARY KEY,
+    tenant   TEXT   NOT NULL,
+    sink     TEXT   NOT NULL,
+    at_us    BIGINT NOT NULL,
+    tokens   BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS llm_usage_by_time ON llm_usage (tenant, at_us);
+
 -- Append-only: who did what, when, to which subject.
 CREATE TABLE IF NOT EXISTS audit_log (
     id       BIGSERIAL PRIMARY KEY,
@@ -116,7 +126,7 @@ END $$;
 DO $$
 DECLARE t TEXT;
 BEGIN
-    FOREACH t IN ARRAY ARRAY['clusters', 'cluster_versions', 'case_files', 'outbox', 'verdicts', 'priors', 'audit_log'] LOOP
+    FOREACH t IN ARRAY ARRAY['clusters', 'cluster_versions', 'case_files', 'outbox', 'verdicts', 'priors', 'llm_usage', 'audit_log'] LOOP
         EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t);
         EXECUTE format('ALTER TABLE %I FORCE ROW LEVEL SECURITY', t);
         EXECUTE format('DROP POLICY IF EXISTS tenant_isolation ON %I', t);
@@ -128,6 +138,8 @@ END $$;
 
 GRANT SELECT, INSERT ON sluice_tenants TO sluice_service;
 GRANT SELECT, INSERT, UPDATE ON clusters, cluster_versions, case_files, outbox, verdicts, priors TO sluice_service;
--- The audit log is append-only for the service.
-GRANT SELECT, INSERT ON audit_log TO sluice_service;
+-- The audit log and the token ledger are append-only for the service.
+GRANT SELECT, INSERT ON audit_log, llm_usage TO sluice_service;
+-- The service checks at start that the schema is migrated.
+GRANT SELECT ON _sqlx_migrations TO sluice_service;
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO sluice_service;

@@ -92,6 +92,16 @@ CREATE TABLE priors (
     revoked_by  TEXT
 );
 
+-- LLM tokens spent, whatever the outcome (budgets count them all).
+CREATE TABLE llm_usage (
+    id       INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant   TEXT   NOT NULL,
+    sink     TEXT   NOT NULL,
+    at_us    BIGINT NOT NULL,
+    tokens   BIGINT NOT NULL
+);
+CREATE INDEX llm_usage_by_time ON llm_usage (tenant, at_us);
+
 -- Append-only: who did what, when, to which subject.
 CREATE TABLE audit_log (
     id       INTEGER PRIMARY KEY AUTOINCREMENT,

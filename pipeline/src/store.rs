@@ -633,45 +633,39 @@ impl Store {
                         })
                         .collect()
                 };
-                let versions = sqlx::query(
-                    "SELECT version, kind, score, decision, reason FROM cluster_versions
-                     WHERE tenant = $1 AND cluster_id = $2 ORDER BY version",
-                )
-                .bind(&t)
-                .bind(&id)
-                .fetch_all(&mut *c)
-                .await?;
-                let handoffs = sqlx::query(
-                    "SELECT o.idempotency_key, o.sink, o.status, o.attempts, COALESCE(o.last_error, '')
-                     FROM outbox o JOIN case_files f ON f.tenant = o.tenant AND f.idempotency_key = o.idempotency_key
-                     WHERE o.tenant = $1 AND f.cluster_id = $2 ORDER BY o.id",
-                )
-                .bind(&t)
-                .bind(&id)
-                .fetch_all(&mut *c)
-                .await?;
-                let verdicts = sqlx::query(
-                    "SELECT idempotency_key, sink, verdict, confidence, body FROM verdicts
-                     WHERE tenant = $1 AND cluster_id = $2 ORDER BY id",
-                )
-                .bind(&t)
-                .bind(&id)
-                .fetch_all(&mut *c)
-                .await?;
-                let audit = sqlx::query(
-                    "SELECT at_us, actor, action, subject, detail FROM audit_log
-                     WHERE tenant = $1 AND subject LIKE $2 ORDER BY id",
-                )
-                .bind(&t)
-                .bind(format!("{id}:%"))
-                .fetch_all(&mut *c)
-                .await?;
-                Ok(ClusterHistory {
-                    versions: strings(versions, 5)?,
-                    handoffs: strings(handoffs, 5)?,
-                    verdicts: strings(verdicts, 5)?,
-                    audit: strings(audit, 5)?,
-                })
+                // Each part: five columns, bound to the tenant and to the
+                // cluster id (the audit log: to its idempotency keys).
+                let parts = [
+                    (
+                        "SELECT version, kind, score, decision, reason FROM cluster_versions
+                      WHERE tenant = $1 AND cluster_id = $2 ORDER BY version",
+                        id.clone(),
+                    ),
+                    (
+                        "SELECT o.idempotency_key, o.sink, o.status, o.attempts, COALESCE(o.last_error, '')
+                      FROM outbox o JOIN case_files f ON f.tenant = o.tenant AND f.idempotency_key = o.idempotency_key
+                      WHERE o.tenant = $1 AND f.cluster_id = $2 ORDER BY o.id",
+                        id.clone(),
+                    ),
+                    (
+                        "SELECT idempotency_key, sink, verdict, confidence, body FROM verdicts
+                      WHERE tenant = $1 AND cluster_id = $2 ORDER BY id",
+                        id.clone(),
+                    ),
+                    (
+                        "SELECT at_us, actor, action, subject, detail FROM audit_log
+                      WHERE tenant = $1 AND subject LIKE $2 ORDER BY id",
+                        format!("{id}:%"),
+                    ),
+                ];
+                let mut found = Vec::with_capacity(parts.len());
+                for (sql, key) in parts {
+                    let rows = sqlx::query(sql).bind(&t).bind(key).fetch_all(&mut *c).await?;
+                    found.push(strings(rows, 5)?);
+                }
+                let [versions, handoffs, verdicts, audit]: [Vec<Vec<String>>; 4] =
+                    found.try_into().expect("four parts");
+                Ok(ClusterHistory { versions, handoffs, verdicts, audit })
             })
         })
     }

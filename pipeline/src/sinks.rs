@@ -742,10 +742,13 @@ fn refresh_priors(store: &Store, slot: &PriorsSlot, draining: &AtomicBool, stop:
             next = Instant::now() + PRIORS_REFRESH;
             match store.active_priors(now_us()) {
                 Ok(active) if last.as_ref() != Some(&active) => {
+                    // The first read too: a prior made since the caller
+                    // loaded the set must not be missed (applying the same
+                    // set again changes nothing).
                     if last.is_some() {
                         tracing::info!("verdict priors changed; applying them");
-                        *slot.lock().expect("priors slot") = Some(active.clone());
                     }
+                    *slot.lock().expect("priors slot") = Some(active.clone());
                     last = Some(active);
                 }
                 Ok(_) => {}

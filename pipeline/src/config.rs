@@ -142,11 +142,14 @@ pub struct GeneratorSettings {
     pub seed: u64,
     /// Average alerts per second of event time, all tenants together.
     pub rate: f64,
+    /// Each tenant's authorised vulnerability scan sweeps the same web
+    /// servers this often (a recurring false positive); absent: no scan.
+    pub recurring_scan: Option<Duration>,
 }
 
 impl Default for GeneratorSettings {
     fn default() -> Self {
-        Self { tenants: 5, alerts: 500_000, seed: 42, rate: 100.0 }
+        Self { tenants: 5, alerts: 500_000, seed: 42, rate: 100.0, recurring_scan: None }
     }
 }
 

@@ -19,7 +19,22 @@ use sluice_operators::cluster::{ClusterReport, Decision};
 use sluice_operators::operator::ReportKind;
 
 use crate::config::Config;
-use crate::runtime::{Event, RunError, RunOptions, Summary, run};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use sluice_operators::correlate::Priors;
+
+use crate::runtime::{Event, PriorsSlot, RunError, RunOptions, Summary, run};
+
+/// An investigation stage that knows the labels: it judges every escalated
+/// cluster without a campaign alert a confident false positive, which makes
+/// a prior on its signature at once (as the LLM sink's verdicts do). For
+/// measuring what priors do to later clusters.
+#[derive(Debug, Clone)]
+pub struct Oracle {
+    /// The labels so far (a generator source adds them as it goes).
+    pub labels: Arc<Mutex<Vec<Label>>>,
+}
 
 /// Runs the pipeline with membership tracking and scores the result.
 /// `labels` is called after the run (a generator source fills them as it goes).
@@ -27,16 +42,42 @@ pub fn evaluate_run(
     config: &Config,
     source: Box<dyn Source>,
     labels: impl FnOnce() -> Vec<Label>,
+    oracle: Option<Oracle>,
 ) -> Result<(EvalReport, Summary), RunError> {
     let stop = StopFlag::new();
-    let options =
-        RunOptions { track_members: true, progress: Some(std::time::Duration::from_secs(10)), ..RunOptions::default() };
+    let slot: Option<PriorsSlot> = oracle.as_ref().map(|_| Arc::new(Mutex::new(None)));
+    let options = RunOptions {
+        track_members: true,
+        progress: Some(std::time::Duration::from_secs(10)),
+        priors: slot.clone(),
+        ..RunOptions::default()
+    };
     let mut finals = Vec::new();
     let mut escalations: BTreeMap<String, u64> = BTreeMap::new();
+    let mut campaign_alerts: HashSet<String> = HashSet::new();
+    let mut seen_labels = 0;
+    let mut priors = Priors::default();
     let summary = run(config, source, &options, &stop, |e| {
         match e {
             Event::Report(ReportKind::Close, r) => finals.push(*r),
-            Event::Report(ReportKind::Escalate, r) => *escalations.entry(r.tenant.clone()).or_default() += 1,
+            Event::Report(ReportKind::Escalate, r) => {
+                *escalations.entry(r.tenant.clone()).or_default() += 1;
+                if let (Some(oracle), Some(slot)) = (&oracle, &slot) {
+                    let labels = oracle.labels.lock().expect("labels lock");
+                    campaign_alerts.extend(labels[seen_labels..].iter().map(|l| l.alert_id.clone()));
+                    seen_labels = labels.len();
+                    let campaign = r.members.iter().flatten().any(|m| campaign_alerts.contains(m));
+                    if !campaign {
+                        let n: usize = priors.0.values().map(|p| p.len()).sum();
+                        priors.insert(
+                            &r.tenant,
+                            &r.signature,
+                            format!("prior #{}: judged false_positive by the oracle", n + 1),
+                        );
+                        *slot.lock().expect("priors slot") = Some(priors.clone());
+                    }
+                }
+            }
             _ => {}
         }
         Ok(())

@@ -202,6 +202,10 @@ struct GenArgs {
     /// Average alerts per second of event time.
     #[arg(long)]
     rate: Option<f64>,
+    /// Add each tenant's authorised vulnerability scan, sweeping the same
+    /// two web servers this often (e.g. `8h`): a recurring false positive.
+    #[arg(long, value_name = "PERIOD")]
+    recurring_scan: Option<humantime::Duration>,
 }
 
 #[derive(Args, Debug)]
@@ -293,6 +297,11 @@ struct EvalArgs {
     /// `human` or `json`.
     #[arg(long, value_enum, default_value_t = Format::Human)]
     format: Format,
+    /// Judge every escalation without a campaign alert a confident false
+    /// positive as it happens (the labels as the investigation stage), so
+    /// verdict priors act on later clusters: what priors are worth.
+    #[arg(long)]
+    oracle_priors: bool,
     #[command(flatten)]
     generator: GenArgs,
 }
@@ -373,6 +382,9 @@ fn apply_gen(config: &mut Config, g: &GenArgs) {
     if let Some(v) = g.rate {
         config.generator.rate = v;
     }
+    if let Some(v) = g.recurring_scan {
+        config.generator.recurring_scan = Some(sluice_operators::time::Duration(v.as_millis() as i64));
+    }
 }
 
 fn generator_config(config: &Config) -> GeneratorConfig {
@@ -381,6 +393,7 @@ fn generator_config(config: &Config) -> GeneratorConfig {
         alerts: config.generator.alerts,
         seed: config.generator.seed,
         rate: config.generator.rate,
+        recurring_scan: config.generator.recurring_scan.map(|d| d.millis()),
         ..GeneratorConfig::default()
     }
 }
@@ -895,7 +908,9 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
             let source = open_source(&config, &StopFlag::new())?;
             {
                 let labels = read_labels(&labels)?;
-                eval::evaluate_run(&config, source, move || labels)?
+                let oracle =
+                    a.oracle_priors.then(|| eval::Oracle { labels: Arc::new(std::sync::Mutex::new(labels.clone())) });
+                eval::evaluate_run(&config, source, move || labels, oracle)?
             }
         }
         None => {
@@ -904,9 +919,13 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
             let source =
                 GeneratorSource::new(generator_config(&config), config.runtime.batch_size.get(), StopFlag::new())?
                     .with_labels(move |l| sink.lock().expect("labels lock").push(l));
-            eval::evaluate_run(&config, Box::new(source), move || {
-                std::mem::take(&mut *collected.lock().expect("labels lock"))
-            })?
+            let oracle = a.oracle_priors.then(|| eval::Oracle { labels: collected.clone() });
+            eval::evaluate_run(
+                &config,
+                Box::new(source),
+                move || std::mem::take(&mut *collected.lock().expect("labels lock")),
+                oracle,
+            )?
         }
     };
     match a.format {

@@ -80,6 +80,10 @@ pub struct GeneratorConfig {
     /// so every tenant gets each of the six kinds at least once. Campaigns
     /// are dropped (fewest first) when they would exceed half the alerts.
     pub campaigns_per_tenant: Option<usize>,
+    /// Every this many milliseconds of event time, each tenant's authorised
+    /// vulnerability scan sweeps the same two web servers (benign,
+    /// unlabelled, escalating): a recurring false positive. `None`: off.
+    pub recurring_scan: Option<i64>,
 }
 
 impl Default for GeneratorConfig {
@@ -92,6 +96,7 @@ impl Default for GeneratorConfig {
             // 2026-11-01T00:00:00Z
             start_ms: civil::ms_from_civil(2026, 11, 1, 0, 0, 0),
             campaigns_per_tenant: None,
+            recurring_scan: None,
         }
     }
 }
@@ -373,6 +378,14 @@ impl Generator {
             let n = count(0.005 * r, 0.05 / 1000.0, 8);
             for _ in 0..n {
                 procs.push(Proc { tenant: ti, kind: Noise::Rare(Rare::new(0.005 * r / n as f64)) });
+            }
+        }
+        if let Some(period) = self.cfg.recurring_scan {
+            for ti in 0..self.tenants.len() {
+                // The first sweep after the baseline warm-up, staggered by tenant.
+                let offset = 45 * 60_000 + ti as i64 * 7 * 60_000;
+                procs
+                    .push(Proc { tenant: ti, kind: Noise::AuthorisedScan(noise::AuthorisedScan::new(period, offset)) });
             }
         }
         self.procs = procs;

@@ -165,6 +165,7 @@ pub(crate) enum Noise {
     Fim(Fim),
     Packages(Packages),
     Rare(Rare),
+    AuthorisedScan(AuthorisedScan),
 }
 
 impl Proc {
@@ -180,6 +181,7 @@ impl Proc {
             Noise::Fim(p) => p.emit(e),
             Noise::Packages(p) => p.emit(e),
             Noise::Rare(p) => p.emit(e),
+            Noise::AuthorisedScan(p) => p.emit(e),
         }
     }
 
@@ -206,6 +208,8 @@ impl Proc {
             Noise::Fim(p) => p.first(start, rng),
             Noise::Packages(p) => p.first(start, rng),
             Noise::Rare(p) => spread(Rare::MEAN_SIZE / p.rate, rng),
+            // Fixed times, and no draw from the shared random stream.
+            Noise::AuthorisedScan(p) => start + p.offset,
         }
     }
 
@@ -217,6 +221,76 @@ impl Proc {
             Noise::Packages(p) => Some(p.rate()),
             _ => None,
         }
+    }
+}
+
+// ---------------------------------------------------------------- authorised scans
+
+/// The tenant's authorised vulnerability scan: every `period` a scanning
+/// service sweeps the same two web servers from one address of its pool,
+/// with the same script each time (SSH login probes, then web attack
+/// checks). Benign and unlabelled, it looks like an attack every time: the
+/// recurring false positive a verdict prior is for. Off unless
+/// `GeneratorConfig::recurring_scan` is set.
+#[derive(Debug)]
+pub(crate) struct AuthorisedScan {
+    period: i64,
+    /// First sweep, after the stream's start.
+    offset: i64,
+    sweep: u64,
+    step: usize,
+    sweep_start: i64,
+}
+
+/// One sweep on one host: (rule, what).
+const SCAN_SCRIPT: [(u32, &str); 9] = [
+    (5710, "admin"),
+    (5710, "test"),
+    (5710, "oracle"),
+    (5712, "guest"),
+    (31101, "/admin/"),
+    (31101, "/phpmyadmin/"),
+    (31103, "/index.php?id=1%27%20OR%20%271%27=%271"),
+    (31106, "/search.php?q=%3Cscript%3Ealert(1)%3C/script%3E"),
+    (31151, "/.git/config"),
+];
+
+impl AuthorisedScan {
+    pub(crate) fn new(period: i64, offset: i64) -> Self {
+        AuthorisedScan { period: period.max(60_000), offset, sweep: 0, step: 0, sweep_start: 0 }
+    }
+
+    fn emit(&mut self, e: &mut Env<'_>) -> i64 {
+        if self.step == 0 {
+            self.sweep_start = e.now;
+        }
+        let web = &e.t.web;
+        let host = web[(self.step / SCAN_SCRIPT.len()) % web.len().min(2)];
+        let (rule, what) = SCAN_SCRIPT[self.step % SCAN_SCRIPT.len()];
+        let ip = format!("10.{}.250.{}", 20 + sources::fnv(&e.t.name) % 200, 10 + self.sweep % 8);
+        let n = self.sweep * 100 + self.step as u64;
+        match rule {
+            5710 | 5712 => {
+                let (pid, port) = (20_000 + (n % 9_000) as u32, 40_000 + (n % 20_000) as u16);
+                sources::sshd_invalid_user(e.d, e.t, host, e.ts, rule, pid, &ip, port, what);
+            }
+            _ => {
+                let status = match rule {
+                    31101 => 404,
+                    31151 => 403,
+                    _ => 200,
+                };
+                let ua = "Mozilla/5.0 (compatible; Nessus SOAP)";
+                sources::web_access(e.d, e.t, host, e.ts, rule, &ip, "GET", what, status, 512, ua);
+            }
+        }
+        self.step += 1;
+        if self.step < 2 * SCAN_SCRIPT.len() {
+            return e.now + 2_000;
+        }
+        self.step = 0;
+        self.sweep += 1;
+        self.sweep_start + self.period
     }
 }
 

@@ -352,3 +352,43 @@ fn kinds_serialize_snake_case() {
         assert_eq!(serde_json::to_string(&k).unwrap(), format!("\"{k}\""));
     }
 }
+
+#[test]
+fn the_recurring_scan_sweeps_the_same_two_servers_each_period_unlabelled() {
+    // 40k alerts at 4/s: about 2.8 hours of event time; a sweep every 30 min.
+    let config = GeneratorConfig { rate: 4.0, recurring_scan: Some(30 * 60_000), ..cfg(40_000, 2, 5) };
+    let (out, labels) = generate(config.clone());
+    let labelled: HashSet<&str> = labels.iter().map(|l| l.alert_id.as_str()).collect();
+    let scans: Vec<Value> = parse(&out)
+        .into_iter()
+        .filter(|v| s(v, &["full_log"]).is_some_and(|l| l.contains("Nessus SOAP") || l.contains(" from 10.")))
+        .filter(|v| s(v, &["data", "srcip"]).is_some_and(|ip| ip.contains(".250.")))
+        .collect();
+    assert!(!scans.is_empty(), "no scan alert");
+    assert!(scans.iter().all(|v| !labelled.contains(s(v, &["id"]).unwrap())), "scans are not campaigns");
+    // Per tenant: whole sweeps of 18 alerts, on the same two servers, with
+    // the same rules every time.
+    let mut by_tenant: BTreeMap<&str, Vec<&Value>> = BTreeMap::new();
+    for v in &scans {
+        by_tenant.entry(s(v, &["manager", "name"]).unwrap()).or_default().push(v);
+    }
+    assert_eq!(by_tenant.len(), 2);
+    for (tenant, alerts) in by_tenant {
+        let sweeps: Vec<&[&Value]> = alerts.chunks(18).collect();
+        assert!(sweeps.len() >= 3, "{tenant}: {} sweeps", sweeps.len());
+        let shape = |sweep: &[&Value]| -> Vec<(String, String)> {
+            sweep
+                .iter()
+                .map(|v| (s(v, &["rule", "id"]).unwrap().to_string(), s(v, &["agent", "name"]).unwrap().to_string()))
+                .collect()
+        };
+        for sweep in sweeps.iter().filter(|s| s.len() == 18) {
+            assert_eq!(shape(sweep), shape(sweeps[0]), "{tenant}: every sweep is the same script");
+        }
+        let hosts: BTreeSet<&str> = alerts.iter().map(|v| s(v, &["agent", "name"]).unwrap()).collect();
+        assert!(hosts.len() <= 2, "{tenant}: {hosts:?}");
+    }
+    // Off by default: no scan at all.
+    let (plain, _) = generate(GeneratorConfig { recurring_scan: None, ..config });
+    assert!(!std::str::from_utf8(&plain).unwrap().contains("Nessus SOAP"));
+}

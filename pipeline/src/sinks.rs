@@ -281,6 +281,9 @@ pub trait Sink: Send {
     /// Who the audit log says delivered.
     fn actor(&self) -> String;
     fn deliver(&mut self, case: &Pending) -> Outcome;
+    /// The longest one `deliver` can take: how long a claimed case is
+    /// reserved for this dispatcher.
+    fn lease(&self) -> StdDuration;
     /// LLM tokens the last `deliver` spent, whatever its outcome (invalid
     /// answers and failed attempts count against the budget too).
     fn take_tokens(&mut self) -> i64 {
@@ -288,12 +291,12 @@ pub trait Sink: Send {
     }
 }
 
+fn std_duration(d: Duration) -> StdDuration {
+    StdDuration::from_millis(d.millis().max(1) as u64)
+}
+
 fn agent(timeout: Duration) -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .timeout_global(Some(StdDuration::from_millis(timeout.millis().max(1) as u64)))
-        .http_status_as_error(false)
-        .build()
-        .into()
+    ureq::Agent::config_builder().timeout_global(Some(std_duration(timeout))).http_status_as_error(false).build().into()
 }
 
 /// Reads `Retry-After` (seconds) from a response.
@@ -334,6 +337,7 @@ pub struct WebhookSink {
     agent: ureq::Agent,
     url: String,
     secret: Vec<u8>,
+    timeout: StdDuration,
 }
 
 impl std::fmt::Debug for WebhookSink {
@@ -352,7 +356,12 @@ impl WebhookSink {
 
     /// A webhook signing with `secret` (normally from the environment).
     pub fn with_secret(config: &WebhookConfig, secret: &str) -> Self {
-        Self { agent: agent(config.timeout), url: config.url.clone(), secret: secret.as_bytes().to_vec() }
+        Self {
+            agent: agent(config.timeout),
+            url: config.url.clone(),
+            secret: secret.as_bytes().to_vec(),
+            timeout: std_duration(config.timeout),
+        }
     }
 }
 
@@ -363,6 +372,10 @@ impl Sink for WebhookSink {
 
     fn actor(&self) -> String {
         "sink:webhook".into()
+    }
+
+    fn lease(&self) -> StdDuration {
+        self.timeout + StdDuration::from_secs(1)
     }
 
     fn deliver(&mut self, case: &Pending) -> Outcome {
@@ -497,6 +510,7 @@ pub struct LlmSink {
     key: Option<String>,
     max_output_tokens: u32,
     json_mode: bool,
+    timeout: StdDuration,
     /// Tokens spent since the last `take_tokens`.
     spent: i64,
 }
@@ -534,6 +548,7 @@ impl LlmSink {
             key,
             max_output_tokens: config.max_output_tokens,
             json_mode: config.json_mode,
+            timeout: std_duration(config.timeout),
             spent: 0,
         }
     }
@@ -583,6 +598,11 @@ impl Sink for LlmSink {
 
     fn take_tokens(&mut self) -> i64 {
         std::mem::take(&mut self.spent)
+    }
+
+    fn lease(&self) -> StdDuration {
+        // An invalid answer is asked again once.
+        2 * self.timeout + StdDuration::from_secs(1)
     }
 
     fn deliver(&mut self, case: &Pending) -> Outcome {
@@ -887,7 +907,8 @@ fn tenant_round(
     let mut over = over_budget(store, &policy.budget, tenant, name)?;
     // Over budget, deferred cases stay where they are; new ones are
     // deferred, except the safety floor's.
-    let cases = store.due(tenant, name, now_us(), PER_TENANT_ROUND, over.is_none())?;
+    let lease = sink.lease().as_micros() as i64;
+    let cases = store.due(tenant, name, now_us(), PER_TENANT_ROUND, over.is_none(), lease)?;
     for case in cases {
         if stop.load(Ordering::SeqCst) {
             break;

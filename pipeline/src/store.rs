@@ -496,6 +496,13 @@ impl Store {
     /// Up to `limit` cases due for `sink` in `tenant`: pending rows whose
     /// next attempt is due, plus deferred ones when `include_deferred`;
     /// safety-floor cases first, then the highest scores, then the oldest.
+    ///
+    /// The rows are claimed for `lease_us`: their next attempt moves that far
+    /// ahead, so another dispatcher on the same store (another instance on
+    /// PostgreSQL, where concurrent claims also skip each other's locked
+    /// rows) does not take them meanwhile. Delivering, retrying or parking
+    /// a case ends the lease; after a crash the case is due again once it
+    /// runs out.
     pub fn due(
         &self,
         tenant: &str,
@@ -503,27 +510,43 @@ impl Store {
         now_us: i64,
         limit: i64,
         include_deferred: bool,
+        lease_us: i64,
     ) -> Result<Vec<Pending>, StoreError> {
         let (sink, t) = (sink.to_string(), tenant.to_string());
+        let lock = if self.backend == StoreBackend::Postgres { " FOR UPDATE OF o SKIP LOCKED" } else { "" };
+        let sql = format!(
+            "SELECT o.id, o.tenant, o.sink, o.idempotency_key, o.score, o.floor, o.attempts,
+                    f.kind, f.cluster_id, f.version, f.body
+             FROM outbox o JOIN case_files f ON f.tenant = o.tenant AND f.idempotency_key = o.idempotency_key
+             WHERE o.tenant = $5 AND o.sink = $1 AND o.next_attempt_us <= $2
+               AND (o.status = 'pending' OR (o.status = 'deferred' AND $3 = 1))
+             ORDER BY o.floor DESC, o.score DESC, o.id
+             LIMIT $4{lock}"
+        );
         self.in_tenant(tenant, "read the outbox", move |c| {
             Box::pin(async move {
-                let rows: Vec<AnyRow> = sqlx::query(
-                    "SELECT o.id, o.tenant, o.sink, o.idempotency_key, o.score, o.floor, o.attempts,
-                            f.kind, f.cluster_id, f.version, f.body
-                     FROM outbox o JOIN case_files f ON f.tenant = o.tenant AND f.idempotency_key = o.idempotency_key
-                     WHERE o.tenant = $5 AND o.sink = $1 AND o.next_attempt_us <= $2
-                       AND (o.status = 'pending' OR (o.status = 'deferred' AND $3 = 1))
-                     ORDER BY o.floor DESC, o.score DESC, o.id
-                     LIMIT $4",
-                )
-                .bind(&sink)
-                .bind(now_us)
-                .bind(include_deferred as i64)
-                .bind(limit)
-                .bind(&t)
-                .fetch_all(&mut *c)
-                .await?;
-                rows.iter().map(pending_of).collect()
+                // On SQLite, take the write lock first (see `external_verdict`).
+                sqlx::query("UPDATE outbox SET next_attempt_us = next_attempt_us WHERE id = -1")
+                    .execute(&mut *c)
+                    .await?;
+                let rows: Vec<AnyRow> = sqlx::query(&sql)
+                    .bind(&sink)
+                    .bind(now_us)
+                    .bind(include_deferred as i64)
+                    .bind(limit)
+                    .bind(&t)
+                    .fetch_all(&mut *c)
+                    .await?;
+                let cases = rows.iter().map(pending_of).collect::<Result<Vec<_>, _>>()?;
+                for case in &cases {
+                    sqlx::query("UPDATE outbox SET next_attempt_us = $1 WHERE tenant = $2 AND id = $3")
+                        .bind(now_us.saturating_add(lease_us))
+                        .bind(&t)
+                        .bind(case.id)
+                        .execute(&mut *c)
+                        .await?;
+                }
+                Ok(cases)
             })
         })
     }
@@ -784,6 +807,13 @@ impl Store {
         let (actor, reason) = (actor.to_string(), reason.to_string());
         self.in_tenant(&case.tenant.clone(), "update the outbox", move |c| {
             Box::pin(async move {
+                // The outcome ends the case's lease.
+                sqlx::query("UPDATE outbox SET next_attempt_us = $1 WHERE id = $2 AND tenant = $3")
+                    .bind(now_us)
+                    .bind(case.id)
+                    .bind(&case.tenant)
+                    .execute(&mut *c)
+                    .await?;
                 let changed = sqlx::query(
                     "UPDATE outbox SET status = $1, last_error = $2 WHERE id = $3 AND tenant = $4 AND status <> $1",
                 )

@@ -588,3 +588,23 @@ fn priors_made_or_revoked_elsewhere_reach_a_running_pipeline() {
     wait_for("the revocation", &|p| p.0.is_empty());
     d.stop_now();
 }
+
+#[test]
+fn claimed_cases_are_leased_so_a_second_dispatcher_takes_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite(dir.path());
+    for i in 0..6 {
+        record(&store, &report("acme", &format!("c{i}"), 1, 70.0 + i as f64, &[]), &["webhook"], false);
+    }
+    let now = sluice_connectors::source::now_us();
+    let keys =
+        |cases: &[sluice_pipeline::store::Pending]| cases.iter().map(|c| c.idempotency_key.clone()).collect::<Vec<_>>();
+    let first = store.due("acme", "webhook", now, 4, true, 60_000_000).unwrap();
+    assert_eq!(keys(&first), ["c5:1", "c4:1", "c3:1", "c2:1"]);
+    let second = store.due("acme", "webhook", now, 4, true, 60_000_000).unwrap();
+    assert_eq!(keys(&second), ["c1:1", "c0:1"], "the leased cases are not handed out twice");
+    // A lease that ran out (a crashed dispatcher) makes the case due again.
+    assert!(store.due("acme", "webhook", now + 59_000_000, 4, true, 1).unwrap().is_empty());
+    assert_eq!(store.due("acme", "webhook", now + 61_000_000, 4, true, 1).unwrap().len(), 4);
+    assert_eq!(store.pending_count("acme", "webhook").unwrap(), 6, "leased cases are still pending");
+}

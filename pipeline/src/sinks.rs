@@ -401,7 +401,8 @@ impl Sink for WebhookSink {
                     failed_status(code, after, &body)
                 }
             }
-            Err(e) => Outcome::Retry { error: e.to_string(), after: None },
+            // The URL may carry a token in its path: errors name the key.
+            Err(e) => Outcome::Retry { error: e.to_string().replace(&self.url, "<sinks.webhook.url>"), after: None },
         }
     }
 }
@@ -567,9 +568,10 @@ impl LlmSink {
         if let Some(key) = &self.key {
             call = call.header("Authorization", &format!("Bearer {key}"));
         }
-        let mut resp = call
-            .send(request.to_string().as_bytes())
-            .map_err(|e| Outcome::Retry { error: format!("LLM request: {e}"), after: None })?;
+        let mut resp = call.send(request.to_string().as_bytes()).map_err(|e| Outcome::Retry {
+            error: format!("LLM request: {}", e.to_string().replace(&self.url, "<sinks.llm.base_url>")),
+            after: None,
+        })?;
         let code = resp.status().as_u16();
         let after = retry_after(&resp);
         let body = resp.body_mut().read_to_string().unwrap_or_default();

@@ -608,3 +608,49 @@ fn claimed_cases_are_leased_so_a_second_dispatcher_takes_the_others() {
     assert_eq!(store.due("acme", "webhook", now + 61_000_000, 4, true, 1).unwrap().len(), 4);
     assert_eq!(store.pending_count("acme", "webhook").unwrap(), 6, "leased cases are still pending");
 }
+
+/// Secrets come from the environment and go nowhere else: not into logs
+/// (at debug level, with every sink failing), not into the outbox.
+#[test]
+fn secrets_never_reach_the_logs_or_the_outbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let alerts = dir.path().join("alerts.json");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let secrets = ["whsec-7f3a9c", "sk-test-0123456789", "tok-PATH-5e1d"];
+    let sluice = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        c.env("SLUICE_LOG", "debug")
+            .env("SLUICE_WEBHOOK_SECRET", secrets[0])
+            .env("SLUICE_LLM_API_KEY", secrets[1])
+            .current_dir(dir.path());
+        c
+    };
+    let out = sluice()
+        .args(["generate", "--tenants", "2", "--alerts", "200000", "--seed", "3", "--output"])
+        .arg(&alerts)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    std::fs::write(
+        dir.path().join("s.toml"),
+        format!(
+            "[sinks.webhook]\nurl = \"http://127.0.0.1:{closed}/hooks/{}\"\n[sinks.llm]\nbase_url = \"http://127.0.0.1:{closed}/v1\"\n\
+             model = \"m\"\n[sinks.retry]\ninitial = \"10ms\"\nmax = \"50ms\"\nmax_attempts = 3\ndrain_timeout = \"3s\"\n",
+            secrets[2]
+        ),
+    )
+    .unwrap();
+    let out =
+        sluice().args(["run", "--format", "quiet", "--config", "s.toml", "--input"]).arg(&alerts).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("case parked"), "the sinks failed and said so:\n{log}");
+    assert!(log.lines().any(|l| l.starts_with('{')), "JSON log lines when not on a terminal");
+    let parked = sluice().args(["outbox", "list", "--config", "s.toml", "--status", "parked"]).output().unwrap();
+    let parked = String::from_utf8_lossy(&parked.stdout);
+    assert!(parked.contains("gave up after 3 attempts"), "{parked}");
+    for secret in secrets {
+        assert!(!log.contains(secret), "{secret} reached the log");
+        assert!(!parked.contains(secret), "{secret} reached the outbox");
+    }
+}

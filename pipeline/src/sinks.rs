@@ -929,6 +929,16 @@ fn tenant_round(
             )?;
         }
         attempted += 1;
+        // Every log line of this hand-off names its tenant, cluster and key.
+        let _span = tracing::info_span!(
+            "handoff",
+            sink = name,
+            tenant = %tenant,
+            cluster = %case.cluster_id,
+            key = %case.idempotency_key,
+            attempt = case.attempts + 1
+        )
+        .entered();
         let outcome = sink.deliver(&case);
         let tokens = sink.take_tokens();
         if tokens > 0 {

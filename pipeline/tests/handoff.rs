@@ -654,3 +654,47 @@ fn secrets_never_reach_the_logs_or_the_outbox() {
         assert!(!parked.contains(secret), "{secret} reached the outbox");
     }
 }
+
+/// On SQLite (no row-level security) every read of the store is still one
+/// tenant's: two tenants with the same cluster id and key see only their own.
+#[test]
+fn on_sqlite_every_store_read_is_one_tenants() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite(dir.path());
+    let policy = fast_retries().priors.policy();
+    for tenant in ["acme", "globex"] {
+        // The same cluster id and key in both tenants.
+        record(&store, &report(tenant, "shared", 1, 80.0, &[]), &["webhook"], false);
+        let verdict = sluice_pipeline::store::VerdictRecord {
+            verdict: if tenant == "acme" { "false_positive" } else { "true_positive" }.into(),
+            confidence: 0.95,
+            body: "{}".into(),
+            prompt_tokens: 0,
+            completion_tokens: 0,
+        };
+        store.external_verdict(tenant, "shared:1", "external:t", &verdict, &policy, 1).unwrap();
+        store.record_usage(tenant, "llm", if tenant == "acme" { 100 } else { 7 }, 1).unwrap();
+    }
+    let verdicts = |t: &str| store.verdicts(t).unwrap().into_iter().map(|v| v.1).collect::<Vec<_>>();
+    assert_eq!(verdicts("acme"), ["false_positive"]);
+    assert_eq!(verdicts("globex"), ["true_positive"]);
+    assert_eq!(store.priors("acme").unwrap().len(), 1);
+    assert!(store.priors("globex").unwrap().is_empty());
+    assert_eq!(store.active_priors(2).unwrap().0.keys().collect::<Vec<_>>(), ["acme"]);
+    assert_eq!((store.tokens_since("acme", 0).unwrap(), store.tokens_since("globex", 0).unwrap()), (100, 7));
+    for (tenant, other) in [("acme", "globex"), ("globex", "acme")] {
+        let history = store.history(tenant, "shared").unwrap();
+        assert_eq!(history.versions.len(), 1);
+        assert_eq!(history.handoffs.len(), 1);
+        assert_eq!(history.verdicts.len(), 1);
+        assert!(history.audit.iter().all(|a| !a.join(" ").contains(other)), "{history:?}");
+        assert_eq!(store.outbox_rows(tenant, status::PENDING).unwrap().len(), 1);
+        assert_eq!(store.pending_count(tenant, "webhook").unwrap(), 1);
+        assert_eq!(store.due(tenant, "webhook", sluice_connectors::source::now_us(), 10, true, 1).unwrap().len(), 1);
+        assert!(store.audit_log(tenant).unwrap().iter().all(|l| !l.3.contains(other)));
+    }
+    // Revoking acme's prior from globex finds nothing.
+    let id = store.priors("acme").unwrap()[0].id;
+    assert!(!store.revoke_prior("globex", id, "operator:t", 3).unwrap());
+    assert_eq!(store.active_priors(4).unwrap().0.len(), 1);
+}

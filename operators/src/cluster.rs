@@ -227,9 +227,7 @@ impl ClusterReport {
         }
         self.redaction = r;
     }
-}
 
-impl ClusterReport {
     /// Estimated tokens of the serialized case file: bytes / 4, rounded up
     /// (a common estimate for English and JSON with BPE tokenizers).
     ///

@@ -91,6 +91,16 @@ impl Default for ScoreConfig {
 }
 
 impl ScoreConfig {
+    /// Whether a score factor puts a cluster over the safety floor.
+    pub fn is_floor_factor(&self, factor: &str) -> bool {
+        self.floor_factors.iter().any(|f| f == factor)
+    }
+
+    /// Whether a breakdown has a line over the safety floor.
+    pub fn over_floor(&self, breakdown: &[ScoreLine]) -> bool {
+        breakdown.iter().any(|l| l.points > 0.0 && self.is_floor_factor(&l.factor))
+    }
+
     pub fn validate(&self) -> Vec<String> {
         let mut errors = Vec::new();
         for (name, v) in [
@@ -186,7 +196,8 @@ impl ScoreConfig {
             let points = round2(points);
             if points > 0.0 {
                 total += points;
-                floor |= self.floor_factors.iter().any(|f| f == factor);
+                // Only a prior needs to know (kept off the per-alert path).
+                floor |= c.prior.is_some() && self.is_floor_factor(factor);
                 if explain {
                     lines.push(ScoreLine { factor: factor.to_string(), points, detail: detail() });
                 }

@@ -18,7 +18,7 @@ use sluice_operators::score::ScoreConfig;
 use sluice_operators::time::Duration;
 
 use crate::sinks::SinksConfig;
-use crate::store::{StoreConfig, StoreMode};
+use crate::store::StoreConfig;
 
 /// The whole configuration.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -251,11 +251,11 @@ impl Default for OutputConfig {
     }
 }
 
-/// Whether checkpoints are taken.
+/// A feature that is `auto` (on when the rest of the config needs it),
+/// `on` or `off`: `checkpoint.mode`, `store.mode`.
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
-pub enum CheckpointMode {
-    /// On for Kafka (where a restart must resume), off otherwise.
+pub enum Switch {
     #[default]
     Auto,
     On,
@@ -277,7 +277,8 @@ pub enum StoreKind {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct CheckpointConfig {
-    pub mode: CheckpointMode,
+    /// `auto`: on for Kafka (where a restart must resume), off otherwise.
+    pub mode: Switch,
     pub store: StoreKind,
     /// Directory of the local checkpoint store.
     pub dir: String,
@@ -296,7 +297,7 @@ pub struct CheckpointConfig {
 impl Default for CheckpointConfig {
     fn default() -> Self {
         Self {
-            mode: CheckpointMode::Auto,
+            mode: Switch::Auto,
             store: StoreKind::Dir,
             dir: "sluice-state".into(),
             postgres_url_env: "SLUICE_POSTGRES_URL".into(),
@@ -321,18 +322,18 @@ impl Config {
     /// verdicts, audit log).
     pub fn store_enabled(&self) -> bool {
         match self.store.mode {
-            StoreMode::Auto => !self.sinks.names().is_empty() || self.checkpoints_enabled(),
-            StoreMode::On => true,
-            StoreMode::Off => false,
+            Switch::Auto => !self.sinks.names().is_empty() || self.checkpoints_enabled(),
+            Switch::On => true,
+            Switch::Off => false,
         }
     }
 
     /// Whether this run takes checkpoints.
     pub fn checkpoints_enabled(&self) -> bool {
         match self.checkpoint.mode {
-            CheckpointMode::Auto => self.input_kind() == InputKind::Kafka,
-            CheckpointMode::On => true,
-            CheckpointMode::Off => false,
+            Switch::Auto => self.input_kind() == InputKind::Kafka,
+            Switch::On => true,
+            Switch::Off => false,
         }
     }
 }
@@ -418,7 +419,7 @@ impl Config {
             }
         }
         errors.extend(self.sinks.validate());
-        if self.store.mode == StoreMode::Off && !self.sinks.names().is_empty() {
+        if self.store.mode == Switch::Off && !self.sinks.names().is_empty() {
             errors.push(
                 "store.mode = \"off\" but a hand-off sink is configured: hand-offs go through the store's outbox"
                     .into(),

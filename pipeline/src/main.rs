@@ -18,7 +18,7 @@ use sluice_pipeline::config::{Config, Format, InputKind, StoreKind};
 use sluice_pipeline::output::{EventWriter, human_summary, stable_case_json};
 use sluice_pipeline::runtime::Event;
 use sluice_pipeline::runtime::PriorsSlot;
-use sluice_pipeline::sinks::{BudgetConfig, Dispatchers, LlmSink, Sink, WebhookSink};
+use sluice_pipeline::sinks::{Dispatchers, LlmSink, Sink, WebhookSink};
 use sluice_pipeline::store::Store;
 use sluice_pipeline::{CheckpointOptions, RunOptions, eval, run};
 
@@ -464,7 +464,7 @@ fn cmd_run(a: RunArgs) -> Result<()> {
         config.checkpoint.dir = d;
     }
     if a.checkpoint {
-        config.checkpoint.mode = sluice_pipeline::config::CheckpointMode::On;
+        config.checkpoint.mode = sluice_pipeline::config::Switch::On;
     }
     apply_gen(&mut config, &a.generator);
     let errors = config.validate();
@@ -575,7 +575,7 @@ struct Handoff {
     store: Arc<Store>,
     dispatchers: Dispatchers,
     sinks: Vec<&'static str>,
-    floor_factors: Vec<String>,
+    score: sluice_operators::score::ScoreConfig,
     drain: Duration,
     /// Where new priors go while the pipeline runs.
     priors: PriorsSlot,
@@ -609,7 +609,7 @@ fn start_handoff(config: &Config) -> Result<Option<Handoff>> {
         store,
         dispatchers,
         sinks: names,
-        floor_factors: config.score.floor_factors.clone(),
+        score: config.score.clone(),
         drain: Duration::from_millis(config.sinks.retry.drain_timeout.millis().max(0) as u64),
         priors,
     }))
@@ -622,7 +622,7 @@ impl Handoff {
     fn record(&self, event: &Event) -> std::io::Result<Option<String>> {
         let Event::Report(kind, report) = event else { return Ok(None) };
         let body = stable_case_json(*kind, report);
-        let floor = BudgetConfig::floor(report, &self.floor_factors);
+        let floor = self.score.over_floor(&report.breakdown);
         let (_, stored) = self
             .store
             .record(*kind, report, &body, &self.sinks, floor, sluice_connectors::source::now_us())

@@ -30,7 +30,6 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use sluice_connectors::source::now_us;
-use sluice_operators::cluster::ClusterReport;
 use sluice_operators::time::Duration;
 
 use crate::runtime::PriorsSlot;
@@ -198,12 +197,6 @@ impl BudgetConfig {
             llm_tokens_per_day: own.llm_tokens_per_day.or(self.llm_tokens_per_day),
             concurrent_investigations: own.concurrent_investigations.or(self.concurrent_investigations),
         }
-    }
-
-    /// Whether a report is over the safety floor: a score line of one of
-    /// `floor_factors` (`score.floor_factors`).
-    pub fn floor(report: &ClusterReport, floor_factors: &[String]) -> bool {
-        report.breakdown.iter().any(|l| l.points > 0.0 && floor_factors.contains(&l.factor))
     }
 }
 

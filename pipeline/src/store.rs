@@ -32,12 +32,14 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyPool, Row};
 
+use crate::config::Switch;
+
 /// `[store]` settings.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
     /// `auto`: on when a hand-off sink is configured or checkpoints are on.
-    pub mode: StoreMode,
+    pub mode: Switch,
     pub backend: StoreBackend,
     /// The SQLite file; empty: `sluice.db` in `checkpoint.dir`.
     pub path: String,
@@ -53,22 +55,13 @@ pub struct StoreConfig {
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
-            mode: StoreMode::Auto,
+            mode: Switch::Auto,
             backend: StoreBackend::Sqlite,
             path: String::new(),
             postgres_url_env: "SLUICE_STORE_URL".into(),
             postgres_admin_url_env: "SLUICE_STORE_ADMIN_URL".into(),
         }
     }
-}
-
-#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum StoreMode {
-    #[default]
-    Auto,
-    On,
-    Off,
 }
 
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -310,7 +303,7 @@ impl Store {
             }
             // The service role owns nothing and cannot migrate: check that
             // the owner did (or, when the service URL is the owner's, do it).
-            None if !store.migrated()? => store.migrate(&store.pool).map_err(|e| StoreError {
+            None if !store.migrated() => store.migrate(&store.pool).map_err(|e| StoreError {
                 message: format!(
                     "{}; the schema is not migrated: set $SLUICE_STORE_ADMIN_URL (store.postgres_admin_url_env) \
                      to the tables' owner, or run `sqlx migrate run --source pipeline/migrations/postgres`",
@@ -324,12 +317,12 @@ impl Store {
     }
 
     /// Whether every embedded migration is applied.
-    fn migrated(&self) -> Result<bool, StoreError> {
+    fn migrated(&self) -> bool {
         let latest = migrator(self.backend).iter().map(|m| m.version).max().unwrap_or(0);
         let applied: Result<Option<i64>, sqlx::Error> = self.runtime.block_on(
             sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success").fetch_one(&self.pool),
         );
-        Ok(applied.ok().flatten().is_some_and(|v| v >= latest))
+        applied.ok().flatten().is_some_and(|v| v >= latest)
     }
 
     fn migrate(&self, pool: &AnyPool) -> Result<(), StoreError> {
@@ -371,6 +364,28 @@ impl Store {
                 Ok(out)
             })
             .map_err(|e: sqlx::Error| self.error(what, format!("tenant {tenant}: {e}")))
+    }
+
+    /// Rows of a tenant-scoped query: `$1` is the tenant and `$2`, when
+    /// given, `arg`. Each row becomes a `T` through `row`.
+    fn tenant_rows<T: 'static>(
+        &self,
+        tenant: &str,
+        what: &str,
+        sql: &'static str,
+        arg: Option<&str>,
+        row: fn(&AnyRow) -> Result<T, sqlx::Error>,
+    ) -> Result<Vec<T>, StoreError> {
+        let (t, arg) = (tenant.to_string(), arg.map(str::to_string));
+        self.in_tenant(tenant, what, move |c| {
+            Box::pin(async move {
+                let mut query = sqlx::query(sql).bind(&t);
+                if let Some(arg) = &arg {
+                    query = query.bind(arg);
+                }
+                query.fetch_all(&mut *c).await?.iter().map(row).collect()
+            })
+        })
     }
 
     /// Records a report: the cluster's latest state, its version, and for a
@@ -711,31 +726,24 @@ impl Store {
 
     /// A tenant's priors, newest first, revoked and expired ones included.
     pub fn priors(&self, tenant: &str) -> Result<Vec<PriorRow>, StoreError> {
-        let t = tenant.to_string();
-        self.in_tenant(tenant, "list priors", move |c| {
-            Box::pin(async move {
-                let rows: Vec<AnyRow> = sqlx::query(
-                    "SELECT id, signature, reason, created_us, expires_us, revoked_us, COALESCE(revoked_by, '')
-                     FROM priors WHERE tenant = $1 ORDER BY id DESC",
-                )
-                .bind(&t)
-                .fetch_all(&mut *c)
-                .await?;
-                rows.iter()
-                    .map(|r| {
-                        Ok(PriorRow {
-                            id: r.try_get(0)?,
-                            signature: r.try_get(1)?,
-                            reason: r.try_get(2)?,
-                            created_us: r.try_get(3)?,
-                            expires_us: r.try_get(4)?,
-                            revoked_us: r.try_get(5)?,
-                            revoked_by: r.try_get(6)?,
-                        })
-                    })
-                    .collect()
-            })
-        })
+        self.tenant_rows(
+            tenant,
+            "list priors",
+            "SELECT id, signature, reason, created_us, expires_us, revoked_us, COALESCE(revoked_by, '')
+             FROM priors WHERE tenant = $1 ORDER BY id DESC",
+            None,
+            |r| {
+                Ok(PriorRow {
+                    id: r.try_get(0)?,
+                    signature: r.try_get(1)?,
+                    reason: r.try_get(2)?,
+                    created_us: r.try_get(3)?,
+                    expires_us: r.try_get(4)?,
+                    revoked_us: r.try_get(5)?,
+                    revoked_by: r.try_get(6)?,
+                })
+            },
+        )
     }
 
     /// Revokes a prior (audited); false when the tenant has no such active
@@ -890,18 +898,13 @@ impl Store {
     pub fn outbox_counts(&self) -> Result<OutboxCounts, StoreError> {
         let mut counts = OutboxCounts::default();
         for tenant in self.tenants()? {
-            let t = tenant.clone();
-            let rows: Vec<(String, String, i64)> = self.in_tenant(&tenant, "count the outbox", move |c| {
-                Box::pin(async move {
-                    let rows: Vec<AnyRow> = sqlx::query(
-                        "SELECT sink, status, count(*) AS n FROM outbox WHERE tenant = $1 GROUP BY sink, status",
-                    )
-                    .bind(&t)
-                    .fetch_all(&mut *c)
-                    .await?;
-                    rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))).collect()
-                })
-            })?;
+            let rows = self.tenant_rows(
+                &tenant,
+                "count the outbox",
+                "SELECT sink, status, count(*) AS n FROM outbox WHERE tenant = $1 GROUP BY sink, status",
+                None,
+                |r| Ok((r.try_get::<String, _>(0)?, r.try_get::<String, _>(1)?, r.try_get::<i64, _>(2)?)),
+            )?;
             for (sink, st, n) in rows {
                 match counts.rows.iter_mut().find(|(s, x, _)| *s == sink && *x == st) {
                     Some(r) => r.2 += n,
@@ -915,20 +918,14 @@ impl Store {
 
     /// A tenant's outbox rows with the given status: (sink, key, reason).
     pub fn outbox_rows(&self, tenant: &str, status: &str) -> Result<Vec<(String, String, String)>, StoreError> {
-        let (status, t) = (status.to_string(), tenant.to_string());
-        self.in_tenant(tenant, "list the outbox", move |c| {
-            Box::pin(async move {
-                let rows: Vec<AnyRow> = sqlx::query(
-                    "SELECT sink, idempotency_key, COALESCE(last_error, '') FROM outbox WHERE tenant = $2 AND status = $1
-                     ORDER BY floor DESC, score DESC, id",
-                )
-                .bind(&status)
-                .bind(&t)
-                .fetch_all(&mut *c)
-                .await?;
-                rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))).collect()
-            })
-        })
+        self.tenant_rows(
+            tenant,
+            "list the outbox",
+            "SELECT sink, idempotency_key, COALESCE(last_error, '') FROM outbox WHERE tenant = $1 AND status = $2
+             ORDER BY floor DESC, score DESC, id",
+            Some(status),
+            |r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)),
+        )
     }
 
     /// Hand-offs (delivered outbox rows) of a tenant's sink since `since_us`.
@@ -1003,33 +1000,24 @@ impl Store {
 
     /// A tenant's verdicts: (idempotency key, verdict, confidence).
     pub fn verdicts(&self, tenant: &str) -> Result<Vec<(String, String, f64)>, StoreError> {
-        let t = tenant.to_string();
-        self.in_tenant(tenant, "list verdicts", move |c| {
-            Box::pin(async move {
-                let rows: Vec<AnyRow> = sqlx::query(
-                    "SELECT idempotency_key, verdict, confidence FROM verdicts WHERE tenant = $1 ORDER BY id",
-                )
-                .bind(&t)
-                .fetch_all(&mut *c)
-                .await?;
-                rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))).collect()
-            })
-        })
+        self.tenant_rows(
+            tenant,
+            "list verdicts",
+            "SELECT idempotency_key, verdict, confidence FROM verdicts WHERE tenant = $1 ORDER BY id",
+            None,
+            |r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)),
+        )
     }
 
     /// A tenant's audit log, oldest first: (actor, action, subject, detail).
     pub fn audit_log(&self, tenant: &str) -> Result<Vec<(String, String, String, String)>, StoreError> {
-        let t = tenant.to_string();
-        self.in_tenant(tenant, "read the audit log", move |c| {
-            Box::pin(async move {
-                let rows: Vec<AnyRow> =
-                    sqlx::query("SELECT actor, action, subject, detail FROM audit_log WHERE tenant = $1 ORDER BY id")
-                        .bind(&t)
-                        .fetch_all(&mut *c)
-                        .await?;
-                rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?))).collect()
-            })
-        })
+        self.tenant_rows(
+            tenant,
+            "read the audit log",
+            "SELECT actor, action, subject, detail FROM audit_log WHERE tenant = $1 ORDER BY id",
+            None,
+            |r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)),
+        )
     }
 }
 

@@ -19,8 +19,7 @@ use sluice_operators::score::ScoreConfig;
 use sluice_operators::time::Duration as ConfigDuration;
 use sluice_pipeline::output::stable_case_json;
 use sluice_pipeline::sinks::{
-    BudgetConfig, BudgetLimits, Dispatchers, LlmConfig, LlmSink, Sink, SinksConfig, WebhookConfig, WebhookSink,
-    signature,
+    BudgetLimits, Dispatchers, LlmConfig, LlmSink, Sink, SinksConfig, WebhookConfig, WebhookSink, signature,
 };
 use sluice_pipeline::store::{Store, status};
 
@@ -265,7 +264,7 @@ fn over_budget_the_highest_scores_go_first_the_rest_wait_with_a_reason_and_the_f
         record(&store, &report("acme", id, 1, score, &[]), &["webhook"], false);
     }
     let intel = report("acme", "intel", 1, 65.0, &["threat_intel"]);
-    record(&store, &intel, &["webhook"], BudgetConfig::floor(&intel, &ScoreConfig::default().floor_factors));
+    record(&store, &intel, &["webhook"], ScoreConfig::default().over_floor(&intel.breakdown));
     for i in 0..4 {
         record(&store, &report("globex", &format!("g{i}"), 1, 70.0, &[]), &["webhook"], false);
     }
@@ -287,7 +286,7 @@ fn over_budget_the_highest_scores_go_first_the_rest_wait_with_a_reason_and_the_f
     assert!(deferred.iter().all(|d| d.2.contains("over budget: 2 of 2 cases in the last hour")), "{deferred:?}");
     // A floor case over budget is sent, and the overrun recorded.
     let late_intel = report("acme", "intel2", 1, 60.0, &["critical_asset"]);
-    record(&store, &late_intel, &["webhook"], BudgetConfig::floor(&late_intel, &ScoreConfig::default().floor_factors));
+    record(&store, &late_intel, &["webhook"], ScoreConfig::default().over_floor(&late_intel.breakdown));
     Dispatchers::start(store.clone(), vec![webhook(&server.url, 2000)], &config, None)
         .drain(Duration::from_secs(10))
         .unwrap();
@@ -352,7 +351,8 @@ fn every_case_arrives_once_in_content_across_a_kill_during_dispatch() {
     .unwrap();
     let run = || {
         let mut c = Command::new(env!("CARGO_BIN_EXE_sluice"));
-        c.args(["run", "--format", "quiet", "--config"])
+        c.current_dir(dir.path())
+            .args(["run", "--format", "quiet", "--config"])
             .arg(&config)
             .arg("--input")
             .arg(&alerts)

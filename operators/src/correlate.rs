@@ -47,6 +47,7 @@ use crate::detection::{Detection, DetectionReport};
 use crate::error::{Error, Result};
 use crate::handoff::HandoffConfig;
 use crate::hash::{FastMap, FastSet, StableHasher, stable_hash};
+use crate::intel::{Finding, Intel};
 use crate::mitre::kill_chain_index;
 use crate::operator::{AlertBatch, Collector, Context, Operator, Output, ReportKind};
 use crate::redact::Redaction;
@@ -363,6 +364,38 @@ struct Cluster {
     /// Detections absorbed, all rules together: part of the version, so a
     /// report that a detection changed gets a new idempotency key.
     fired: u64,
+    /// What threat intel and the inventory know about the cluster's
+    /// entities, looked up once when each joins (bounded by [`MAX_HITS`]).
+    intel: BTreeMap<(EntityKind, u64), Hit>,
+}
+
+/// An entity of a cluster that threat intel or the inventory knows.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Hit {
+    value: String,
+    findings: Vec<Finding>,
+}
+
+impl Hit {
+    /// A known scanner or service account: its breadth says nothing.
+    fn mutes_actor(&self) -> bool {
+        self.findings.iter().any(|f| matches!(f, Finding::KnownScanner { .. } | Finding::ServiceAccount { .. }))
+    }
+}
+
+/// Where a cluster's new entities are looked up: the loaded intel, as seen
+/// by one tenant.
+#[derive(Clone, Copy)]
+struct Lookup<'a> {
+    intel: &'a Intel,
+    tenant: &'a str,
+}
+
+impl Lookup<'_> {
+    fn find(&self, kind: EntityKind, value: &str) -> Option<Hit> {
+        let findings = self.intel.lookup(self.tenant, kind, value);
+        (!findings.is_empty()).then(|| Hit { value: value.to_string(), findings })
+    }
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -434,10 +467,14 @@ pub struct Correlate {
     /// Verdict priors, by tenant (not operator state: they come from the
     /// store, at start and whenever a verdict makes one).
     priors: Arc<Priors>,
+    /// Threat intel and inventories (not operator state: loaded from files,
+    /// at start and on every reload).
+    intel: Arc<Intel>,
 }
 
 const NAME: &str = "correlate";
-const SNAPSHOT_VERSION: u32 = 2;
+/// 3: clusters keep what threat intel and the inventory found.
+const SNAPSHOT_VERSION: u32 = 3;
 
 impl Correlate {
     pub fn new(config: CorrelateConfig, score: ScoreConfig, handoff: HandoffConfig) -> Result<Self> {
@@ -457,6 +494,7 @@ impl Correlate {
             failed_auth_groups,
             tenants: FastMap::default(),
             priors: Arc::new(Priors::default()),
+            intel: Arc::new(Intel::default()),
         })
     }
 
@@ -561,6 +599,7 @@ fn new_cluster(id: u64) -> Cluster {
         score: 0.0,
         detections: BTreeMap::new(),
         fired: 0,
+        intel: BTreeMap::new(),
     }
 }
 
@@ -627,14 +666,46 @@ impl Cluster {
         }
     }
 
-    fn add_entity(&mut self, kind: EntityKind, value: &str, key: u64, cap: usize) {
+    /// Adds an entity; a new one is looked up in threat intel and the inventory.
+    fn add_entity(&mut self, kind: EntityKind, value: &str, key: u64, cap: usize, lookup: Lookup<'_>) {
         if self.entity_hashes.insert((kind, key)) {
             self.hosts += usize::from(kind == EntityKind::Host);
             let set = self.entities.entry(kind).or_default();
             if set.len() < cap {
                 set.insert(value.to_string());
             }
+            if self.intel.len() < MAX_HITS
+                && let Some(hit) = lookup.find(kind, value)
+            {
+                self.intel.insert((kind, key), hit);
+            }
         }
+    }
+
+    /// Looks the cluster's entities up again in newly loaded intel: the
+    /// entities found before (dropped if no longer known) and the ones kept
+    /// for reports.
+    fn recheck(&mut self, lookup: Lookup<'_>, key: impl Fn(EntityKind, &str) -> Option<u64>) {
+        let mut fresh = BTreeMap::new();
+        for (&(kind, k), hit) in &self.intel {
+            if let Some(hit) = lookup.find(kind, &hit.value) {
+                fresh.insert((kind, k), hit);
+            }
+        }
+        for (&kind, values) in &self.entities {
+            for value in values {
+                if fresh.len() >= MAX_HITS {
+                    break;
+                }
+                if let Some(k) = key(kind, value)
+                    && !fresh.contains_key(&(kind, k))
+                    && let Some(hit) = lookup.find(kind, value)
+                {
+                    fresh.insert((kind, k), hit);
+                }
+            }
+        }
+        self.intel = fresh;
     }
 
     /// Recomputes the score; `common_in_tenant` says which rules are common
@@ -675,6 +746,11 @@ impl Cluster {
             self.best_actor.and_then(|k| self.actors.get(&k)).map(|(value, rules)| (value.as_str(), rules.len()));
         let detections: Vec<(&str, u8, u64)> =
             self.detections.iter().map(|(rule, d)| (rule.as_str(), d.severity, d.count)).collect();
+        let intel: Vec<(EntityKind, &str, &Finding)> = self
+            .intel
+            .iter()
+            .flat_map(|(&(kind, _), hit)| hit.findings.iter().map(move |f| (kind, hit.value.as_str(), f)))
+            .collect();
         let input = ScoreInput {
             top_rule: top(false),
             top_common_rule: top(true),
@@ -685,6 +761,7 @@ impl Cluster {
             actor,
             detections: &detections,
             prior: priors.and_then(|p| p.get(&self.signature_hash())).map(String::as_str),
+            intel: &intel,
         };
         let score = if explain { cfg.score(&input) } else { Score { total: cfg.total(&input), lines: Vec::new() } };
         (score, tactics.len())
@@ -748,6 +825,11 @@ impl Cluster {
             merge_detection(&mut self.detections, rule, d);
         }
         self.fired += other.fired;
+        for (key, hit) in other.intel {
+            if self.intel.len() < MAX_HITS {
+                self.intel.entry(key).or_insert(hit);
+            }
+        }
         self.members.extend(other.members);
         self.absorbed.push(other.id);
         self.absorbed.extend(other.absorbed);
@@ -798,7 +880,8 @@ impl Cluster {
         priors: Option<&TenantPriors>,
     ) -> ClusterReport {
         let (score, _) = self.scored(score_cfg, true, priors);
-        let (decision, reason) = handoff.decide(score.total, self.handed.is_some());
+        let (decision, reason) =
+            handoff.decide_with_floor(score.total, self.handed.is_some(), score_cfg.floor_line(&score.lines));
         let version = self.unique + self.duplicates + self.fired;
         let cluster_id = cluster_id_hex(self.id);
         let mut entities_truncated = BTreeMap::new();
@@ -908,6 +991,8 @@ const FULL_LOG_EXCERPT: usize = 512;
 /// Actors tracked per cluster, and distinct rules per actor (bounds).
 const MAX_ACTORS: usize = 512;
 const MAX_ACTOR_RULES: usize = 32;
+/// Entities per cluster that threat intel or the inventory knows, at most.
+const MAX_HITS: usize = 64;
 
 /// Merges live clusters that one alert or detection links: the root is the
 /// handed-off one, else the largest, else the oldest; a cluster that would
@@ -974,6 +1059,7 @@ impl Correlate {
         row: &Row<'_>,
         tactics: &[&str],
         entities: &[RowEntity<'_>],
+        lookup: Lookup<'_>,
     ) {
         cluster.first = cluster.first.min(row.t);
         cluster.last = cluster.last.max(row.t);
@@ -998,8 +1084,9 @@ impl Correlate {
             add_tactic(&mut cluster.tactics, t, row.t);
         }
         for e in entities {
-            cluster.add_entity(e.kind, e.value, e.key, cfg.report_entities_per_kind);
-            if e.actor && e.hub {
+            cluster.add_entity(e.kind, e.value, e.key, cfg.report_entities_per_kind, lookup);
+            let known = cluster.intel.get(&(e.kind, e.key)).is_some_and(Hit::mutes_actor);
+            if e.actor && (e.hub || known) {
                 cluster.drop_actor((e.kind, e.key));
             } else if e.actor && (cluster.actors.len() < MAX_ACTORS || cluster.actors.contains_key(&(e.kind, e.key))) {
                 let actor =
@@ -1244,7 +1331,8 @@ impl Correlate {
                 full_log: opt_str(c.full_log, row),
             };
             let cluster = state.clusters.get_mut(&target).expect("target is live");
-            Self::add_row(&self.config, cluster, &row_data, &tactics, &entities);
+            let lookup = Lookup { intel: &self.intel, tenant: tenant_key };
+            Self::add_row(&self.config, cluster, &row_data, &tactics, &entities, lookup);
             let trigger = || Trigger { alert_id: alert_id.to_string(), ingest_time_us: c.ingest_time.value(row) };
             self.judge(state, target, t, trigger, ctx, out);
         }
@@ -1375,7 +1463,8 @@ impl Correlate {
                 s.cluster = target;
             }
             let cluster = state.clusters.get_mut(&target).expect("target is live");
-            cluster.add_entity(kind, value, key, self.config.report_entities_per_kind);
+            let lookup = Lookup { intel: &self.intel, tenant: &state.name };
+            cluster.add_entity(kind, value, key, self.config.report_entities_per_kind, lookup);
         }
         let cluster = state.clusters.get_mut(&target).expect("target is live");
         cluster.retain_until = cluster.retain_until.max(retain);
@@ -1516,6 +1605,27 @@ impl Correlate {
     }
 }
 
+impl Correlate {
+    /// Looks every live cluster's entities up again in the intel now
+    /// loaded, and updates its score (a cluster that this pushes over the
+    /// threshold is handed off with its next alert).
+    fn recheck_intel(&mut self) {
+        let mut tenants = std::mem::take(&mut self.tenants);
+        for (name, state) in &mut tenants {
+            let priors = self.priors.0.get(&**name);
+            let lookup = Lookup { intel: &self.intel, tenant: name };
+            for cluster in state.clusters.values_mut() {
+                if cluster.intel.is_empty() && self.intel.is_empty() {
+                    continue;
+                }
+                cluster.recheck(lookup, |kind, value| self.entity_key(kind, value));
+                cluster.score = cluster.scored(&self.score, false, priors).0.total;
+            }
+        }
+        self.tenants = tenants;
+    }
+}
+
 fn decision_metric(d: crate::cluster::Decision) -> &'static str {
     match d {
         crate::cluster::Decision::Escalate => "closed_escalate",
@@ -1561,6 +1671,10 @@ impl Operator for Correlate {
         if let Some(priors) = update.downcast_ref::<Priors>() {
             self.priors = Arc::new(priors.clone());
         }
+        if let Some(intel) = update.downcast_ref::<Arc<Intel>>() {
+            self.intel = intel.clone();
+            self.recheck_intel();
+        }
         Ok(())
     }
 
@@ -1573,6 +1687,8 @@ impl Operator for Correlate {
     fn restore(&mut self, state: &[u8]) -> Result<()> {
         let tenants: Vec<(Arc<str>, TenantState)> = crate::snapshot::decode(NAME, SNAPSHOT_VERSION, state)?;
         self.tenants = tenants.into_iter().collect();
+        // The intel loaded now may differ from the intel of the checkpoint.
+        self.recheck_intel();
         Ok(())
     }
 }

@@ -81,6 +81,22 @@ impl HandoffConfig {
         }
     }
 
+    /// [`HandoffConfig::decide`], except that a cluster with a score line
+    /// over the safety floor is never `suppress`ed: it is at least `review`.
+    pub fn decide_with_floor(
+        &self,
+        score: f64,
+        handed_off: bool,
+        floor: Option<&crate::score::ScoreLine>,
+    ) -> (Decision, String) {
+        match (self.decide(score, handed_off), floor) {
+            ((Decision::Suppress, why), Some(line)) => {
+                (Decision::Review, format!("{why}, but never suppressed: {} is over the safety floor", line.factor))
+            }
+            (decided, _) => decided,
+        }
+    }
+
     /// Whether a change to a cluster must be reported now.
     /// `handed` is the (score, tactic count) of the last hand-off, if any.
     pub fn report_for(&self, score: f64, tactics: usize, handed: Option<(f64, usize)>) -> Option<ReportKind> {

@@ -20,6 +20,8 @@ pub mod detection;
 pub mod error;
 pub mod handoff;
 pub mod hash;
+pub mod intel;
+pub mod inventory;
 pub mod mitre;
 pub mod operator;
 pub mod redact;

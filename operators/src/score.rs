@@ -6,6 +6,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::cluster::EntityKind;
+use crate::intel::Finding;
+use crate::inventory::Criticality;
 use crate::mitre;
 
 /// One line of a score breakdown.
@@ -59,9 +62,52 @@ pub struct ScoreConfig {
     /// Points taken off a cluster whose signature matches a verdict prior
     /// (a confident false-positive verdict on the same kind of cluster).
     pub prior_penalty: f64,
+    /// Points per distinct IOC hit among the cluster's entities (threat
+    /// intel, see [`crate::intel`]), capped; the line is `threat_intel`.
+    pub threat_intel_points: f64,
+    pub threat_intel_cap: f64,
+    /// Points for the most critical inventory host in the cluster, by its
+    /// criticality. The line is `critical_asset` for `critical` (a floor
+    /// factor by default) and `asset_criticality` for the other levels.
+    pub criticality_points: CriticalityPoints,
+    /// Points when a privileged user of the inventory is in the cluster.
+    pub privileged_user_points: f64,
+    /// Points taken off when a known scanner or service account of the
+    /// inventory is in the cluster (0: named in the breakdown, no points).
+    /// They never lower a cluster over the safety floor. Either way such an
+    /// actor is not counted by `actor_breadth`.
+    pub known_scanner_penalty: f64,
+    pub service_account_penalty: f64,
     /// Score factors that put a cluster over the safety floor: a prior never
     /// lowers it and a budget never holds it back.
     pub floor_factors: Vec<String>,
+}
+
+/// `[score.criticality_points]`: points by host criticality.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CriticalityPoints {
+    pub low: f64,
+    pub medium: f64,
+    pub high: f64,
+    pub critical: f64,
+}
+
+impl Default for CriticalityPoints {
+    fn default() -> Self {
+        Self { low: 0.0, medium: 5.0, high: 15.0, critical: 30.0 }
+    }
+}
+
+impl CriticalityPoints {
+    pub fn get(&self, c: Criticality) -> f64 {
+        match c {
+            Criticality::Low => self.low,
+            Criticality::Medium => self.medium,
+            Criticality::High => self.high,
+            Criticality::Critical => self.critical,
+        }
+    }
 }
 
 impl Default for ScoreConfig {
@@ -85,6 +131,12 @@ impl Default for ScoreConfig {
             detection_weight: 0.5,
             detection_cap: 60.0,
             prior_penalty: 40.0,
+            threat_intel_points: 50.0,
+            threat_intel_cap: 100.0,
+            criticality_points: CriticalityPoints::default(),
+            privileged_user_points: 15.0,
+            known_scanner_penalty: 0.0,
+            service_account_penalty: 0.0,
             floor_factors: vec!["threat_intel".into(), "critical_asset".into()],
         }
     }
@@ -99,6 +151,11 @@ impl ScoreConfig {
     /// Whether a breakdown has a line over the safety floor.
     pub fn over_floor(&self, breakdown: &[ScoreLine]) -> bool {
         breakdown.iter().any(|l| l.points > 0.0 && self.is_floor_factor(&l.factor))
+    }
+
+    /// The first line of a breakdown that is over the safety floor, if any.
+    pub fn floor_line<'a>(&self, breakdown: &'a [ScoreLine]) -> Option<&'a ScoreLine> {
+        breakdown.iter().find(|l| l.points > 0.0 && self.is_floor_factor(&l.factor))
     }
 
     pub fn validate(&self) -> Vec<String> {
@@ -119,6 +176,15 @@ impl ScoreConfig {
             ("detection_weight", self.detection_weight),
             ("detection_cap", self.detection_cap),
             ("prior_penalty", self.prior_penalty),
+            ("threat_intel_points", self.threat_intel_points),
+            ("threat_intel_cap", self.threat_intel_cap),
+            ("criticality_points.low", self.criticality_points.low),
+            ("criticality_points.medium", self.criticality_points.medium),
+            ("criticality_points.high", self.criticality_points.high),
+            ("criticality_points.critical", self.criticality_points.critical),
+            ("privileged_user_points", self.privileged_user_points),
+            ("known_scanner_penalty", self.known_scanner_penalty),
+            ("service_account_penalty", self.service_account_penalty),
         ] {
             if !v.is_finite() || v < 0.0 {
                 errors.push(format!("score.{name} = {v} must be a finite number >= 0"));
@@ -164,6 +230,22 @@ pub struct ScoreInput<'a> {
     pub detections: &'a [(&'a str, u8, u64)],
     /// The verdict prior matching the cluster's signature, described.
     pub prior: Option<&'a str>,
+    /// What threat intel and the inventory know about the cluster's
+    /// entities: entity kind, value, finding.
+    pub intel: &'a [(EntityKind, &'a str, &'a Finding)],
+}
+
+/// At most this many entities are named in one breakdown line.
+const NAMED: usize = 5;
+
+/// `items` joined with `; `, the first [`NAMED`] of them and how many more.
+fn named(items: impl ExactSizeIterator<Item = String>) -> String {
+    let n = items.len();
+    let mut out: Vec<String> = items.take(NAMED).collect();
+    if n > NAMED {
+        out.push(format!("and {} more", n - NAMED));
+    }
+    out.join("; ")
 }
 
 /// A total and its breakdown.
@@ -172,6 +254,9 @@ pub struct Score {
     pub total: f64,
     pub lines: Vec<ScoreLine>,
 }
+
+/// An IOC as the scorer names it: kind, value, source.
+type IocHit<'a> = (&'a str, &'a str, &'a str);
 
 fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
@@ -192,12 +277,18 @@ impl ScoreConfig {
         let mut lines = Vec::new();
         let mut total = 0.0;
         let mut floor = false;
+        let known = |f: fn(&Finding) -> bool| -> Vec<(EntityKind, &str, &Finding)> {
+            c.intel.iter().filter(|(_, _, x)| f(x)).copied().collect()
+        };
+        let scanners = known(|f| matches!(f, Finding::KnownScanner { .. }));
+        let service = known(|f| matches!(f, Finding::ServiceAccount { .. }));
+        // Only a prior or a penalty needs to know (kept off the per-alert path).
+        let lowers = c.prior.is_some() || !scanners.is_empty() || !service.is_empty();
         let mut push = |factor: &str, points: f64, detail: &dyn Fn() -> String| {
             let points = round2(points);
             if points > 0.0 {
                 total += points;
-                // Only a prior needs to know (kept off the per-alert path).
-                floor |= c.prior.is_some() && self.is_floor_factor(factor);
+                floor |= lowers && self.is_floor_factor(factor);
                 if explain {
                     lines.push(ScoreLine { factor: factor.to_string(), points, detail: detail() });
                 }
@@ -282,6 +373,81 @@ impl ScoreConfig {
                 )
             });
         }
+        let iocs: Vec<(EntityKind, &str, IocHit<'_>)> = c
+            .intel
+            .iter()
+            .filter_map(|&(k, v, f)| match f {
+                Finding::Ioc { kind, ioc, source } => Some((k, v, (kind.as_str(), ioc.as_str(), source.as_str()))),
+                _ => None,
+            })
+            .collect();
+        if !iocs.is_empty() {
+            let n = iocs.len();
+            push("threat_intel", (self.threat_intel_points * n as f64).min(self.threat_intel_cap), &|| {
+                let hits = named(iocs.iter().map(|(k, v, (kind, ioc, source))| {
+                    if v == ioc || (*kind == k.as_str() && v.eq_ignore_ascii_case(ioc)) {
+                        format!("{kind} {ioc} is an IOC ({source})")
+                    } else {
+                        format!("{k} {v} matches {kind} IOC {ioc} ({source})")
+                    }
+                }));
+                format!("{n} IOC hit(s): {hits}; × {} (cap {})", self.threat_intel_points, self.threat_intel_cap)
+            });
+        }
+        let top_asset = c
+            .intel
+            .iter()
+            .filter_map(|&(k, v, f)| match f {
+                Finding::Asset { criticality, source } => Some((*criticality, k, v, source.as_str())),
+                _ => None,
+            })
+            .max_by(|a, b| a.0.cmp(&b.0).then(b.2.cmp(a.2)));
+        if let Some((crit, kind, value, source)) = top_asset {
+            let factor = if crit == Criticality::Critical { "critical_asset" } else { "asset_criticality" };
+            push(factor, self.criticality_points.get(crit), &|| {
+                let assets = c.intel.iter().filter(|(_, _, f)| matches!(f, Finding::Asset { .. })).count();
+                let others = if assets > 1 {
+                    format!(" (the most critical of {assets} inventory hosts)")
+                } else {
+                    String::new()
+                };
+                format!("{kind} {value} is {} in the inventory ({source}){others}", crit.as_str())
+            });
+        }
+        let privileged = known(|f| matches!(f, Finding::PrivilegedUser { .. }));
+        if !privileged.is_empty() {
+            push("privileged_user", self.privileged_user_points, &|| {
+                let users = named(privileged.iter().map(|(_, v, f)| match f {
+                    Finding::PrivilegedUser { source } => format!("{v} ({source})"),
+                    _ => v.to_string(),
+                }));
+                format!("privileged user(s) in the inventory: {users}")
+            });
+        }
+        for (factor, list, penalty, what) in [
+            ("known_scanner", &scanners, self.known_scanner_penalty, "known scanner"),
+            ("service_account", &service, self.service_account_penalty, "service account"),
+        ] {
+            if list.is_empty() {
+                continue;
+            }
+            let who = named(list.iter().map(|(k, v, f)| match f {
+                Finding::KnownScanner { source } | Finding::ServiceAccount { source } => format!("{k} {v} ({source})"),
+                _ => format!("{k} {v}"),
+            }));
+            let (points, why) = if penalty == 0.0 {
+                (0.0, String::new())
+            } else if floor {
+                (0.0, "; no points off: the cluster is over the safety floor".to_string())
+            } else {
+                (round2(-penalty.min(total)), format!("; −{penalty} points"))
+            };
+            total += points;
+            if explain {
+                let detail = format!("{what}(s) in the inventory: {who}; not counted as an actor{why}");
+                lines.push(ScoreLine { factor: factor.into(), points, detail });
+            }
+        }
         if let Some(prior) = c.prior {
             let (points, detail) = if floor {
                 (0.0, format!("{prior}; not applied: the cluster is over the safety floor"))
@@ -313,6 +479,7 @@ mod tests {
             actor: None,
             detections: &[],
             prior: None,
+            intel: &[],
         }
     }
 

@@ -2107,3 +2107,193 @@ mod detection_tests {
         assert!(got.iter().all(|(_, r)| r.tenant == "globex" && r.members.as_ref().unwrap().is_empty()), "{got:?}");
     }
 }
+
+#[cfg(test)]
+mod intel_tests {
+    use super::*;
+    use crate::cluster::Decision;
+    use crate::intel::TenantIntel;
+    use crate::testkit::{A, batch};
+
+    fn correlate() -> Correlate {
+        let cfg = CorrelateConfig {
+            baseline_warmup: Duration(0),
+            report_all_closed: true,
+            track_members: true,
+            ..CorrelateConfig::default()
+        };
+        Correlate::new(cfg, ScoreConfig::default(), HandoffConfig::default()).unwrap()
+    }
+
+    /// A level-10 alert (30 points alone: below review and escalation).
+    fn alert<'a>(tenant: &'a str, id: &'a str, t: i64, host: &'a str, ip: &'a str) -> A<'a> {
+        A { tenant, id, t, rule: 5710, level: 10, host, src_ip: Some(ip), log: id, ..A::default() }
+    }
+
+    fn intel(tenant: &str, iocs: &str, inventory_csv: &str) -> Arc<Intel> {
+        let mut t = TenantIntel::default();
+        t.iocs.load_plain("acme-iocs.txt", iocs, None).unwrap();
+        if !inventory_csv.is_empty() {
+            t.inventory.load_csv("acme-inventory.csv", inventory_csv).unwrap();
+        }
+        Arc::new(Intel { tenants: [(tenant.to_string(), t)].into(), ..Intel::default() })
+    }
+
+    fn feed(c: &mut Correlate, alerts: &[A<'_>]) -> Vec<(ReportKind, ClusterReport)> {
+        let (mut ctx, mut out) = (Context::default(), Vec::new());
+        c.process(batch(alerts), &mut ctx, &mut out).unwrap();
+        reports(out)
+    }
+
+    fn end(c: &mut Correlate) -> Vec<ClusterReport> {
+        let (mut ctx, mut out) = (Context::default(), Vec::new());
+        c.on_end(&mut ctx, &mut out).unwrap();
+        reports(out).into_iter().map(|(_, r)| r).collect()
+    }
+
+    fn reports(out: Vec<Output>) -> Vec<(ReportKind, ClusterReport)> {
+        out.into_iter()
+            .filter_map(|o| match o {
+                Output::Cluster(k, r) => Some((k, *r)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn line<'a>(r: &'a ClusterReport, factor: &str) -> Option<&'a crate::score::ScoreLine> {
+        r.breakdown.iter().find(|l| l.factor == factor)
+    }
+
+    #[test]
+    fn an_ioc_hit_escalates_names_the_ioc_and_its_source_and_never_crosses_tenants() {
+        let mut c = correlate();
+        c.reconfigure(&intel("acme", "203.0.113.7\n", "")).unwrap();
+        let got = feed(
+            &mut c,
+            &[
+                alert("acme", "a1", 1_000_000, "web-01", "203.0.113.7"),
+                alert("globex", "g1", 1_000_000, "web-01", "203.0.113.7"),
+            ],
+        );
+        assert_eq!(got.len(), 1, "{got:?}");
+        let (kind, r) = &got[0];
+        assert_eq!((*kind, r.tenant.as_str()), (ReportKind::Escalate, "acme"));
+        let hit = line(r, "threat_intel").expect("a threat_intel line");
+        assert_eq!(hit.points, 50.0);
+        assert!(hit.detail.contains("ip 203.0.113.7 is an IOC (acme-iocs.txt)"), "{}", hit.detail);
+        assert!(ScoreConfig::default().over_floor(&r.breakdown), "threat intel is over the safety floor");
+        let finals = end(&mut c);
+        let globex = finals.iter().find(|r| r.tenant == "globex").unwrap();
+        assert!(line(globex, "threat_intel").is_none(), "acme's IOC never scores globex: {:?}", globex.breakdown);
+        assert_eq!(globex.decision, Decision::Suppress);
+    }
+
+    #[test]
+    fn a_reload_rechecks_live_clusters_and_a_removed_ioc_stops_counting() {
+        let mut c = correlate();
+        assert!(feed(&mut c, &[alert("acme", "a1", 1_000_000, "web-01", "198.51.100.9")]).is_empty());
+        // The IOC arrives while the cluster is live: its next alert escalates.
+        c.reconfigure(&intel("acme", "198.51.100.9\n", "")).unwrap();
+        let got = feed(&mut c, &[alert("acme", "a2", 1_000_010, "web-01", "10.0.0.1")]);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(line(&got[0].1, "threat_intel").is_some_and(|l| l.detail.contains("198.51.100.9")));
+        // Removed again: the closing report no longer counts it.
+        c.reconfigure(&Arc::new(Intel::default())).unwrap();
+        let finals = end(&mut c);
+        assert_eq!(finals.len(), 1);
+        assert!(line(&finals[0], "threat_intel").is_none(), "{:?}", finals[0].breakdown);
+    }
+
+    #[test]
+    fn inventory_criticality_privilege_and_known_actors_are_named() {
+        let inventory = "kind,value,criticality\nhost,dc01,critical\nhost,web-01,high\n\
+                         privileged_user,administrator,\nscanner,10.9.9.9,\nservice_account,svc_backup,\n";
+        let mut c = correlate();
+        c.reconfigure(&intel("acme", "", inventory)).unwrap();
+        let mut a = alert("acme", "a1", 1_000_000, "web-01", "10.9.9.9");
+        a.user = Some("ACME\\Administrator");
+        let mut b = alert("acme", "b1", 1_000_000, "dc01", "172.16.0.1");
+        b.user = Some("svc_backup");
+        b.rule = 5711;
+        assert!(feed(&mut c, &[a, b]).is_empty(), "30 + 15 + 15 and 30 + 30 stay below 65");
+        let finals = end(&mut c);
+        let web = finals.iter().find(|r| r.entities[&EntityKind::Host].contains(&"web-01".to_string())).unwrap();
+        let dc = finals.iter().find(|r| r.entities[&EntityKind::Host].contains(&"dc01".to_string())).unwrap();
+        let high = line(web, "asset_criticality").expect("high host");
+        assert_eq!(high.points, 15.0);
+        assert!(high.detail.contains("host web-01 is high in the inventory (acme-inventory.csv)"), "{}", high.detail);
+        assert!(line(web, "privileged_user").is_some_and(|l| l.points == 15.0 && l.detail.contains("Administrator")));
+        let scanner = line(web, "known_scanner").expect("the scanner is named, not silently muted");
+        assert_eq!(scanner.points, 0.0);
+        assert!(scanner.detail.contains("ip 10.9.9.9"), "{}", scanner.detail);
+        assert!(!ScoreConfig::default().over_floor(&web.breakdown), "high is not a floor factor");
+        assert_eq!(web.decision, Decision::Review, "30 + 15 + 15 = 60");
+        let critical = line(dc, "critical_asset").expect("critical host");
+        assert_eq!(critical.points, 30.0);
+        assert!(line(dc, "service_account").is_some_and(|l| l.detail.contains("svc_backup")));
+        // 60 is in the review band anyway; a lower-level alert shows the floor.
+        let mut c = correlate();
+        c.reconfigure(&intel("acme", "", inventory)).unwrap();
+        let low = A { level: 6, ..alert("acme", "c1", 1_000_000, "dc01", "172.16.0.2") };
+        feed(&mut c, &[low]);
+        let r = &end(&mut c)[0];
+        assert_eq!(r.score, 48.0);
+        assert_eq!(r.decision, Decision::Review);
+        let mut c = Correlate::new(
+            CorrelateConfig { baseline_warmup: Duration(0), report_all_closed: true, ..CorrelateConfig::default() },
+            ScoreConfig {
+                criticality_points: crate::score::CriticalityPoints { critical: 1.0, ..Default::default() },
+                ..ScoreConfig::default()
+            },
+            HandoffConfig::default(),
+        )
+        .unwrap();
+        c.reconfigure(&intel("acme", "", inventory)).unwrap();
+        feed(&mut c, &[A { level: 6, ..alert("acme", "d1", 1_000_000, "dc01", "172.16.0.3") }]);
+        let r = &end(&mut c)[0];
+        assert_eq!(r.score, 19.0, "{:?}", r.breakdown);
+        assert_eq!(r.decision, Decision::Review, "below review, but never suppressed: {}", r.reason);
+        assert!(r.reason.contains("safety floor"), "{}", r.reason);
+    }
+
+    #[test]
+    fn a_known_scanner_is_not_counted_as_an_actor() {
+        let alerts: Vec<A<'_>> = (0..6u32)
+            .map(|i| A {
+                rule: 5700 + i,
+                ..alert(
+                    "acme",
+                    ["a", "b", "c", "d", "e", "f"][i as usize],
+                    1_000_000 + i64::from(i),
+                    "web-01",
+                    "10.9.9.9",
+                )
+            })
+            .collect();
+        let mut plain = correlate();
+        feed(&mut plain, &alerts);
+        let before = end(&mut plain);
+        assert!(line(&before[0], "actor_breadth").is_some(), "{:?}", before[0].breakdown);
+        let mut c = correlate();
+        c.reconfigure(&intel("acme", "", "kind,value\nscanner,10.9.9.9\n")).unwrap();
+        feed(&mut c, &alerts);
+        let after = end(&mut c);
+        assert!(line(&after[0], "actor_breadth").is_none(), "{:?}", after[0].breakdown);
+        assert!(line(&after[0], "known_scanner").is_some());
+    }
+
+    #[test]
+    fn a_restored_cluster_keeps_its_hits_and_is_rechecked_against_the_intel_now_loaded() {
+        let mut c = correlate();
+        c.reconfigure(&intel("acme", "203.0.113.7\n", "")).unwrap();
+        feed(&mut c, &[alert("acme", "a1", 1_000_000, "web-01", "203.0.113.7")]);
+        let snapshot = c.snapshot().unwrap();
+        let mut same = correlate();
+        same.reconfigure(&intel("acme", "203.0.113.7\n", "")).unwrap();
+        same.restore(&snapshot).unwrap();
+        assert!(line(&end(&mut same)[0], "threat_intel").is_some());
+        let mut without = correlate();
+        without.restore(&snapshot).unwrap();
+        assert!(line(&end(&mut without)[0], "threat_intel").is_none());
+    }
+}

@@ -4,6 +4,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod eval;
+pub mod intel;
 pub mod output;
 pub mod reload;
 pub mod runtime;

@@ -961,6 +961,9 @@ fn cmd_validate(path: &Path) -> Result<()> {
     // Build every component once: what would fail at start fails here.
     sluice_pipeline::runtime::build_chain(&config, config.correlate.clone())?;
     sluice_operators::decode::Decoder::new(config.decode.clone(), &config.tenant)?;
+    if let Err(problems) = config.intel.load() {
+        bail!("{}: {} intel problem(s):\n  {}", path.display(), problems.len(), problems.join("\n  "));
+    }
     if let Some(p) = &config.input.path
         && p != "-"
         && !config.input.follow

@@ -1,6 +1,7 @@
-//! Reloading correlation rules while running: on SIGHUP, or when a file
-//! under `rules.paths` changes (polled: edits, new files, removals,
-//! renames; editors that write a temporary file and rename it too).
+//! Reloading correlation rules, threat intel and inventories while
+//! running: on SIGHUP, or when a file under `rules.paths` or of `[intel]`
+//! changes (polled: edits, new files, removals, renames; editors that write
+//! a temporary file and rename it too). Each has its own [`Watcher`].
 //!
 //! A new rule set is loaded and planned in full first. If any rule is bad,
 //! every problem is logged and the running rules stay; nothing is half
@@ -9,8 +10,14 @@
 //! without losing state: unchanged rules keep their windows, new and
 //! changed ones start with the windows still open (see
 //! [`sluice_rules::Reload`]).
+//!
+//! Threat intel and inventories ([`Watcher::intel`]) are the same: every
+//! file is read and checked in full; a bad one is refused with its reason
+//! (file, line, why) and the set in force stays. A good set is swapped in
+//! whole by the correlate operator, which keeps its clusters and looks
+//! their entities up again.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -19,14 +26,18 @@ use std::time::{Duration, SystemTime};
 use sluice_rules::{Reload, Rule};
 
 use crate::config::RulesConfig;
+use crate::intel::IntelConfig;
 
 /// How often rule files are checked for changes.
 const POLL: Duration = Duration::from_millis(500);
 
-/// A good rule set waiting to be sent down the pipeline.
-pub type Pending = Arc<Mutex<Option<Arc<Reload>>>>;
+/// An operator update (see `Operator::reconfigure`).
+pub type Update = Arc<dyn std::any::Any + Send + Sync>;
 
-/// Watches the rule files and SIGHUP; stops when dropped.
+/// A good set (rules, or intel) waiting to be sent down the pipeline.
+pub type Pending = Arc<Mutex<Option<Update>>>;
+
+/// Watches files and SIGHUP; stops when dropped.
 #[derive(Debug)]
 pub struct Watcher {
     pending: Pending,
@@ -39,41 +50,88 @@ impl Watcher {
     /// Starts watching, before the pipeline loads its rules: a change from
     /// here on is seen.
     pub fn start(config: RulesConfig, extra_columns: Vec<String>) -> std::io::Result<Watcher> {
-        let seen = fingerprint(&config.paths);
-        let running = config.load().0;
+        let mut running = config.load().0;
         tracing::info!(paths = ?config.paths, "rules reload on SIGHUP or when a rule file changes");
+        let is_rule = |p: &Path| sluice_rules::rule::Format::of(p).is_some();
+        Self::spawn("rules", "a rule file changed", config.paths.clone(), is_rule, move |why| {
+            let (rules, [added, removed, changed]) = check(&config, &extra_columns, &running, why)?;
+            running = rules.clone();
+            tracing::info!(
+                trigger = why,
+                rules = running.len(),
+                added = ?added,
+                removed = ?removed,
+                changed = ?changed,
+                "rules reloaded"
+            );
+            Some(Arc::new(Reload(rules)))
+        })
+    }
+
+    /// Watches the files of `[intel]`; a good set is an `Arc<Intel>` update.
+    /// Start it before loading the set in force, so a change from there on
+    /// is seen.
+    pub fn intel(config: IntelConfig) -> std::io::Result<Watcher> {
+        tracing::info!(
+            files = config.paths().len(),
+            "intel reloads on SIGHUP or when an intel or inventory file changes"
+        );
+        Self::spawn(
+            "intel",
+            "an intel file changed",
+            config.paths(),
+            |_| true,
+            move |why| match config.load() {
+                Ok((intel, report)) => {
+                    tracing::info!(trigger = why, files = %report.join("; "), "intel reloaded: {}", intel.describe());
+                    Some(Arc::new(Arc::new(intel)))
+                }
+                Err(problems) => {
+                    tracing::error!(
+                        trigger = why,
+                        "intel not reloaded, the set in force stays: {} problem(s): {}",
+                        problems.len(),
+                        problems.join(" | ")
+                    );
+                    None
+                }
+            },
+        )
+    }
+
+    /// Polls the files under `paths` (in directories, those `keep` picks)
+    /// and SIGHUP; on either, `check` says what to send, if anything.
+    fn spawn(
+        what: &'static str,
+        changed: &'static str,
+        paths: Vec<PathBuf>,
+        keep: fn(&Path) -> bool,
+        mut check: impl FnMut(&str) -> Option<Update> + Send + 'static,
+    ) -> std::io::Result<Watcher> {
+        let seen = fingerprint(&paths, keep);
         let hangup = Arc::new(AtomicBool::new(false));
         let signal = signal_hook::flag::register(signal_hook::consts::SIGHUP, hangup.clone())?;
         let pending: Pending = Arc::new(Mutex::new(None));
         let stop = Arc::new(AtomicBool::new(false));
         let (p, s) = (pending.clone(), stop.clone());
-        let handle = std::thread::Builder::new().name("sluice-rules-watch".into()).spawn(move || {
-            let (mut running, mut seen) = (running, seen);
+        let handle = std::thread::Builder::new().name(format!("sluice-{what}-watch")).spawn(move || {
+            let mut seen = seen;
             while !s.load(Ordering::Relaxed) {
                 std::thread::park_timeout(POLL);
                 if s.load(Ordering::Relaxed) {
                     break;
                 }
-                let now = fingerprint(&config.paths);
+                let now = fingerprint(&paths, keep);
                 let why = if hangup.swap(false, Ordering::Relaxed) {
                     "SIGHUP"
                 } else if now != seen {
-                    "a rule file changed"
+                    changed
                 } else {
                     continue;
                 };
                 seen = now;
-                if let Some((rules, [added, removed, changed])) = check(&config, &extra_columns, &running, why) {
-                    running = rules.clone();
-                    *p.lock().expect("pending rules") = Some(Arc::new(Reload(rules)));
-                    tracing::info!(
-                        trigger = why,
-                        rules = running.len(),
-                        added = ?added,
-                        removed = ?removed,
-                        changed = ?changed,
-                        "rules reloaded"
-                    );
+                if let Some(update) = check(why) {
+                    *p.lock().expect("pending update") = Some(update);
                 }
             }
         });
@@ -87,7 +145,7 @@ impl Watcher {
         Ok(Watcher { pending, stop, handle: Some(handle), signal })
     }
 
-    /// The rule set to send down the pipeline next, if any.
+    /// The set to send down the pipeline next, if any.
     pub fn pending(&self) -> Pending {
         self.pending.clone()
     }
@@ -146,16 +204,13 @@ fn check(
     Some((rules, [added, removed, changed]))
 }
 
-/// Every rule file under `paths` with its size and modification time.
-fn fingerprint(paths: &[PathBuf]) -> Vec<(PathBuf, Option<(u64, SystemTime)>)> {
+/// Every file under `paths` (in directories, those `keep` picks) with its
+/// size and modification time.
+fn fingerprint(paths: &[PathBuf], keep: fn(&Path) -> bool) -> Vec<(PathBuf, Option<(u64, SystemTime)>)> {
     let mut files = Vec::new();
     for path in paths {
         match std::fs::read_dir(path) {
-            Ok(entries) => files.extend(
-                entries
-                    .filter_map(|e| e.ok().map(|e| e.path()))
-                    .filter(|p| sluice_rules::rule::Format::of(p).is_some()),
-            ),
+            Ok(entries) => files.extend(entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| keep(p))),
             Err(_) => files.push(path.clone()),
         }
     }

@@ -284,6 +284,9 @@ pub fn run(
         None
     };
     let reloads = watcher.as_ref().map(|w| w.pending());
+    // Threat intel and inventories: loaded in full now, reloaded like rules.
+    let (intel, intel_watcher) = crate::intel::start(&config.intel)?.unzip();
+    let intel_reloads = intel_watcher.flatten().map(|w| (w.pending(), w));
     // Build everything up front so a bad config fails before any thread starts.
     let mut chains = (0..shards).map(|_| build_chain(config, correlate_cfg.clone())).collect::<Result<Vec<_>, _>>()?;
     // The priors known at start apply from the first alert on.
@@ -291,6 +294,11 @@ pub fn run(
     if let Some(priors) = priors_slot.as_ref().and_then(|p| p.lock().expect("pending priors").take()) {
         for chain in &mut chains {
             chain.reconfigure(&priors)?;
+        }
+    }
+    if let Some(intel) = &intel {
+        for chain in &mut chains {
+            chain.reconfigure(intel.as_ref())?;
         }
     }
     let mut decoder_list =
@@ -354,6 +362,11 @@ pub fn run(
                 }
                 if let Some(priors) = priors_slot.as_ref().and_then(|p| p.lock().expect("pending priors").take())
                     && !send(Item::Update(Arc::new(priors)))
+                {
+                    return Ok(());
+                }
+                if let Some(intel) = intel_reloads.as_ref().and_then(|(p, _)| p.lock().expect("pending intel").take())
+                    && !send(Item::Update(intel))
                 {
                     return Ok(());
                 }

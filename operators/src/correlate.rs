@@ -383,17 +383,17 @@ impl Hit {
     }
 }
 
-/// Where a cluster's new entities are looked up: the loaded intel, as seen
-/// by one tenant.
+/// Where a cluster's new entities are looked up: the loaded intel (`None`
+/// when nothing is loaded), as seen by one tenant.
 #[derive(Clone, Copy)]
 struct Lookup<'a> {
-    intel: &'a Intel,
+    intel: Option<&'a Intel>,
     tenant: &'a str,
 }
 
 impl Lookup<'_> {
     fn find(&self, kind: EntityKind, value: &str) -> Option<Hit> {
-        let findings = self.intel.lookup(self.tenant, kind, value);
+        let findings = self.intel?.lookup(self.tenant, kind, value);
         (!findings.is_empty()).then(|| Hit { value: value.to_string(), findings })
     }
 }
@@ -470,6 +470,8 @@ pub struct Correlate {
     /// Threat intel and inventories (not operator state: loaded from files,
     /// at start and on every reload).
     intel: Arc<Intel>,
+    /// Whether `intel` holds anything (no lookups at all when not).
+    intel_loaded: bool,
 }
 
 const NAME: &str = "correlate";
@@ -495,6 +497,7 @@ impl Correlate {
             tenants: FastMap::default(),
             priors: Arc::new(Priors::default()),
             intel: Arc::new(Intel::default()),
+            intel_loaded: false,
         })
     }
 
@@ -1331,7 +1334,7 @@ impl Correlate {
                 full_log: opt_str(c.full_log, row),
             };
             let cluster = state.clusters.get_mut(&target).expect("target is live");
-            let lookup = Lookup { intel: &self.intel, tenant: tenant_key };
+            let lookup = Lookup { intel: self.loaded_intel(), tenant: tenant_key };
             Self::add_row(&self.config, cluster, &row_data, &tactics, &entities, lookup);
             let trigger = || Trigger { alert_id: alert_id.to_string(), ingest_time_us: c.ingest_time.value(row) };
             self.judge(state, target, t, trigger, ctx, out);
@@ -1463,7 +1466,7 @@ impl Correlate {
                 s.cluster = target;
             }
             let cluster = state.clusters.get_mut(&target).expect("target is live");
-            let lookup = Lookup { intel: &self.intel, tenant: &state.name };
+            let lookup = Lookup { intel: self.loaded_intel(), tenant: &state.name };
             cluster.add_entity(kind, value, key, self.config.report_entities_per_kind, lookup);
         }
         let cluster = state.clusters.get_mut(&target).expect("target is live");
@@ -1609,13 +1612,17 @@ impl Correlate {
     /// Looks every live cluster's entities up again in the intel now
     /// loaded, and updates its score (a cluster that this pushes over the
     /// threshold is handed off with its next alert).
+    fn loaded_intel(&self) -> Option<&Intel> {
+        self.intel_loaded.then_some(&*self.intel)
+    }
+
     fn recheck_intel(&mut self) {
         let mut tenants = std::mem::take(&mut self.tenants);
         for (name, state) in &mut tenants {
             let priors = self.priors.0.get(&**name);
-            let lookup = Lookup { intel: &self.intel, tenant: name };
+            let lookup = Lookup { intel: self.loaded_intel(), tenant: name };
             for cluster in state.clusters.values_mut() {
-                if cluster.intel.is_empty() && self.intel.is_empty() {
+                if cluster.intel.is_empty() && !self.intel_loaded {
                     continue;
                 }
                 cluster.recheck(lookup, |kind, value| self.entity_key(kind, value));
@@ -1673,6 +1680,7 @@ impl Operator for Correlate {
         }
         if let Some(intel) = update.downcast_ref::<Arc<Intel>>() {
             self.intel = intel.clone();
+            self.intel_loaded = !intel.is_empty();
             self.recheck_intel();
         }
         Ok(())

@@ -237,12 +237,13 @@ impl IocStore {
 
     /// Stores an already canonical IOC; false if it was there.
     fn insert(&mut self, kind: IocKind, value: String, source: u32) -> bool {
-        let map = &mut self.maps[kind as usize];
-        if map.contains_key(value.as_str()) {
-            return false;
+        match self.maps[kind as usize].entry(value.into_boxed_str()) {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(source);
+                true
+            }
         }
-        map.insert(value.into_boxed_str(), source);
-        true
     }
 
     /// Normalises and stores an IOC from `source`; false if `value` is not
@@ -336,11 +337,15 @@ impl IocStore {
                 what.push_str(info);
             }
             let id = self.source_id(&what);
-            let attributes = event.attribute.iter().enumerate().map(|(i, a)| (format!("{path}.Attribute[{i}]"), a));
-            let in_objects = event.object.iter().enumerate().flat_map(|(o, obj)| {
-                obj.attribute.iter().enumerate().map(move |(i, a)| (format!("{path}.Object[{o}].Attribute[{i}]"), a))
-            });
-            for (at, a) in attributes.chain(in_objects) {
+            // Where an attribute is: (object index, attribute index); the
+            // JSON path is only spelled out for an error.
+            let attributes = event.attribute.iter().enumerate().map(|(i, a)| ((None, i), a));
+            let in_objects = event
+                .object
+                .iter()
+                .enumerate()
+                .flat_map(|(o, obj)| obj.attribute.iter().enumerate().map(move |(i, a)| ((Some(o), i), a)));
+            for ((object, i), a) in attributes.chain(in_objects) {
                 if a.to_ids == Some(false) || a.deleted == Some(true) {
                     *stats
                         .skipped
@@ -354,9 +359,13 @@ impl IocStore {
                 };
                 for (kind, value) in parts {
                     let Some(v) = canonical(kind, value) else {
+                        let at = match object {
+                            Some(o) => format!("{path}.Object[{o}].Attribute[{i}]: "),
+                            None => format!("{path}.Attribute[{i}]: "),
+                        };
                         return Err(LoadError::new(
                             source,
-                            format!("{at}: "),
+                            at,
                             format!("{} value {value:?} is not a valid {}", a.kind, kind.as_str()),
                         ));
                     };
@@ -464,13 +473,10 @@ impl Intel {
     /// Everything known about an entity value of `tenant`, in a stable order.
     pub fn lookup(&self, tenant: &str, kind: EntityKind, value: &str) -> Vec<Finding> {
         let mut found = Vec::new();
-        if self.is_empty() {
-            return found;
-        }
         let own = self.tenants.get(tenant);
-        let stores: Vec<&IocStore> = std::iter::once(&self.global).chain(own.map(|t| &t.iocs)).collect();
+        let stores = [Some(&self.global), own.map(|t| &t.iocs)];
         let ioc = |found: &mut Vec<Finding>, k: IocKind, v: &str| {
-            for s in &stores {
+            for s in stores.iter().flatten() {
                 if let Some(src) = s.get(k, v) {
                     found.push(Finding::Ioc { kind: k, ioc: v.to_string(), source: src.to_string() });
                     return true;

@@ -3,6 +3,7 @@
 //! measured in the same run: reading the same file and counting its lines.
 //!
 //! `cargo bench -p sluice-benches --bench intel` (figures in BENCHMARKS.md).
+//! The allocator is the one `sluice` runs with (mimalloc).
 //! Lookups are not timed here: each is a few hash-map probes, done once per
 //! new entity of a cluster (the `correlate` bench covers that path).
 
@@ -11,6 +12,9 @@ use std::path::PathBuf;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use sluice_operators::intel::IocStore;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const IOCS: usize = 1_000_000;
 

@@ -1537,7 +1537,14 @@ impl Correlate {
         for a in &cluster.absorbed {
             state.forward.remove(a);
         }
-        let (decision, _) = self.handoff.decide(cluster.score, cluster.handed.is_some());
+        let (decision, _) = if cluster.intel.is_empty() {
+            self.handoff.decide(cluster.score, cluster.handed.is_some())
+        } else {
+            // Only intel and inventory lines are floor factors by default:
+            // the breakdown is built only for clusters that have some.
+            let (score, _) = cluster.scored(&self.score, true, self.priors.0.get(&**tenant));
+            self.handoff.decide_with_floor(score.total, cluster.handed.is_some(), self.score.floor_line(&score.lines))
+        };
         ctx.counters.add(NAME, reason, tenant, 1);
         ctx.counters.add(NAME, decision_metric(decision), tenant, 1);
         if cluster.handed.is_some() || self.config.report_all_closed {

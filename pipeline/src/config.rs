@@ -40,6 +40,7 @@ pub struct Config {
     pub rules: RulesConfig,
     pub store: StoreConfig,
     pub sinks: SinksConfig,
+    pub admin: crate::admin::AdminConfig,
 }
 
 /// `[rules]`: SQL correlation rules (see `rules/README.md`).
@@ -377,6 +378,7 @@ impl Config {
         errors.extend(self.correlate.validate());
         errors.extend(self.score.validate());
         errors.extend(self.handoff.validate());
+        errors.extend(self.admin.validate());
         if self.tenant.static_tenant.as_deref().is_some_and(|t| t.trim().is_empty()) {
             errors.push("tenant.static is set but empty".into());
         }

@@ -15,6 +15,7 @@ use sluice_connectors::synthetic::GeneratorSource;
 use sluice_operators::operator::ReportKind;
 use sluice_pipeline::checkpoint::{CheckpointStore, DirStore, PgStore};
 use sluice_pipeline::config::{Config, Format, InputKind, StoreKind};
+use sluice_pipeline::metrics::{ComponentState, Metrics};
 use sluice_pipeline::output::{EventWriter, human_summary, stable_case_json};
 use sluice_pipeline::runtime::Event;
 use sluice_pipeline::runtime::PriorsSlot;
@@ -499,8 +500,13 @@ fn cmd_run(a: RunArgs) -> Result<()> {
         Some(c) if !c.fresh => c.store.latest_id()?.is_some(),
         _ => false,
     };
+    let metrics = Arc::new(Metrics::new(config.admin.max_clusters_per_tenant));
     let mut kafka_sink = match config.input_kind() {
-        InputKind::Kafka => Some(KafkaSink::new(&config.kafka)?),
+        InputKind::Kafka => {
+            let sink = KafkaSink::new(&config.kafka)?;
+            metrics.component("kafka_sink", ComponentState::Ready, &config.kafka.cases_topic);
+            Some(sink)
+        }
         _ => None,
     };
     match (config.input_kind(), &config.input.path) {
@@ -519,7 +525,13 @@ fn cmd_run(a: RunArgs) -> Result<()> {
             "no input given: running on the embedded generator (realistic noise with hidden attack campaigns)"
         ),
     }
-    let handoff = start_handoff(&config)?;
+    let handoff = start_handoff(&config, &metrics)?;
+    let _admin = sluice_pipeline::admin::start(
+        &config.admin,
+        metrics.clone(),
+        handoff.as_ref().map(|h| h.store.clone()),
+        config.sinks.budget.clone(),
+    )?;
     let stdout = std::io::stdout().lock();
     let mut writer = EventWriter::new(&config.output, BufWriter::new(stdout), append)?;
     writer.show_final = a.show_final;
@@ -528,6 +540,7 @@ fn cmd_run(a: RunArgs) -> Result<()> {
         track_members: a.members,
         checkpoint,
         priors: handoff.as_ref().map(|h| h.priors.clone()),
+        metrics: Some(metrics.clone()),
         ..RunOptions::default()
     };
     let summary = run(&config, source, &options, &stop, |e| {
@@ -583,11 +596,12 @@ struct Handoff {
 
 /// Opens the store and starts a dispatcher per configured sink, when the
 /// config keeps a store.
-fn start_handoff(config: &Config) -> Result<Option<Handoff>> {
+fn start_handoff(config: &Config, metrics: &Metrics) -> Result<Option<Handoff>> {
     if !config.store_enabled() {
         return Ok(None);
     }
     let store = Arc::new(Store::open(&config.store, &config.checkpoint.dir)?);
+    metrics.component("store", ComponentState::Ready, store.describe());
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
     if !config.sinks.webhook.url.is_empty() {
         sinks.push(Box::new(WebhookSink::new(&config.sinks.webhook).map_err(anyhow::Error::msg)?));
@@ -604,7 +618,10 @@ fn start_handoff(config: &Config) -> Result<Option<Handoff>> {
         tracing::info!(priors = count, "verdict priors active");
     }
     let priors: PriorsSlot = Arc::new(std::sync::Mutex::new(Some(active)));
-    let dispatchers = Dispatchers::start(store.clone(), sinks, &config.sinks, Some(priors.clone()));
+    let dispatchers = Dispatchers::start_observed(store.clone(), sinks, &config.sinks, Some(priors.clone()), metrics);
+    for name in &names {
+        metrics.component(&format!("sink_{name}"), ComponentState::Ready, "");
+    }
     Ok(Some(Handoff {
         store,
         dispatchers,

@@ -353,24 +353,52 @@ fn describe(e: &anyhow::Error) -> String {
     out
 }
 
+/// Changes the log filter once the config is read (unless the environment
+/// set one).
+static LOG_FILTER: std::sync::OnceLock<
+    tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>,
+> = std::sync::OnceLock::new();
+
+/// The filter from `SLUICE_LOG` or `RUST_LOG` (`info,sluice_pipeline::sinks=debug`),
+/// else `info` until the config's `[log] filter` applies.
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use tracing_subscriber::prelude::*;
+    let from_env = ["SLUICE_LOG", "RUST_LOG"]
+        .iter()
+        .find_map(|var| std::env::var(var).ok().and_then(|v| tracing_subscriber::EnvFilter::try_new(v).ok()));
+    let env_set = from_env.is_some();
+    let (filter, handle) =
+        tracing_subscriber::reload::Layer::new(from_env.unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info")));
     // Colours and text for a person at a terminal; JSON lines for machines.
     let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(terminal);
-    match format {
-        LogFormat::Text => builder.with_target(false).init(),
-        LogFormat::Auto if terminal => builder.with_target(false).init(),
-        LogFormat::Json | LogFormat::Auto => builder.json().init(),
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(terminal);
+    let layer = match format {
+        LogFormat::Text => layer.with_target(false).boxed(),
+        LogFormat::Auto if terminal => layer.with_target(false).boxed(),
+        LogFormat::Json | LogFormat::Auto => layer.json().boxed(),
+    };
+    tracing_subscriber::registry().with(filter).with(layer).init();
+    if !env_set {
+        let _ = LOG_FILTER.set(handle);
     }
 }
 
+/// Applies the config's `[log] filter`, unless the environment set one.
+fn apply_log_filter(config: &Config) -> Result<()> {
+    let Some(handle) = LOG_FILTER.get() else { return Ok(()) };
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.filter)
+        .with_context(|| format!("log.filter = {:?}", config.log.filter))?;
+    handle.reload(filter).context("setting the log filter")?;
+    Ok(())
+}
+
 fn load_config(path: Option<&Path>) -> Result<Config> {
-    match path {
-        Some(p) => Ok(Config::load(p)?),
-        None => Ok(Config::default()),
-    }
+    let config = match path {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    apply_log_filter(&config)?;
+    Ok(config)
 }
 
 fn apply_gen(config: &mut Config, g: &GenArgs) {

@@ -675,6 +675,15 @@ fn progress(options: &RunOptions, last: &mut Instant, read: &AtomicU64, started:
     tracing::info!(alerts = n, alerts_per_sec = (n as f64 / secs.max(1e-9)) as u64, escalated, "progress");
 }
 
+/// The distinct tenants of a batch, comma-separated (for its span).
+fn batch_tenants(batch: &RecordBatch) -> String {
+    let Ok(columns) = AlertColumns::new(batch) else { return String::new() };
+    let mut names: Vec<&str> = (0..batch.num_rows()).map(|row| columns.tenant(row)).collect();
+    names.sort_unstable();
+    names.dedup();
+    names.join(",")
+}
+
 /// How often shards and the source publish their metrics.
 const METRICS_EVERY: Duration = Duration::from_secs(1);
 
@@ -736,7 +745,16 @@ fn run_shard(
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
         };
         match msg {
-            ShardMsg::Batch(b) => chain.process(b, &mut ctx, &mut out)?,
+            ShardMsg::Batch(b) => {
+                // A span per batch (at debug level; free when that is off)
+                // naming the tenants in it.
+                let span = tracing::debug_span!("batch", shard, rows = b.num_rows(), tenants = tracing::field::Empty);
+                if !span.is_disabled() {
+                    span.record("tenants", batch_tenants(&b.batch).as_str());
+                }
+                let _entered = span.enter();
+                chain.process(b, &mut ctx, &mut out)?
+            }
             ShardMsg::Watermark(wm) => chain.on_watermark(wm, &mut ctx, &mut out)?,
             ShardMsg::Update(update) => chain.reconfigure(update.as_ref())?,
             ShardMsg::Barrier(id) => {

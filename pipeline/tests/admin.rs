@@ -299,3 +299,27 @@ fn a_server_beyond_loopback_needs_a_token() {
     let bad = AdminConfig { listen: "not an address".into(), ..AdminConfig::default() };
     assert!(bad.validate().iter().any(|e| e.contains("admin.listen")));
 }
+
+#[test]
+fn the_grafana_dashboard_queries_only_metrics_sluice_exports() {
+    let s = server(100, false);
+    let (_, text) = get(&s, "/metrics", None);
+    let families: std::collections::BTreeSet<&str> =
+        text.lines().filter_map(|l| l.strip_prefix("# TYPE ")).map(|l| l.split(' ').next().unwrap()).collect();
+    let dashboard: Value =
+        serde_json::from_str(include_str!("../../deploy/grafana/sluice.json")).expect("the dashboard is JSON");
+    let mut queried = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for (i, _) in expr.match_indices("sluice_") {
+                let name: String =
+                    expr[i..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                let family = name.strip_suffix("_bucket").unwrap_or(&name);
+                assert!(families.contains(family), "panel {:?} queries {name}, which /metrics does not export", panel["title"]);
+                queried += 1;
+            }
+        }
+    }
+    assert!(queried >= 10);
+}

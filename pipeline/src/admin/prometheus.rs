@@ -147,8 +147,8 @@ pub fn render(metrics: &Metrics, outbox: Option<&OutboxCounts>, max_tenant_serie
         }
         out.sample("sluice_sink_llm_tokens_total", &[("sink", name)], s.llm_tokens.load(Ordering::Relaxed) as f64);
     }
+    out.family("sluice_sink_queue", "gauge", "Cases in the store's outbox per sink and status.");
     if let Some(outbox) = outbox {
-        out.family("sluice_sink_queue", "gauge", "Cases in the store's outbox per sink and status.");
         for (sink, status, n) in &outbox.rows {
             out.sample("sluice_sink_queue", &[("sink", sink), ("status", status)], *n as f64);
         }

@@ -431,15 +431,24 @@ fn generator_config(config: &Config) -> GeneratorConfig {
 }
 
 /// Stops sources on Ctrl-C so open windows are flushed before exit.
-fn stop_on_ctrl_c() -> StopFlag {
+/// SIGINT (Ctrl-C) and SIGTERM stop the run cleanly: open windows are
+/// flushed, or with checkpoints a last checkpoint is taken. A second one
+/// aborts at once. SIGHUP is not a stop: it reloads rules.
+fn stop_on_signals() -> StopFlag {
+    use signal_hook::consts::{SIGINT, SIGTERM};
     let stop = StopFlag::new();
+    let signalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for signal in [SIGINT, SIGTERM] {
+        // The conditional exit is registered first, so it sees the flag as
+        // the previous signal left it.
+        let _ = signal_hook::flag::register_conditional_shutdown(signal, 130, signalled.clone());
+        let _ = signal_hook::flag::register(signal, signalled.clone());
+    }
     let s = stop.clone();
-    let mut pressed = false;
-    let _ = ctrlc::set_handler(move || {
-        if pressed {
-            std::process::exit(130);
+    let _ = std::thread::Builder::new().name("sluice-signals".into()).spawn(move || {
+        while !signalled.load(std::sync::atomic::Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(50));
         }
-        pressed = true;
         eprintln!("\nstopping: flushing open windows (Ctrl-C again to abort)");
         s.stop();
     });
@@ -500,7 +509,7 @@ fn cmd_run(a: RunArgs) -> Result<()> {
     if !errors.is_empty() {
         bail!("invalid settings:\n  - {}", errors.join("\n  - "));
     }
-    let stop = stop_on_ctrl_c();
+    let stop = stop_on_signals();
     let source = open_source(&config, &stop)?;
     let checkpoint = if config.checkpoints_enabled() {
         let c = &config.checkpoint;

@@ -313,10 +313,13 @@ fn the_grafana_dashboard_queries_only_metrics_sluice_exports() {
         for target in panel["targets"].as_array().unwrap() {
             let expr = target["expr"].as_str().unwrap();
             for (i, _) in expr.match_indices("sluice_") {
-                let name: String =
-                    expr[i..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                let name: String = expr[i..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
                 let family = name.strip_suffix("_bucket").unwrap_or(&name);
-                assert!(families.contains(family), "panel {:?} queries {name}, which /metrics does not export", panel["title"]);
+                assert!(
+                    families.contains(family),
+                    "panel {:?} queries {name}, which /metrics does not export",
+                    panel["title"]
+                );
                 queried += 1;
             }
         }

@@ -212,6 +212,9 @@ pub struct AdminServer {
     addr: SocketAddr,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     handle: Option<JoinHandle<()>>,
+    /// Dropped here, after the server's thread ended: the store in it owns
+    /// a runtime, which must not be dropped inside the server's runtime.
+    _state: Arc<AdminState>,
 }
 
 impl AdminServer {
@@ -221,7 +224,8 @@ impl AdminServer {
         let listener = TcpListener::bind(listen)?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
-        let app = router(Arc::new(state));
+        let state = Arc::new(state);
+        let app = router(state.clone());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let handle = std::thread::Builder::new().name("sluice-admin".into()).spawn(move || {
@@ -241,7 +245,7 @@ impl AdminServer {
                 }
             });
         })?;
-        Ok(AdminServer { addr, shutdown: Some(tx), handle: Some(handle) })
+        Ok(AdminServer { addr, shutdown: Some(tx), handle: Some(handle), _state: state })
     }
 
     pub fn addr(&self) -> SocketAddr {

@@ -9,6 +9,7 @@
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_operators::decode::RawChunk;
@@ -262,6 +263,9 @@ impl Source for FileSource {
             }
             if !self.check_rotation()? {
                 std::thread::sleep(self.options.poll);
+                // Nothing new: hand back an empty chunk, so the runtime can
+                // take checkpoints and publish metrics while the file is idle.
+                return Ok(Some(RawChunk { source: Arc::from(self.name.as_str()), ..RawChunk::default() }));
             }
         }
     }

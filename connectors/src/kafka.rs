@@ -355,6 +355,8 @@ pub struct KafkaSource {
     caught_up_since: Option<Instant>,
     last_idle_check: Instant,
     last_lag_report: Instant,
+    /// The lag per assigned partition as last measured.
+    lag: Vec<(String, i64)>,
 }
 
 impl std::fmt::Debug for KafkaSource {
@@ -393,6 +395,7 @@ impl KafkaSource {
             caught_up_since: None,
             last_idle_check: Instant::now(),
             last_lag_report: Instant::now(),
+            lag: Vec::new(),
         })
     }
 
@@ -539,7 +542,7 @@ impl KafkaSource {
     }
 
     /// Consumer lag per assigned partition (the broker's high watermark minus
-    /// the next offset to read), logged every `LAG_EVERY`. Partitions of one
+    /// the next offset to read), measured and logged every `LAG_EVERY`. Partitions of one
     /// topic are listed as `topic[partition]=lag`.
     fn report_lag(&mut self) {
         const LAG_EVERY: Duration = Duration::from_secs(5);
@@ -549,12 +552,14 @@ impl KafkaSource {
         self.last_lag_report = Instant::now();
         let mut total = 0i64;
         let mut parts = Vec::new();
+        self.lag.clear();
         for p in self.partitions.values().filter(|p| p.assigned) {
             if let Ok((low, high)) = self.consumer.fetch_watermarks(&p.topic, p.partition, Duration::from_secs(2)) {
                 let high = high.max(fetched_end(&self.consumer, &p.topic, p.partition).unwrap_or(-1));
                 let lag = (high - if p.polled < 0 { low } else { p.polled }).max(0);
                 total += lag;
                 parts.push(format!("{}[{}]={lag}", p.topic, p.partition));
+                self.lag.push((format!("{}[{}]", p.topic, p.partition), lag));
             }
         }
         if !parts.is_empty() {
@@ -721,6 +726,10 @@ impl Source for KafkaSource {
 
     fn input_changes(&mut self) -> Vec<InputChange> {
         std::mem::take(&mut self.changes)
+    }
+
+    fn lag(&self) -> Vec<(String, i64)> {
+        self.lag.clone()
     }
 }
 

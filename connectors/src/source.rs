@@ -60,6 +60,12 @@ pub trait Source: Send {
     fn input_changes(&mut self) -> Vec<InputChange> {
         Vec::new()
     }
+
+    /// Records behind the newest available, per input (`topic[partition]`),
+    /// as last measured; empty for sources that cannot tell.
+    fn lag(&self) -> Vec<(String, i64)> {
+        Vec::new()
+    }
 }
 
 /// A change in a multi-input source's set of inputs (`RawChunk::input`).
@@ -86,6 +92,10 @@ impl StopFlag {
     }
     pub fn is_stopped(&self) -> bool {
         self.0.load(Ordering::SeqCst)
+    }
+    /// The flag itself, for a signal handler to set.
+    pub fn flag(&self) -> Arc<AtomicBool> {
+        self.0.clone()
     }
 }
 

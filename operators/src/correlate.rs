@@ -1653,6 +1653,13 @@ impl Operator for Correlate {
         NAME
     }
 
+    fn state_sizes(&self, out: &mut dyn FnMut(&'static str, &Arc<str>, u64)) {
+        for (tenant, state) in &self.tenants {
+            out("clusters", tenant, state.clusters.len() as u64);
+            out("entities", tenant, state.entities.len() as u64);
+        }
+    }
+
     fn process(&mut self, batch: AlertBatch, ctx: &mut Context, out: &mut dyn Collector) -> Result<()> {
         self.process_rows(&batch, ctx, out)?;
         // Bound state between watermarks too: a burst must not outgrow the caps.

@@ -202,6 +202,12 @@ impl Operator for Dedup {
         NAME
     }
 
+    fn state_sizes(&self, out: &mut dyn FnMut(&'static str, &Arc<str>, u64)) {
+        for (tenant, state) in &self.tenants {
+            out("fingerprints", tenant, state.entries.len() as u64);
+        }
+    }
+
     fn process(&mut self, mut batch: AlertBatch, ctx: &mut Context, out: &mut dyn Collector) -> Result<()> {
         let rows = batch.num_rows();
         let mut marks = DedupMarks { fingerprint: Vec::with_capacity(rows), duplicate: Vec::with_capacity(rows) };

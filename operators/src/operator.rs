@@ -146,6 +146,10 @@ pub trait Operator: Send {
     fn reconfigure(&mut self, _update: &(dyn std::any::Any + Send + Sync)) -> Result<()> {
         Ok(())
     }
+
+    /// The size of the live state, per tenant, for metrics: calls `out`
+    /// with `(what, tenant, entries)` (`clusters`, `entities`, …).
+    fn state_sizes(&self, _out: &mut dyn FnMut(&'static str, &Arc<str>, u64)) {}
 }
 
 /// A linear chain of operators: batches flow from each operator into the

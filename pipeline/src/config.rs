@@ -41,6 +41,24 @@ pub struct Config {
     pub store: StoreConfig,
     pub sinks: SinksConfig,
     pub intel: crate::intel::IntelConfig,
+    pub admin: crate::admin::AdminConfig,
+    pub log: LogConfig,
+}
+
+/// `[log]`: what is logged.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// Levels, overall and per module, in `RUST_LOG` syntax:
+    /// `"info,sluice_pipeline::sinks=debug"`. `SLUICE_LOG` or `RUST_LOG`
+    /// in the environment win over it.
+    pub filter: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { filter: "info".into() }
+    }
 }
 
 /// `[rules]`: SQL correlation rules (see `rules/README.md`).
@@ -379,6 +397,10 @@ impl Config {
         errors.extend(self.score.validate());
         errors.extend(self.handoff.validate());
         errors.extend(self.intel.validate());
+        errors.extend(self.admin.validate());
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
+            errors.push(format!("log.filter = {:?}: {e}", self.log.filter));
+        }
         if self.tenant.static_tenant.as_deref().is_some_and(|t| t.trim().is_empty()) {
             errors.push("tenant.static is set but empty".into());
         }

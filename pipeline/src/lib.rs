@@ -1,10 +1,12 @@
 //! Sluice's runtime: config, the sharded topology, watermarks, evaluation and
 //! output formatting. The `sluice` binary (`main.rs`) is a thin CLI over it.
 
+pub mod admin;
 pub mod checkpoint;
 pub mod config;
 pub mod eval;
 pub mod intel;
+pub mod metrics;
 pub mod output;
 pub mod reload;
 pub mod runtime;

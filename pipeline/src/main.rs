@@ -15,6 +15,7 @@ use sluice_connectors::synthetic::GeneratorSource;
 use sluice_operators::operator::ReportKind;
 use sluice_pipeline::checkpoint::{CheckpointStore, DirStore, PgStore};
 use sluice_pipeline::config::{Config, Format, InputKind, StoreKind};
+use sluice_pipeline::metrics::{ComponentState, Metrics};
 use sluice_pipeline::output::{EventWriter, human_summary, stable_case_json};
 use sluice_pipeline::runtime::Event;
 use sluice_pipeline::runtime::PriorsSlot;
@@ -352,24 +353,52 @@ fn describe(e: &anyhow::Error) -> String {
     out
 }
 
+/// Changes the log filter once the config is read (unless the environment
+/// set one).
+static LOG_FILTER: std::sync::OnceLock<
+    tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>,
+> = std::sync::OnceLock::new();
+
+/// The filter from `SLUICE_LOG` or `RUST_LOG` (`info,sluice_pipeline::sinks=debug`),
+/// else `info` until the config's `[log] filter` applies.
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use tracing_subscriber::prelude::*;
+    let from_env = ["SLUICE_LOG", "RUST_LOG"]
+        .iter()
+        .find_map(|var| std::env::var(var).ok().and_then(|v| tracing_subscriber::EnvFilter::try_new(v).ok()));
+    let env_set = from_env.is_some();
+    let (filter, handle) =
+        tracing_subscriber::reload::Layer::new(from_env.unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info")));
     // Colours and text for a person at a terminal; JSON lines for machines.
     let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(terminal);
-    match format {
-        LogFormat::Text => builder.with_target(false).init(),
-        LogFormat::Auto if terminal => builder.with_target(false).init(),
-        LogFormat::Json | LogFormat::Auto => builder.json().init(),
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(terminal);
+    let layer = match format {
+        LogFormat::Text => layer.with_target(false).boxed(),
+        LogFormat::Auto if terminal => layer.with_target(false).boxed(),
+        LogFormat::Json | LogFormat::Auto => layer.json().boxed(),
+    };
+    tracing_subscriber::registry().with(filter).with(layer).init();
+    if !env_set {
+        let _ = LOG_FILTER.set(handle);
     }
 }
 
+/// Applies the config's `[log] filter`, unless the environment set one.
+fn apply_log_filter(config: &Config) -> Result<()> {
+    let Some(handle) = LOG_FILTER.get() else { return Ok(()) };
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.filter)
+        .with_context(|| format!("log.filter = {:?}", config.log.filter))?;
+    handle.reload(filter).context("setting the log filter")?;
+    Ok(())
+}
+
 fn load_config(path: Option<&Path>) -> Result<Config> {
-    match path {
-        Some(p) => Ok(Config::load(p)?),
-        None => Ok(Config::default()),
-    }
+    let config = match path {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    apply_log_filter(&config)?;
+    Ok(config)
 }
 
 fn apply_gen(config: &mut Config, g: &GenArgs) {
@@ -402,15 +431,24 @@ fn generator_config(config: &Config) -> GeneratorConfig {
 }
 
 /// Stops sources on Ctrl-C so open windows are flushed before exit.
-fn stop_on_ctrl_c() -> StopFlag {
+/// SIGINT (Ctrl-C) and SIGTERM stop the run cleanly: open windows are
+/// flushed, or with checkpoints a last checkpoint is taken. A second one
+/// aborts at once. SIGHUP is not a stop: it reloads rules.
+fn stop_on_signals() -> StopFlag {
+    use signal_hook::consts::{SIGINT, SIGTERM};
     let stop = StopFlag::new();
+    let signalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for signal in [SIGINT, SIGTERM] {
+        // The conditional exit is registered first, so it sees the flag as
+        // the previous signal left it.
+        let _ = signal_hook::flag::register_conditional_shutdown(signal, 130, signalled.clone());
+        let _ = signal_hook::flag::register(signal, signalled.clone());
+    }
     let s = stop.clone();
-    let mut pressed = false;
-    let _ = ctrlc::set_handler(move || {
-        if pressed {
-            std::process::exit(130);
+    let _ = std::thread::Builder::new().name("sluice-signals".into()).spawn(move || {
+        while !signalled.load(std::sync::atomic::Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(50));
         }
-        pressed = true;
         eprintln!("\nstopping: flushing open windows (Ctrl-C again to abort)");
         s.stop();
     });
@@ -471,7 +509,7 @@ fn cmd_run(a: RunArgs) -> Result<()> {
     if !errors.is_empty() {
         bail!("invalid settings:\n  - {}", errors.join("\n  - "));
     }
-    let stop = stop_on_ctrl_c();
+    let stop = stop_on_signals();
     let source = open_source(&config, &stop)?;
     let checkpoint = if config.checkpoints_enabled() {
         let c = &config.checkpoint;
@@ -499,8 +537,13 @@ fn cmd_run(a: RunArgs) -> Result<()> {
         Some(c) if !c.fresh => c.store.latest_id()?.is_some(),
         _ => false,
     };
+    let metrics = Arc::new(Metrics::new(config.admin.max_clusters_per_tenant));
     let mut kafka_sink = match config.input_kind() {
-        InputKind::Kafka => Some(KafkaSink::new(&config.kafka)?),
+        InputKind::Kafka => {
+            let sink = KafkaSink::new(&config.kafka)?;
+            metrics.component("kafka_sink", ComponentState::Ready, &config.kafka.cases_topic);
+            Some(sink)
+        }
         _ => None,
     };
     match (config.input_kind(), &config.input.path) {
@@ -519,7 +562,13 @@ fn cmd_run(a: RunArgs) -> Result<()> {
             "no input given: running on the embedded generator (realistic noise with hidden attack campaigns)"
         ),
     }
-    let handoff = start_handoff(&config)?;
+    let handoff = start_handoff(&config, &metrics)?;
+    let _admin = sluice_pipeline::admin::start(
+        &config.admin,
+        metrics.clone(),
+        handoff.as_ref().map(|h| h.store.clone()),
+        config.sinks.budget.clone(),
+    )?;
     let stdout = std::io::stdout().lock();
     let mut writer = EventWriter::new(&config.output, BufWriter::new(stdout), append)?;
     writer.show_final = a.show_final;
@@ -528,6 +577,7 @@ fn cmd_run(a: RunArgs) -> Result<()> {
         track_members: a.members,
         checkpoint,
         priors: handoff.as_ref().map(|h| h.priors.clone()),
+        metrics: Some(metrics.clone()),
         ..RunOptions::default()
     };
     let summary = run(&config, source, &options, &stop, |e| {
@@ -583,11 +633,12 @@ struct Handoff {
 
 /// Opens the store and starts a dispatcher per configured sink, when the
 /// config keeps a store.
-fn start_handoff(config: &Config) -> Result<Option<Handoff>> {
+fn start_handoff(config: &Config, metrics: &Metrics) -> Result<Option<Handoff>> {
     if !config.store_enabled() {
         return Ok(None);
     }
     let store = Arc::new(Store::open(&config.store, &config.checkpoint.dir)?);
+    metrics.component("store", ComponentState::Ready, store.describe());
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
     if !config.sinks.webhook.url.is_empty() {
         sinks.push(Box::new(WebhookSink::new(&config.sinks.webhook).map_err(anyhow::Error::msg)?));
@@ -604,7 +655,10 @@ fn start_handoff(config: &Config) -> Result<Option<Handoff>> {
         tracing::info!(priors = count, "verdict priors active");
     }
     let priors: PriorsSlot = Arc::new(std::sync::Mutex::new(Some(active)));
-    let dispatchers = Dispatchers::start(store.clone(), sinks, &config.sinks, Some(priors.clone()));
+    let dispatchers = Dispatchers::start_observed(store.clone(), sinks, &config.sinks, Some(priors.clone()), metrics);
+    for name in &names {
+        metrics.component(&format!("sink_{name}"), ComponentState::Ready, "");
+    }
     Ok(Some(Handoff {
         store,
         dispatchers,

@@ -51,6 +51,7 @@ use sluice_operators::time::{EventTime, Rfc3339};
 
 use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore, OperatorState};
 use crate::config::Config;
+use crate::metrics::{ComponentState, Metrics};
 use crate::watermark::WatermarkTracker;
 
 /// A record that arrived after the watermark had passed its event time.
@@ -240,6 +241,8 @@ pub struct RunOptions {
     /// Verdict priors: applied at start, and again whenever the slot is
     /// filled while running.
     pub priors: Option<PriorsSlot>,
+    /// Live metrics for the admin server.
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 /// Where and how often to checkpoint.
@@ -326,7 +329,8 @@ pub fn run(
     let (decoded_tx, decoded_rx) = bounded::<DecodedChunk>(cap * 2);
     let (event_tx, event_rx) = bounded::<Message>(cap * 1024);
     let (commit_tx, commit_rx) = bounded::<String>(16);
-    let read_counter = Arc::new(AtomicU64::new(0));
+    let metrics = options.metrics.clone().unwrap_or_default();
+    let read_counter = metrics.read.clone();
     // Whether shards close their windows at the end (see ShardMsg::End).
     let flush_at_end = Arc::new(AtomicBool::new(true));
 
@@ -334,6 +338,7 @@ pub fn run(
     let source_stop = stop.clone();
     let source_flush = flush_at_end.clone();
     let interval = options.checkpoint.as_ref().map(|c| c.interval);
+    let source_metrics = metrics.clone();
     let source_handle = thread::Builder::new()
         .name("sluice-source".into())
         .spawn(move || -> Result<(), RunError> {
@@ -343,8 +348,10 @@ pub fn run(
                 if interval.is_some() {
                     source_flush.store(false, Ordering::SeqCst);
                 }
+                source_metrics.component("source", ComponentState::Failed, e.to_string());
                 RunError::Source(e)
             };
+            let mut last_lag = Instant::now();
             let mut seq = 0u64;
             let mut send = |item: Item| -> bool {
                 let ok = chunk_tx.send((seq, item)).is_ok();
@@ -377,6 +384,12 @@ pub fn run(
                 // When stopping, one last call hands over what the source holds.
                 let chunk = source.next_chunk().map_err(failed)?;
                 let ended = chunk.is_none();
+                if last_lag.elapsed() >= METRICS_EVERY || ended {
+                    last_lag = Instant::now();
+                    source_metrics.set_lag(source.name(), &source.lag());
+                    let state = if ended { ComponentState::Finished } else { ComponentState::Ready };
+                    source_metrics.component("source", state, source.name());
+                }
                 // Input changes first: a newly assigned partition must hold the
                 // watermark back before another partition's records move it.
                 for change in source.input_changes() {
@@ -470,10 +483,11 @@ pub fn run(
         let (tx, rx) = bounded::<ShardMsg>(cap);
         shard_txs.push(tx);
         let events = event_tx.clone();
+        let metrics = metrics.clone();
         shard_handles.push(
             thread::Builder::new()
                 .name(format!("sluice-shard-{i}"))
-                .spawn(move || run_shard(i, &mut chain, rx, events))
+                .spawn(move || run_shard(i, &mut chain, rx, events, &metrics))
                 .expect("spawn shard thread"),
         );
     }
@@ -537,11 +551,13 @@ pub fn run(
     let mut output_error = None;
     let mut assembler = Assembler { shards, source: source_name, pending: BTreeMap::new() };
     let mut last_progress = Instant::now();
+    metrics.component("pipeline", ComponentState::Ready, format!("{shards} shard(s), {decoders} decoder(s)"));
     loop {
         let message = match event_rx.recv_timeout(Duration::from_millis(500)) {
             Ok(e) => e,
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
                 progress(options, &mut last_progress, &read_counter, started, escalations);
+                metrics.tick();
                 continue;
             }
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
@@ -579,6 +595,7 @@ pub fn run(
             }
             _ => None,
         };
+        metrics.observe(&event);
         if output_error.is_none()
             && let Err(e) = on_event(event)
         {
@@ -587,10 +604,15 @@ pub fn run(
             stop.stop();
         }
         if let Some(ingest) = trigger {
-            let _ = latency.record((now_us() - ingest).max(1) as u64);
+            let us = (now_us() - ingest).max(1) as u64;
+            let _ = latency.record(us);
+            metrics.record_latency(us);
         }
         progress(options, &mut last_progress, &read_counter, started, escalations);
+        metrics.tick();
     }
+    let finished = if output_error.is_some() { ComponentState::Failed } else { ComponentState::Finished };
+    metrics.component("pipeline", finished, "");
 
     drop(write_tx);
     let (checkpoints, checkpoint_error) = match writer {
@@ -666,6 +688,18 @@ fn progress(options: &RunOptions, last: &mut Instant, read: &AtomicU64, started:
     tracing::info!(alerts = n, alerts_per_sec = (n as f64 / secs.max(1e-9)) as u64, escalated, "progress");
 }
 
+/// The distinct tenants of a batch, comma-separated (for its span).
+fn batch_tenants(batch: &RecordBatch) -> String {
+    let Ok(columns) = AlertColumns::new(batch) else { return String::new() };
+    let mut names: Vec<&str> = (0..batch.num_rows()).map(|row| columns.tenant(row)).collect();
+    names.sort_unstable();
+    names.dedup();
+    names.join(",")
+}
+
+/// How often shards and the source publish their metrics.
+const METRICS_EVERY: Duration = Duration::from_secs(1);
+
 /// Splits a chunk into chunks of at most `n` records (no copy when it fits).
 fn split_chunk(chunk: RawChunk, n: usize) -> Vec<RawChunk> {
     if chunk.lines.len() <= n {
@@ -697,8 +731,10 @@ fn run_shard(
     chain: &mut Chain,
     rx: Receiver<ShardMsg>,
     events: Sender<Message>,
+    metrics: &Metrics,
 ) -> Result<Counters, RunError> {
     let mut ctx = Context::default();
+    let mut published = Instant::now();
     let mut out: Vec<Output> = Vec::new();
     let forward = |out: &mut Vec<Output>| -> bool {
         for o in out.drain(..) {
@@ -710,9 +746,28 @@ fn run_shard(
         }
         true
     };
-    for msg in rx {
+    loop {
+        // Idle shards still publish their metrics.
+        let msg = match rx.recv_timeout(METRICS_EVERY) {
+            Ok(msg) => msg,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                published = Instant::now();
+                metrics.publish_shard(shard, &ctx.counters, chain.operators());
+                continue;
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+        };
         match msg {
-            ShardMsg::Batch(b) => chain.process(b, &mut ctx, &mut out)?,
+            ShardMsg::Batch(b) => {
+                // A span per batch (at debug level; free when that is off)
+                // naming the tenants in it.
+                let span = tracing::debug_span!("batch", shard, rows = b.num_rows(), tenants = tracing::field::Empty);
+                if !span.is_disabled() {
+                    span.record("tenants", batch_tenants(&b.batch).as_str());
+                }
+                let _entered = span.enter();
+                chain.process(b, &mut ctx, &mut out)?
+            }
             ShardMsg::Watermark(wm) => chain.on_watermark(wm, &mut ctx, &mut out)?,
             ShardMsg::Update(update) => chain.reconfigure(update.as_ref())?,
             ShardMsg::Barrier(id) => {
@@ -736,7 +791,12 @@ fn run_shard(
         if !forward(&mut out) {
             break;
         }
+        if published.elapsed() >= METRICS_EVERY {
+            published = Instant::now();
+            metrics.publish_shard(shard, &ctx.counters, chain.operators());
+        }
     }
+    metrics.publish_shard(shard, &ctx.counters, chain.operators());
     Ok(ctx.counters)
 }
 

@@ -32,6 +32,7 @@ use sha2::Sha256;
 use sluice_connectors::source::now_us;
 use sluice_operators::time::Duration;
 
+use crate::metrics::{Metrics, SinkStats};
 use crate::runtime::PriorsSlot;
 use crate::store::{OutboxCounts, Pending, PriorPolicy, Store, StoreError, VerdictRecord};
 
@@ -678,6 +679,17 @@ impl Dispatchers {
         config: &SinksConfig,
         priors: Option<PriorsSlot>,
     ) -> Self {
+        Self::start_observed(store, sinks, config, priors, &Metrics::default())
+    }
+
+    /// [`Dispatchers::start`], counting each sink's outcomes in `metrics`.
+    pub fn start_observed(
+        store: Arc<Store>,
+        sinks: Vec<Box<dyn Sink>>,
+        config: &SinksConfig,
+        priors: Option<PriorsSlot>,
+        metrics: &Metrics,
+    ) -> Self {
         let draining = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
         let policy = Policy {
@@ -692,9 +704,10 @@ impl Dispatchers {
             let (tx, rx) = bounded(1);
             let name = sink.name();
             let (store, draining, stop, policy) = (store.clone(), draining.clone(), stop.clone(), policy.clone());
+            let stats = metrics.register_sink(name);
             let handle = std::thread::Builder::new()
                 .name(format!("sink-{name}"))
-                .spawn(move || dispatch(sink, &store, &policy, &rx, &draining, &stop))
+                .spawn(move || dispatch(sink, &store, &policy, &stats, &rx, &draining, &stop))
                 .expect("spawning a dispatcher thread");
             threads.push((name, handle));
             wake.push(tx);
@@ -819,6 +832,7 @@ fn dispatch(
     mut sink: Box<dyn Sink>,
     store: &Store,
     policy: &Policy,
+    stats: &SinkStats,
     wake: &Receiver<()>,
     draining: &AtomicBool,
     stop: &AtomicBool,
@@ -829,7 +843,7 @@ fn dispatch(
         // Read before the round: a case recorded just before the drain
         // began is then seen by this round or the next.
         let ending = draining.load(Ordering::SeqCst);
-        let round = dispatch_round(sink.as_mut(), name, &actor, store, policy, stop);
+        let round = dispatch_round(sink.as_mut(), name, &actor, store, policy, stats, stop);
         if round.delivered_or_failed == 0 {
             if ending && !round.waiting {
                 return;
@@ -857,6 +871,7 @@ fn dispatch_round(
     actor: &str,
     store: &Store,
     policy: &Policy,
+    stats: &SinkStats,
     stop: &AtomicBool,
 ) -> Round {
     let mut round = Round { delivered_or_failed: 0, waiting: false, errors: false };
@@ -872,7 +887,7 @@ fn dispatch_round(
             break;
         }
         // One tenant's store error is logged and the others go on.
-        match tenant_round(sink, name, actor, store, policy, stop, &tenant) {
+        match tenant_round(sink, name, actor, store, policy, stats, stop, &tenant) {
             Ok((n, waiting)) => {
                 round.delivered_or_failed += n;
                 round.waiting |= waiting;
@@ -895,6 +910,7 @@ fn tenant_round(
     actor: &str,
     store: &Store,
     policy: &Policy,
+    stats: &SinkStats,
     stop: &AtomicBool,
     tenant: &str,
 ) -> Result<(usize, bool), StoreError> {
@@ -911,6 +927,7 @@ fn tenant_round(
         if let Some(reason) = &over {
             if !case.floor {
                 store.defer(&case, actor, reason, now_us())?;
+                SinkStats::add(&stats.deferred, 1);
                 continue;
             }
             store.audit(
@@ -933,13 +950,16 @@ fn tenant_round(
         )
         .entered();
         let outcome = sink.deliver(&case);
+        SinkStats::add(&stats.attempts, 1);
         let tokens = sink.take_tokens();
         if tokens > 0 {
             store.record_usage(tenant, name, tokens, now_us())?;
+            SinkStats::add(&stats.llm_tokens, tokens.max(0) as u64);
         }
         match outcome {
             Outcome::Delivered { detail, verdict } => {
                 let made_prior = store.delivered(&case, actor, &detail, verdict.as_ref(), &policy.priors, now_us())?;
+                SinkStats::add(&stats.delivered, 1);
                 if made_prior && let Some(slot) = &policy.slot {
                     tracing::info!(tenant = %tenant, key = %case.idempotency_key, "false-positive verdict made a prior");
                     *slot.lock().expect("priors slot") = Some(store.active_priors(now_us())?);
@@ -950,15 +970,18 @@ fn tenant_round(
                     let reason = format!("gave up after {} attempts: {error}", case.attempts + 1);
                     tracing::warn!(sink = name, key = %case.idempotency_key, %reason, "case parked");
                     store.park(&case, actor, &reason, now_us())?;
+                    SinkStats::add(&stats.parked, 1);
                 } else {
                     let wait = after.unwrap_or_else(|| backoff(&policy.retry, case.attempts));
                     tracing::debug!(sink = name, key = %case.idempotency_key, %error, ?wait, "delivery failed; retrying");
                     store.retry(&case, &error, now_us().saturating_add(wait.as_micros() as i64))?;
+                    SinkStats::add(&stats.retries, 1);
                 }
             }
             Outcome::Park(reason) => {
                 tracing::warn!(sink = name, key = %case.idempotency_key, %reason, "case parked");
                 store.park(&case, actor, &reason, now_us())?;
+                SinkStats::add(&stats.parked, 1);
             }
         }
         // What was just sent may have used up the budget.

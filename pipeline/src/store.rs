@@ -20,6 +20,7 @@
 //! `app.tenant_id`, so the service role reads and writes one tenant at a time.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -155,6 +156,16 @@ pub struct PriorRow {
     pub expires_us: i64,
     pub revoked_us: Option<i64>,
     pub revoked_by: String,
+}
+
+/// A tenant's hand-offs over a time range (see [`Store::analytics`]).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct StoreAnalytics {
+    pub verdicts: BTreeMap<String, i64>,
+    pub llm_tokens: i64,
+    pub outbox: BTreeMap<String, i64>,
+    /// Sorted; µs.
+    pub first_alert_to_handoff_us: Vec<i64>,
 }
 
 /// Outbox counts by sink and status.
@@ -1007,6 +1018,76 @@ impl Store {
             None,
             |r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)),
         )
+    }
+
+    /// What the store knows of a tenant's hand-offs between `from_us` and
+    /// `to_us` (wall clock): verdicts by outcome, tokens used, outbox rows
+    /// by status (delivered ones by delivery time), and for each delivered
+    /// case the time from its cluster's first alert (event time) to the
+    /// delivery.
+    pub fn analytics(&self, tenant: &str, from_us: i64, to_us: i64) -> Result<StoreAnalytics, StoreError> {
+        let t = tenant.to_string();
+        self.in_tenant(tenant, "compute analytics", move |c| {
+            Box::pin(async move {
+                let mut a = StoreAnalytics::default();
+                let verdicts = sqlx::query(
+                    "SELECT verdict, count(*) FROM verdicts WHERE tenant = $1 AND created_us >= $2 AND created_us < $3
+                     GROUP BY verdict ORDER BY verdict",
+                )
+                .bind(&t)
+                .bind(from_us)
+                .bind(to_us)
+                .fetch_all(&mut *c)
+                .await?;
+                for r in verdicts {
+                    a.verdicts.insert(r.try_get(0)?, r.try_get(1)?);
+                }
+                let tokens: Option<i64> = sqlx::query_scalar(
+                    "SELECT CAST(SUM(tokens) AS BIGINT) FROM llm_usage WHERE tenant = $1 AND at_us >= $2 AND at_us < $3",
+                )
+                .bind(&t)
+                .bind(from_us)
+                .bind(to_us)
+                .fetch_one(&mut *c)
+                .await?;
+                a.llm_tokens = tokens.unwrap_or(0);
+                let outbox = sqlx::query(
+                    "SELECT status, count(*) FROM outbox WHERE tenant = $1
+                       AND COALESCE(done_us, created_us) >= $2 AND COALESCE(done_us, created_us) < $3
+                     GROUP BY status ORDER BY status",
+                )
+                .bind(&t)
+                .bind(from_us)
+                .bind(to_us)
+                .fetch_all(&mut *c)
+                .await?;
+                for r in outbox {
+                    a.outbox.insert(r.try_get(0)?, r.try_get(1)?);
+                }
+                let delays = sqlx::query(
+                    "SELECT o.done_us, c.first_seen FROM outbox o
+                       JOIN case_files f ON f.tenant = o.tenant AND f.idempotency_key = o.idempotency_key
+                       JOIN clusters c ON c.tenant = f.tenant AND c.cluster_id = f.cluster_id
+                     WHERE o.tenant = $1 AND o.status = 'delivered' AND o.done_us >= $2 AND o.done_us < $3
+                       AND f.kind = 'escalate'",
+                )
+                .bind(&t)
+                .bind(from_us)
+                .bind(to_us)
+                .fetch_all(&mut *c)
+                .await?;
+                for r in delays {
+                    let done: i64 = r.try_get(0)?;
+                    let first: String = r.try_get(1)?;
+                    if let Ok(first) = humantime::parse_rfc3339_weak(&first) {
+                        let first_us = first.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64);
+                        a.first_alert_to_handoff_us.push((done - first_us).max(0));
+                    }
+                }
+                a.first_alert_to_handoff_us.sort_unstable();
+                Ok(a)
+            })
+        })
     }
 
     /// A tenant's audit log, oldest first: (actor, action, subject, detail).

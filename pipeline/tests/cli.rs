@@ -329,6 +329,8 @@ fn rules_reload_on_file_change_and_sighup_and_a_bad_rule_keeps_the_running_ones(
     let status = child.wait().unwrap();
     log.extend(err.iter());
     assert!(status.success(), "{log:?}");
+    // SIGHUP reloaded; it did not stop the run.
+    assert!(!log.iter().any(|l| l.contains("stopping:")), "SIGHUP stopped the run: {log:?}");
     let seen: Vec<String> = out.iter().collect();
     assert!(
         seen.iter().any(|l| l.contains(r#""detections":[{"rule":"reloaded-rule""#) && l.contains("r.3")),
@@ -509,4 +511,46 @@ fn prompt_injection_in_alert_fields_stays_data_in_every_case_file() {
         assert_eq!(inner, line);
     }
     assert!(payload_texts_seen > 0, "the payloads reached the case files as text:\n{text}");
+}
+
+#[test]
+fn sigterm_stops_a_followed_run_cleanly_with_its_store_and_admin_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let alerts = dir.path().join("alerts.json");
+    ok(&sluice()
+        .args(["generate", "--tenants", "2", "--alerts", "20000", "-o", alerts.to_str().unwrap()])
+        .output()
+        .unwrap());
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = dir.path().join("sluice.toml");
+    std::fs::write(&config, format!("[store]\nmode = \"on\"\n[admin]\nlisten = \"127.0.0.1:{port}\"\n")).unwrap();
+    let mut child = sluice()
+        .env("SLUICE_LOG", "info")
+        .args(["run", "--follow", "--input", alerts.to_str().unwrap(), "--config", config.to_str().unwrap()])
+        .args(["--state-dir", dir.path().join("state").to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let err = lines_of(child.stderr.take().unwrap());
+    let mut log = Vec::new();
+    // Ready: the store is open, the admin server answers, the file is read.
+    assert!(wait_for(&err, &mut log, "admin server"), "{log:?}");
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut r = agent.get(format!("http://127.0.0.1:{port}/api/v1/status")).call().unwrap();
+        let status: serde_json::Value = serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
+        if status["read"] == 20_000 && status["components"]["store"]["state"] == "ready" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not read within a minute: {status}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let status = child.wait().unwrap();
+    log.extend(err.iter());
+    assert!(status.success(), "{status:?}: {log:?}");
+    assert!(log.iter().any(|l| l.contains("stopping:")), "{log:?}");
+    assert!(!log.iter().any(|l| l.contains("panicked")), "a thread panicked on the way out: {log:?}");
 }

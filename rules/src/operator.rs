@@ -666,6 +666,12 @@ impl Operator for Rules {
         NAME
     }
 
+    fn state_sizes(&self, out: &mut dyn FnMut(&'static str, &Arc<str>, u64)) {
+        for (tenant, state) in &self.tenants {
+            out("window_rows", tenant, state.rows as u64);
+        }
+    }
+
     fn process(
         &mut self,
         batch: AlertBatch,

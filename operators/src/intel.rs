@@ -5,7 +5,8 @@
 //!   from plain files (one per line) and MISP JSON exports, each with the
 //!   source it came from. Lookups are hash-map probes on normalised values:
 //!   ips are canonicalised (`::FFFF:1.2.3.4` style spellings do not hide an
-//!   address), domains, hosts and hashes are lower-cased, and a domain
+//!   address) and may be networks (`198.51.100.0/24`: one probe per prefix
+//!   length in use), domains, hosts and hashes are lower-cased, and a domain
 //!   matches itself and its parent domains (`a.b.evil.example` hits an IOC
 //!   `evil.example`: one probe per label). A url matches as written (scheme
 //!   and host lower-cased), and its host is looked up as a domain or ip.
@@ -101,6 +102,41 @@ pub fn canonical_ip(s: &str) -> Option<String> {
     })
 }
 
+/// The canonical text of an ip or network (`10.1.0.0/16`; the address is
+/// masked to the network, a full-length prefix is the plain address).
+fn canonical_ip_or_net(s: &str) -> Option<String> {
+    let s = s.trim();
+    let Some((ip, prefix)) = s.split_once('/') else { return canonical_ip(s) };
+    let (v6, len, masked) = net_key(ip.parse().ok()?, prefix.parse().ok()?)?;
+    if len == if v6 { 128 } else { 32 } {
+        return canonical_ip(ip);
+    }
+    let addr = if v6 {
+        IpAddr::V6(std::net::Ipv6Addr::from(masked))
+    } else {
+        IpAddr::V4(std::net::Ipv4Addr::from(masked as u32))
+    };
+    Some(format!("{addr}/{len}"))
+}
+
+/// (is ipv6, prefix length, masked address) of a network; `None` if the
+/// prefix is too long for the address.
+fn net_key(ip: IpAddr, len: u8) -> Option<(bool, u8, u128)> {
+    let (v6, bits, value) = match ip {
+        IpAddr::V4(v4) => (false, 32u8, u128::from(u32::from(v4))),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => (false, 32, u128::from(u32::from(v4))),
+            None => (true, 128, u128::from(v6)),
+        },
+    };
+    if len > bits {
+        return None;
+    }
+    let host_bits = u32::from(bits - len);
+    let mask = if host_bits >= 128 { 0 } else { !0u128 << host_bits };
+    Some((v6, len, value & mask))
+}
+
 /// A domain as stored: lower case, without a trailing dot or a `*.` wildcard.
 fn canonical_domain(s: &str) -> Option<String> {
     let d = s.trim().trim_end_matches('.');
@@ -148,7 +184,7 @@ fn canonical_hash(s: &str) -> Option<String> {
 /// Normalises `value` as an IOC of `kind`; `None` if it is not one.
 pub fn canonical(kind: IocKind, value: &str) -> Option<String> {
     match kind {
-        IocKind::Ip => canonical_ip(value),
+        IocKind::Ip => canonical_ip_or_net(value),
         IocKind::Domain => canonical_domain(value),
         IocKind::Url => canonical_url(value),
         IocKind::Hash => canonical_hash(value),
@@ -158,7 +194,7 @@ pub fn canonical(kind: IocKind, value: &str) -> Option<String> {
 /// The kind of an IOC by its shape: an ip address, a url (`scheme://`), a
 /// hex hash of a known length, else a domain.
 pub fn infer(value: &str) -> Option<(IocKind, String)> {
-    if let Some(ip) = canonical_ip(value) {
+    if let Some(ip) = canonical_ip_or_net(value) {
         return Some((IocKind::Ip, ip));
     }
     if value.contains("://") {
@@ -201,6 +237,10 @@ pub struct LoadStats {
 #[derive(Clone, Debug, Default)]
 pub struct IocStore {
     maps: [FastMap<Box<str>, u32>; 4],
+    /// Ip networks by (is ipv6, prefix length, masked address), with their text.
+    nets: FastMap<(bool, u8, u128), (Box<str>, u32)>,
+    /// The (is ipv6, prefix length) pairs in `nets`, longest prefix first.
+    prefixes: Vec<(bool, u8)>,
     sources: Vec<Arc<str>>,
     source_ids: FastMap<Arc<str>, u32>,
 }
@@ -212,7 +252,7 @@ impl IocStore {
 
     /// IOCs stored, all kinds.
     pub fn len(&self) -> usize {
-        self.maps.iter().map(|m| m.len()).sum()
+        self.maps.iter().map(|m| m.len()).sum::<usize>() + self.nets.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -221,7 +261,7 @@ impl IocStore {
 
     /// IOCs stored of one kind.
     pub fn count(&self, kind: IocKind) -> usize {
-        self.maps[kind as usize].len()
+        self.maps[kind as usize].len() + if kind == IocKind::Ip { self.nets.len() } else { 0 }
     }
 
     fn source_id(&mut self, source: &str) -> u32 {
@@ -237,6 +277,21 @@ impl IocStore {
 
     /// Stores an already canonical IOC; false if it was there.
     fn insert(&mut self, kind: IocKind, value: String, source: u32) -> bool {
+        if kind == IocKind::Ip
+            && let Some((ip, len)) = value.split_once('/')
+        {
+            let key = ip.parse().ok().zip(len.parse().ok()).and_then(|(ip, len)| net_key(ip, len));
+            let Some(key) = key else { return false };
+            if self.nets.contains_key(&key) {
+                return false;
+            }
+            if !self.prefixes.contains(&(key.0, key.1)) {
+                self.prefixes.push((key.0, key.1));
+                self.prefixes.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            }
+            self.nets.insert(key, (value.into_boxed_str(), source));
+            return true;
+        }
         match self.maps[kind as usize].entry(value.into_boxed_str()) {
             std::collections::hash_map::Entry::Occupied(_) => false,
             std::collections::hash_map::Entry::Vacant(v) => {
@@ -255,8 +310,31 @@ impl IocStore {
         true
     }
 
+    #[cfg(test)]
     fn get(&self, kind: IocKind, canonical: &str) -> Option<&Arc<str>> {
-        self.maps[kind as usize].get(canonical).map(|&id| &self.sources[id as usize])
+        self.find(kind, canonical).map(|(_, source)| source)
+    }
+
+    /// The IOC a canonical value matches (itself, or the network holding an
+    /// ip: the longest prefix), and its source.
+    fn find<'a>(&'a self, kind: IocKind, canonical: &str) -> Option<(&'a str, &'a Arc<str>)> {
+        if let Some((key, &id)) = self.maps[kind as usize].get_key_value(canonical) {
+            return Some((key, &self.sources[id as usize]));
+        }
+        if kind != IocKind::Ip || self.prefixes.is_empty() {
+            return None;
+        }
+        let ip: IpAddr = canonical.parse().ok()?;
+        let v6 = matches!(ip, IpAddr::V6(_));
+        for &(net_v6, len) in self.prefixes.iter().filter(|p| p.0 == v6) {
+            if let Some(key) = net_key(ip, len)
+                && let Some((text, id)) = self.nets.get(&key)
+            {
+                debug_assert_eq!(net_v6, key.0);
+                return Some((text, &self.sources[*id as usize]));
+            }
+        }
+        None
     }
 
     /// Loads a plain list: one IOC per line; blank lines and `#` comments
@@ -477,8 +555,8 @@ impl Intel {
         let stores = [Some(&self.global), own.map(|t| &t.iocs)];
         let ioc = |found: &mut Vec<Finding>, k: IocKind, v: &str| {
             for s in stores.iter().flatten() {
-                if let Some(src) = s.get(k, v) {
-                    found.push(Finding::Ioc { kind: k, ioc: v.to_string(), source: src.to_string() });
+                if let Some((ioc, src)) = s.find(k, v) {
+                    found.push(Finding::Ioc { kind: k, ioc: ioc.to_string(), source: src.to_string() });
                     return true;
                 }
             }
@@ -587,6 +665,23 @@ mod tests {
     }
 
     #[test]
+    fn ip_networks_match_the_addresses_in_them_longest_prefix_first() {
+        let mut s = IocStore::new();
+        let text = "10.0.0.0/8\n10.1.2.99/24\n2001:db8::/32\n192.0.2.7/32\n";
+        assert_eq!(s.load_plain("nets.txt", text, Some(IocKind::Ip)).unwrap().loaded, 4);
+        assert_eq!(s.find(IocKind::Ip, "10.1.2.3").map(|f| f.0), Some("10.1.2.0/24"));
+        assert_eq!(s.find(IocKind::Ip, "10.200.0.1").map(|f| f.0), Some("10.0.0.0/8"));
+        assert_eq!(s.find(IocKind::Ip, "2001:db8:ffff::1").map(|f| f.0), Some("2001:db8::/32"));
+        assert_eq!(s.find(IocKind::Ip, "192.0.2.7").map(|f| f.0), Some("192.0.2.7"), "a /32 is the address");
+        assert!(s.find(IocKind::Ip, "11.0.0.1").is_none() && s.find(IocKind::Ip, "2001:db9::1").is_none());
+        let err = s.load_plain("nets.txt", "10.0.0.0/33\n", None).unwrap_err();
+        assert_eq!(err.to_string(), "nets.txt: line 1: \"10.0.0.0/33\" is not an ip, domain, url or hash");
+        let intel = Intel { global: s, ..Intel::default() };
+        assert!(matches!(&intel.lookup("acme", EntityKind::Ip, "10.9.9.9")[..],
+            [Finding::Ioc { ioc, .. }] if ioc == "10.0.0.0/8"));
+    }
+
+    #[test]
     fn domains_match_their_subdomains_in_urls_and_case_never_matters() {
         let intel = intel_with("acme", "evil.example\nhttp://x.test/payload.exe\n");
         let hit = |kind, v: &str| intel.lookup("acme", kind, v);
@@ -614,6 +709,7 @@ mod tests {
 
     const MISP_EVENT: &str = r#"{"Event": {"id": "1234", "info": "Emotet C2", "Attribute": [
         {"type": "ip-dst", "value": "203.0.113.9", "to_ids": true},
+        {"type": "ip-dst", "value": "100.64.0.0/10"},
         {"type": "ip-src|port", "value": "198.51.100.4|8080"},
         {"type": "domain|ip", "value": "c2.example|192.0.2.1"},
         {"type": "comment", "value": "hello"},
@@ -627,7 +723,8 @@ mod tests {
         for json in [MISP_EVENT.to_string(), format!("{{\"response\": [{MISP_EVENT}]}}"), format!("[{MISP_EVENT}]")] {
             let mut s = IocStore::new();
             let stats = s.load_misp("misp.json", &json).unwrap();
-            assert_eq!(stats.loaded, 6, "{json}");
+            assert_eq!(stats.loaded, 7, "{json}");
+            assert_eq!(s.find(IocKind::Ip, "100.100.1.1").map(|f| f.0), Some("100.64.0.0/10"));
             assert_eq!(stats.skipped, [("to_ids false".to_string(), 1), ("type comment".to_string(), 1)].into());
             assert_eq!(s.get(IocKind::Ip, "198.51.100.4").map(|s| &**s), Some("misp.json MISP event 1234: Emotet C2"));
             assert!(s.get(IocKind::Domain, "c2.example").is_some() && s.get(IocKind::Ip, "192.0.2.1").is_some());

@@ -138,13 +138,14 @@ fn net_key(ip: IpAddr, len: u8) -> Option<(bool, u8, u128)> {
 }
 
 /// A domain as stored: lower case, without a trailing dot or a `*.` wildcard.
+/// Internationalised names are kept as written (lower-cased), not punycoded.
 fn canonical_domain(s: &str) -> Option<String> {
     let d = s.trim().trim_end_matches('.');
-    let d = d.strip_prefix("*.").unwrap_or(d).to_ascii_lowercase();
+    let d = d.strip_prefix("*.").unwrap_or(d);
+    let d = if d.is_ascii() { d.to_ascii_lowercase() } else { d.to_lowercase() };
     let ok = !d.is_empty()
         && d.len() <= 253
-        && d.split('.')
-            .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        && d.split('.').all(|l| !l.is_empty() && l.chars().all(|c| c.is_alphanumeric() || c == '-' || c == '_'));
     ok.then_some(d)
 }
 
@@ -343,6 +344,7 @@ impl IocStore {
     pub fn load_plain(&mut self, source: &str, text: &str, kind: Option<IocKind>) -> Result<LoadStats, LoadError> {
         let id = self.source_id(source);
         let mut stats = LoadStats::default();
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         for (n, line) in text.lines().enumerate() {
             let line = match line.find('#') {
                 Some(0) => continue,
@@ -380,6 +382,7 @@ impl IocStore {
     /// domain, url or hash, are skipped and counted. A known type with a
     /// value that does not parse refuses the file, naming the attribute.
     pub fn load_misp(&mut self, source: &str, json: &str) -> Result<LoadStats, LoadError> {
+        let json = json.strip_prefix('\u{feff}').unwrap_or(json);
         let bad = |e: serde_json::Error| LoadError::new(source, "", format!("not a MISP JSON export: {e}"));
         let events: Vec<(String, misp::Event<'_>)> = if json.trim_start().starts_with('[') {
             let list: Vec<misp::Wrapped<'_>> = serde_json::from_str(json).map_err(bad)?;
@@ -642,7 +645,7 @@ mod tests {
     #[test]
     fn plain_lists_infer_kinds_skip_comments_and_name_the_bad_line() {
         let mut s = IocStore::new();
-        let text = "# feed\n203.0.113.7\nEvil.Example.\n\nhttps://Bad.Example/x?y=1  # drop\n\
+        let text = "\u{feff}# feed\n203.0.113.7\nEvil.Example.\n\nhttps://Bad.Example/x?y=1  # drop\n\
                     D41D8CD98F00B204E9800998ECF8427E\n2001:DB8::1\n203.0.113.7\n";
         let stats = s.load_plain("feed.txt", text, None).unwrap();
         assert_eq!((stats.loaded, stats.duplicates), (5, 1));
@@ -683,7 +686,8 @@ mod tests {
 
     #[test]
     fn domains_match_their_subdomains_in_urls_and_case_never_matters() {
-        let intel = intel_with("acme", "evil.example\nhttp://x.test/payload.exe\n");
+        let intel = intel_with("acme", "evil.example\nhttp://x.test/payload.exe\nBÜCHER.example\n");
+        assert_eq!(intel.lookup("acme", EntityKind::Url, "https://shop.bücher.example/").len(), 1);
         let hit = |kind, v: &str| intel.lookup("acme", kind, v);
         assert!(matches!(&hit(EntityKind::Url, "HTTPS://A.B.EVIL.EXAMPLE:8443/login")[..],
             [Finding::Ioc { kind: IocKind::Domain, ioc, .. }] if ioc == "evil.example"));

@@ -174,6 +174,8 @@ impl Inventory {
     /// Loads a CSV inventory (see the module docs).
     pub fn load_csv(&mut self, source: &str, text: &str) -> Result<usize, LoadError> {
         let id = self.source_id(source);
+        // Spreadsheets often save CSV with a byte-order mark.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).flexible(true).from_reader(text.as_bytes());
         let headers = reader.headers().map_err(|e| LoadError::new(source, "line 1: ", e.to_string()))?.clone();
         let column = |name: &str| headers.iter().position(|h| h.eq_ignore_ascii_case(name));
@@ -231,6 +233,7 @@ impl Inventory {
     /// Loads a JSON inventory (see the module docs).
     pub fn load_json(&mut self, source: &str, text: &str) -> Result<usize, LoadError> {
         let id = self.source_id(source);
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let inv: JsonInventory = serde_json::from_str(text).map_err(|e| LoadError::new(source, "", e.to_string()))?;
         let mut rows = 0;
         for (i, h) in inv.hosts.iter().enumerate() {
@@ -319,7 +322,7 @@ mod tests {
     #[test]
     fn csv_inventory_matches_case_insensitively_and_by_short_name() {
         let mut inv = Inventory::default();
-        assert_eq!(inv.load_csv("acme.csv", CSV).unwrap(), 6);
+        assert_eq!(inv.load_csv("acme.csv", &format!("\u{feff}{CSV}")).unwrap(), 6);
         assert_eq!(
             inv.lookup_host("dc01.acme.local"),
             [Finding::Asset { criticality: Criticality::Critical, source: "acme.csv".into() }]

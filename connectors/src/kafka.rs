@@ -544,9 +544,9 @@ impl KafkaSource {
     /// Consumer lag per assigned partition (the broker's high watermark minus
     /// the next offset to read), measured and logged every `LAG_EVERY`. Partitions of one
     /// topic are listed as `topic[partition]=lag`.
-    fn report_lag(&mut self) {
+    fn report_lag(&mut self, now: bool) {
         const LAG_EVERY: Duration = Duration::from_secs(5);
-        if self.last_lag_report.elapsed() < LAG_EVERY {
+        if !now && self.last_lag_report.elapsed() < LAG_EVERY {
             return;
         }
         self.last_lag_report = Instant::now();
@@ -629,7 +629,7 @@ impl Source for KafkaSource {
         }
         if self.ready.is_empty() && !self.stop.is_stopped() {
             self.poll_round()?;
-            self.report_lag();
+            self.report_lag(false);
         }
         if let Some((chunk, key, next)) = self.ready.pop_front() {
             if let Some(p) = self.partitions.get_mut(&key) {
@@ -649,6 +649,7 @@ impl Source for KafkaSource {
             let since = *self.caught_up_since.get_or_insert_with(Instant::now);
             if since.elapsed() >= Duration::from_millis(200) {
                 tracing::info!("kafka: every assigned partition is read to its end (kafka.exit_when_caught_up)");
+                self.report_lag(true);
                 return Ok(None);
             }
         } else {

@@ -433,7 +433,8 @@ fn generator_config(config: &Config) -> GeneratorConfig {
 /// Stops sources on Ctrl-C so open windows are flushed before exit.
 /// SIGINT (Ctrl-C) and SIGTERM stop the run cleanly: open windows are
 /// flushed, or with checkpoints a last checkpoint is taken. A second one
-/// aborts at once. SIGHUP is not a stop: it reloads rules.
+/// aborts at once. SIGHUP is not a stop: it reloads rules (when configured)
+/// and is otherwise ignored.
 fn stop_on_signals() -> StopFlag {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let stop = StopFlag::new();
@@ -444,6 +445,9 @@ fn stop_on_signals() -> StopFlag {
         let _ = signal_hook::flag::register_conditional_shutdown(signal, 130, signalled.clone());
         let _ = signal_hook::flag::register(signal, signalled.clone());
     }
+    // SIGHUP reloads (rules, when configured); it must never end the run.
+    let _ =
+        signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::new(std::sync::atomic::AtomicBool::new(false)));
     let s = stop.clone();
     let _ = std::thread::Builder::new().name("sluice-signals".into()).spawn(move || {
         while !signalled.load(std::sync::atomic::Ordering::SeqCst) {

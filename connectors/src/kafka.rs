@@ -187,6 +187,44 @@ impl KafkaConfig {
     }
 }
 
+/// Preflight: reaches the brokers and lists the topics the config reads
+/// (names, or `^regex` entries matched against the broker's topics), with
+/// their partitions. An error says what failed.
+pub fn check_broker(config: &KafkaConfig) -> Result<String, SourceError> {
+    let mut c = config.client_config()?;
+    set_default(&mut c, "group.id", "sluice-preflight");
+    let consumer: BaseConsumer = c.create().map_err(|e| SourceError::Config(format!("kafka client: {e}")))?;
+    let metadata = consumer
+        .fetch_metadata(None, Duration::from_secs(5))
+        .map_err(|e| SourceError::Config(format!("cannot reach the brokers {}: {e}", config.brokers)))?;
+    let mut found = Vec::new();
+    for wanted in &config.topics {
+        let matched: Vec<String> = match wanted.strip_prefix('^') {
+            Some(_) => {
+                let re = regex::Regex::new(wanted)
+                    .map_err(|e| SourceError::Config(format!("kafka.topics {wanted:?}: {e}")))?;
+                metadata
+                    .topics()
+                    .iter()
+                    .filter(|t| re.is_match(t.name()))
+                    .map(|t| format!("{}({} partitions)", t.name(), t.partitions().len()))
+                    .collect()
+            }
+            None => metadata
+                .topics()
+                .iter()
+                .filter(|t| t.name() == wanted && t.error().is_none())
+                .map(|t| format!("{}({} partitions)", t.name(), t.partitions().len()))
+                .collect(),
+        };
+        if matched.is_empty() {
+            found.push(format!("{wanted}: no such topic yet"));
+        }
+        found.extend(matched);
+    }
+    Ok(format!("{} broker(s); {}", metadata.brokers().len(), found.join(", ")))
+}
+
 fn set_default(c: &mut ClientConfig, key: &str, value: &str) {
     if c.get(key).is_none() {
         c.set(key, value);

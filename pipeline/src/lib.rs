@@ -7,6 +7,7 @@ pub mod config;
 pub mod eval;
 pub mod metrics;
 pub mod output;
+pub mod preflight;
 pub mod reload;
 pub mod runtime;
 pub mod sinks;

@@ -187,6 +187,44 @@ impl KafkaConfig {
     }
 }
 
+/// Preflight: reaches the brokers and lists the topics the config reads
+/// (names, or `^regex` entries matched against the broker's topics), with
+/// their partitions. An error says what failed.
+pub fn check_broker(config: &KafkaConfig) -> Result<String, SourceError> {
+    let mut c = config.client_config()?;
+    set_default(&mut c, "group.id", "sluice-preflight");
+    let consumer: BaseConsumer = c.create().map_err(|e| SourceError::Config(format!("kafka client: {e}")))?;
+    let metadata = consumer
+        .fetch_metadata(None, Duration::from_secs(5))
+        .map_err(|e| SourceError::Config(format!("cannot reach the brokers {}: {e}", config.brokers)))?;
+    let mut found = Vec::new();
+    for wanted in &config.topics {
+        let matched: Vec<String> = match wanted.strip_prefix('^') {
+            Some(_) => {
+                let re = regex::Regex::new(wanted)
+                    .map_err(|e| SourceError::Config(format!("kafka.topics {wanted:?}: {e}")))?;
+                metadata
+                    .topics()
+                    .iter()
+                    .filter(|t| re.is_match(t.name()))
+                    .map(|t| format!("{}({} partitions)", t.name(), t.partitions().len()))
+                    .collect()
+            }
+            None => metadata
+                .topics()
+                .iter()
+                .filter(|t| t.name() == wanted && t.error().is_none())
+                .map(|t| format!("{}({} partitions)", t.name(), t.partitions().len()))
+                .collect(),
+        };
+        if matched.is_empty() {
+            found.push(format!("{wanted}: no such topic yet"));
+        }
+        found.extend(matched);
+    }
+    Ok(format!("{} broker(s); {}", metadata.brokers().len(), found.join(", ")))
+}
+
 fn set_default(c: &mut ClientConfig, key: &str, value: &str) {
     if c.get(key).is_none() {
         c.set(key, value);
@@ -544,9 +582,9 @@ impl KafkaSource {
     /// Consumer lag per assigned partition (the broker's high watermark minus
     /// the next offset to read), measured and logged every `LAG_EVERY`. Partitions of one
     /// topic are listed as `topic[partition]=lag`.
-    fn report_lag(&mut self) {
+    fn report_lag(&mut self, now: bool) {
         const LAG_EVERY: Duration = Duration::from_secs(5);
-        if self.last_lag_report.elapsed() < LAG_EVERY {
+        if !now && self.last_lag_report.elapsed() < LAG_EVERY {
             return;
         }
         self.last_lag_report = Instant::now();
@@ -629,7 +667,7 @@ impl Source for KafkaSource {
         }
         if self.ready.is_empty() && !self.stop.is_stopped() {
             self.poll_round()?;
-            self.report_lag();
+            self.report_lag(false);
         }
         if let Some((chunk, key, next)) = self.ready.pop_front() {
             if let Some(p) = self.partitions.get_mut(&key) {
@@ -649,6 +687,7 @@ impl Source for KafkaSource {
             let since = *self.caught_up_since.get_or_insert_with(Instant::now);
             if since.elapsed() >= Duration::from_millis(200) {
                 tracing::info!("kafka: every assigned partition is read to its end (kafka.exit_when_caught_up)");
+                self.report_lag(true);
                 return Ok(None);
             }
         } else {

@@ -61,10 +61,15 @@ enum Command {
     /// Run the pipeline on labelled alerts and report reduction, recall,
     /// precision and fragmentation, per tenant and overall.
     Eval(EvalArgs),
-    /// Check a config file and say exactly what is wrong.
+    /// Check a config file and say exactly what is wrong, then reach every
+    /// dependency it names (broker, database, webhook, LLM endpoint, the
+    /// admin address): the preflight check before a deployment.
     Validate {
         /// The TOML config file.
         config: PathBuf,
+        /// Check the config only; reach nothing.
+        #[arg(long)]
+        offline: bool,
     },
     /// Measure throughput (parse-only ceiling, decode, full pipeline), peak
     /// RSS and triage latency.
@@ -316,7 +321,7 @@ fn main() {
         Command::Run(a) => cmd_run(a),
         Command::Generate(a) => cmd_generate(a),
         Command::Eval(a) => cmd_eval(a),
-        Command::Validate { config } => cmd_validate(&config),
+        Command::Validate { config, offline } => cmd_validate(&config, offline),
         Command::Bench(a) => bench::cmd_bench(a),
         Command::Produce(a) => cmd_produce(a),
         Command::BenchKafka(a) => bench_kafka::cmd_bench_kafka(a),
@@ -433,7 +438,8 @@ fn generator_config(config: &Config) -> GeneratorConfig {
 /// Stops sources on Ctrl-C so open windows are flushed before exit.
 /// SIGINT (Ctrl-C) and SIGTERM stop the run cleanly: open windows are
 /// flushed, or with checkpoints a last checkpoint is taken. A second one
-/// aborts at once. SIGHUP is not a stop: it reloads rules.
+/// aborts at once. SIGHUP is not a stop: it reloads rules (when configured)
+/// and is otherwise ignored.
 fn stop_on_signals() -> StopFlag {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let stop = StopFlag::new();
@@ -444,6 +450,9 @@ fn stop_on_signals() -> StopFlag {
         let _ = signal_hook::flag::register_conditional_shutdown(signal, 130, signalled.clone());
         let _ = signal_hook::flag::register(signal, signalled.clone());
     }
+    // SIGHUP reloads (rules, when configured); it must never end the run.
+    let _ =
+        signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::new(std::sync::atomic::AtomicBool::new(false)));
     let s = stop.clone();
     let _ = std::thread::Builder::new().name("sluice-signals".into()).spawn(move || {
         while !signalled.load(std::sync::atomic::Ordering::SeqCst) {
@@ -1010,7 +1019,7 @@ fn cmd_produce(a: ProduceArgs) -> Result<()> {
     Ok(())
 }
 
-fn cmd_validate(path: &Path) -> Result<()> {
+fn cmd_validate(path: &Path, offline: bool) -> Result<()> {
     let config = Config::load(path)?;
     // Build every component once: what would fail at start fails here.
     sluice_pipeline::runtime::build_chain(&config, config.correlate.clone())?;
@@ -1025,6 +1034,24 @@ fn cmd_validate(path: &Path) -> Result<()> {
     {
         bail!("{}: input.path {p:?} does not exist", path.display());
     }
-    println!("{}: OK", path.display());
+    println!("{}: config OK", path.display());
+    if offline {
+        return Ok(());
+    }
+    let checks = sluice_pipeline::preflight::run(&config);
+    let mut failed = Vec::new();
+    for c in &checks {
+        match &c.result {
+            Ok(found) => println!("  ok    {:<12} {}: {found}", c.what, c.target),
+            Err(why) => {
+                println!("  FAIL  {:<12} {}: {why}", c.what, c.target);
+                failed.push(c.what);
+            }
+        }
+    }
+    if !failed.is_empty() {
+        bail!("{}: cannot reach {}", path.display(), failed.join(", "));
+    }
+    println!("{}: every dependency reached", path.display());
     Ok(())
 }

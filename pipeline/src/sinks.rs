@@ -837,13 +837,13 @@ fn dispatch(
     draining: &AtomicBool,
     stop: &AtomicBool,
 ) {
-    let name = sink.name();
     let actor = sink.actor();
+    let run = SinkRun { name: sink.name(), actor: &actor, store, policy, stats, stop };
     while !stop.load(Ordering::SeqCst) {
         // Read before the round: a case recorded just before the drain
         // began is then seen by this round or the next.
         let ending = draining.load(Ordering::SeqCst);
-        let round = dispatch_round(sink.as_mut(), name, &actor, store, policy, stats, stop);
+        let round = dispatch_round(sink.as_mut(), &run);
         if round.delivered_or_failed == 0 {
             if ending && !round.waiting {
                 return;
@@ -851,6 +851,16 @@ fn dispatch(
             let _ = wake.recv_timeout(StdDuration::from_millis(if round.errors { 1000 } else { 100 }));
         }
     }
+}
+
+/// What a dispatcher's rounds share.
+struct SinkRun<'a> {
+    name: &'static str,
+    actor: &'a str,
+    store: &'a Store,
+    policy: &'a Policy,
+    stats: &'a SinkStats,
+    stop: &'a AtomicBool,
 }
 
 struct Round {
@@ -865,16 +875,9 @@ struct Round {
 /// tenant's slow cases hold the others up at most this many deliveries.
 const PER_TENANT_ROUND: i64 = 4;
 
-fn dispatch_round(
-    sink: &mut dyn Sink,
-    name: &'static str,
-    actor: &str,
-    store: &Store,
-    policy: &Policy,
-    stats: &SinkStats,
-    stop: &AtomicBool,
-) -> Round {
+fn dispatch_round(sink: &mut dyn Sink, run: &SinkRun<'_>) -> Round {
     let mut round = Round { delivered_or_failed: 0, waiting: false, errors: false };
+    let SinkRun { name, store, stop, .. } = *run;
     let tenants = match store.tenants() {
         Ok(t) => t,
         Err(e) => {
@@ -887,7 +890,7 @@ fn dispatch_round(
             break;
         }
         // One tenant's store error is logged and the others go on.
-        match tenant_round(sink, name, actor, store, policy, stats, stop, &tenant) {
+        match tenant_round(sink, run, &tenant) {
             Ok((n, waiting)) => {
                 round.delivered_or_failed += n;
                 round.waiting |= waiting;
@@ -904,16 +907,8 @@ fn dispatch_round(
 
 /// Up to [`PER_TENANT_ROUND`] of a tenant's due cases. Returns how many
 /// were attempted and whether cases are still pending.
-fn tenant_round(
-    sink: &mut dyn Sink,
-    name: &'static str,
-    actor: &str,
-    store: &Store,
-    policy: &Policy,
-    stats: &SinkStats,
-    stop: &AtomicBool,
-    tenant: &str,
-) -> Result<(usize, bool), StoreError> {
+fn tenant_round(sink: &mut dyn Sink, run: &SinkRun<'_>, tenant: &str) -> Result<(usize, bool), StoreError> {
+    let SinkRun { name, actor, store, policy, stats, stop } = *run;
     let mut attempted = 0;
     let mut over = over_budget(store, &policy.budget, tenant, name)?;
     // Over budget, deferred cases stay where they are; new ones are

@@ -1,5 +1,7 @@
 //! The `sluice` binary as a user runs it.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -553,4 +555,67 @@ fn sigterm_stops_a_followed_run_cleanly_with_its_store_and_admin_server() {
     assert!(status.success(), "{status:?}: {log:?}");
     assert!(log.iter().any(|l| l.contains("stopping:")), "{log:?}");
     assert!(!log.iter().any(|l| l.contains("panicked")), "a thread panicked on the way out: {log:?}");
+}
+
+#[test]
+fn validate_reaches_every_dependency_and_says_which_fails() {
+    use common::http::{Reply, Server};
+    let key = "preflight-llm-key-123";
+    let webhook = Server::start(|_| Reply::json(200, "{}"));
+    let llm = Server::start(move |r| {
+        let authorised = r.headers.get("authorization").is_some_and(|v| v == &format!("Bearer {key}"));
+        match (r.path.as_str(), authorised) {
+            ("/v1/models", true) => Reply::json(200, r#"{"object":"list","data":[{"id":"test-model"}]}"#),
+            _ => Reply::json(401, r#"{"error":"bad key"}"#),
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let config = dir.path().join("sluice.toml");
+    let write = |webhook_url: &str, admin: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "[checkpoint]\ndir = {:?}\n[sinks.webhook]\nurl = \"{webhook_url}/hook\"\nsecret_env = \"SLUICE_TEST_WH\"\n\
+                 [sinks.llm]\nbase_url = \"{}/v1\"\nmodel = \"test-model\"\napi_key_env = \"SLUICE_TEST_LLM\"\n\
+                 [admin]\nlisten = \"{admin}\"\n",
+                dir.path().join("state").to_str().unwrap(),
+                llm.url
+            ),
+        )
+        .unwrap();
+    };
+    let validate = |llm_key: &str| {
+        sluice()
+            .args(["validate", config.to_str().unwrap()])
+            .env("SLUICE_TEST_WH", "webhook-secret")
+            .env("SLUICE_TEST_LLM", llm_key)
+            .output()
+            .unwrap()
+    };
+    // Everything reachable but the admin address, which is taken.
+    write(&webhook.url, &held.local_addr().unwrap().to_string());
+    let out = validate(key);
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{text}");
+    for line in ["ok    webhook", "ok    llm", "ok    store", "FAIL  admin"] {
+        assert!(text.contains(line), "{line:?} missing:\n{text}");
+    }
+    assert!(text.contains("cannot reach admin"), "{text}");
+    assert!(!dir.path().join("state").exists(), "the preflight writes nothing");
+    // A refused key and a dead webhook: both named, the key never shown.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    write(&format!("http://{dead}"), "");
+    let out = validate("wrong-key-456");
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(text.contains("FAIL  webhook") && text.contains("FAIL  llm") && text.contains("refused"), "{text}");
+    assert!(text.contains("cannot reach webhook, llm"), "{text}");
+    assert!(!text.contains("wrong-key-456") && !text.contains("webhook-secret"), "a secret in the output: {text}");
+    // All good.
+    write(&webhook.url, "");
+    let out = validate(key);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("every dependency reached"), "{text}");
 }

@@ -529,3 +529,37 @@ fn resuming_inside_a_record_batch_reads_on_from_exactly_that_offset() {
         assert!(offsets == want, "resumed at {start}: read {} offsets from {:?}", offsets.len(), offsets.first());
     }
 }
+
+#[test]
+fn consumer_lag_is_a_metric_per_partition() {
+    use sluice_connectors::kafka::KafkaSource;
+    use sluice_connectors::source::StopFlag;
+    use sluice_pipeline::config::InputKind;
+    use sluice_pipeline::metrics::Metrics;
+    use sluice_pipeline::{Config, RunOptions, run};
+
+    let dir = tempfile::tempdir().unwrap();
+    let Some(broker) = Broker::start(dir.path()) else { return };
+    setup(dir.path(), &broker, 5_000);
+    let text = std::fs::read_to_string(dir.path().join("kafka.toml")).unwrap();
+    let mut config = Config::parse(&text, "kafka.toml").unwrap();
+    config.input.kind = InputKind::Kafka;
+    config.kafka.brokers = broker.addr.clone();
+    config.kafka.topics = vec!["wazuh-alerts".into()];
+    config.kafka.group_id = "sluice-lag".into();
+    config.kafka.exit_when_caught_up = true;
+    let stop = StopFlag::new();
+    let source = KafkaSource::new(&config.kafka, stop.clone()).unwrap();
+    let metrics = std::sync::Arc::new(Metrics::default());
+    let options = RunOptions { metrics: Some(metrics.clone()), ..RunOptions::default() };
+    let summary = run(&config, Box::new(source), &options, &stop, |_| Ok(())).unwrap();
+    assert_eq!(summary.alerts_read, 5_000);
+    // Read to the end: every partition is there, with nothing left.
+    let lag = metrics.lag();
+    let partitions: Vec<&str> = lag.keys().map(|(_, p)| p.as_str()).collect();
+    assert_eq!(partitions, ["wazuh-alerts[0]", "wazuh-alerts[1]", "wazuh-alerts[2]", "wazuh-alerts[3]"], "{lag:?}");
+    assert!(lag.values().all(|&n| n == 0), "{lag:?}");
+    let text = sluice_pipeline::admin::prometheus::render(&metrics, None, 100);
+    assert!(text.contains("sluice_source_lag_records{source=\""), "{text}");
+    assert!(text.contains(",partition=\"wazuh-alerts[3]\"} 0\n"), "{text}");
+}

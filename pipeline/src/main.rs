@@ -438,7 +438,7 @@ fn generator_config(config: &Config) -> GeneratorConfig {
 /// Stops sources on Ctrl-C so open windows are flushed before exit.
 /// SIGINT (Ctrl-C) and SIGTERM stop the run cleanly: open windows are
 /// flushed, or with checkpoints a last checkpoint is taken. A second one
-/// aborts at once. SIGHUP is not a stop: it reloads rules (when configured)
+/// aborts at once. SIGHUP is not a stop: it reloads rules and intel (when configured)
 /// and is otherwise ignored.
 fn stop_on_signals() -> StopFlag {
     use signal_hook::consts::{SIGINT, SIGTERM};
@@ -450,7 +450,7 @@ fn stop_on_signals() -> StopFlag {
         let _ = signal_hook::flag::register_conditional_shutdown(signal, 130, signalled.clone());
         let _ = signal_hook::flag::register(signal, signalled.clone());
     }
-    // SIGHUP reloads (rules, when configured); it must never end the run.
+    // SIGHUP reloads (rules and intel, when configured); it must never end the run.
     let _ =
         signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::new(std::sync::atomic::AtomicBool::new(false)));
     let s = stop.clone();

@@ -50,6 +50,7 @@ use crate::hash::{FastMap, FastSet, StableHasher, stable_hash};
 use crate::intel::{Finding, Intel};
 use crate::mitre::kill_chain_index;
 use crate::operator::{AlertBatch, Collector, Context, Operator, Output, ReportKind};
+use crate::policy::Policies;
 use crate::redact::Redaction;
 use crate::schema::{AlertColumns, opt_str};
 use crate::score::{RuleRef, Score, ScoreConfig, ScoreInput};
@@ -461,6 +462,8 @@ pub struct Correlate {
     config: CorrelateConfig,
     score: ScoreConfig,
     handoff: HandoffConfig,
+    /// The hand-off settings of tenants whose policy overrides them.
+    tenant_handoff: FastMap<Arc<str>, HandoffConfig>,
     ignore_users: FastSet<String>,
     failed_auth_groups: FastSet<String>,
     tenants: FastMap<Arc<str>, TenantState>,
@@ -492,6 +495,7 @@ impl Correlate {
             config,
             score,
             handoff,
+            tenant_handoff: FastMap::default(),
             ignore_users,
             failed_auth_groups,
             tenants: FastMap::default(),
@@ -499,6 +503,14 @@ impl Correlate {
             intel: Arc::new(Intel::default()),
             intel_loaded: false,
         })
+    }
+
+    /// A tenant's hand-off settings: its policy's, or the global ones.
+    fn handoff_of(&self, tenant: &str) -> &HandoffConfig {
+        if self.tenant_handoff.is_empty() {
+            return &self.handoff;
+        }
+        self.tenant_handoff.get(tenant).unwrap_or(&self.handoff)
     }
 
     /// Live clusters of `tenant`.
@@ -1382,16 +1394,11 @@ impl Correlate {
         if warming_up {
             return;
         }
-        if let Some(kind) = self.handoff.report_for(cluster.score, signal, cluster.handed) {
+        let handoff = self.handoff_of(&state.name);
+        if let Some(kind) = handoff.report_for(cluster.score, signal, cluster.handed) {
             cluster.handed = Some((cluster.score, signal));
-            let report = cluster.report(
-                &state.name,
-                &self.score,
-                &self.handoff,
-                Some(trigger()),
-                self.config.track_members,
-                priors,
-            );
+            let report =
+                cluster.report(&state.name, &self.score, handoff, Some(trigger()), self.config.track_members, priors);
             ctx.counters.add(NAME, if kind == ReportKind::Escalate { "escalated" } else { "updates" }, &state.name, 1);
             out.collect(Output::Cluster(kind, Box::new(report)));
         }
@@ -1537,19 +1544,20 @@ impl Correlate {
         for a in &cluster.absorbed {
             state.forward.remove(a);
         }
+        let handoff = self.handoff_of(tenant);
         let (decision, _) = if cluster.intel.is_empty() {
-            self.handoff.decide(cluster.score, cluster.handed.is_some())
+            handoff.decide(cluster.score, cluster.handed.is_some())
         } else {
             // Only intel and inventory lines are floor factors by default:
             // the breakdown is built only for clusters that have some.
             let (score, _) = cluster.scored(&self.score, true, self.priors.0.get(&**tenant));
-            self.handoff.decide_with_floor(score.total, cluster.handed.is_some(), self.score.floor_line(&score.lines))
+            handoff.decide_with_floor(score.total, cluster.handed.is_some(), self.score.floor_line(&score.lines))
         };
         ctx.counters.add(NAME, reason, tenant, 1);
         ctx.counters.add(NAME, decision_metric(decision), tenant, 1);
         if cluster.handed.is_some() || self.config.report_all_closed {
             let priors = self.priors.0.get(&**tenant);
-            let report = cluster.report(tenant, &self.score, &self.handoff, None, self.config.track_members, priors);
+            let report = cluster.report(tenant, &self.score, handoff, None, self.config.track_members, priors);
             out.collect(Output::Cluster(ReportKind::Close, Box::new(report)));
         }
     }
@@ -1691,6 +1699,13 @@ impl Operator for Correlate {
     fn reconfigure(&mut self, update: &(dyn std::any::Any + Send + Sync)) -> Result<()> {
         if let Some(priors) = update.downcast_ref::<Priors>() {
             self.priors = Arc::new(priors.clone());
+        }
+        if let Some(policies) = update.downcast_ref::<Arc<Policies>>() {
+            self.tenant_handoff = policies
+                .tenants()
+                .map(|(t, _)| (Arc::from(t.as_str()), policies.handoff(&self.handoff, t)))
+                .filter(|(_, h)| *h != self.handoff)
+                .collect();
         }
         if let Some(intel) = update.downcast_ref::<Arc<Intel>>() {
             self.intel = intel.clone();

@@ -137,6 +137,8 @@ pub fn mask_template(log: &str, out: &mut String) {
 pub struct Dedup {
     config: DedupConfig,
     tenants: FastMap<Arc<str>, TenantState>,
+    /// Windows (ms) of tenants whose policy sets their own.
+    tenant_window: FastMap<Arc<str>, i64>,
     template: String,
 }
 
@@ -149,7 +151,7 @@ impl Dedup {
         if !errors.is_empty() {
             return Err(Error::Config(errors.join("; ")));
         }
-        Ok(Self { config, tenants: FastMap::default(), template: String::new() })
+        Ok(Self { config, tenants: FastMap::default(), tenant_window: FastMap::default(), template: String::new() })
     }
 
     /// Number of fingerprints held for `tenant`.
@@ -208,6 +210,18 @@ impl Operator for Dedup {
         }
     }
 
+    fn reconfigure(&mut self, update: &(dyn std::any::Any + Send + Sync)) -> Result<()> {
+        if let Some(policies) = update.downcast_ref::<Arc<crate::policy::Policies>>() {
+            let base = self.config.window;
+            self.tenant_window = policies
+                .tenants()
+                .filter(|(_, p)| p.dedup_window.is_some())
+                .map(|(t, _)| (Arc::from(t.as_str()), policies.dedup_window_ms(base, t)))
+                .collect();
+        }
+        Ok(())
+    }
+
     fn process(&mut self, mut batch: AlertBatch, ctx: &mut Context, out: &mut dyn Collector) -> Result<()> {
         let rows = batch.num_rows();
         let mut marks = DedupMarks { fingerprint: Vec::with_capacity(rows), duplicate: Vec::with_capacity(rows) };
@@ -225,6 +239,11 @@ impl Operator for Dedup {
                 let t = c.event_time.value(row);
                 let level = c.rule_level.value(row);
                 let tenant = c.tenant(row);
+                let window = if self.tenant_window.is_empty() {
+                    window
+                } else {
+                    self.tenant_window.get(tenant).copied().unwrap_or(window)
+                };
                 let state = match self.tenants.get_mut(tenant) {
                     Some(s) => s,
                     None => self.tenants.entry(Arc::from(tenant)).or_default(),
@@ -274,8 +293,9 @@ impl Operator for Dedup {
     }
 
     fn on_watermark(&mut self, wm: EventTime, ctx: &mut Context, _out: &mut dyn Collector) -> Result<()> {
-        let window = self.config.window.millis();
+        let base = self.config.window.millis();
         for (tenant, state) in &mut self.tenants {
+            let window = self.tenant_window.get(tenant).copied().unwrap_or(base);
             // An entry can still match a non-late record (t >= wm) only while
             // first + window > wm.
             let expired = evict_front(state, |t| t.saturating_add(window) > wm);

@@ -24,6 +24,7 @@ pub mod intel;
 pub mod inventory;
 pub mod mitre;
 pub mod operator;
+pub mod policy;
 pub mod redact;
 pub mod schema;
 pub mod score;

@@ -41,6 +41,7 @@ pub struct Config {
     pub store: StoreConfig,
     pub sinks: SinksConfig,
     pub intel: crate::intel::IntelConfig,
+    pub policy: crate::policy::PolicyConfig,
     pub admin: crate::admin::AdminConfig,
     pub log: LogConfig,
 }
@@ -388,6 +389,20 @@ impl Config {
         if errors.is_empty() { Ok(config) } else { Err(ConfigError::Invalid { path: origin.to_string(), errors }) }
     }
 
+    /// `[sinks.budget]` with each tenant's `[policy]` budget in place of
+    /// its `[sinks.budget.tenants.<name>]`.
+    pub fn effective_budget(&self) -> crate::sinks::BudgetConfig {
+        let mut budget = self.sinks.budget.clone();
+        if let Ok(tenants) = self.policy.tenants() {
+            for (tenant, p) in tenants {
+                if let Some(b) = p.budget {
+                    budget.tenants.insert(tenant, b);
+                }
+            }
+        }
+        budget
+    }
+
     /// Every problem, each naming its key.
     pub fn validate(&self) -> Vec<String> {
         let mut errors = Vec::new();
@@ -397,6 +412,7 @@ impl Config {
         errors.extend(self.score.validate());
         errors.extend(self.handoff.validate());
         errors.extend(self.intel.validate());
+        errors.extend(self.policy.validate(&self.handoff));
         errors.extend(self.admin.validate());
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
             errors.push(format!("log.filter = {:?}: {e}", self.log.filter));

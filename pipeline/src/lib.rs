@@ -8,6 +8,7 @@ pub mod eval;
 pub mod intel;
 pub mod metrics;
 pub mod output;
+pub mod policy;
 pub mod preflight;
 pub mod reload;
 pub mod runtime;

@@ -19,7 +19,7 @@ use sluice_pipeline::metrics::{ComponentState, Metrics};
 use sluice_pipeline::output::{EventWriter, human_summary, stable_case_json};
 use sluice_pipeline::runtime::Event;
 use sluice_pipeline::runtime::PriorsSlot;
-use sluice_pipeline::sinks::{Dispatchers, LlmSink, Sink, WebhookSink};
+use sluice_pipeline::sinks::{Dispatchers, LlmSink, Sink, SinksConfig, WebhookSink};
 use sluice_pipeline::store::Store;
 use sluice_pipeline::{CheckpointOptions, RunOptions, eval, run};
 
@@ -576,7 +576,7 @@ fn cmd_run(a: RunArgs) -> Result<()> {
         &config.admin,
         metrics.clone(),
         handoff.as_ref().map(|h| h.store.clone()),
-        config.sinks.budget.clone(),
+        config.effective_budget(),
     )?;
     let stdout = std::io::stdout().lock();
     let mut writer = EventWriter::new(&config.output, BufWriter::new(stdout), append)?;
@@ -664,7 +664,9 @@ fn start_handoff(config: &Config, metrics: &Metrics) -> Result<Option<Handoff>> 
         tracing::info!(priors = count, "verdict priors active");
     }
     let priors: PriorsSlot = Arc::new(std::sync::Mutex::new(Some(active)));
-    let dispatchers = Dispatchers::start_observed(store.clone(), sinks, &config.sinks, Some(priors.clone()), metrics);
+    // Budgets: [sinks.budget], each tenant's [policy] budget in place of its own.
+    let sinks_config = SinksConfig { budget: config.effective_budget(), ..config.sinks.clone() };
+    let dispatchers = Dispatchers::start_observed(store.clone(), sinks, &sinks_config, Some(priors.clone()), metrics);
     for name in &names {
         metrics.component(&format!("sink_{name}"), ComponentState::Ready, "");
     }

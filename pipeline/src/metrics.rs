@@ -90,6 +90,8 @@ pub struct TenantEvents {
     pub closed: u64,
     pub late: u64,
     pub dead_letters: u64,
+    /// Alerts set aside because the tenant's policy disables it.
+    pub disabled: u64,
 }
 
 /// A cluster as the admin API lists it.
@@ -289,6 +291,15 @@ impl Metrics {
             }
             Event::Late(l) => live.tenants.entry(l.tenant.clone()).or_default().late += 1,
             Event::Checkpoint(_) => {}
+        }
+    }
+
+    /// Alerts of a disabled tenant, set aside by the router.
+    pub fn count_disabled(&self, tenant: &str, n: u64) {
+        let mut live = lock(&self.live);
+        match live.tenants.get_mut(tenant) {
+            Some(t) => t.disabled += n,
+            None => live.tenants.entry(tenant.to_string()).or_default().disabled += n,
         }
     }
 

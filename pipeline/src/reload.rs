@@ -27,6 +27,8 @@ use sluice_rules::{Reload, Rule};
 
 use crate::config::RulesConfig;
 use crate::intel::IntelConfig;
+use crate::policy::{PolicyConfig, is_policy_file};
+use sluice_operators::handoff::HandoffConfig;
 
 /// How often rule files are checked for changes.
 const POLL: Duration = Duration::from_millis(500);
@@ -97,6 +99,28 @@ impl Watcher {
                 }
             },
         )
+    }
+
+    /// Watches `[policy] dir`; a good set is an `Arc<Policies>` update.
+    pub fn policy(config: PolicyConfig, handoff: HandoffConfig) -> std::io::Result<Watcher> {
+        tracing::info!(dir = ?config.dir, "per-tenant policy reloads on SIGHUP or when a policy file changes");
+        Self::spawn("policy", "a policy file changed", config.paths(), is_policy_file, move |why| {
+            match config.load(&handoff) {
+                Ok(policies) => {
+                    tracing::info!(trigger = why, tenants = policies.tenants().count(), "policy reloaded");
+                    Some(Arc::new(Arc::new(policies)))
+                }
+                Err(problems) => {
+                    tracing::error!(
+                        trigger = why,
+                        "policy not reloaded, the policy in force stays: {} problem(s): {}",
+                        problems.len(),
+                        problems.join(" | ")
+                    );
+                    None
+                }
+            }
+        })
     }
 
     /// Polls the files under `paths` (in directories, those `keep` picks)

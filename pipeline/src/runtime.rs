@@ -46,6 +46,7 @@ use sluice_operators::decode::{DecodeStats, Decoder, RawChunk};
 use sluice_operators::dedup::Dedup;
 use sluice_operators::hash::stable_hash;
 use sluice_operators::operator::{AlertBatch, Chain, Context, Counters, Operator, Output, ReportKind};
+use sluice_operators::policy::Policies;
 use sluice_operators::schema::AlertColumns;
 use sluice_operators::time::{EventTime, Rfc3339};
 
@@ -290,6 +291,9 @@ pub fn run(
     // Threat intel and inventories: loaded in full now, reloaded like rules.
     let (intel, intel_watcher) = crate::intel::start(&config.intel)?.unzip();
     let intel_reloads = intel_watcher.flatten().map(|w| (w.pending(), w));
+    // Per-tenant policy: the same.
+    let (policies, policy_watcher) = crate::policy::start(&config.policy, &config.handoff)?.unzip();
+    let policy_reloads = policy_watcher.flatten().map(|w| (w.pending(), w));
     // Build everything up front so a bad config fails before any thread starts.
     let mut chains = (0..shards).map(|_| build_chain(config, correlate_cfg.clone())).collect::<Result<Vec<_>, _>>()?;
     // The priors known at start apply from the first alert on.
@@ -304,6 +308,14 @@ pub fn run(
             chain.reconfigure(intel.as_ref())?;
         }
     }
+    if let Some(policies) = &policies {
+        for chain in &mut chains {
+            chain.reconfigure(policies.as_ref())?;
+        }
+    }
+    // The router sets aside the alerts of disabled tenants.
+    let router_policies =
+        policies.as_ref().and_then(|p| p.downcast_ref::<Arc<Policies>>().cloned()).unwrap_or_default();
     let mut decoder_list =
         (0..decoders).map(|_| Decoder::new(config.decode.clone(), &config.tenant)).collect::<Result<Vec<_>, _>>()?;
     let mut source = source;
@@ -374,6 +386,12 @@ pub fn run(
                 }
                 if let Some(intel) = intel_reloads.as_ref().and_then(|(p, _)| p.lock().expect("pending intel").take())
                     && !send(Item::Update(intel))
+                {
+                    return Ok(());
+                }
+                if let Some(policy) =
+                    policy_reloads.as_ref().and_then(|(p, _)| p.lock().expect("pending policy").take())
+                    && !send(Item::Update(policy))
                 {
                     return Ok(());
                 }
@@ -495,6 +513,7 @@ pub fn run(
     // Router.
     let router_events = event_tx.clone();
     let router_read = read_counter.clone();
+    let router_metrics = metrics.clone();
     let router_handle = thread::Builder::new()
         .name("sluice-router".into())
         .spawn(move || {
@@ -505,6 +524,8 @@ pub fn run(
                 late: 0,
                 read: router_read,
                 last_read: started,
+                policies: router_policies,
+                metrics: router_metrics,
             };
             router.run(decoded_rx, &flush_at_end)
         })
@@ -904,6 +925,9 @@ struct Router {
     read: Arc<AtomicU64>,
     /// When the last record arrived.
     last_read: Instant,
+    /// Which tenants are disabled.
+    policies: Arc<Policies>,
+    metrics: Arc<Metrics>,
 }
 
 impl Router {
@@ -941,7 +965,12 @@ impl Router {
                 let part = Message::Router { id: b.id, position: b.position, watermark: self.watermark.clone() };
                 self.events.send(part).map_err(|_| ())?;
             }
-            Some(Item::Update(update)) => self.broadcast(|| ShardMsg::Update(update.clone()))?,
+            Some(Item::Update(update)) => {
+                if let Some(policies) = update.downcast_ref::<Arc<Policies>>() {
+                    self.policies = policies.clone();
+                }
+                self.broadcast(|| ShardMsg::Update(update.clone()))?
+            }
             Some(Item::Chunk(_)) => unreachable!("decoders decode chunks"),
             None => {}
         }
@@ -973,7 +1002,10 @@ impl Router {
     /// Splits one batch by shard, cutting wherever the watermark steps.
     fn route(&mut self, batch: RecordBatch, input: usize) -> Result<(), ()> {
         let cols = AlertColumns::new(&batch).map_err(|_| ())?;
-        let mut shard_of_key: BTreeMap<i32, usize> = BTreeMap::new();
+        // Tenant (dictionary key) → its shard, or `None` when its policy
+        // disables it.
+        let mut shard_of_key: BTreeMap<i32, Option<usize>> = BTreeMap::new();
+        let mut disabled: BTreeMap<i32, u64> = BTreeMap::new();
         let mut rows: Vec<Vec<u32>> = vec![Vec::new(); self.shards.len()];
         for row in 0..batch.num_rows() {
             let t = cols.event_time.value(row);
@@ -997,15 +1029,24 @@ impl Router {
             let shard = match shard_of_key.get(&key) {
                 Some(&s) => s,
                 None => {
-                    let s = self.shard_of(cols.tenant(row));
+                    let tenant = cols.tenant(row);
+                    let s = self.policies.enabled(tenant).then(|| self.shard_of(tenant));
                     shard_of_key.insert(key, s);
                     s
                 }
             };
-            rows[shard].push(row as u32);
+            match shard {
+                Some(shard) => rows[shard].push(row as u32),
+                None => *disabled.entry(key).or_default() += 1,
+            }
             if let Some(wm) = self.watermark.observe(input, t) {
                 self.flush(&batch, &mut rows)?;
                 self.broadcast(|| ShardMsg::Watermark(wm))?;
+            }
+        }
+        for (key, n) in disabled {
+            if let Some(row) = (0..batch.num_rows()).find(|&r| cols.tenant_key(r) == key) {
+                self.metrics.count_disabled(cols.tenant(row), n);
             }
         }
         self.flush(&batch, &mut rows)

@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use sluice_operators::detection::Detection;
 use sluice_operators::hash::StableHasher;
 use sluice_operators::operator::{AlertBatch, Collector, Context, DedupMarks, Operator, Output};
+use sluice_operators::policy::Policies;
 use sluice_operators::schema::{AlertColumns, col};
 use sluice_operators::time::EventTime;
 
@@ -165,6 +166,8 @@ pub struct Rules {
     table_schema: SchemaRef,
     tenants: BTreeMap<Arc<str>, TenantRules>,
     stats: BTreeMap<String, RuleStats>,
+    /// Which rules each tenant's policy enables (not state: from config).
+    policies: Arc<Policies>,
 }
 
 impl std::fmt::Debug for Rules {
@@ -188,6 +191,7 @@ impl Rules {
             table_schema,
             tenants: BTreeMap::new(),
             stats,
+            policies: Arc::new(Policies::default()),
         }
     }
 
@@ -224,7 +228,9 @@ impl Rules {
         state.newest = state.newest.max(t);
         for (rule, rs) in self.rules.iter().zip(state.rules.iter_mut()) {
             let window = rule.rule.window;
-            if t < first_open_row(window, rs.done_until) || !rule.rule.scope.includes(tenant) {
+            if t < first_open_row(window, rs.done_until)
+                || !(rule.rule.scope.includes(tenant) && self.policies.rule_enabled(tenant, &rule.rule.name))
+            {
                 continue;
             }
             if rs.oldest.is_none_or(|o| t < o) {
@@ -278,7 +284,11 @@ impl Rules {
             }
         }
         for (tenant, rows) in by_tenant {
-            if !self.rules.iter().any(|r| r.rule.scope.includes(tenant)) {
+            if !self
+                .rules
+                .iter()
+                .any(|r| r.rule.scope.includes(tenant) && self.policies.rule_enabled(tenant, &r.rule.name))
+            {
                 continue;
             }
             let times: Vec<EventTime> = rows.iter().map(|&r| cols.event_time.value(from + r as usize)).collect();
@@ -454,7 +464,11 @@ impl Rules {
                 .iter()
                 .map(|r| match self.rules.iter().position(|old| old.rule == r.rule) {
                     Some(i) => state.rules[i].clone(),
-                    None if state.newest == EventTime::MIN || !r.rule.scope.includes(tenant) => RuleState::new(),
+                    None if state.newest == EventTime::MIN
+                        || !(r.rule.scope.includes(tenant) && self.policies.rule_enabled(tenant, &r.rule.name)) =>
+                    {
+                        RuleState::new()
+                    }
                     None => RuleState::after(&r.rule, last_closed_end(r.rule.window, clock), &state.pieces),
                 })
                 .collect();
@@ -753,6 +767,9 @@ impl Operator for Rules {
     }
 
     fn reconfigure(&mut self, update: &(dyn std::any::Any + Send + Sync)) -> sluice_operators::Result<()> {
+        if let Some(policies) = update.downcast_ref::<Arc<Policies>>() {
+            self.policies = policies.clone();
+        }
         let Some(Reload(rules)) = update.downcast_ref::<Reload>() else { return Ok(()) };
         // The set was checked before it was sent; should planning fail here
         // all the same, the running rules stay.

@@ -23,7 +23,9 @@ const LATENCY_BUCKETS: [f64; 14] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 /// when there is a store.
 pub fn render(metrics: &Metrics, outbox: Option<&OutboxCounts>, max_tenant_series: usize) -> String {
     let counters = metrics.counters();
-    let labels = TenantLabels::new(&counters, max_tenant_series);
+    let per_tenant = metrics.tenant_events();
+    let set_aside: BTreeMap<&str, u64> = per_tenant.iter().map(|(t, e)| (t.as_str(), e.disabled)).collect();
+    let labels = TenantLabels::new(&counters, &set_aside, max_tenant_series);
     let mut out = Exposition::default();
 
     out.family("sluice_uptime_seconds", "gauge", "Seconds since the process started.");
@@ -107,7 +109,6 @@ pub fn render(metrics: &Metrics, outbox: Option<&OutboxCounts>, max_tenant_serie
 
     // What reached the caller, per tenant.
     let mut tenant_events = BTreeMap::<(&str, &str), u64>::new();
-    let per_tenant = metrics.tenant_events();
     for (tenant, e) in &per_tenant {
         let t = labels.get(tenant);
         for (kind, n) in [("escalate", e.escalated), ("update", e.updates), ("close", e.closed)] {
@@ -125,6 +126,21 @@ pub fn render(metrics: &Metrics, outbox: Option<&OutboxCounts>, max_tenant_serie
     }
     for (t, n) in &late {
         out.sample("sluice_late_records_total", &[("tenant", t)], *n as f64);
+    }
+
+    out.family(
+        "sluice_tenant_disabled_records_total",
+        "counter",
+        "Alerts set aside because the tenant's policy disables it (policy.tenants.<name>.enabled = false).",
+    );
+    let mut disabled = BTreeMap::<&str, u64>::new();
+    for (tenant, e) in &per_tenant {
+        if e.disabled > 0 {
+            *disabled.entry(labels.get(tenant)).or_default() += e.disabled;
+        }
+    }
+    for (t, n) in &disabled {
+        out.sample("sluice_tenant_disabled_records_total", &[("tenant", t)], *n as f64);
     }
 
     // Sinks.
@@ -188,8 +204,9 @@ struct TenantLabels {
 }
 
 impl TenantLabels {
-    fn new(counters: &sluice_operators::operator::Counters, max: usize) -> Self {
-        let mut alerts = BTreeMap::<&str, u64>::new();
+    /// Ranks tenants by their alerts: processed, or set aside (disabled).
+    fn new(counters: &sluice_operators::operator::Counters, set_aside: &BTreeMap<&str, u64>, max: usize) -> Self {
+        let mut alerts = set_aside.clone();
         for ((op, metric, tenant), n) in &counters.0 {
             let entry = alerts.entry(tenant.as_ref()).or_default();
             if *op == "dedup" && *metric == "records_in" {
@@ -275,7 +292,7 @@ mod tests {
         for (t, n) in [("big", 100), ("mid", 50), ("small", 1), ("tiny", 1)] {
             c.add("dedup", "records_in", &Arc::from(t), n);
         }
-        let labels = TenantLabels::new(&c, 2);
+        let labels = TenantLabels::new(&c, &BTreeMap::new(), 2);
         assert_eq!(labels.get("big"), "big");
         assert_eq!(labels.get("mid"), "mid");
         assert_eq!(labels.get("small"), OTHER_TENANTS);

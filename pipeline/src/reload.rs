@@ -52,10 +52,13 @@ impl Watcher {
     /// Starts watching, before the pipeline loads its rules: a change from
     /// here on is seen.
     pub fn start(config: RulesConfig, extra_columns: Vec<String>) -> std::io::Result<Watcher> {
-        let mut running = config.load().0;
-        tracing::info!(paths = ?config.paths, "rules reload on SIGHUP or when a rule file changes");
         let is_rule = |p: &Path| sluice_rules::rule::Format::of(p).is_some();
-        Self::spawn("rules", "a rule file changed", config.paths.clone(), is_rule, move |why| {
+        // The files as they are before the running set is read: a change
+        // from here on is seen.
+        let seen = fingerprint(&config.paths, is_rule);
+        let mut running = config.load().0;
+        let paths = config.paths.clone();
+        let watcher = Self::spawn("rules", "a rule file changed", paths.clone(), is_rule, seen, move |why| {
             let (rules, [added, removed, changed]) = check(&config, &extra_columns, &running, why)?;
             running = rules.clone();
             tracing::info!(
@@ -67,22 +70,23 @@ impl Watcher {
                 "rules reloaded"
             );
             Some(Arc::new(Reload(rules)))
-        })
+        })?;
+        tracing::info!(paths = ?paths, "rules reload on SIGHUP or when a rule file changes");
+        Ok(watcher)
     }
 
     /// Watches the files of `[intel]`; a good set is an `Arc<Intel>` update.
     /// Start it before loading the set in force, so a change from there on
     /// is seen.
     pub fn intel(config: IntelConfig) -> std::io::Result<Watcher> {
-        tracing::info!(
-            files = config.paths().len(),
-            "intel reloads on SIGHUP or when an intel or inventory file changes"
-        );
-        Self::spawn(
+        let paths = config.paths();
+        let seen = fingerprint(&paths, |_| true);
+        let watcher = Self::spawn(
             "intel",
             "an intel file changed",
-            config.paths(),
+            paths.clone(),
             |_| true,
+            seen,
             move |why| match config.load() {
                 Ok((intel, report)) => {
                     tracing::info!(trigger = why, files = %report.join("; "), "intel reloaded: {}", intel.describe());
@@ -98,7 +102,9 @@ impl Watcher {
                     None
                 }
             },
-        )
+        )?;
+        tracing::info!(files = paths.len(), "intel reloads on SIGHUP or when an intel or inventory file changes");
+        Ok(watcher)
     }
 
     /// Watches `[policy] dir`; a good set is an `Arc<Policies>` update.
@@ -125,14 +131,16 @@ impl Watcher {
 
     /// Polls the files under `paths` (in directories, those `keep` picks)
     /// and SIGHUP; on either, `check` says what to send, if anything.
+    /// `seen` is the files' fingerprint taken before the set in force was
+    /// read, so that nothing changed since goes unnoticed.
     fn spawn(
         what: &'static str,
         changed: &'static str,
         paths: Vec<PathBuf>,
         keep: fn(&Path) -> bool,
+        seen: Fingerprint,
         mut check: impl FnMut(&str) -> Option<Update> + Send + 'static,
     ) -> std::io::Result<Watcher> {
-        let seen = fingerprint(&paths, keep);
         let hangup = Arc::new(AtomicBool::new(false));
         let signal = signal_hook::flag::register(signal_hook::consts::SIGHUP, hangup.clone())?;
         let pending: Pending = Arc::new(Mutex::new(None));
@@ -228,9 +236,12 @@ fn check(
     Some((rules, [added, removed, changed]))
 }
 
+/// Files with their size and modification time (`None`: missing).
+type Fingerprint = Vec<(PathBuf, Option<(u64, SystemTime)>)>;
+
 /// Every file under `paths` (in directories, those `keep` picks) with its
 /// size and modification time.
-fn fingerprint(paths: &[PathBuf], keep: fn(&Path) -> bool) -> Vec<(PathBuf, Option<(u64, SystemTime)>)> {
+fn fingerprint(paths: &[PathBuf], keep: fn(&Path) -> bool) -> Fingerprint {
     let mut files = Vec::new();
     for path in paths {
         match std::fs::read_dir(path) {

@@ -108,10 +108,18 @@ impl Watcher {
     }
 
     /// Watches `[policy] dir`; a good set is an `Arc<Policies>` update.
+    /// Start it before loading the policy in force, so a change from there
+    /// on is seen.
     pub fn policy(config: PolicyConfig, handoff: HandoffConfig) -> std::io::Result<Watcher> {
-        tracing::info!(dir = ?config.dir, "per-tenant policy reloads on SIGHUP or when a policy file changes");
-        Self::spawn("policy", "a policy file changed", config.paths(), is_policy_file, move |why| {
-            match config.load(&handoff) {
+        let seen = fingerprint(&config.paths(), is_policy_file);
+        let dir = config.dir.clone();
+        let watcher = Self::spawn(
+            "policy",
+            "a policy file changed",
+            config.paths(),
+            is_policy_file,
+            seen,
+            move |why| match config.load(&handoff) {
                 Ok(policies) => {
                     tracing::info!(trigger = why, tenants = policies.tenants().count(), "policy reloaded");
                     Some(Arc::new(Arc::new(policies)))
@@ -125,8 +133,10 @@ impl Watcher {
                     );
                     None
                 }
-            }
-        })
+            },
+        )?;
+        tracing::info!(dir = ?dir, "per-tenant policy reloads on SIGHUP or when a policy file changes");
+        Ok(watcher)
     }
 
     /// Polls the files under `paths` (in directories, those `keep` picks)

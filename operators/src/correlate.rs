@@ -68,6 +68,24 @@ pub struct EntityWindows {
     pub url: Option<Duration>,
 }
 
+impl EntityWindows {
+    /// Sets the window of a kind that has one (a kind without a window is
+    /// not extracted at all, so only lengths can change).
+    pub fn set(&mut self, kind: EntityKind, window: Duration) {
+        let slot = match kind {
+            EntityKind::Host => &mut self.host,
+            EntityKind::User => &mut self.user,
+            EntityKind::Ip => &mut self.ip,
+            EntityKind::Process => &mut self.process,
+            EntityKind::Hash => &mut self.hash,
+            EntityKind::Url => &mut self.url,
+        };
+        if slot.is_some() {
+            *slot = Some(window);
+        }
+    }
+}
+
 impl Default for EntityWindows {
     fn default() -> Self {
         Self {
@@ -464,6 +482,8 @@ pub struct Correlate {
     handoff: HandoffConfig,
     /// The hand-off settings of tenants whose policy overrides them.
     tenant_handoff: FastMap<Arc<str>, HandoffConfig>,
+    /// The entity windows of tenants whose policy overrides them.
+    tenant_windows: FastMap<Arc<str>, EntityWindows>,
     ignore_users: FastSet<String>,
     failed_auth_groups: FastSet<String>,
     tenants: FastMap<Arc<str>, TenantState>,
@@ -496,6 +516,7 @@ impl Correlate {
             score,
             handoff,
             tenant_handoff: FastMap::default(),
+            tenant_windows: FastMap::default(),
             ignore_users,
             failed_auth_groups,
             tenants: FastMap::default(),
@@ -1234,8 +1255,9 @@ impl Correlate {
             }
             // Live, non-hub entities → their clusters.
             candidates.clear();
+            let windows = self.tenant_windows.get(&state.name).unwrap_or(&self.config.windows);
             for e in entities.iter().filter(|e| e.link) {
-                let window = self.config.windows.get(e.kind).expect("only windowed kinds are extracted");
+                let window = windows.get(e.kind).expect("only windowed kinds are extracted");
                 if let Some(s) = state.entities.get(&(e.kind, e.key)) {
                     let live = t <= s.last.saturating_add(window) && t >= s.first.saturating_sub(window);
                     if live && !s.hub {
@@ -1271,8 +1293,9 @@ impl Correlate {
                 };
                 // Register / refresh this alert's entities on the target.
                 let mut retain = EventTime::MIN;
+                let windows = self.tenant_windows.get(&state.name).unwrap_or(&self.config.windows);
                 for e in entities.iter().filter(|e| e.link) {
-                    let window = self.config.windows.get(e.kind).expect("windowed");
+                    let window = windows.get(e.kind).expect("windowed");
                     retain = retain.max(t.saturating_add(window));
                     let hub_degree = self.config.hub_degree.get(e.kind);
                     let entry = state.entities.entry((e.kind, e.key));
@@ -1424,8 +1447,9 @@ impl Correlate {
             }
         }
         let mut candidates: Vec<u64> = Vec::new();
+        let windows = self.tenant_windows.get(&state.name).unwrap_or(&self.config.windows);
         for &(kind, key, _) in &keys {
-            let Some(window) = self.config.windows.get(kind) else { continue };
+            let Some(window) = windows.get(kind) else { continue };
             if let Some(s) = state.entities.get(&(kind, key))
                 && !s.hub
                 && t <= s.last.saturating_add(window)
@@ -1457,8 +1481,9 @@ impl Correlate {
         ctx.counters.add(NAME, "clusters_merged", &state.name, merged);
         // The detection's entities join the cluster and keep it linkable.
         let mut retain = EventTime::MIN;
+        let windows = self.tenant_windows.get(&state.name).unwrap_or(&self.config.windows);
         for &(kind, key, value) in &keys {
-            let Some(window) = self.config.windows.get(kind) else { continue };
+            let Some(window) = windows.get(kind) else { continue };
             retain = retain.max(t.saturating_add(window));
             let s = state.entities.entry((kind, key)).or_insert_with(|| EntityState {
                 cluster: target,
@@ -1585,7 +1610,7 @@ impl Correlate {
                     self.close_cluster(tenant, state, id, "clusters_evicted", ctx, out);
                 }
             }
-            let windows = &self.config.windows;
+            let windows = self.tenant_windows.get(tenant).unwrap_or(&self.config.windows);
             let before = state.entities.len();
             state
                 .entities
@@ -1705,6 +1730,17 @@ impl Operator for Correlate {
                 .tenants()
                 .map(|(t, _)| (Arc::from(t.as_str()), policies.handoff(&self.handoff, t)))
                 .filter(|(_, h)| *h != self.handoff)
+                .collect();
+            self.tenant_windows = policies
+                .tenants()
+                .filter(|(_, p)| !p.entity_windows.is_empty())
+                .map(|(t, p)| {
+                    let mut w = self.config.windows.clone();
+                    for (kind, d) in &p.entity_windows {
+                        w.set(*kind, *d);
+                    }
+                    (Arc::from(t.as_str()), w)
+                })
                 .collect();
         }
         if let Some(intel) = update.downcast_ref::<Arc<Intel>>() {

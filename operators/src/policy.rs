@@ -12,6 +12,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::cluster::EntityKind;
+use crate::correlate::EntityWindows;
 use crate::handoff::HandoffConfig;
 use crate::time::Duration;
 
@@ -33,6 +35,9 @@ pub struct TenantPolicy {
     /// The correlation rules (by name) that run for this tenant; absent:
     /// every rule whose own scope includes it.
     pub rules: Option<Vec<String>>,
+    /// `correlate.windows` lengths for this tenant, by entity kind
+    /// (`host = "2h"`); only kinds that have a global window.
+    pub entity_windows: BTreeMap<EntityKind, Duration>,
 }
 
 /// Every tenant's policy, by tenant name.
@@ -94,8 +99,8 @@ impl Policies {
     }
 
     /// Every problem, naming `<origin>.<tenant>.<key>`, with the global
-    /// hand-off settings the overrides apply to.
-    pub fn validate(&self, base: &HandoffConfig, origin: &str) -> Vec<String> {
+    /// hand-off settings and entity windows the overrides apply to.
+    pub fn validate(&self, base: &HandoffConfig, windows: &EntityWindows, origin: &str) -> Vec<String> {
         let mut errors = Vec::new();
         for (tenant, p) in &self.tenants {
             let key = |k: &str| format!("{origin}.{tenant}.{k}");
@@ -123,6 +128,16 @@ impl Policies {
                 && w.millis() <= 0
             {
                 errors.push(format!("{} must be positive", key("dedup_window")));
+            }
+            for (kind, w) in &p.entity_windows {
+                if windows.get(*kind).is_none() {
+                    errors.push(format!(
+                        "{}: {kind} has no window in correlate.windows, so it never links; only lengths change per tenant",
+                        key("entity_windows")
+                    ));
+                } else if w.millis() <= 0 {
+                    errors.push(format!("{}.{kind} must be positive", key("entity_windows")));
+                }
             }
             if p.rules.as_ref().is_some_and(|r| r.iter().any(|n| n.trim().is_empty())) {
                 errors.push(format!("{} has an empty rule name", key("rules")));
@@ -172,7 +187,7 @@ mod tests {
             "acme".to_string(),
             TenantPolicy { review_threshold: Some(99.0), dedup_window: Some(Duration(0)), ..TenantPolicy::default() },
         );
-        let errors = Policies::new(t).validate(&HandoffConfig::default(), "tenants");
+        let errors = Policies::new(t).validate(&HandoffConfig::default(), &EntityWindows::default(), "tenants");
         assert!(errors.iter().any(|e| e.contains("tenants.acme.") && e.contains("review_threshold 99")), "{errors:?}");
         assert!(errors.iter().any(|e| e.contains("tenants.acme.dedup_window")), "{errors:?}");
     }

@@ -412,7 +412,7 @@ impl Config {
         errors.extend(self.score.validate());
         errors.extend(self.handoff.validate());
         errors.extend(self.intel.validate());
-        errors.extend(self.policy.validate(&self.handoff));
+        errors.extend(self.policy.validate(&self.handoff, &self.correlate.windows));
         errors.extend(self.admin.validate());
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
             errors.push(format!("log.filter = {:?}: {e}", self.log.filter));

@@ -28,6 +28,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+use sluice_operators::cluster::EntityKind;
+use sluice_operators::correlate::EntityWindows;
 use sluice_operators::handoff::HandoffConfig;
 pub use sluice_operators::policy::{Policies, TenantPolicy};
 
@@ -57,6 +59,8 @@ pub struct TenantPolicyConfig {
     pub dedup_window: Option<sluice_operators::time::Duration>,
     /// Correlation rules (by name) that run for this tenant; absent: all.
     pub rules: Option<Vec<String>>,
+    /// `correlate.windows` lengths for this tenant (`host = "2h"`).
+    pub entity_windows: BTreeMap<EntityKind, sluice_operators::time::Duration>,
     /// Its hand-off budgets (as `[sinks.budget.tenants.<name>]`, which
     /// this replaces).
     pub budget: Option<BudgetLimits>,
@@ -71,6 +75,7 @@ impl TenantPolicyConfig {
             update_score_delta: self.update_score_delta,
             dedup_window: self.dedup_window,
             rules: self.rules.clone(),
+            entity_windows: self.entity_windows.clone(),
         }
     }
 }
@@ -116,20 +121,20 @@ impl PolicyConfig {
         if problems.is_empty() { Ok(all) } else { Err(problems) }
     }
 
-    /// The operators' view, checked against the global hand-off settings.
-    pub fn load(&self, handoff: &HandoffConfig) -> Result<Policies, Vec<String>> {
+    /// The operators' view, checked against the global settings.
+    pub fn load(&self, handoff: &HandoffConfig, windows: &EntityWindows) -> Result<Policies, Vec<String>> {
         let tenants = self.tenants()?;
         let policies = Policies::new(tenants.iter().map(|(t, p)| (t.clone(), p.policy())).collect());
-        let errors = policies.validate(handoff, "policy.tenants");
+        let errors = policies.validate(handoff, windows, "policy.tenants");
         if errors.is_empty() { Ok(policies) } else { Err(errors) }
     }
 
     /// Every problem, naming the file or key.
-    pub fn validate(&self, handoff: &HandoffConfig) -> Vec<String> {
+    pub fn validate(&self, handoff: &HandoffConfig, windows: &EntityWindows) -> Vec<String> {
         if self.is_empty() {
             return Vec::new();
         }
-        self.load(handoff).err().unwrap_or_default()
+        self.load(handoff, windows).err().unwrap_or_default()
     }
 
     /// The files to watch.
@@ -143,12 +148,13 @@ impl PolicyConfig {
 pub fn start(
     config: &PolicyConfig,
     handoff: &HandoffConfig,
+    windows: &EntityWindows,
 ) -> Result<Option<(Update, Option<Watcher>)>, sluice_operators::Error> {
     if config.is_empty() {
         return Ok(None);
     }
     let watcher = if config.dir.is_some() {
-        Watcher::policy(config.clone(), handoff.clone())
+        Watcher::policy(config.clone(), handoff.clone(), windows.clone())
             .inspect_err(
                 |e| tracing::warn!(error = %e, "policy will not reload while running (SIGHUP or file watch failed)"),
             )
@@ -156,7 +162,7 @@ pub fn start(
     } else {
         None
     };
-    let policies = config.load(handoff).map_err(|problems| {
+    let policies = config.load(handoff, windows).map_err(|problems| {
         sluice_operators::Error::Config(format!("{} policy problem(s):\n  {}", problems.len(), problems.join("\n  ")))
     })?;
     tracing::info!(tenants = policies.tenants().count(), "per-tenant policy loaded");

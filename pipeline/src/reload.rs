@@ -28,6 +28,7 @@ use sluice_rules::{Reload, Rule};
 use crate::config::RulesConfig;
 use crate::intel::IntelConfig;
 use crate::policy::{PolicyConfig, is_policy_file};
+use sluice_operators::correlate::EntityWindows;
 use sluice_operators::handoff::HandoffConfig;
 
 /// How often rule files are checked for changes.
@@ -110,7 +111,7 @@ impl Watcher {
     /// Watches `[policy] dir`; a good set is an `Arc<Policies>` update.
     /// Start it before loading the policy in force, so a change from there
     /// on is seen.
-    pub fn policy(config: PolicyConfig, handoff: HandoffConfig) -> std::io::Result<Watcher> {
+    pub fn policy(config: PolicyConfig, handoff: HandoffConfig, windows: EntityWindows) -> std::io::Result<Watcher> {
         let seen = fingerprint(&config.paths(), is_policy_file);
         let dir = config.dir.clone();
         let watcher = Self::spawn(
@@ -119,7 +120,7 @@ impl Watcher {
             config.paths(),
             is_policy_file,
             seen,
-            move |why| match config.load(&handoff) {
+            move |why| match config.load(&handoff, &windows) {
                 Ok(policies) => {
                     tracing::info!(trigger = why, tenants = policies.tenants().count(), "policy reloaded");
                     Some(Arc::new(Arc::new(policies)))

@@ -292,7 +292,8 @@ pub fn run(
     let (intel, intel_watcher) = crate::intel::start(&config.intel)?.unzip();
     let intel_reloads = intel_watcher.flatten().map(|w| (w.pending(), w));
     // Per-tenant policy: the same.
-    let (policies, policy_watcher) = crate::policy::start(&config.policy, &config.handoff)?.unzip();
+    let (policies, policy_watcher) =
+        crate::policy::start(&config.policy, &config.handoff, &config.correlate.windows)?.unzip();
     let policy_reloads = policy_watcher.flatten().map(|w| (w.pending(), w));
     // Build everything up front so a bad config fails before any thread starts.
     let mut chains = (0..shards).map(|_| build_chain(config, correlate_cfg.clone())).collect::<Result<Vec<_>, _>>()?;

@@ -223,3 +223,16 @@ fn a_policy_directory_reloads_while_running() {
     }
     assert!(log.iter().any(|l| l.contains("policy not reloaded") && l.contains("acme.toml")), "{log:?}");
 }
+
+#[test]
+fn entity_windows_apply_to_their_tenant_only() {
+    let base = baseline();
+    let got = run_with("[policy.tenants.acme.entity_windows]\nhost = \"1m\"\nuser = \"1m\"\nip = \"1m\"\n");
+    let created = |o: &Outcome, t: &str| counter(&o.summary, t, "correlate.clusters_created");
+    assert_ne!(created(&got, "acme"), created(&base, "acme"), "one-minute windows link differently");
+    assert_eq!(created(&got, "globex"), created(&base, "globex"));
+    assert_eq!(got.escalated.get("globex"), base.escalated.get("globex"));
+    // Only the length of a kind that has a global window can change.
+    let err = Config::parse("[policy.tenants.acme.entity_windows]\nprocess = \"1h\"\n", "c.toml").unwrap_err();
+    assert!(err.to_string().contains("policy.tenants.acme.entity_windows") && err.to_string().contains("process"));
+}

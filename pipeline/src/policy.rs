@@ -9,6 +9,7 @@
 //! escalate_threshold = 80
 //! dedup_window = "15m"
 //! rules = ["ssh-brute-force-then-success", "new-admin-account"]
+//! entity_windows = { host = "2h" }
 //!
 //! [policy.tenants.initech.budget]    # the same keys as [sinks.budget]
 //! cases_per_hour = 10
@@ -19,7 +20,7 @@
 //! file, not both. Every file is read and checked in full; any problem
 //! refuses the whole set, naming the file and the key. At start that stops
 //! the run; while running, the set in force stays (see [`crate::reload`]).
-//! Thresholds, dedup windows, enabled rules and `enabled` apply to the
+//! Thresholds, dedup and entity windows, enabled rules and `enabled` apply to the
 //! running pipeline on SIGHUP or a file change, without losing state;
 //! budgets apply from the next start.
 

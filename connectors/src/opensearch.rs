@@ -252,11 +252,13 @@ impl OpenSearchConfig {
     }
 }
 
+/// Reads an environment variable (a map in tests).
+pub type Env = dyn Fn(&str) -> Option<String>;
+
 /// The `Authorization` header value from the environment, if any.
-fn auth_header(user_env: &str, pass_env: &str, key_env: &str) -> Result<Option<String>, SourceError> {
+fn auth_header(env: &Env, user_env: &str, pass_env: &str, key_env: &str) -> Result<Option<String>, SourceError> {
     let get = |name: &str| {
-        std::env::var(name)
-            .ok()
+        env(name)
             .filter(|v| !v.is_empty())
             .ok_or_else(|| SourceError::Config(format!("opensearch credentials: ${name} is not set")))
     };
@@ -657,7 +659,7 @@ impl Scan {
                     self.measure_lag(s);
                     self.phase = if self.then_follow { Phase::Follow } else { Phase::Done };
                     tracing::info!(scan = %self.name, alerts = self.count, follow = self.then_follow, "backfill done");
-                } else if self.pages % 10 == 0 {
+                } else if self.pages.is_multiple_of(10) {
                     self.measure_lag(s);
                 }
                 Ok(Some(chunk))
@@ -752,6 +754,11 @@ fn ms_string(d: ConfigDuration) -> String {
 impl OpenSearchSource {
     /// A source on `config`; credentials are read from the environment now.
     pub fn new(config: &OpenSearchConfig, stop: StopFlag) -> Result<Self, SourceError> {
+        Self::with_env(config, stop, &|name| std::env::var(name).ok())
+    }
+
+    /// As [`OpenSearchSource::new`], with credentials read through `env`.
+    pub fn with_env(config: &OpenSearchConfig, stop: StopFlag, env: &Env) -> Result<Self, SourceError> {
         let errors = config.validate();
         if !errors.is_empty() {
             return Err(SourceError::Config(errors.join("; ")));
@@ -771,14 +778,14 @@ impl OpenSearchSource {
         };
         let mut specs: Vec<(String, String, ChunkTenant, Option<String>)> = Vec::new();
         if config.sources.is_empty() {
-            let auth = auth_header(&config.username_env, &config.password_env, &config.api_key_env)?;
+            let auth = auth_header(env, &config.username_env, &config.password_env, &config.api_key_env)?;
             specs.push((config.index.clone(), config.index.clone(), ChunkTenant::FromRecord, auth));
         } else {
             for s in &config.sources {
                 let auth = if s.username_env.is_empty() && s.api_key_env.is_empty() {
-                    auth_header(&config.username_env, &config.password_env, &config.api_key_env)?
+                    auth_header(env, &config.username_env, &config.password_env, &config.api_key_env)?
                 } else {
-                    auth_header(&s.username_env, &s.password_env, &s.api_key_env)?
+                    auth_header(env, &s.username_env, &s.password_env, &s.api_key_env)?
                 };
                 let index = if s.index.is_empty() { config.index.clone() } else { s.index.clone() };
                 specs.push((s.tenant.clone(), index, ChunkTenant::Fixed(s.tenant.as_str().into()), auth));

@@ -293,24 +293,18 @@ fn eval(clause: &Value, doc: &Value) -> Result<bool, String> {
                 }
             };
             let bound = |k: &str| r.get(k).map(|v| v.as_f64().ok_or(format!("range {k} must be a number: {v}")));
-            if let Some(b) = bound("gte") {
-                if value < b? {
-                    return Ok(false);
-                }
-            }
-            if let Some(b) = bound("gt") {
-                if value <= b? {
-                    return Ok(false);
-                }
-            }
-            if let Some(b) = bound("lte") {
-                if value > b? {
-                    return Ok(false);
-                }
-            }
-            if let Some(b) = bound("lt") {
-                if value >= b? {
-                    return Ok(false);
+            for k in ["gte", "gt", "lte", "lt"] {
+                if let Some(b) = bound(k) {
+                    let b = b?;
+                    let inside = match k {
+                        "gte" => value >= b,
+                        "gt" => value > b,
+                        "lte" => value <= b,
+                        _ => value < b,
+                    };
+                    if !inside {
+                        return Ok(false);
+                    }
                 }
             }
             Ok(true)

@@ -18,7 +18,11 @@
 //! `then_follow`) follows. `follow` polls every `poll_interval` for alerts
 //! from the cursor's time minus `overlap`, so documents indexed late (with
 //! an older `timestamp`) are still picked up; ids handed over within the
-//! overlap are remembered (a bounded set) and skipped when seen again.
+//! overlap are remembered (a bounded set) and skipped when seen again. A
+//! follow page is read in two requests: the sort values only
+//! (`_source: false`; the id is one of them), then the documents of the
+//! ids not read yet (`terms` on `id`), so the overlap read again at every
+//! poll costs the indexer no document fetches.
 //!
 //! **Position.** The cursor (sort values of the newest alert handed over),
 //! the ids handed over within the overlap, the lower time bound and the
@@ -27,7 +31,7 @@
 //!
 //! **Filters.** `min_level` (a `range` on `rule.level`), `exclude_agents`
 //! (`term`s on `agent.id` under `must_not`) and extra query clauses, all
-//! evaluated by the indexer.
+//! evaluated by the indexer (`bool.filter` and `bool.must_not`).
 //!
 //! **Tenants.** One scan per `[[opensearch.sources]]` entry (each with its
 //! own index pattern, credentials and fixed tenant), or one scan whose
@@ -472,11 +476,14 @@ struct Scan {
     after: Option<(i64, String)>,
     seen: VecDeque<(i64, String)>,
     seen_ids: HashSet<String>,
+    seen_full_warned: bool,
     count: u64,
     /// The open point in time.
     pit: Option<String>,
     /// Within a follow round: the `search_after` of the round.
     round_after: Option<Value>,
+    /// Within a follow round: its `timestamp` range, fixed at its start.
+    round_range: Value,
     in_round: bool,
     next_poll: Instant,
     pages: u64,
@@ -564,22 +571,41 @@ impl Scan {
         }
     }
 
-    /// One page: a `_search` on the point in time, from `search_after`.
-    fn page(&mut self, s: &Settings, search_after: Option<Value>) -> Result<Vec<Value>, CallError> {
+    /// One page: a `_search` on the point in time over `range`, from
+    /// `search_after`; without `_source` when `ids_only` (the sort values
+    /// carry the id); only the alerts of `ids` when given.
+    fn page(
+        &mut self,
+        s: &Settings,
+        range: &Value,
+        search_after: Option<Value>,
+        ids_only: bool,
+        ids: Option<&[String]>,
+    ) -> Result<Vec<Value>, CallError> {
         let mut recreated = false;
+        let mut query = s.query(range.clone());
+        if let Some(ids) = ids
+            && let Some(filter) = query.pointer_mut("/bool/filter").and_then(Value::as_array_mut)
+        {
+            filter.push(json!({"terms": {"id": ids}}));
+        }
+        let size = ids.map_or(s.page_size, <[String]>::len);
         loop {
             if self.pit.is_none() {
                 self.open_pit(s)?;
             }
             let mut body = json!({
-                "size": s.page_size,
-                "query": s.query(self.range(s.overlap_ms)),
+                "size": size,
+                "query": query,
                 "pit": {"id": self.pit, "keep_alive": s.keep_alive},
                 "sort": [{"timestamp": {"order": "asc"}}, {"id": {"order": "asc"}}],
                 "track_total_hits": false,
             });
             if let Some(after) = &search_after {
                 body["search_after"] = after.clone();
+            }
+            if ids_only {
+                body["_source"] = json!(false);
             }
             match self.client.call("POST", "/_search", &body) {
                 Ok(answer) => {
@@ -626,8 +652,9 @@ impl Scan {
         let newest = self.after.as_ref().map_or(i64::MIN, |a| a.0);
         while let Some((t, id)) = self.seen.front() {
             if *t < newest.saturating_sub(overlap_ms) || self.seen.len() > MAX_SEEN {
-                if self.seen.len() > MAX_SEEN {
-                    tracing::warn!(scan = %self.name, "opensearch.overlap holds more than {MAX_SEEN} alerts: the oldest are forgotten, late duplicates possible");
+                if self.seen.len() > MAX_SEEN && !self.seen_full_warned {
+                    self.seen_full_warned = true;
+                    tracing::warn!(scan = %self.name, "opensearch.overlap holds more than {MAX_SEEN} alerts: the oldest are forgotten, late duplicates possible; lower overlap");
                 }
                 self.seen_ids.remove(id);
                 self.seen.pop_front();
@@ -643,16 +670,21 @@ impl Scan {
             Phase::Done => Ok(None),
             Phase::Backfill => {
                 let after = self.after.as_ref().map(|(t, id)| json!([t, id]));
-                let page = self.page(s, after)?;
+                let range = self.range(s.overlap_ms);
+                let page = self.page(s, &range, after, false, None)?;
                 self.pages += 1;
                 let mut chunk = self.chunk(input, source);
                 for hit in &page {
                     let Some(key) = sort_key(hit) else { continue };
-                    self.push(&mut chunk, hit);
+                    if !self.push(&mut chunk, hit) {
+                        continue;
+                    }
                     if self.after.as_ref().is_none_or(|a| &key > a) {
                         self.after = Some(key.clone());
                     }
-                    self.remember(key, s.overlap_ms);
+                    if self.then_follow {
+                        self.remember(key, s.overlap_ms);
+                    }
                 }
                 if page.len() < s.page_size {
                     self.close_pit();
@@ -671,24 +703,33 @@ impl Scan {
                     }
                     self.in_round = true;
                     self.round_after = None;
+                    self.round_range = self.range(s.overlap_ms);
                 }
-                let page = self.page(s, self.round_after.clone())?;
+                // Two passes per page: the sort values only (the id is one of
+                // them), then the documents of the ids not read yet. The
+                // overlap, read again every poll, costs the indexer no
+                // `_source` fetches.
+                let range = self.round_range.clone();
+                let keys = self.page(s, &range, self.round_after.clone(), true, None)?;
+                if let Some(sort) = keys.last().and_then(|h| h.get("sort")) {
+                    self.round_after = Some(sort.clone());
+                }
+                let new: Vec<String> =
+                    keys.iter().filter_map(sort_key).filter(|k| !self.seen_ids.contains(&k.1)).map(|k| k.1).collect();
                 let mut chunk = self.chunk(input, source);
-                for hit in &page {
-                    if let Some(sort) = hit.get("sort") {
-                        self.round_after = Some(sort.clone());
+                if !new.is_empty() {
+                    for hit in self.page(s, &range, None, false, Some(&new))? {
+                        let Some(key) = sort_key(&hit) else { continue };
+                        if self.seen_ids.contains(&key.1) || !self.push(&mut chunk, &hit) {
+                            continue;
+                        }
+                        if self.after.as_ref().is_none_or(|a| &key > a) {
+                            self.after = Some(key.clone());
+                        }
+                        self.remember(key, s.overlap_ms);
                     }
-                    let Some(key) = sort_key(hit) else { continue };
-                    if self.seen_ids.contains(&key.1) {
-                        continue;
-                    }
-                    self.push(&mut chunk, hit);
-                    if self.after.as_ref().is_none_or(|a| &key > a) {
-                        self.after = Some(key.clone());
-                    }
-                    self.remember(key, s.overlap_ms);
                 }
-                if page.len() < s.page_size {
+                if keys.len() < s.page_size {
                     self.close_pit();
                     self.in_round = false;
                     self.next_poll = Instant::now() + s.poll;
@@ -709,15 +750,19 @@ impl Scan {
         }
     }
 
-    /// Appends a hit's `_source` as one JSON line.
-    fn push(&mut self, chunk: &mut RawChunk, hit: &Value) {
-        let Some(doc) = hit.get("_source") else { return };
+    /// Appends a hit's `_source` as one JSON line; false if it has none.
+    fn push(&mut self, chunk: &mut RawChunk, hit: &Value) -> bool {
+        let Some(doc) = hit.get("_source") else {
+            tracing::warn!(scan = %self.name, id = ?hit.get("_id"), "a hit without _source is skipped");
+            return false;
+        };
         let start = chunk.data.len();
         serde_json::to_writer(&mut chunk.data, doc).expect("writing JSON to memory");
         chunk.lines.push((start, chunk.data.len()));
         chunk.data.push(b'\n');
         chunk.positions.push(self.count);
         self.count += 1;
+        true
     }
 
     fn position(&self) -> ScanPosition {
@@ -805,9 +850,11 @@ impl OpenSearchSource {
                 after: None,
                 seen: VecDeque::new(),
                 seen_ids: HashSet::new(),
+                seen_full_warned: false,
                 count: 0,
                 pit: None,
                 round_after: None,
+                round_range: Value::Null,
                 in_round: false,
                 next_poll: Instant::now(),
                 pages: 0,

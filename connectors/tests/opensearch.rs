@@ -239,6 +239,17 @@ fn follow_picks_up_late_indexed_alerts_within_the_overlap_once() {
     // Older than the newest read minus the overlap: outside the contract, not read.
     mock.index(INDEX, alert(T0 - 1000, "too-late", "acme", "001", 5));
     assert!(drain(&mut source, None, Duration::from_millis(400)).is_empty(), "no duplicates on later polls");
+    // Each follow page: sort values only, then the documents of new ids.
+    let follow = mock.searches();
+    assert!(follow.iter().any(|r| r.body["_source"] == false));
+    let fetches: Vec<_> = follow.iter().filter(|r| r.body.get("_source").is_none()).collect();
+    assert!(!fetches.is_empty());
+    for f in fetches {
+        let filter = f.body["query"]["bool"]["filter"].as_array().unwrap();
+        let ids = filter.iter().find_map(|c| c.pointer("/terms/id")).expect("fetched by id").as_array().unwrap();
+        assert_eq!(f.body["size"], ids.len());
+        assert!(ids.iter().all(|id| id != "too-late"));
+    }
     let last = mock.searches().last().unwrap().body.clone();
     let range = &last["query"]["bool"]["filter"][0]["range"]["timestamp"];
     assert_eq!(range["gte"], json!(T0 + 60_000 - 60_000), "cursor minus the overlap");
@@ -295,4 +306,22 @@ fn credentials_come_from_the_environment_and_never_show() {
     cfg.sources[0].api_key_env = "SLUICE_TEST_OS_UNSET".into();
     let err = OpenSearchSource::with_env(&cfg, StopFlag::new(), &env).unwrap_err().to_string();
     assert!(err.contains("SLUICE_TEST_OS_UNSET"), "{err}");
+}
+
+#[test]
+fn backfill_then_follow_reads_the_range_once_then_new_alerts() {
+    let mock = MockOpenSearch::start();
+    fill(&mock, 15);
+    let mut cfg = config(&mock.url);
+    cfg.from = Some(T0.to_string());
+    cfg.then_follow = true;
+    cfg.poll_interval = serde_json::from_value(json!("50ms")).unwrap();
+    let mut source = OpenSearchSource::new(&cfg, StopFlag::new()).unwrap();
+    assert_eq!(drain(&mut source, Some(15), Duration::from_secs(10)), all_ids(&mock));
+    // Following now: the backfill's last alerts are inside the overlap, and not read twice.
+    assert!(drain(&mut source, None, Duration::from_millis(400)).is_empty());
+    assert!(mock.searches().iter().any(|r| r.body["_source"] == false), "following");
+    mock.index(INDEX, alert(T0 + 30_000, "next", "acme", "001", 5));
+    assert_eq!(drain(&mut source, Some(1), Duration::from_secs(10)), vec!["next"]);
+    assert!(mock.violations().is_empty(), "{:?}", mock.violations());
 }

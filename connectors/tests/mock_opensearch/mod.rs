@@ -6,7 +6,8 @@
 //!   in time over a snapshot of the matching indices; answers
 //!   `{"pit_id", "_shards", "creation_time"}`.
 //! * `POST|GET /_search` with `pit`: `size`, `query` (`bool` with
-//!   `filter`/`must`/`must_not` of `range` and `term`), `sort`,
+//!   `filter`/`must`/`must_not` of `range`, `term` and `terms`), `sort`,
+//!   `_source: false` (hits without their document),
 //!   `search_after`, `track_total_hits`; answers `{"pit_id", "took",
 //!   "timed_out", "_shards", "hits": {"total", "max_score", "hits": [{"_index",
 //!   "_id", "_score", "_source", "sort"}]}}`. An expired point in time answers
@@ -263,6 +264,11 @@ fn eval(clause: &Value, doc: &Value) -> Result<bool, String> {
             Ok(true)
         }
         "match_all" => Ok(true),
+        "terms" => {
+            let (f, v) = body.as_object().and_then(|m| m.iter().next()).ok_or("terms takes {field: [values]}")?;
+            let want = v.as_array().ok_or("terms takes an array of values")?;
+            Ok(field(doc, f).is_some_and(|g| want.contains(g)))
+        }
         "term" => {
             let (f, v) = body.as_object().and_then(|m| m.iter().next()).ok_or("term takes {field: value}")?;
             let want = v.get("value").unwrap_or(v);
@@ -423,6 +429,11 @@ fn search(st: &mut State, r: &Request, index: Option<String>) -> (u16, Value) {
             _ => return bad(st, format!("search_after must be [epoch_millis, id] matching sort: {v}")),
         },
     };
+    let with_source = match body.get("_source") {
+        None => None,
+        Some(Value::Bool(b)) => Some(*b),
+        Some(v) => return bad(st, format!("_source: the mock takes true or false, not {v}")),
+    };
     let query = body.get("query").cloned().unwrap_or(json!({"match_all": {}}));
     let mut matched = Vec::new();
     for d in &docs {
@@ -441,8 +452,12 @@ fn search(st: &mut State, r: &Request, index: Option<String>) -> (u16, Value) {
         })
         .take(size)
         .map(|d| {
-            json!({"_index": d.index, "_id": d.id, "_score": null, "_source": d.source,
-                   "sort": [timestamp_ms(&d.source), d.source["id"]]})
+            let mut hit = json!({"_index": d.index, "_id": d.id, "_score": null, "_source": d.source,
+                   "sort": [timestamp_ms(&d.source), d.source["id"]]});
+            if with_source == Some(false) {
+                hit.as_object_mut().unwrap().remove("_source");
+            }
+            hit
         })
         .collect();
     let mut answer = json!({

@@ -166,3 +166,88 @@ fn a_bad_opensearch_config_names_the_key() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("SLUICE_TEST_OS_UNSET_KEY"));
 }
+
+/// `sluice run` on `config` until the mock has seen `until` (or 30 s), then
+/// SIGINT; the run's summary.
+fn run_until(
+    config: &Path,
+    state: &Path,
+    summary: &Path,
+    mock: &MockOpenSearch,
+    until: impl Fn(&MockOpenSearch) -> bool,
+) -> Value {
+    let mut child = sluice()
+        .args(["run", "--config", config.to_str().unwrap(), "--format", "quiet", "--state-dir"])
+        .arg(state)
+        .arg("--summary-json")
+        .arg(summary)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while !until(mock) && start.elapsed() < std::time::Duration::from_secs(30) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+    assert!(child.wait().unwrap().success());
+    serde_json::from_str(&std::fs::read_to_string(summary).unwrap()).unwrap()
+}
+
+#[test]
+fn a_run_following_opensearch_resumes_from_its_checkpoint_without_gap_or_duplicate() {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = MockOpenSearch::start();
+    let t0 = 1_793_491_200_000_i64; // 2026-11-01T00:00:00Z
+    for i in 0..120 {
+        mock.index(
+            "wazuh-alerts-4.x-2026.11.01",
+            mock_opensearch::alert(t0 + i * 1000, &format!("a{i:04}"), "acme", "001", 5),
+        );
+    }
+    let config = dir.path().join("os.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[input]\nkind = \"opensearch\"\n[opensearch]\nurl = \"{}\"\nmode = \"backfill\"\nthen_follow = true\n\
+             from = \"2026-11-01T00:00:00Z\"\npage_size = 50\npoll_interval = \"100ms\"\nrate_limit = 1000.0\n\
+             [output]\ndead_letters = \"{dl}\"\nlate = \"{late}\"\n",
+            mock.url,
+            dl = dir.path().join("dead.ndjson").display(),
+            late = dir.path().join("late.ndjson").display(),
+        ),
+    )
+    .unwrap();
+    let state = dir.path().join("state");
+    let following = |m: &MockOpenSearch| m.searches().iter().filter(|r| r.body["_source"] == false).count() >= 2;
+    let first = run_until(&config, &state, &dir.path().join("s1.json"), &mock, following);
+    assert_eq!(first["alerts_read"], 120, "{first}");
+    assert!(mock.violations().is_empty(), "{:?}", mock.violations());
+
+    // Indexed while Sluice was down: 30 newer alerts, one late within the overlap.
+    for i in 120..150 {
+        mock.index(
+            "wazuh-alerts-4.x-2026.11.01",
+            mock_opensearch::alert(t0 + i * 1000, &format!("a{i:04}"), "acme", "001", 5),
+        );
+    }
+    mock.index("wazuh-alerts-4.x-2026.11.01", mock_opensearch::alert(t0 + 100_500, "late", "acme", "001", 5));
+    let before = mock.searches().len();
+    let resumed =
+        move |m: &MockOpenSearch| m.searches()[before..].iter().filter(|r| r.body["_source"] == false).count() >= 2;
+    let second = run_until(&config, &state, &dir.path().join("s2.json"), &mock, resumed);
+    assert!(second["restored_from"].is_u64(), "{second}");
+    assert_eq!(second["alerts_read"], 31, "only what was indexed since: {second}");
+    let fetched: Vec<String> = mock.searches()[before..]
+        .iter()
+        .filter_map(|r| {
+            r.body["query"]["bool"]["filter"]
+                .as_array()
+                .and_then(|f| f.iter().find_map(|c| c.pointer("/terms/id").cloned()))
+        })
+        .flat_map(|ids| ids.as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect::<Vec<_>>())
+        .collect();
+    assert_eq!(fetched.len(), 31, "each new alert fetched once: {fetched:?}");
+    assert!(fetched.contains(&"late".to_string()));
+}

@@ -150,6 +150,25 @@ fn server_side_filters_are_range_and_term_clauses() {
             .contains(&json!({"range": {"timestamp": {"gte": T0, "lte": T0 + 5000, "format": "epoch_millis"}}}))
     );
     assert_eq!(q["must_not"], json!([{"term": {"agent.id": "000"}}]));
+    // Lag: what the indexer holds past the newest alert read (same filters).
+    assert_eq!(source.lag(), vec![("wazuh-alerts-4.x-*".to_string(), 1)]);
+}
+
+#[test]
+fn tls_settings_are_checked_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, "not a certificate").unwrap();
+    let mut cfg = config("https://indexer.invalid:9200");
+    cfg.ca_file = Some(ca.to_string_lossy().into_owned());
+    let err = OpenSearchSource::new(&cfg, StopFlag::new()).unwrap_err().to_string();
+    assert!(err.contains("opensearch.ca_file") && err.contains("no PEM certificate"), "{err}");
+    cfg.ca_file = Some(dir.path().join("missing.pem").to_string_lossy().into_owned());
+    let err = OpenSearchSource::new(&cfg, StopFlag::new()).unwrap_err().to_string();
+    assert!(err.contains("missing.pem"), "{err}");
+    cfg.ca_file = None;
+    cfg.insecure_skip_verify = true;
+    assert!(OpenSearchSource::new(&cfg, StopFlag::new()).is_ok());
 }
 
 #[test]
@@ -324,4 +343,112 @@ fn backfill_then_follow_reads_the_range_once_then_new_alerts() {
     mock.index(INDEX, alert(T0 + 30_000, "next", "acme", "001", 5));
     assert_eq!(drain(&mut source, Some(1), Duration::from_secs(10)), vec!["next"]);
     assert!(mock.violations().is_empty(), "{:?}", mock.violations());
+}
+
+/// A TLS server from the `openssl` tool, with a certificate signed by a
+/// fresh CA; `None` (the test says why) without the tool.
+fn openssl_server(dir: &std::path::Path) -> Option<(std::process::Child, String, String)> {
+    let run = |args: &[&str]| {
+        std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !run(&["version"]) {
+        eprintln!("SKIPPED: no openssl tool to serve TLS");
+        return None;
+    }
+    std::fs::write(
+        dir.join("ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    assert!(run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=Sluice test CA"
+    ]));
+    assert!(run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "srv.key",
+        "-out",
+        "srv.csr",
+        "-subj",
+        "/CN=127.0.0.1"
+    ]));
+    assert!(run(&[
+        "x509",
+        "-req",
+        "-in",
+        "srv.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "srv.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext"
+    ]));
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = std::process::Command::new("openssl")
+        .args(["s_server", "-accept", &port.to_string(), "-cert", "srv.pem", "-key", "srv.key", "-www", "-quiet"])
+        .current_dir(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Some((child, format!("https://127.0.0.1:{port}"), dir.join("ca.pem").to_string_lossy().into_owned()))
+}
+
+#[test]
+fn tls_verifies_against_the_ca_file_and_only_skips_when_told() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((mut server, url, ca)) = openssl_server(dir.path()) else { return };
+    // The tool's test server does not speak OpenSearch: what matters is
+    // whether the handshake got through (then the request fails otherwise).
+    let error = |ca_file: Option<String>, insecure: bool| {
+        let mut cfg = config(&url);
+        cfg.max_retries = 0;
+        cfg.timeout = D::from_secs(2);
+        cfg.ca_file = ca_file;
+        cfg.insecure_skip_verify = insecure;
+        let mut source = OpenSearchSource::new(&cfg, StopFlag::new()).unwrap();
+        source.next_chunk().unwrap_err().to_string().to_lowercase()
+    };
+    let untrusted = error(None, false);
+    let trusted = error(Some(ca), false);
+    let skipped = error(None, true);
+    let _ = server.kill();
+    let _ = server.wait();
+    eprintln!("untrusted: {untrusted}\ntrusted: {trusted}\nskipped: {skipped}");
+    assert!(untrusted.contains("certificate") || untrusted.contains("issuer"), "{untrusted}");
+    for e in [&trusted, &skipped] {
+        assert!(!e.contains("certificate") && !e.contains("issuer"), "the handshake should pass: {e}");
+        assert!(e.contains("timeout"), "past the handshake, the test server never answers a POST: {e}");
+    }
 }

@@ -428,7 +428,8 @@ fn openssl_server(dir: &std::path::Path) -> Option<(std::process::Child, String,
 #[test]
 fn tls_verifies_against_the_ca_file_and_only_skips_when_told() {
     let dir = tempfile::tempdir().unwrap();
-    let Some((mut server, url, ca)) = openssl_server(dir.path()) else { return };
+    let Some((server, url, ca)) = openssl_server(dir.path()) else { return };
+    let server = KillOnDrop(server);
     // The tool's test server does not speak OpenSearch: what matters is
     // whether the handshake got through (then the request fails otherwise).
     let error = |ca_file: Option<String>, insecure: bool| {
@@ -443,12 +444,21 @@ fn tls_verifies_against_the_ca_file_and_only_skips_when_told() {
     let untrusted = error(None, false);
     let trusted = error(Some(ca), false);
     let skipped = error(None, true);
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     eprintln!("untrusted: {untrusted}\ntrusted: {trusted}\nskipped: {skipped}");
     assert!(untrusted.contains("certificate") || untrusted.contains("issuer"), "{untrusted}");
     for e in [&trusted, &skipped] {
         assert!(!e.contains("certificate") && !e.contains("issuer"), "the handshake should pass: {e}");
         assert!(e.contains("timeout"), "past the handshake, the test server never answers a POST: {e}");
+    }
+}
+
+/// Stops the test server however the test ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }

@@ -517,6 +517,16 @@ mod tests {
     }
 
     #[test]
+    fn the_opensearch_example_is_valid_and_keeps_its_secret_in_the_environment() {
+        let text = include_str!("../../deploy/sluice.opensearch.toml");
+        let c = Config::parse(text, "sluice.opensearch.toml").unwrap();
+        assert_eq!(c.input_kind(), InputKind::OpenSearch);
+        assert!(c.checkpoints_enabled());
+        assert_eq!(c.opensearch.password_env, "SLUICE_OPENSEARCH_PASSWORD");
+        assert_eq!(c.opensearch.exclude_agents, ["000"]);
+    }
+
+    #[test]
     fn opensearch_settings_are_checked_and_name_their_key() {
         let text = "[input]\nkind = \"opensearch\"\n[opensearch]\nurl = \"https://indexer:9200\"\nmode = \"backfill\"\n\
                     from = \"2024-05-01T00:00:00Z\"\nexclude_agents = [\"000\"]\nmin_level = 7\n\

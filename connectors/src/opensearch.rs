@@ -480,7 +480,8 @@ struct Scan {
     count: u64,
     /// The open point in time.
     pit: Option<String>,
-    /// Within a follow round: the `search_after` of the round.
+    /// The `search_after` of the next page: the last hit's sort values (in
+    /// a backfill, or within a follow round).
     round_after: Option<Value>,
     /// Within a follow round: its `timestamp` range, fixed at its start.
     round_range: Value,
@@ -669,16 +670,23 @@ impl Scan {
         match self.phase {
             Phase::Done => Ok(None),
             Phase::Backfill => {
-                let after = self.after.as_ref().map(|(t, id)| json!([t, id]));
+                // Pages go on from the last hit's sort values; a restart from
+                // the cursor (the newest alert handed over).
+                let after = self.round_after.clone().or_else(|| self.after.as_ref().map(|(t, id)| json!([t, id])));
                 let range = self.range(s.overlap_ms);
                 let page = self.page(s, &range, after, false, None)?;
                 self.pages += 1;
+                if let Some(sort) = page.last().and_then(|h| h.get("sort")) {
+                    self.round_after = Some(sort.clone());
+                }
                 let mut chunk = self.chunk(input, source);
                 for hit in &page {
-                    let Some(key) = sort_key(hit) else { continue };
                     if !self.push(&mut chunk, hit) {
                         continue;
                     }
+                    // An alert without an `id` is handed over (the pipeline
+                    // judges it) but cannot be a cursor.
+                    let Some(key) = sort_key(hit) else { continue };
                     if self.after.as_ref().is_none_or(|a| &key > a) {
                         self.after = Some(key.clone());
                     }
@@ -690,6 +698,7 @@ impl Scan {
                     self.close_pit();
                     self.measure_lag(s);
                     self.phase = if self.then_follow { Phase::Follow } else { Phase::Done };
+                    self.round_after = None;
                     tracing::info!(scan = %self.name, alerts = self.count, follow = self.then_follow, "backfill done");
                 } else if self.pages.is_multiple_of(10) {
                     self.measure_lag(s);

@@ -197,6 +197,22 @@ fn retries_429_and_503_with_backoff() {
 }
 
 #[test]
+fn requests_are_spaced_by_the_rate_limit() {
+    let mock = MockOpenSearch::start();
+    fill(&mock, 40);
+    let mut cfg = config(&mock.url);
+    cfg.rate_limit = 10.0;
+    let mut source = OpenSearchSource::new(&cfg, StopFlag::new()).unwrap();
+    assert_eq!(drain(&mut source, None, Duration::from_secs(20)).len(), 40);
+    let reqs = mock.requests();
+    assert!(reqs.len() >= 6, "PIT, 5 pages, lag, delete: {}", reqs.len());
+    for pair in reqs.windows(2) {
+        let gap = pair[1].at - pair[0].at;
+        assert!(gap >= Duration::from_millis(95), "{gap:?} between requests at 10/s");
+    }
+}
+
+#[test]
 fn an_expired_pit_is_reopened_and_the_scan_goes_on_from_the_same_cursor() {
     let mock = MockOpenSearch::start();
     fill(&mock, 30);

@@ -45,6 +45,8 @@ pub struct Request {
     /// Header names in lower case.
     pub headers: BTreeMap<String, String>,
     pub body: Value,
+    /// When it arrived.
+    pub at: std::time::Instant,
 }
 
 #[derive(Clone, Debug)]
@@ -184,7 +186,7 @@ fn serve(stream: TcpStream, state: &Mutex<State>) {
         .collect();
     let body: Value =
         if body.is_empty() { Value::Null } else { serde_json::from_slice(&body).unwrap_or(json!("<not json>")) };
-    let request = Request { method, path: path.to_string(), query, headers, body };
+    let request = Request { method, path: path.to_string(), query, headers, body, at: std::time::Instant::now() };
     let (status, answer) = {
         let mut st = state.lock().unwrap();
         st.requests.push(request.clone());

@@ -478,3 +478,35 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+#[test]
+fn one_scan_per_tenant_each_its_own_input_and_position() {
+    use sluice_connectors::source::InputChange;
+    let mock = MockOpenSearch::start();
+    for i in 0..25 {
+        mock.index("acme-alerts-2024.05.06", alert(T0 + i * 1000, &format!("acme-{i:03}"), "x", "001", 5));
+    }
+    for i in 0..7 {
+        mock.index("globex-alerts-2024.05.06", alert(T0 + i * 1000, &format!("globex-{i:03}"), "x", "001", 5));
+    }
+    let mut cfg = config(&mock.url);
+    cfg.sources = ["acme", "globex"]
+        .map(|t| TenantSource { tenant: t.into(), index: format!("{t}-alerts-*"), ..TenantSource::default() })
+        .to_vec();
+    let mut source = OpenSearchSource::new(&cfg, StopFlag::new()).unwrap();
+    assert_eq!(source.input_changes(), vec![InputChange::Opened(0), InputChange::Opened(1)]);
+    let mut by_tenant: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    while let Some(chunk) = source.next_chunk().unwrap() {
+        let ChunkTenant::Fixed(t) = &chunk.tenant else { panic!("a fixed tenant") };
+        assert_eq!(chunk.input, if &**t == "acme" { 0 } else { 1 });
+        by_tenant.entry(t.to_string()).or_default().extend(ids(&chunk));
+    }
+    assert_eq!(by_tenant["acme"].len(), 25);
+    assert_eq!(by_tenant["globex"].len(), 7);
+    assert!(by_tenant.values().flatten().all(|id| id.starts_with("acme") || id.starts_with("globex")));
+    assert!(by_tenant["acme"].iter().all(|id| id.starts_with("acme")));
+    let p: Value = serde_json::from_str(&source.position().unwrap()).unwrap();
+    assert_eq!(p["opensearch"]["acme"]["count"], 25);
+    assert_eq!(p["opensearch"]["globex"]["phase"], "done");
+    assert!(mock.violations().is_empty(), "{:?}", mock.violations());
+}

@@ -10,5 +10,6 @@ pub mod file;
 pub mod generator;
 pub mod kafka;
 pub mod ndjson;
+pub mod opensearch;
 pub mod source;
 pub mod synthetic;

@@ -10,6 +10,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use sluice_connectors::kafka::KafkaConfig;
+use sluice_connectors::opensearch::OpenSearchConfig;
 use sluice_operators::correlate::CorrelateConfig;
 use sluice_operators::decode::{DecodeConfig, TenantConfig};
 use sluice_operators::dedup::DedupConfig;
@@ -36,6 +37,7 @@ pub struct Config {
     pub runtime: RuntimeConfig,
     pub output: OutputConfig,
     pub kafka: KafkaConfig,
+    pub opensearch: OpenSearchConfig,
     pub checkpoint: CheckpointConfig,
     pub rules: RulesConfig,
     pub store: StoreConfig,
@@ -139,6 +141,9 @@ pub enum InputKind {
     Generator,
     /// The topics of `[kafka]`.
     Kafka,
+    /// The index pattern of `[opensearch]` (the Wazuh indexer).
+    #[serde(rename = "opensearch")]
+    OpenSearch,
 }
 
 /// `[input]`: where alerts come from.
@@ -297,7 +302,8 @@ pub enum StoreKind {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct CheckpointConfig {
-    /// `auto`: on for Kafka (where a restart must resume), off otherwise.
+    /// `auto`: on for Kafka and OpenSearch (where a restart must resume),
+    /// off otherwise.
     pub mode: Switch,
     pub store: StoreKind,
     /// Directory of the local checkpoint store.
@@ -351,7 +357,7 @@ impl Config {
     /// Whether this run takes checkpoints.
     pub fn checkpoints_enabled(&self) -> bool {
         match self.checkpoint.mode {
-            Switch::Auto => self.input_kind() == InputKind::Kafka,
+            Switch::Auto => matches!(self.input_kind(), InputKind::Kafka | InputKind::OpenSearch),
             Switch::On => true,
             Switch::Off => false,
         }
@@ -438,6 +444,9 @@ impl Config {
         if self.input_kind() == InputKind::Kafka {
             errors.extend(self.kafka.validate());
         }
+        if self.input_kind() == InputKind::OpenSearch {
+            errors.extend(self.opensearch.validate());
+        }
         if self.checkpoint.interval.millis() <= 0 {
             errors.push("checkpoint.interval must be positive".into());
         }
@@ -523,6 +532,34 @@ mod tests {
         assert!(errors.iter().any(|e| e.contains("handoff.review_threshold")));
         assert!(errors.iter().any(|e| e.contains("time.watermark_interval")));
         assert!(errors.iter().any(|e| e.contains("generator.tenants")));
+    }
+
+    #[test]
+    fn the_opensearch_example_is_valid_and_keeps_its_secret_in_the_environment() {
+        let text = include_str!("../../deploy/sluice.opensearch.toml");
+        let c = Config::parse(text, "sluice.opensearch.toml").unwrap();
+        assert_eq!(c.input_kind(), InputKind::OpenSearch);
+        assert!(c.checkpoints_enabled());
+        assert_eq!(c.opensearch.password_env, "SLUICE_OPENSEARCH_PASSWORD");
+        assert_eq!(c.opensearch.exclude_agents, ["000"]);
+    }
+
+    #[test]
+    fn opensearch_settings_are_checked_and_name_their_key() {
+        let text = "[input]\nkind = \"opensearch\"\n[opensearch]\nurl = \"https://indexer:9200\"\nmode = \"backfill\"\n\
+                    from = \"2024-05-01T00:00:00Z\"\nexclude_agents = [\"000\"]\nmin_level = 7\n\
+                    [[opensearch.sources]]\ntenant = \"acme\"\nindex = \"acme-alerts-*\"\n";
+        let c = Config::parse(text, "c.toml").unwrap();
+        assert_eq!(c.input_kind(), InputKind::OpenSearch);
+        assert!(c.checkpoints_enabled(), "a restart resumes from the cursor");
+        assert_eq!(c.opensearch.sources[0].tenant, "acme");
+        let err = Config::parse("[opensearch]\npage_sise = 10\n", "c.toml").unwrap_err().to_string();
+        assert!(err.contains("page_sise"), "{err}");
+        let err =
+            Config::parse("[input]\nkind = \"opensearch\"\n[opensearch]\npage_size = 0\nfrom = \"soon\"\n", "c.toml")
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("opensearch.page_size") && err.contains("opensearch.from"), "{err}");
     }
 
     #[test]

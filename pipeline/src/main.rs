@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use sluice_connectors::file::{FileOptions, FileSource};
 use sluice_connectors::generator::{GeneratorConfig, Label, write_stream};
 use sluice_connectors::kafka::{KafkaSink, KafkaSource};
+use sluice_connectors::opensearch::OpenSearchSource;
 use sluice_connectors::source::{Source, StopFlag};
 use sluice_connectors::synthetic::GeneratorSource;
 use sluice_operators::operator::ReportKind;
@@ -26,6 +27,7 @@ use sluice_pipeline::{CheckpointOptions, RunOptions, eval, run};
 mod bench;
 mod bench_checkpoint;
 mod bench_kafka;
+mod replay;
 mod rules_cmd;
 
 #[global_allocator]
@@ -55,6 +57,10 @@ enum Command {
     /// Run the pipeline: on a Wazuh alerts file, stdin, or (with no input)
     /// the embedded generator.
     Run(RunArgs),
+    /// Run a file or an OpenSearch time range through a config at full
+    /// speed and write what would have been escalated (for tuning
+    /// thresholds and rules on history).
+    Replay(replay::ReplayArgs),
     /// Write a realistic multi-tenant Wazuh alerts.json stream with labelled
     /// attack campaigns, and the labels beside it.
     Generate(GenerateArgs),
@@ -320,6 +326,7 @@ fn main() {
     let result = match cli.command {
         Command::Run(a) => cmd_run(a),
         Command::Generate(a) => cmd_generate(a),
+        Command::Replay(a) => replay::cmd_replay(a, load_config),
         Command::Eval(a) => cmd_eval(a),
         Command::Validate { config, offline } => cmd_validate(&config, offline),
         Command::Bench(a) => bench::cmd_bench(a),
@@ -467,6 +474,7 @@ fn stop_on_signals() -> StopFlag {
 fn open_source(config: &Config, stop: &StopFlag) -> Result<Box<dyn Source>> {
     Ok(match (config.input_kind(), &config.input.path) {
         (InputKind::Kafka, _) => Box::new(KafkaSource::new(&config.kafka, stop.clone())?),
+        (InputKind::OpenSearch, _) => Box::new(OpenSearchSource::new(&config.opensearch, stop.clone())?),
         (InputKind::File | InputKind::Auto, Some(path)) => {
             let opts = FileOptions { follow: config.input.follow, ..FileOptions::default() };
             Box::new(FileSource::open(path, opts, stop.clone())?)
@@ -562,6 +570,13 @@ fn cmd_run(a: RunArgs) -> Result<()> {
             group = %config.kafka.group_id,
             cases_topic = %config.kafka.cases_topic,
             "reading Wazuh alerts from Kafka"
+        ),
+        (InputKind::OpenSearch, _) => tracing::info!(
+            url = %config.opensearch.url,
+            index = %config.opensearch.index,
+            mode = ?config.opensearch.mode,
+            tenants = config.opensearch.sources.len(),
+            "reading Wazuh alerts from OpenSearch"
         ),
         (_, Some(p)) => tracing::info!(input = %p, follow = config.input.follow, "reading Wazuh alerts"),
         (_, None) => tracing::info!(

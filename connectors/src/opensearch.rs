@@ -805,6 +805,34 @@ fn ms_string(d: ConfigDuration) -> String {
     format!("{}ms", d.millis().max(1))
 }
 
+/// Preflight: reaches the indexer with the configured credentials (`GET /`,
+/// the cluster's name and version) and says what it found, or why not.
+pub fn check_indexer(config: &OpenSearchConfig) -> Result<String, SourceError> {
+    let env = |name: &str| std::env::var(name).ok();
+    let auth = auth_header(&env, &config.username_env, &config.password_env, &config.api_key_env)?;
+    let client = Client::new(config, auth, StopFlag::new())?;
+    let mut request = client.agent.get(format!("{}/", client.base));
+    if let Some(a) = &client.auth {
+        request = request.header("Authorization", a);
+    }
+    // ureq's errors name the host, never the headers.
+    let mut response = request.call().map_err(|e| SourceError::Config(format!("cannot reach {}: {e}", config.url)))?;
+    let status = response.status().as_u16();
+    let body = response.body_mut().read_to_string().unwrap_or_default();
+    match status {
+        200 => {
+            let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+            Ok(format!(
+                "cluster {} (OpenSearch {})",
+                v["cluster_name"].as_str().unwrap_or("?"),
+                v["version"]["number"].as_str().unwrap_or("?")
+            ))
+        }
+        401 | 403 => Err(SourceError::Config(format!("HTTP {status}: the credentials were refused"))),
+        other => Err(SourceError::Config(format!("HTTP {other} to GET /"))),
+    }
+}
+
 impl OpenSearchSource {
     /// A source on `config`; credentials are read from the environment now.
     pub fn new(config: &OpenSearchConfig, stop: StopFlag) -> Result<Self, SourceError> {

@@ -1,6 +1,6 @@
 //! `sluice validate`'s preflight: after the config checks, it reaches every
-//! dependency the config names (broker, database, webhook, LLM endpoint,
-//! the admin server's address) and says, for each, what it found or why it
+//! dependency the config names (broker, indexer, database, webhook, LLM
+//! endpoint, the admin server's address) and says, for each, what it found or why it
 //! failed. Nothing is written: no topic, table, file or case is created.
 //!
 //! Errors never carry a secret: connection URLs are shown as host, port and
@@ -15,7 +15,7 @@ use crate::store::StoreBackend;
 /// One dependency and what reaching it gave.
 #[derive(Debug)]
 pub struct Check {
-    /// `broker`, `store`, `checkpoints`, `webhook`, `llm`, `admin`, `input`.
+    /// `broker`, `indexer`, `store`, `checkpoints`, `webhook`, `llm`, `admin`, `input`.
     pub what: &'static str,
     /// Where, without credentials.
     pub target: String,
@@ -43,6 +43,13 @@ pub fn run(config: &Config) -> Vec<Check> {
             what: "broker",
             target: config.kafka.brokers.clone(),
             result: sluice_connectors::kafka::check_broker(&config.kafka).map_err(|e| e.to_string()),
+        });
+    }
+    if config.input_kind() == InputKind::OpenSearch {
+        checks.push(Check {
+            what: "indexer",
+            target: config.opensearch.url.clone(),
+            result: sluice_connectors::opensearch::check_indexer(&config.opensearch).map_err(|e| e.to_string()),
         });
     }
     if config.store_enabled() {

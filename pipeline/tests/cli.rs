@@ -619,3 +619,48 @@ fn validate_reaches_every_dependency_and_says_which_fails() {
     assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("every dependency reached"), "{text}");
 }
+
+#[test]
+fn validate_reaches_the_indexer_with_its_credentials() {
+    use common::http::{Reply, Server};
+    // GET / as OpenSearch 2.x answers it, for the right basic credentials only.
+    let indexer = Server::start(|r| {
+        let expected = "Basic c2x1aWNlOmluZGV4ZXItcGFzcw=="; // sluice:indexer-pass
+        if r.method == "GET" && r.path == "/" && r.headers.get("authorization").is_some_and(|v| v == expected) {
+            Reply::json(
+                200,
+                r#"{"name":"node-1","cluster_name":"wazuh-indexer","version":{"distribution":"opensearch","number":"2.19.1"},"tagline":"The OpenSearch Project: https://opensearch.org/"}"#,
+            )
+        } else {
+            Reply::json(401, r#"{"error":"Unauthorized"}"#)
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[input]\nkind = \"opensearch\"\n[checkpoint]\ndir = {:?}\n[admin]\nlisten = \"\"\n[opensearch]\nurl = \"{}\"\n\
+             username_env = \"SLUICE_TEST_OS_USER\"\npassword_env = \"SLUICE_TEST_OS_PASS\"\n",
+            dir.path().join("state").to_str().unwrap(),
+            indexer.url
+        ),
+    )
+    .unwrap();
+    let validate = |password: &str| {
+        let out = sluice()
+            .args(["validate", config.to_str().unwrap()])
+            .env("SLUICE_TEST_OS_USER", "sluice")
+            .env("SLUICE_TEST_OS_PASS", password)
+            .output()
+            .unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr))
+    };
+    let (ok, text) = validate("indexer-pass");
+    assert!(ok, "{text}");
+    assert!(text.contains("ok    indexer") && text.contains("wazuh-indexer") && text.contains("2.19.1"), "{text}");
+    let (ok, text) = validate("wrong-pass-789");
+    assert!(!ok);
+    assert!(text.contains("FAIL  indexer") && text.contains("refused"), "{text}");
+    assert!(!text.contains("wrong-pass-789"), "{text}");
+}

@@ -376,27 +376,39 @@ pub async fn deferred(
     if !matches!(status.as_str(), "deferred" | "parked" | "pending") {
         return Err(ApiError::bad_request(format!("status = {status:?}: expected deferred, parked or pending")));
     }
-    let store = store(&state)?;
-    let rows = blocking(move || {
-        let mut rows = Vec::new();
-        for t in store_tenants(&store, scope)? {
-            for (sink, key, reason) in store.outbox_rows(&t, &status)? {
-                rows.push(
-                    json!({"tenant": t, "sink": sink, "idempotency_key": key, "status": status, "reason": reason}),
-                );
-            }
-        }
-        Ok(rows)
+    let rows = store_rows(&state, scope, move |store, t| {
+        Ok(store
+            .outbox_rows(t, &status)?
+            .into_iter()
+            .map(|(sink, key, reason)| {
+                json!({"tenant": t, "sink": sink, "idempotency_key": key, "status": status, "reason": reason})
+            })
+            .collect())
     })
     .await?;
     ok(json!({ "cases": rows }))
 }
 
-fn store_tenants(store: &Store, scope: Option<String>) -> Result<Vec<String>, ApiError> {
-    Ok(match scope {
-        Some(t) => vec![t],
-        None => store.tenants()?,
+/// The rows `read` gives for each tenant in scope (every tenant in the
+/// store when the scope is all), read off the server's thread.
+async fn store_rows(
+    state: &AdminState,
+    scope: Option<String>,
+    read: impl Fn(&Store, &str) -> Result<Vec<Value>, StoreError> + Send + 'static,
+) -> Result<Vec<Value>, ApiError> {
+    let store = store(state)?;
+    blocking(move || {
+        let tenants = match scope {
+            Some(t) => vec![t],
+            None => store.tenants()?,
+        };
+        let mut rows = Vec::new();
+        for t in tenants {
+            rows.extend(read(&store, &t)?);
+        }
+        Ok(rows)
     })
+    .await
 }
 
 pub async fn verdicts(
@@ -405,15 +417,14 @@ pub async fn verdicts(
     ApiQuery(q): ApiQuery<TenantParam>,
 ) -> ApiResult {
     let scope = scope(&principal, q.tenant.as_deref())?;
-    let store = store(&state)?;
-    let rows = blocking(move || {
-        let mut rows = Vec::new();
-        for t in store_tenants(&store, scope)? {
-            for (key, verdict, confidence) in store.verdicts(&t)? {
-                rows.push(json!({"tenant": t, "idempotency_key": key, "verdict": verdict, "confidence": confidence}));
-            }
-        }
-        Ok(rows)
+    let rows = store_rows(&state, scope, |store, t| {
+        Ok(store
+            .verdicts(t)?
+            .into_iter()
+            .map(|(key, verdict, confidence)| {
+                json!({"tenant": t, "idempotency_key": key, "verdict": verdict, "confidence": confidence})
+            })
+            .collect())
     })
     .await?;
     ok(json!({ "verdicts": rows }))
@@ -425,12 +436,12 @@ pub async fn priors(
     ApiQuery(q): ApiQuery<TenantParam>,
 ) -> ApiResult {
     let scope = scope(&principal, q.tenant.as_deref())?;
-    let store = store(&state)?;
-    let rows = blocking(move || {
-        let mut rows = Vec::new();
-        for t in store_tenants(&store, scope)? {
-            for p in store.priors(&t)? {
-                rows.push(json!({
+    let rows = store_rows(&state, scope, |store, t| {
+        Ok(store
+            .priors(t)?
+            .into_iter()
+            .map(|p| {
+                json!({
                     "tenant": t,
                     "id": p.id,
                     "signature": p.signature,
@@ -439,10 +450,9 @@ pub async fn priors(
                     "expires": rfc3339(p.expires_us),
                     "revoked": p.revoked_us.map(rfc3339),
                     "revoked_by": (!p.revoked_by.is_empty()).then_some(p.revoked_by),
-                }));
-            }
-        }
-        Ok(rows)
+                })
+            })
+            .collect())
     })
     .await?;
     ok(json!({ "priors": rows }))

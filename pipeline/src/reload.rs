@@ -17,6 +17,7 @@
 //! whole by the correlate operator, which keeps its clusters and looks
 //! their entities up again.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -33,6 +34,28 @@ use sluice_operators::handoff::HandoffConfig;
 
 /// How often rule files are checked for changes.
 const POLL: Duration = Duration::from_millis(500);
+
+/// Reload outcomes in this process: `(what, outcome) → count`, and whether
+/// the last attempt of each `what` was refused. Process-wide, as reloads
+/// are (shown in `/metrics` as `sluice_config_reloads_total` and
+/// `sluice_config_reload_refused`).
+static OUTCOMES: Mutex<BTreeMap<(&'static str, &'static str), u64>> = Mutex::new(BTreeMap::new());
+static LAST_REFUSED: Mutex<BTreeMap<&'static str, bool>> = Mutex::new(BTreeMap::new());
+
+/// Counts a reload of `what` (`rules`, `intel`, `policy`): `applied` or `refused`.
+pub fn record(what: &'static str, applied: bool) {
+    let outcome = if applied { "applied" } else { "refused" };
+    *OUTCOMES.lock().unwrap_or_else(|e| e.into_inner()).entry((what, outcome)).or_default() += 1;
+    LAST_REFUSED.lock().unwrap_or_else(|e| e.into_inner()).insert(what, !applied);
+}
+
+/// Reload counts so far, and whether each kind's last attempt was refused.
+pub fn outcomes() -> (BTreeMap<(&'static str, &'static str), u64>, BTreeMap<&'static str, bool>) {
+    (
+        OUTCOMES.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+        LAST_REFUSED.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+    )
+}
 
 /// An operator update (see `Operator::reconfigure`).
 pub type Update = Arc<dyn std::any::Any + Send + Sync>;
@@ -62,6 +85,7 @@ impl Watcher {
         let watcher = Self::spawn("rules", "a rule file changed", paths.clone(), is_rule, seen, move |why| {
             let (rules, [added, removed, changed]) = check(&config, &extra_columns, &running, why)?;
             running = rules.clone();
+            record("rules", true);
             tracing::info!(
                 trigger = why,
                 rules = running.len(),
@@ -90,10 +114,12 @@ impl Watcher {
             seen,
             move |why| match config.load() {
                 Ok((intel, report)) => {
+                    record("intel", true);
                     tracing::info!(trigger = why, files = %report.join("; "), "intel reloaded: {}", intel.describe());
                     Some(Arc::new(Arc::new(intel)))
                 }
                 Err(problems) => {
+                    record("intel", false);
                     tracing::error!(
                         trigger = why,
                         "intel not reloaded, the set in force stays: {} problem(s): {}",
@@ -122,10 +148,12 @@ impl Watcher {
             seen,
             move |why| match config.load(&handoff, &windows) {
                 Ok(policies) => {
+                    record("policy", true);
                     tracing::info!(trigger = why, tenants = policies.tenants().count(), "policy reloaded");
                     Some(Arc::new(Arc::new(policies)))
                 }
                 Err(problems) => {
+                    record("policy", false);
                     tracing::error!(
                         trigger = why,
                         "policy not reloaded, the policy in force stays: {} problem(s): {}",
@@ -226,6 +254,7 @@ fn check(
         }
     }
     if !problems.is_empty() {
+        record("rules", false);
         tracing::error!(
             trigger = why,
             "rules not reloaded, the running rules stay: {} problem(s): {}",

@@ -201,10 +201,18 @@ fn a_policy_directory_reloads_while_running() {
         if !wait_for("policy not reloaded", &mut log) {
             return Err("a bad policy file was not refused");
         }
+        if !poll("sluice_config_reload_refused{what=\"policy\"}", 1.0) {
+            return Err("the refused reload is not in the metrics");
+        }
         // Disable acme: the alerts that follow are set aside.
         std::fs::write(tenants.join("acme.toml"), "enabled = false\n").unwrap();
         if !wait_for("policy reloaded", &mut log) {
             return Err("the policy change was not loaded");
+        }
+        if !poll("sluice_config_reload_refused{what=\"policy\"}", 0.0)
+            || !poll("sluice_config_reloads_total{what=\"policy\",outcome=\"refused\"}", 1.0)
+        {
+            return Err("the applied reload is not in the metrics");
         }
         let mut f = std::fs::OpenOptions::new().append(true).open(&input).unwrap();
         for i in 10..15 {

@@ -186,6 +186,24 @@ pub fn render(metrics: &Metrics, outbox: Option<&OutboxCounts>, max_tenant_serie
     out.sample("sluice_triage_latency_seconds_sum", &[], h.mean() * h.len() as f64 / 1e6);
     out.sample("sluice_triage_latency_seconds_count", &[], h.len() as f64);
 
+    let (reloads, last_refused) = crate::reload::outcomes();
+    out.family(
+        "sluice_config_reloads_total",
+        "counter",
+        "Reloads of rules, intel and per-tenant policy while running, applied or refused (a refused set leaves the one in force).",
+    );
+    for ((what, outcome), n) in &reloads {
+        out.sample("sluice_config_reloads_total", &[("what", what), ("outcome", outcome)], *n as f64);
+    }
+    out.family(
+        "sluice_config_reload_refused",
+        "gauge",
+        "1 while the last reload attempt of rules, intel or policy was refused (the files on disk are not the ones in force).",
+    );
+    for (what, refused) in &last_refused {
+        out.sample("sluice_config_reload_refused", &[("what", what)], if *refused { 1.0 } else { 0.0 });
+    }
+
     out.family("sluice_component_ready", "gauge", "1 when the component is ready (see /ready).");
     for (name, c) in metrics.components() {
         let ready = c.state == crate::metrics::ComponentState::Ready;

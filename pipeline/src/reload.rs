@@ -39,8 +39,11 @@ const POLL: Duration = Duration::from_millis(500);
 /// the last attempt of each `what` was refused. Process-wide, as reloads
 /// are (shown in `/metrics` as `sluice_config_reloads_total` and
 /// `sluice_config_reload_refused`).
-static OUTCOMES: Mutex<BTreeMap<(&'static str, &'static str), u64>> = Mutex::new(BTreeMap::new());
+static OUTCOMES: Mutex<ReloadCounts> = Mutex::new(BTreeMap::new());
 static LAST_REFUSED: Mutex<BTreeMap<&'static str, bool>> = Mutex::new(BTreeMap::new());
+
+/// `(what, outcome) → count`.
+pub type ReloadCounts = BTreeMap<(&'static str, &'static str), u64>;
 
 /// Counts a reload of `what` (`rules`, `intel`, `policy`): `applied` or `refused`.
 pub fn record(what: &'static str, applied: bool) {
@@ -50,7 +53,7 @@ pub fn record(what: &'static str, applied: bool) {
 }
 
 /// Reload counts so far, and whether each kind's last attempt was refused.
-pub fn outcomes() -> (BTreeMap<(&'static str, &'static str), u64>, BTreeMap<&'static str, bool>) {
+pub fn outcomes() -> (ReloadCounts, BTreeMap<&'static str, bool>) {
     (
         OUTCOMES.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         LAST_REFUSED.lock().unwrap_or_else(|e| e.into_inner()).clone(),

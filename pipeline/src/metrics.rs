@@ -30,9 +30,10 @@ use crate::runtime::Event;
 const SAMPLES: usize = 600;
 /// Versions of one cluster kept in its live history.
 const HISTORY: usize = 64;
-/// Per-tenant totals are kept once a minute for a day, for analytics.
-const TOTALS_EVERY: Duration = Duration::from_secs(60);
-const TOTALS_KEPT: usize = 24 * 60;
+/// Per-tenant totals are kept every five minutes for a day, for analytics
+/// (288 snapshots: a few tens of bytes per tenant each).
+const TOTALS_EVERY: Duration = Duration::from_secs(300);
+const TOTALS_KEPT: usize = 24 * 12;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panicking writer leaves counters that are still counters.
@@ -350,7 +351,7 @@ impl Metrics {
         all
     }
 
-    /// A tenant's totals between two wall-clock times (µs), to the minute:
+    /// A tenant's totals between two wall-clock times (µs), to five minutes:
     /// the totals at `to` (`None`: now) minus those at `from`.
     pub fn totals_between(&self, tenant: &str, from_us: i64, to_us: Option<i64>) -> TenantTotals {
         let now = now_us();

@@ -469,7 +469,7 @@ pub struct AnalyticsQuery {
 }
 
 /// One tenant over a wall-clock range (default: the last 24 h): alerts in,
-/// duplicates, escalations, reduction (to the minute, from this process's
+/// duplicates, escalations, reduction (to five minutes, from this process's
 /// counts), and from the store verdict outcomes, budget burn and the time
 /// from a cluster's first alert to its hand-off.
 pub async fn analytics(

@@ -190,6 +190,15 @@ impl OpenSearchConfig {
         if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
             e.push(format!("opensearch.url = {:?} must start with http:// or https://", self.url));
         }
+        // Credentials belong in the environment: a URL is logged and shown.
+        let authority = self.url.split("://").nth(1).unwrap_or("").split('/').next().unwrap_or("");
+        if authority.contains('@') {
+            e.push(
+                "opensearch.url holds credentials (user:password@): put them in the environment \
+                 (opensearch.username_env / password_env / api_key_env)"
+                    .into(),
+            );
+        }
         if self.index.trim().is_empty() && self.sources.iter().any(|s| s.index.trim().is_empty()) {
             e.push("opensearch.index is empty".into());
         }
@@ -1079,5 +1088,11 @@ mod tests {
             assert!(e.contains(key), "{key} not in {e}");
         }
         assert!(OpenSearchConfig::default().validate().is_empty());
+        let with_password =
+            OpenSearchConfig { url: "https://admin:s3cret@indexer:9200".into(), ..OpenSearchConfig::default() };
+        let e = with_password.validate().join("\n");
+        assert!(e.contains("holds credentials") && !e.contains("s3cret"), "{e}");
+        let at_in_path = OpenSearchConfig { url: "https://indexer:9200/a@b".into(), ..OpenSearchConfig::default() };
+        assert!(at_in_path.validate().is_empty());
     }
 }

@@ -83,7 +83,7 @@ pub fn run(config: &Config) -> Vec<Check> {
             None => Err(format!("${} (the signing secret) is not set", w.secret_env)),
             Some(_) => http_reachable("HEAD", &w.url, None),
         };
-        checks.push(Check { what: "webhook", target: w.url.clone(), result });
+        checks.push(Check { what: "webhook", target: origin(&w.url), result });
     }
     let l = &config.sinks.llm;
     if !l.base_url.is_empty() {
@@ -96,7 +96,7 @@ pub fn run(config: &Config) -> Vec<Check> {
                 Ok(found)
             }
         });
-        checks.push(Check { what: "llm", target: l.base_url.clone(), result });
+        checks.push(Check { what: "llm", target: origin(&l.base_url), result });
     }
     if config.admin.enabled() {
         let result = match std::net::TcpListener::bind(&config.admin.listen) {
@@ -110,6 +110,15 @@ pub fn run(config: &Config) -> Vec<Check> {
         checks.push(Check { what: "admin", target: config.admin.listen.clone(), result });
     }
     checks
+}
+
+/// A URL's scheme, host and port only: webhook paths often carry a secret
+/// (as chat webhooks do), and userinfo always does.
+fn origin(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if scheme.is_empty() { host.to_string() } else { format!("{scheme}://{host}") }
 }
 
 /// Whether `path` (a file that may not exist yet) could be written: its
@@ -177,7 +186,25 @@ fn http_reachable(method: &str, url: &str, bearer: Option<&str>) -> Result<Strin
     };
     match response {
         Ok(r) => Ok(format!("HTTP {} to {method}", r.status().as_u16())),
-        // ureq's errors name the host, never the headers.
-        Err(e) => Err(e.to_string()),
+        // An error may quote the URL, whose path may hold a secret: only
+        // its origin is kept. Headers are never quoted.
+        Err(e) => Err(without(&e.to_string(), url)),
+    }
+}
+
+/// `text` with every occurrence of `url` replaced by its origin.
+fn without(text: &str, url: &str) -> String {
+    text.replace(url, &origin(url))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_show_no_path_or_credentials() {
+        assert_eq!(origin("https://hooks.example.com/services/T000/B000/XXXXSECRET"), "https://hooks.example.com");
+        assert_eq!(origin("http://user:pw@10.0.0.5:8080/v1?key=abc"), "http://10.0.0.5:8080");
+        assert_eq!(origin("http://127.0.0.1:11434/v1"), "http://127.0.0.1:11434");
     }
 }

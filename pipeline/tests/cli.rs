@@ -612,6 +612,7 @@ fn validate_reaches_every_dependency_and_says_which_fails() {
     assert!(text.contains("FAIL  webhook") && text.contains("FAIL  llm") && text.contains("refused"), "{text}");
     assert!(text.contains("cannot reach webhook, llm"), "{text}");
     assert!(!text.contains("wrong-key-456") && !text.contains("webhook-secret"), "a secret in the output: {text}");
+    assert!(!text.contains("/hook"), "a webhook path (chat webhooks carry their secret there) in the output: {text}");
     // All good.
     write(&webhook.url, "");
     let out = validate(key);

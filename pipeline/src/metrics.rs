@@ -165,6 +165,8 @@ pub struct Sample {
 #[derive(Debug)]
 struct Live {
     latency: Histogram<u64>,
+    /// The same, per tenant.
+    tenant_latency: BTreeMap<String, Histogram<u64>>,
     tenants: BTreeMap<String, TenantEvents>,
     dead_letters: BTreeMap<&'static str, u64>,
     clusters: BTreeMap<String, BTreeMap<String, ClusterEntry>>,
@@ -205,7 +207,8 @@ impl Metrics {
             read: Arc::new(AtomicU64::new(0)),
             shards: Mutex::new(Vec::new()),
             live: Mutex::new(Live {
-                latency: Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds"),
+                latency: latency_histogram(3),
+                tenant_latency: BTreeMap::new(),
                 tenants: BTreeMap::new(),
                 dead_letters: BTreeMap::new(),
                 clusters: BTreeMap::new(),
@@ -265,9 +268,15 @@ impl Metrics {
         stats
     }
 
-    /// The triage latency of a hand-off, in µs.
-    pub fn record_latency(&self, us: u64) {
-        let _ = lock(&self.live).latency.record(us.max(1));
+    /// The triage latency of a tenant's hand-off, in µs.
+    pub fn record_latency(&self, tenant: &str, us: u64) {
+        let mut live = lock(&self.live);
+        let _ = live.latency.record(us.max(1));
+        let h = match live.tenant_latency.get_mut(tenant) {
+            Some(h) => h,
+            None => live.tenant_latency.entry(tenant.to_string()).or_insert_with(|| latency_histogram(2)),
+        };
+        let _ = h.record(us.max(1));
     }
 
     /// An event on its way to the caller.
@@ -414,6 +423,11 @@ impl Metrics {
         lock(&self.live).latency.clone()
     }
 
+    /// Triage latency per tenant.
+    pub fn tenant_latency(&self) -> BTreeMap<String, Histogram<u64>> {
+        lock(&self.live).tenant_latency.clone()
+    }
+
     pub fn dead_letters(&self) -> BTreeMap<&'static str, u64> {
         lock(&self.live).dead_letters.clone()
     }
@@ -456,6 +470,12 @@ impl Metrics {
         let e = live.clusters.get(tenant)?.get(cluster_id)?;
         Some((e.case.clone(), e.history.iter().cloned().collect()))
     }
+}
+
+/// Triage latencies in µs, from 1 µs to an hour, to `digits` significant
+/// digits (2 for the per-tenant ones: a few KiB each).
+fn latency_histogram(digits: u8) -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, digits).expect("valid histogram bounds")
 }
 
 fn record_cluster(map: &mut BTreeMap<String, ClusterEntry>, kind: ReportKind, r: &ClusterReport, cap: usize) {

@@ -45,7 +45,9 @@ static LAST_REFUSED: Mutex<BTreeMap<&'static str, bool>> = Mutex::new(BTreeMap::
 /// `(what, outcome) → count`.
 pub type ReloadCounts = BTreeMap<(&'static str, &'static str), u64>;
 
-/// Counts a reload of `what` (`rules`, `intel`, `policy`): `applied` or `refused`.
+/// Counts a reload of `what` (`rules`, `intel`, `policy`): `refused` when
+/// the watcher refuses a set, `applied` when the pipeline's source sends a
+/// good one down, in order with the alerts (from then on it is in force).
 pub fn record(what: &'static str, applied: bool) {
     let outcome = if applied { "applied" } else { "refused" };
     *OUTCOMES.lock().unwrap_or_else(|e| e.into_inner()).entry((what, outcome)).or_default() += 1;
@@ -88,7 +90,6 @@ impl Watcher {
         let watcher = Self::spawn("rules", "a rule file changed", paths.clone(), is_rule, seen, move |why| {
             let (rules, [added, removed, changed]) = check(&config, &extra_columns, &running, why)?;
             running = rules.clone();
-            record("rules", true);
             tracing::info!(
                 trigger = why,
                 rules = running.len(),
@@ -117,7 +118,6 @@ impl Watcher {
             seen,
             move |why| match config.load() {
                 Ok((intel, report)) => {
-                    record("intel", true);
                     tracing::info!(trigger = why, files = %report.join("; "), "intel reloaded: {}", intel.describe());
                     Some(Arc::new(Arc::new(intel)))
                 }
@@ -151,7 +151,6 @@ impl Watcher {
             seen,
             move |why| match config.load(&handoff, &windows) {
                 Ok(policies) => {
-                    record("policy", true);
                     tracing::info!(trigger = why, tenants = policies.tenants().count(), "policy reloaded");
                     Some(Arc::new(Arc::new(policies)))
                 }

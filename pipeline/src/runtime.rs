@@ -375,26 +375,30 @@ pub fn run(
             let mut barrier_id = next_checkpoint;
             let mut stopping = false;
             loop {
-                if let Some(rules) = reloads.as_ref().and_then(|p| p.lock().expect("pending rules").take())
-                    && !send(Item::Update(rules))
-                {
-                    return Ok(());
+                if let Some(rules) = reloads.as_ref().and_then(|p| p.lock().expect("pending rules").take()) {
+                    if !send(Item::Update(rules)) {
+                        return Ok(());
+                    }
+                    crate::reload::record("rules", true);
                 }
                 if let Some(priors) = priors_slot.as_ref().and_then(|p| p.lock().expect("pending priors").take())
                     && !send(Item::Update(Arc::new(priors)))
                 {
                     return Ok(());
                 }
-                if let Some(intel) = intel_reloads.as_ref().and_then(|(p, _)| p.lock().expect("pending intel").take())
-                    && !send(Item::Update(intel))
-                {
-                    return Ok(());
+                if let Some(intel) = intel_reloads.as_ref().and_then(|(p, _)| p.lock().expect("pending intel").take()) {
+                    if !send(Item::Update(intel)) {
+                        return Ok(());
+                    }
+                    crate::reload::record("intel", true);
                 }
                 if let Some(policy) =
                     policy_reloads.as_ref().and_then(|(p, _)| p.lock().expect("pending policy").take())
-                    && !send(Item::Update(policy))
                 {
-                    return Ok(());
+                    if !send(Item::Update(policy)) {
+                        return Ok(());
+                    }
+                    crate::reload::record("policy", true);
                 }
                 while let Ok(position) = commit_rx.try_recv() {
                     source.commit(&position).map_err(failed)?;
@@ -613,7 +617,7 @@ pub fn run(
                 } else {
                     updates += 1;
                 }
-                r.trigger.as_ref().map(|t| t.ingest_time_us)
+                r.trigger.as_ref().map(|t| (t.ingest_time_us, r.tenant.clone()))
             }
             _ => None,
         };
@@ -625,10 +629,10 @@ pub fn run(
             output_error = Some(e);
             stop.stop();
         }
-        if let Some(ingest) = trigger {
+        if let Some((ingest, tenant)) = trigger {
             let us = (now_us() - ingest).max(1) as u64;
             let _ = latency.record(us);
-            metrics.record_latency(us);
+            metrics.record_latency(&tenant, us);
         }
         progress(options, &mut last_progress, &read_counter, started, escalations);
         metrics.tick();

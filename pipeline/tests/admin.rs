@@ -130,6 +130,13 @@ fn metrics_agree_with_the_run_and_are_valid_exposition() {
         .collect();
     assert!(buckets.windows(2).all(|w| w[0] <= w[1]), "{buckets:?}");
     assert_eq!(*buckets.last().unwrap(), summary.triage_latency_us.count as f64);
+    // Per tenant, the hand-offs add up to all of them.
+    let per_tenant: f64 = series
+        .iter()
+        .filter(|(k, _)| k.starts_with("sluice_tenant_triage_latency_seconds_count{"))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(per_tenant, summary.triage_latency_us.count as f64);
     // Live state is reported per tenant.
     assert!(
         series.keys().any(|k| k.starts_with("sluice_operator_state_entries{operator=\"correlate\",state=\"clusters\""))
@@ -273,6 +280,7 @@ fn tokens_are_required_and_tenant_tokens_see_their_tenant_only() {
     let path = format!("/api/v1/clusters/globex/{}", globex["cluster_id"].as_str().unwrap());
     assert_eq!(get_json(&s, &path, Some(ACME_TOKEN)).0, 403);
     let (_, tenants) = get_json(&s, "/api/v1/tenants", Some(ACME_TOKEN));
+    assert!(tenants["tenants"][0]["triage_latency_ms"]["count"].as_u64().unwrap() > 0, "acme's own latency: {tenants}");
     let names: Vec<&str> =
         tenants["tenants"].as_array().unwrap().iter().map(|t| t["tenant"].as_str().unwrap()).collect();
     assert_eq!(names, ["acme"]);

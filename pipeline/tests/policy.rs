@@ -204,12 +204,15 @@ fn a_policy_directory_reloads_while_running() {
         if !poll("sluice_config_reload_refused{what=\"policy\"}", 1.0) {
             return Err("the refused reload is not in the metrics");
         }
-        // Disable acme: the alerts that follow are set aside.
+        // Disable acme: the alerts that follow are set aside. The policy is
+        // in force once the source has sent it down the pipeline (counted
+        // as applied), ahead of every alert it reads after that.
         std::fs::write(tenants.join("acme.toml"), "enabled = false\n").unwrap();
         if !wait_for("policy reloaded", &mut log) {
             return Err("the policy change was not loaded");
         }
-        if !poll("sluice_config_reload_refused{what=\"policy\"}", 0.0)
+        if !poll("sluice_config_reloads_total{what=\"policy\",outcome=\"applied\"}", 1.0)
+            || !poll("sluice_config_reload_refused{what=\"policy\"}", 0.0)
             || !poll("sluice_config_reloads_total{what=\"policy\",outcome=\"refused\"}", 1.0)
         {
             return Err("the applied reload is not in the metrics");

@@ -146,6 +146,7 @@ pub async fn status(
     let sizes = m.state_sizes();
     let names = tenants_in(&state, scope.clone());
     let budgets = budget_burn(&state, &names).await?;
+    let latency = m.tenant_latency();
     let mut tenants = Vec::new();
     for t in &names {
         let tt = totals.get(t).copied().unwrap_or_default();
@@ -163,6 +164,7 @@ pub async fn status(
             "updates": e.updates,
             "late": e.late,
             "live_clusters": clusters,
+            "triage_latency_ms": latency.get(t).map(latency_ms),
             "budget": budgets.get(t),
         }));
     }
@@ -256,6 +258,16 @@ async fn budget_burn(state: &AdminState, tenants: &[String]) -> Result<BTreeMap<
     .await
 }
 
+/// Count and percentiles of a latency histogram (µs), in ms.
+fn latency_ms(h: &hdrhistogram::Histogram<u64>) -> Value {
+    json!({
+        "count": h.len(),
+        "p50": h.value_at_quantile(0.5) as f64 / 1000.0,
+        "p99": h.value_at_quantile(0.99) as f64 / 1000.0,
+        "max": h.max() as f64 / 1000.0,
+    })
+}
+
 // ── /api/v1/tenants ──
 
 pub async fn tenants(
@@ -267,6 +279,7 @@ pub async fn tenants(
     let counters = state.metrics.counters();
     let events = state.metrics.tenant_events();
     let sizes = state.metrics.state_sizes();
+    let latency = state.metrics.tenant_latency();
     let list: Vec<Value> = tenants_in(&state, scope)
         .into_iter()
         .map(|t| {
@@ -282,7 +295,13 @@ pub async fn tenants(
                     s.insert(format!("{op}.{what}"), *n);
                 }
             }
-            json!({"tenant": t, "counters": c, "state": s, "reports": events.get(&t).cloned().unwrap_or_default()})
+            json!({
+                "tenant": t,
+                "counters": c,
+                "state": s,
+                "reports": events.get(&t).cloned().unwrap_or_default(),
+                "triage_latency_ms": latency.get(&t).map(latency_ms),
+            })
         })
         .collect();
     ok(json!({ "tenants": list }))

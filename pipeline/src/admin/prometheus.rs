@@ -204,6 +204,33 @@ pub fn render(metrics: &Metrics, outbox: Option<&OutboxCounts>, max_tenant_serie
         out.sample("sluice_config_reload_refused", &[("what", what)], if *refused { 1.0 } else { 0.0 });
     }
 
+    out.family(
+        "sluice_tenant_triage_latency_seconds",
+        "histogram",
+        "Triage latency per tenant (tenants beyond admin.max_tenant_series under _other).",
+    );
+    let mut per_label: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+    let tenant_latency = metrics.tenant_latency();
+    for (tenant, h) in &tenant_latency {
+        let counts = per_label.entry(labels.get(tenant)).or_insert_with(|| vec![0; LATENCY_BUCKETS.len() + 1]);
+        for (i, le) in LATENCY_BUCKETS.iter().enumerate() {
+            counts[i] += h.count_between(0, (le * 1e6) as u64);
+        }
+        counts[LATENCY_BUCKETS.len()] += h.len();
+    }
+    for (t, counts) in &per_label {
+        for (i, le) in LATENCY_BUCKETS.iter().enumerate() {
+            out.sample(
+                "sluice_tenant_triage_latency_seconds_bucket",
+                &[("tenant", t), ("le", &fmt_le(*le))],
+                counts[i] as f64,
+            );
+        }
+        let total = counts[LATENCY_BUCKETS.len()] as f64;
+        out.sample("sluice_tenant_triage_latency_seconds_bucket", &[("tenant", t), ("le", "+Inf")], total);
+        out.sample("sluice_tenant_triage_latency_seconds_count", &[("tenant", t)], total);
+    }
+
     out.family("sluice_component_ready", "gauge", "1 when the component is ready (see /ready).");
     for (name, c) in metrics.components() {
         let ready = c.state == crate::metrics::ComponentState::Ready;

@@ -334,3 +334,32 @@ fn the_grafana_dashboard_queries_only_metrics_sluice_exports() {
     }
     assert!(queried >= 10);
 }
+
+#[test]
+fn budget_burn_verdicts_and_analytics_come_from_the_store() {
+    use sluice_pipeline::sinks::BudgetLimits;
+    use sluice_pipeline::store::Store;
+    let (metrics, _) = pipeline();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open_sqlite(&dir.path().join("sluice.db")).unwrap());
+    store.record_usage("acme", "llm", 1234, sluice_connectors::source::now_us()).unwrap();
+    let mut budget = BudgetConfig::default();
+    budget.tenants.insert("acme".into(), BudgetLimits { llm_tokens_per_day: Some(10_000), ..BudgetLimits::default() });
+    let state = AdminState::new(&AdminConfig::default(), metrics.clone(), Some(store), budget);
+    let s = AdminServer::start("127.0.0.1:0", state).unwrap();
+    let (code, status) = get_json(&s, "/api/v1/status", None);
+    assert_eq!(code, 200, "{status}");
+    let tenant =
+        |name: &str| status["tenants"].as_array().unwrap().iter().find(|t| t["tenant"] == name).unwrap().clone();
+    assert_eq!(tenant("acme")["budget"]["llm_tokens_last_day"], 1234);
+    assert_eq!(tenant("acme")["budget"]["llm_tokens_per_day"], 10_000);
+    assert!(tenant("globex")["budget"].is_null(), "an unlimited tenant has no burn");
+    let (code, a) = get_json(&s, "/api/v1/analytics?tenant=acme&from=1h", None);
+    assert_eq!(code, 200, "{a}");
+    assert_eq!(a["budget"]["llm_tokens"], 1234);
+    assert_eq!(get_json(&s, "/api/v1/analytics?tenant=globex&from=1h", None).1["budget"]["llm_tokens"], 0);
+    for path in ["/api/v1/verdicts", "/api/v1/priors", "/api/v1/deferred?status=parked"] {
+        let (code, body) = get_json(&s, path, None);
+        assert_eq!(code, 200, "{path}: {body}");
+    }
+}

@@ -226,7 +226,7 @@ pub async fn status(
     ok(body)
 }
 
-/// Each tenant's budget use against its limits: LLM tokens in the last
+/// Each budgeted tenant's use against its limits: LLM tokens in the last
 /// day and hand-offs per sink in the last hour. Empty without a store.
 async fn budget_burn(state: &AdminState, tenants: &[String]) -> Result<BTreeMap<String, Value>, ApiError> {
     let Some(store) = state.store.clone() else { return Ok(BTreeMap::new()) };
@@ -238,6 +238,11 @@ async fn budget_burn(state: &AdminState, tenants: &[String]) -> Result<BTreeMap<
         let mut out = BTreeMap::new();
         for t in tenants {
             let limits = budget.limits(&t);
+            // Unlimited tenants have nothing to burn: no queries for them
+            // (the page polls every 2 s, over every tenant).
+            if limits.cases_per_hour.is_none() && limits.llm_tokens_per_day.is_none() {
+                continue;
+            }
             let tokens = store.tokens_since(&t, now - 86_400_000_000)?;
             let mut cases = 0;
             for sink in &sinks {

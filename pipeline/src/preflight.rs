@@ -203,7 +203,7 @@ mod tests {
 
     #[test]
     fn targets_show_no_path_or_credentials() {
-        assert_eq!(origin("https://hooks.example.com/services/T000/B000/XXXXSECRET"), "https://hooks.example.com");
+        assert_eq!(origin("https://hooks.example.com/services/T000/B000/secret-token"), "https://hooks.example.com");
         assert_eq!(origin("http://user:pw@10.0.0.5:8080/v1?key=abc"), "http://10.0.0.5:8080");
         assert_eq!(origin("http://127.0.0.1:11434/v1"), "http://127.0.0.1:11434");
     }

@@ -2,31 +2,15 @@
 
 mod common;
 
+use common::cli::{free_port, lines_of, ok, sluice, wait_for};
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn sluice() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_sluice"));
-    // Default outputs (dead letters, late records) land outside the repository.
-    c.env("SLUICE_LOG", "warn").current_dir(std::env::temp_dir());
-    c
-}
 
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]
@@ -230,32 +214,6 @@ fn follow_tails_a_growing_file_and_ctrl_c_flushes() {
     assert!(child.wait().unwrap().success());
     let rest: Vec<String> = rx.iter().collect();
     assert!(rest.iter().any(|l| l.contains("\"kind\":\"close\"")), "final states flushed on Ctrl-C");
-}
-
-/// Waits for a line of `rx` that holds `what`; the lines seen are kept.
-fn wait_for(rx: &std::sync::mpsc::Receiver<String>, seen: &mut Vec<String>, what: &str) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if seen.iter().any(|l| l.contains(what)) {
-            return true;
-        }
-        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(line) => seen.push(line),
-            Err(_) => return false,
-        }
-    }
-}
-
-fn lines_of(stream: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stream).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
 }
 
 #[test]
@@ -523,7 +481,7 @@ fn sigterm_stops_a_followed_run_cleanly_with_its_store_and_admin_server() {
         .args(["generate", "--tenants", "2", "--alerts", "20000", "-o", alerts.to_str().unwrap()])
         .output()
         .unwrap());
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = free_port();
     let config = dir.path().join("sluice.toml");
     std::fs::write(&config, format!("[store]\nmode = \"on\"\n[admin]\nlisten = \"127.0.0.1:{port}\"\n")).unwrap();
     let mut child = sluice()

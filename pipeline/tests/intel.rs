@@ -3,16 +3,12 @@
 //! tenant's files never score another tenant, and files reload while
 //! running (a bad one refused, the set in force kept).
 
-use std::io::{BufRead, BufReader, Write};
+mod common;
+
+use common::cli::{lines_of, sluice, wait_for_all};
+use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
-fn sluice() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_sluice"));
-    c.env("SLUICE_LOG", "warn").current_dir(std::env::temp_dir());
-    c
-}
 
 /// A Wazuh alert: tenant, id, second of the minute, rule level, agent, source ip, user.
 fn alert(tenant: &str, id: &str, second: u32, level: u8, agent: &str, ip: &str, user: &str) -> String {
@@ -113,32 +109,6 @@ fn an_ioc_hit_escalates_a_case_naming_the_ioc_and_its_source_and_tenants_never_m
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("acme-iocs.txt: line 2"));
 }
 
-fn lines_of(stream: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stream).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-/// Waits for a line of `rx` holding every one of `what`; the lines seen are kept.
-fn wait_for(rx: &std::sync::mpsc::Receiver<String>, seen: &mut Vec<String>, what: &[&str]) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if seen.iter().any(|l| what.iter().all(|w| l.contains(w))) {
-            return true;
-        }
-        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(line) => seen.push(line),
-            Err(_) => return false,
-        }
-    }
-}
-
 #[test]
 fn intel_reloads_on_change_and_sighup_and_a_bad_file_keeps_the_set_in_force() {
     let dir = tempfile::tempdir().unwrap();
@@ -166,22 +136,22 @@ fn intel_reloads_on_change_and_sighup_and_a_bad_file_keeps_the_set_in_force() {
         let _ = child.kill();
         panic!("{why}; log:\n{}", log.join("\n"));
     };
-    if !wait_for(&err, &mut log, &["intel loaded", "1 ips"]) {
+    if !wait_for_all(&err, &mut log, &["intel loaded", "1 ips"]) {
         stop(&mut child, &log, "the intel was not loaded at start");
     }
     // A bad file: refused with the file, line and reason.
     write(d, "acme-iocs.txt", "198.51.100.23\nnot an ioc\n");
-    if !wait_for(&err, &mut log, &["intel not reloaded", "acme-iocs.txt: line 2", "an intel file changed"]) {
+    if !wait_for_all(&err, &mut log, &["intel not reloaded", "acme-iocs.txt: line 2", "an intel file changed"]) {
         stop(&mut child, &log, "a bad intel file was not refused");
     }
     // Fixed: loaded in full.
     write(d, "acme-iocs.txt", "198.51.100.23\n");
-    if !wait_for(&err, &mut log, &["intel reloaded", "an intel file changed"]) {
+    if !wait_for_all(&err, &mut log, &["intel reloaded", "an intel file changed"]) {
         stop(&mut child, &log, "a changed intel file was not loaded");
     }
     // SIGHUP reloads too.
     assert!(Command::new("kill").args(["-HUP", &child.id().to_string()]).status().unwrap().success());
-    if !wait_for(&err, &mut log, &["intel reloaded", "SIGHUP"]) {
+    if !wait_for_all(&err, &mut log, &["intel reloaded", "SIGHUP"]) {
         stop(&mut child, &log, "SIGHUP did not reload the intel");
     }
     let mut stdin = child.stdin.take().unwrap();

@@ -2,12 +2,15 @@
 //! a disabled tenant's alerts are counted and set aside, and a policy
 //! directory reloads while running (a bad file keeps the policy in force).
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use common::cli::{free_port, lines_of, wait_for};
 use sluice_connectors::generator::GeneratorConfig;
 use sluice_connectors::source::StopFlag;
 use sluice_connectors::synthetic::GeneratorSource;
@@ -129,7 +132,7 @@ fn a_policy_directory_reloads_while_running() {
     let tenants = dir.path().join("tenants.d");
     std::fs::create_dir(&tenants).unwrap();
     std::fs::write(tenants.join("acme.toml"), "escalate_threshold = 70\n").unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = free_port();
     let config = dir.path().join("sluice.toml");
     std::fs::write(&config, format!("[policy]\ndir = {tenants:?}\n[admin]\nlisten = \"127.0.0.1:{port}\"\n")).unwrap();
     let input = dir.path().join("alerts.json");
@@ -153,26 +156,8 @@ fn a_policy_directory_reloads_while_running() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let rx = lines_of(child.stderr.take().unwrap());
     let mut log = Vec::new();
-    let wait_for = |what: &str, log: &mut Vec<String>| -> bool {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if log.iter().any(|l| l.contains(what)) {
-                return true;
-            }
-            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(l) => log.push(l),
-                Err(_) => return false,
-            }
-        }
-    };
     let metric = |name: &str| -> Option<f64> {
         let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
         let mut r = agent.get(format!("http://127.0.0.1:{port}/metrics")).call().ok()?;
@@ -190,7 +175,7 @@ fn a_policy_directory_reloads_while_running() {
         false
     };
     let ok = (|| {
-        if !wait_for("per-tenant policy reloads", &mut log) {
+        if !wait_for(&rx, &mut log, "per-tenant policy reloads") {
             return Err("the policy watcher did not start");
         }
         if !poll("sluice_operator_records_in_total{operator=\"dedup\",tenant=\"acme\"}", 10.0) {
@@ -198,7 +183,7 @@ fn a_policy_directory_reloads_while_running() {
         }
         // A bad file: refused, the policy in force stays.
         std::fs::write(tenants.join("acme.toml"), "enabled = \"no\"\n").unwrap();
-        if !wait_for("policy not reloaded", &mut log) {
+        if !wait_for(&rx, &mut log, "policy not reloaded") {
             return Err("a bad policy file was not refused");
         }
         if !poll("sluice_config_reload_refused{what=\"policy\"}", 1.0) {
@@ -208,7 +193,7 @@ fn a_policy_directory_reloads_while_running() {
         // in force once the source has sent it down the pipeline (counted
         // as applied), ahead of every alert it reads after that.
         std::fs::write(tenants.join("acme.toml"), "enabled = false\n").unwrap();
-        if !wait_for("policy reloaded", &mut log) {
+        if !wait_for(&rx, &mut log, "policy reloaded") {
             return Err("the policy change was not loaded");
         }
         if !poll("sluice_config_reloads_total{what=\"policy\",outcome=\"applied\"}", 1.0)

@@ -3,6 +3,7 @@
 //! file replay of the same alerts; credentials from the environment never
 //! reach the logs.
 
+mod common;
 #[path = "../../connectors/tests/mock_opensearch/mod.rs"]
 mod mock_opensearch;
 
@@ -10,27 +11,17 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use common::cli::sluice;
 use mock_opensearch::MockOpenSearch;
 use serde_json::Value;
 
-fn sluice() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_sluice"));
-    c.env("SLUICE_LOG", "warn").current_dir(std::env::temp_dir());
-    c
-}
-
+/// Case files by idempotency key (closes by cluster), without wall-clock fields.
+/// Asserts the command succeeded; its stderr (where replay reports).
 fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::cli::ok(out);
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// Case files by idempotency key (closes by cluster), without wall-clock fields.
 fn cases(path: &Path) -> BTreeMap<String, Value> {
     let mut out = BTreeMap::new();
     for line in std::fs::read_to_string(path).unwrap().lines() {

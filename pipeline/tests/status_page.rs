@@ -8,8 +8,9 @@
 //! Without Chromium the test is skipped with a message, except under
 //! `CI=true`, where it fails.
 
+mod common;
+
 use std::io::Write as _;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -36,10 +37,6 @@ fn chromium() -> Option<PathBuf> {
         eprintln!("skipping: chromium is not installed (scripts/install-servers installs it)");
     }
     found
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn get(url: &str) -> Option<serde_json::Value> {
@@ -89,7 +86,7 @@ fn the_status_page_shows_a_running_pipeline() {
         .status()
         .unwrap();
     assert!(status.success());
-    let port = free_port();
+    let port = common::cli::free_port();
     let config = dir.path().join("sluice.toml");
     let mut f = std::fs::File::create(&config).unwrap();
     writeln!(f, "[admin]\nlisten = \"127.0.0.1:{port}\"\ntoken_env = \"SLUICE_TEST_STATUS_TOKEN\"").unwrap();

@@ -147,15 +147,16 @@ pub async fn status(
     let names = tenants_in(&state, scope.clone());
     let budgets = budget_burn(&state, &names).await?;
     let latency = m.tenant_latency();
+    let live_clusters: BTreeMap<&str, u64> = sizes
+        .iter()
+        .filter(|((op, what, _), _)| *op == "correlate" && *what == "clusters")
+        .map(|((_, _, t), n)| (t.as_ref(), *n))
+        .collect();
     let mut tenants = Vec::new();
     for t in &names {
         let tt = totals.get(t).copied().unwrap_or_default();
         let e = events.get(t).cloned().unwrap_or_default();
-        let clusters: u64 = sizes
-            .iter()
-            .filter(|((op, what, tn), _)| *op == "correlate" && *what == "clusters" && tn.as_ref() == t)
-            .map(|(_, n)| n)
-            .sum();
+        let clusters = live_clusters.get(t.as_str()).copied().unwrap_or(0);
         tenants.push(json!({
             "tenant": t,
             "alerts_in": tt.alerts_in,
@@ -285,21 +286,19 @@ pub async fn tenants(
     let events = state.metrics.tenant_events();
     let sizes = state.metrics.state_sizes();
     let latency = state.metrics.tenant_latency();
+    // Grouped by tenant once, not scanned once per tenant.
+    type Named = BTreeMap<String, u64>;
+    let mut by_tenant: BTreeMap<&str, (Named, Named)> = BTreeMap::new();
+    for ((op, metric, tenant), n) in &counters.0 {
+        by_tenant.entry(tenant.as_ref()).or_default().0.insert(format!("{op}.{metric}"), *n);
+    }
+    for ((op, what, tenant), n) in &sizes {
+        by_tenant.entry(tenant.as_ref()).or_default().1.insert(format!("{op}.{what}"), *n);
+    }
     let list: Vec<Value> = tenants_in(&state, scope)
         .into_iter()
         .map(|t| {
-            let mut c: BTreeMap<String, u64> = BTreeMap::new();
-            for ((op, metric, tenant), n) in &counters.0 {
-                if tenant.as_ref() == t {
-                    c.insert(format!("{op}.{metric}"), *n);
-                }
-            }
-            let mut s: BTreeMap<String, u64> = BTreeMap::new();
-            for ((op, what, tenant), n) in &sizes {
-                if tenant.as_ref() == t {
-                    s.insert(format!("{op}.{what}"), *n);
-                }
-            }
+            let (c, s) = by_tenant.remove(t.as_str()).unwrap_or_default();
             json!({
                 "tenant": t,
                 "counters": c,

@@ -365,9 +365,9 @@ pub fn start(
         return Ok(None);
     }
     let state = AdminState::new(config, metrics.clone(), store, budget);
+    let auth = if state.auth.open { "open (loopback, no token set)" } else { "bearer token" };
     match AdminServer::start(&config.listen, state) {
         Ok(server) => {
-            let auth = if Auth::from_config(config).open { "open (loopback, no token set)" } else { "bearer token" };
             tracing::info!(
                 addr = %server.addr(),
                 auth,

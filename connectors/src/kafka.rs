@@ -343,6 +343,8 @@ struct PartitionState {
     last_data: Instant,
     idle: bool,
     assigned: bool,
+    /// Paused because its tenant is held back (see [`Source::hold_back`]).
+    paused: bool,
     /// Set while the partition was assigned at a known offset and no message
     /// has confirmed it yet (see [`Resume`]).
     resume: Option<Resume>,
@@ -395,6 +397,8 @@ pub struct KafkaSource {
     last_lag_report: Instant,
     /// The lag per assigned partition as last measured.
     lag: Vec<(String, i64)>,
+    /// Tenants held back (their topics' partitions are paused).
+    held: Vec<Arc<str>>,
 }
 
 impl std::fmt::Debug for KafkaSource {
@@ -434,6 +438,7 @@ impl KafkaSource {
             last_idle_check: Instant::now(),
             last_lag_report: Instant::now(),
             lag: Vec::new(),
+            held: Vec::new(),
         })
     }
 
@@ -448,6 +453,40 @@ impl KafkaSource {
     /// Applies assignments and revocations the rebalance callback recorded.
     fn apply_rebalances(&mut self) {
         apply_rebalances(&self.shared, &mut self.partitions, &mut self.next_input, &mut self.changes, &mut self.ready);
+        self.apply_hold();
+    }
+
+    /// Pauses the partitions of held-back tenants' topics and resumes the
+    /// others (only with the tenant taken from the topic name: otherwise a
+    /// partition carries many tenants and none can be paused alone).
+    fn apply_hold(&mut self) {
+        if self.config.tenant_from != TenantFrom::Topic {
+            return;
+        }
+        let (mut pause, mut resume) = (TopicPartitionList::new(), TopicPartitionList::new());
+        for p in self.partitions.values_mut().filter(|p| p.assigned) {
+            let held = self.config.tenant_of_topic(&p.topic).is_some_and(|t| self.held.iter().any(|h| **h == *t));
+            if held && !p.paused {
+                pause.add_partition(&p.topic, p.partition);
+                p.paused = true;
+            } else if !held && p.paused {
+                resume.add_partition(&p.topic, p.partition);
+                p.paused = false;
+                p.last_data = Instant::now(); // paused is not idle
+            }
+        }
+        for (list, what) in [(&pause, "pause"), (&resume, "resume")] {
+            if list.count() == 0 {
+                continue;
+            }
+            let result = if what == "pause" { self.consumer.pause(list) } else { self.consumer.resume(list) };
+            match result {
+                Ok(()) => {
+                    tracing::info!(partitions = list.count(), "kafka: {what}d the partitions of held-back tenants")
+                }
+                Err(e) => tracing::warn!(error = %e, "kafka: cannot {what} partitions"),
+            }
+        }
     }
 
     fn tenant_of(&self, topic: &str, msg: &impl Message) -> ChunkTenant {
@@ -635,7 +674,7 @@ impl KafkaSource {
         let candidates: Vec<(String, i32)> = self
             .partitions
             .iter()
-            .filter(|(_, p)| p.assigned && !p.idle && p.last_data.elapsed() >= idle_after)
+            .filter(|(_, p)| p.assigned && !p.idle && !p.paused && p.last_data.elapsed() >= idle_after)
             .map(|(k, _)| k.clone())
             .collect();
         for key in candidates {
@@ -733,6 +772,7 @@ impl Source for KafkaSource {
                     last_data: Instant::now(),
                     idle: true,
                     assigned: false,
+                    paused: false,
                     resume: None,
                 },
             );
@@ -765,6 +805,11 @@ impl Source for KafkaSource {
 
     fn input_changes(&mut self) -> Vec<InputChange> {
         std::mem::take(&mut self.changes)
+    }
+
+    fn hold_back(&mut self, tenants: &[Arc<str>]) {
+        self.held = tenants.to_vec();
+        self.apply_hold();
     }
 
     fn lag(&self) -> Vec<(String, i64)> {
@@ -858,10 +903,12 @@ fn apply_rebalances(
                 last_data: Instant::now(),
                 idle: false,
                 assigned: true,
+                paused: false,
                 resume: None,
             }
         });
         p.assigned = true;
+        p.paused = false; // a new assignment is not paused
         p.idle = false;
         p.last_data = Instant::now();
         if let Some(start) = start {

@@ -66,6 +66,13 @@ pub trait Source: Send {
     fn lag(&self) -> Vec<(String, i64)> {
         Vec::new()
     }
+
+    /// The tenants to stop reading for now (their queue in the pipeline is
+    /// full), replacing the previous set; an empty set reads all again. A
+    /// source that can read one tenant apart from the others (a Kafka
+    /// topic per tenant) pauses them; the default cannot, and the whole
+    /// input then slows down once the pipeline's queues are full.
+    fn hold_back(&mut self, _tenants: &[std::sync::Arc<str>]) {}
 }
 
 /// A change in a multi-input source's set of inputs (`RawChunk::input`).

@@ -49,7 +49,7 @@ use crate::handoff::HandoffConfig;
 use crate::hash::{FastMap, FastSet, StableHasher, stable_hash};
 use crate::intel::{Finding, Intel};
 use crate::mitre::kill_chain_index;
-use crate::operator::{AlertBatch, Collector, Context, Operator, Output, ReportKind};
+use crate::operator::{AlertBatch, Collector, Context, Operator, Output, ReportKind, Tenants};
 use crate::policy::Policies;
 use crate::redact::Redaction;
 use crate::schema::{AlertColumns, opt_str};
@@ -1587,9 +1587,9 @@ impl Correlate {
         }
     }
 
-    fn sweep(&mut self, wm: EventTime, ctx: &mut Context, out: &mut dyn Collector, force: bool) {
+    fn sweep(&mut self, wm: EventTime, which: Tenants<'_>, ctx: &mut Context, out: &mut dyn Collector, force: bool) {
         let mut tenants = std::mem::take(&mut self.tenants);
-        for (tenant, state) in &mut tenants {
+        for (tenant, state) in tenants.iter_mut().filter(|(t, _)| which.includes(t)) {
             if !force && state.last_sweep.is_some_and(|s| wm < s.saturating_add(self.config.sweep_interval.millis())) {
                 continue;
             }
@@ -1696,12 +1696,21 @@ impl Operator for Correlate {
     fn process(&mut self, batch: AlertBatch, ctx: &mut Context, out: &mut dyn Collector) -> Result<()> {
         self.process_rows(&batch, ctx, out)?;
         // Bound state between watermarks too: a burst must not outgrow the caps.
-        let over = self.tenants.values().any(|s| {
-            s.clusters.len() > self.config.max_clusters_per_tenant + self.config.max_clusters_per_tenant / 4
-                || s.entities.len() > self.config.max_entities_per_tenant + self.config.max_entities_per_tenant / 4
-        });
-        if let Some(wm) = ctx.watermark.filter(|_| over) {
-            self.sweep(wm, ctx, out, false);
+        // Only the tenants over their caps: `ctx.watermark` is the watermark
+        // of this batch's tenants, and others may be held at an older one.
+        let over: Vec<Arc<str>> = self
+            .tenants
+            .iter()
+            .filter(|(_, s)| {
+                s.clusters.len() > self.config.max_clusters_per_tenant + self.config.max_clusters_per_tenant / 4
+                    || s.entities.len() > self.config.max_entities_per_tenant + self.config.max_entities_per_tenant / 4
+            })
+            .map(|(t, _)| t.clone())
+            .collect();
+        if let Some(wm) = ctx.watermark.filter(|_| !over.is_empty()) {
+            for tenant in &over {
+                self.sweep(wm, Tenants::Only(tenant), ctx, out, false);
+            }
         }
         Ok(())
     }
@@ -1711,13 +1720,19 @@ impl Operator for Correlate {
         Ok(())
     }
 
-    fn on_watermark(&mut self, wm: EventTime, ctx: &mut Context, out: &mut dyn Collector) -> Result<()> {
-        self.sweep(wm, ctx, out, false);
+    fn on_watermark(
+        &mut self,
+        wm: EventTime,
+        tenants: Tenants<'_>,
+        ctx: &mut Context,
+        out: &mut dyn Collector,
+    ) -> Result<()> {
+        self.sweep(wm, tenants, ctx, out, false);
         Ok(())
     }
 
     fn on_end(&mut self, ctx: &mut Context, out: &mut dyn Collector) -> Result<()> {
-        self.sweep(EventTime::MAX, ctx, out, true);
+        self.sweep(EventTime::MAX, Tenants::All, ctx, out, true);
         Ok(())
     }
 

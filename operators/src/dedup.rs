@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::hash::{FastMap, StableHasher};
-use crate::operator::{AlertBatch, Collector, Context, DedupMarks, Operator, Output};
+use crate::operator::{AlertBatch, Collector, Context, DedupMarks, Operator, Output, Tenants};
 use crate::schema::{AlertColumns, opt_str};
 use crate::time::{Duration, EventTime};
 
@@ -292,9 +292,15 @@ impl Operator for Dedup {
         Ok(())
     }
 
-    fn on_watermark(&mut self, wm: EventTime, ctx: &mut Context, _out: &mut dyn Collector) -> Result<()> {
+    fn on_watermark(
+        &mut self,
+        wm: EventTime,
+        tenants: Tenants<'_>,
+        ctx: &mut Context,
+        _out: &mut dyn Collector,
+    ) -> Result<()> {
         let base = self.config.window.millis();
-        for (tenant, state) in &mut self.tenants {
+        for (tenant, state) in self.tenants.iter_mut().filter(|(t, _)| tenants.includes(t)) {
             let window = self.tenant_window.get(tenant).copied().unwrap_or(base);
             // An entry can still match a non-late record (t >= wm) only while
             // first + window > wm.
@@ -415,7 +421,7 @@ mod tests {
         )
         .unwrap();
         let snap = d.snapshot().unwrap();
-        d.on_watermark(1_300_000, &mut ctx, &mut Vec::new()).unwrap();
+        d.on_watermark(1_300_000, Tenants::All, &mut ctx, &mut Vec::new()).unwrap();
         assert_eq!(d.state_size("acme"), 1, "entry first seen at 1000 s expires at 1300 s");
         let mut restored = Dedup::new(DedupConfig::default()).unwrap();
         restored.restore(&snap).unwrap();

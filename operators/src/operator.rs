@@ -14,6 +14,7 @@ use arrow::array::RecordBatch;
 use crate::cluster::ClusterReport;
 use crate::detection::Detection;
 use crate::error::Result;
+use crate::hash::FastSet;
 use crate::time::EventTime;
 
 /// A batch of alerts plus the per-row marks operators add on the way.
@@ -97,12 +98,35 @@ impl Counters {
     }
 }
 
-/// What an operator may know besides its input: the current watermark and
-/// where to count things.
+/// What an operator may know besides its input: the watermark of the
+/// tenants in the batch at hand and where to count things.
 #[derive(Debug, Default)]
 pub struct Context {
     pub watermark: Option<EventTime>,
     pub counters: Counters,
+}
+
+/// The tenants a watermark advances.
+///
+/// A tenant's state depends only on its own alerts and watermarks, in their
+/// order. That lets a shard schedule tenants fairly: a tenant with queued
+/// alerts is held back (`Except`) and receives the watermarks it missed
+/// later, in order with its alerts (`Only`), with the same results.
+#[derive(Clone, Copy, Debug)]
+pub enum Tenants<'a> {
+    All,
+    Only(&'a str),
+    Except(&'a FastSet<Arc<str>>),
+}
+
+impl Tenants<'_> {
+    pub fn includes(&self, tenant: &str) -> bool {
+        match self {
+            Tenants::All => true,
+            Tenants::Only(t) => *t == tenant,
+            Tenants::Except(held) => !held.contains(tenant),
+        }
+    }
 }
 
 /// A pure, stateful stage of the pipeline.
@@ -120,8 +144,15 @@ pub trait Operator: Send {
         Ok(())
     }
 
-    /// Event time has advanced to `wm`: close windows, expire state.
-    fn on_watermark(&mut self, _wm: EventTime, _ctx: &mut Context, _out: &mut dyn Collector) -> Result<()> {
+    /// Event time has advanced to `wm` for `tenants`: close their windows,
+    /// expire their state. Other tenants' state must not change.
+    fn on_watermark(
+        &mut self,
+        _wm: EventTime,
+        _tenants: Tenants<'_>,
+        _ctx: &mut Context,
+        _out: &mut dyn Collector,
+    ) -> Result<()> {
         Ok(())
     }
 
@@ -183,13 +214,20 @@ impl Chain {
         self.run_from(0, vec![Output::Batch(batch)], ctx, out)
     }
 
-    /// Advances event time in every operator, in order, so downstream
-    /// operators see what upstream ones flushed before their own watermark.
-    pub fn on_watermark(&mut self, wm: EventTime, ctx: &mut Context, out: &mut dyn Collector) -> Result<()> {
+    /// Advances event time for `tenants` in every operator, in order, so
+    /// downstream operators see what upstream ones flushed before their own
+    /// watermark.
+    pub fn on_watermark(
+        &mut self,
+        wm: EventTime,
+        tenants: Tenants<'_>,
+        ctx: &mut Context,
+        out: &mut dyn Collector,
+    ) -> Result<()> {
         ctx.watermark = Some(wm);
         for i in 0..self.operators.len() {
             let mut produced = Vec::new();
-            self.operators[i].on_watermark(wm, ctx, &mut produced)?;
+            self.operators[i].on_watermark(wm, tenants, ctx, &mut produced)?;
             self.run_from(i + 1, produced, ctx, out)?;
         }
         Ok(())

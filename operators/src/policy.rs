@@ -38,6 +38,8 @@ pub struct TenantPolicy {
     /// `correlate.windows` lengths for this tenant, by entity kind
     /// (`host = "2h"`); only kinds that have a global window.
     pub entity_windows: BTreeMap<EntityKind, Duration>,
+    /// Its share of a busy shard relative to other tenants (default 1).
+    pub weight: Option<u32>,
 }
 
 /// Every tenant's policy, by tenant name.
@@ -61,6 +63,11 @@ impl Policies {
 
     pub fn tenants(&self) -> impl Iterator<Item = (&String, &TenantPolicy)> {
         self.tenants.iter()
+    }
+
+    /// The tenant's scheduling weight: its share of a busy shard.
+    pub fn weight(&self, tenant: &str) -> u32 {
+        self.get(tenant).and_then(|p| p.weight).unwrap_or(1).max(1)
     }
 
     /// Whether the tenant's alerts are processed.
@@ -128,6 +135,11 @@ impl Policies {
                 && w.millis() <= 0
             {
                 errors.push(format!("{} must be positive", key("dedup_window")));
+            }
+            if let Some(w) = p.weight
+                && !(1..=1000).contains(&w)
+            {
+                errors.push(format!("{} = {w} must be between 1 and 1000", key("weight")));
             }
             for (kind, w) in &p.entity_windows {
                 if windows.get(*kind).is_none() {

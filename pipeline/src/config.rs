@@ -209,6 +209,15 @@ pub struct RuntimeConfig {
     pub batch_size: NonZeroUsize,
     /// Capacity of every channel between stages, in batches (backpressure).
     pub channel_capacity: NonZeroUsize,
+    /// Schedule the tenants of a busy shard fairly (weighted round robin,
+    /// see `fair.rs`); `false`: strictly in arrival order.
+    pub fair_scheduling: bool,
+    /// Alerts a tenant may have queued in its shard before its input is
+    /// held back at the source (where the source can: a Kafka topic per
+    /// tenant).
+    pub tenant_backlog: NonZeroUsize,
+    /// Alerts a shard queues before it stops taking more (backpressure).
+    pub shard_backlog: NonZeroUsize,
 }
 
 impl Default for RuntimeConfig {
@@ -218,6 +227,9 @@ impl Default for RuntimeConfig {
             decode_threads: 0,
             batch_size: NonZeroUsize::new(4096).expect("non-zero"),
             channel_capacity: NonZeroUsize::new(8).expect("non-zero"),
+            fair_scheduling: true,
+            tenant_backlog: NonZeroUsize::new(16_384).expect("non-zero"),
+            shard_backlog: NonZeroUsize::new(65_536).expect("non-zero"),
         }
     }
 }

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod checkpoint;
 pub mod config;
 pub mod eval;
+pub mod fair;
 pub mod intel;
 pub mod metrics;
 pub mod output;

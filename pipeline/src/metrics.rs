@@ -23,6 +23,7 @@ use sluice_connectors::source::now_us;
 use sluice_operators::cluster::ClusterReport;
 use sluice_operators::operator::{Counters, Operator, ReportKind};
 
+use crate::fair::HeldBack;
 use crate::output::case_json;
 use crate::runtime::Event;
 
@@ -190,6 +191,8 @@ pub struct Metrics {
     totals: Mutex<VecDeque<(i64, BTreeMap<String, TenantTotals>)>>,
     last_totals: Mutex<Instant>,
     max_clusters_per_tenant: usize,
+    /// Tenants held back at the source by fair scheduling.
+    pub held: HeldBack,
 }
 
 impl Default for Metrics {
@@ -222,6 +225,7 @@ impl Metrics {
             totals: Mutex::new(VecDeque::from([(now_us(), BTreeMap::new())])),
             last_totals: Mutex::new(Instant::now()),
             max_clusters_per_tenant: max_clusters_per_tenant.max(1),
+            held: HeldBack::default(),
         }
     }
 
@@ -237,8 +241,18 @@ impl Metrics {
     }
 
     /// A shard's counters (cumulative since its start) and state sizes.
-    pub fn publish_shard(&self, shard: usize, counters: &Counters, operators: &[Box<dyn Operator>]) {
+    /// `queued`: alerts waiting in the shard's per-tenant queues.
+    pub fn publish_shard(
+        &self,
+        shard: usize,
+        counters: &Counters,
+        operators: &[Box<dyn Operator>],
+        queued: &[(Arc<str>, u64)],
+    ) {
         let mut state = BTreeMap::new();
+        for (tenant, n) in queued {
+            state.insert(("scheduler", "queued", tenant.clone()), *n);
+        }
         for op in operators {
             let name = op.name();
             op.state_sizes(&mut |what, tenant, n| {

@@ -65,6 +65,9 @@ pub struct TenantPolicyConfig {
     /// Its hand-off budgets (as `[sinks.budget.tenants.<name>]`, which
     /// this replaces).
     pub budget: Option<BudgetLimits>,
+    /// Its share of a busy shard relative to other tenants (default 1;
+    /// see "Fair scheduling" in the README).
+    pub weight: Option<u32>,
 }
 
 impl TenantPolicyConfig {
@@ -77,6 +80,7 @@ impl TenantPolicyConfig {
             dedup_window: self.dedup_window,
             rules: self.rules.clone(),
             entity_windows: self.entity_windows.clone(),
+            weight: self.weight,
         }
     }
 }

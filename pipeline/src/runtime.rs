@@ -44,14 +44,15 @@ use sluice_operators::correlate::{Correlate, CorrelateConfig, Priors};
 use sluice_operators::dead_letter::DeadLetter;
 use sluice_operators::decode::{DecodeStats, Decoder, RawChunk};
 use sluice_operators::dedup::Dedup;
-use sluice_operators::hash::stable_hash;
-use sluice_operators::operator::{AlertBatch, Chain, Context, Counters, Operator, Output, ReportKind};
+use sluice_operators::hash::{FastSet, stable_hash};
+use sluice_operators::operator::{AlertBatch, Chain, Context, Counters, Operator, Output, ReportKind, Tenants};
 use sluice_operators::policy::Policies;
 use sluice_operators::schema::AlertColumns;
 use sluice_operators::time::{EventTime, Rfc3339};
 
 use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore, OperatorState};
 use crate::config::Config;
+use crate::fair::{FairQueue, Grouped, Work};
 use crate::metrics::{ComponentState, Metrics};
 use crate::watermark::WatermarkTracker;
 
@@ -176,7 +177,7 @@ struct Barrier {
 }
 
 enum ShardMsg {
-    Batch(AlertBatch),
+    Batch(Grouped),
     Watermark(EventTime),
     Barrier(u64),
     Update(Update),
@@ -365,6 +366,7 @@ pub fn run(
                 RunError::Source(e)
             };
             let mut last_lag = Instant::now();
+            let mut held_seen = 0u64;
             let mut seq = 0u64;
             let mut send = |item: Item| -> bool {
                 let ok = chunk_tx.send((seq, item)).is_ok();
@@ -402,6 +404,12 @@ pub fn run(
                 }
                 while let Ok(position) = commit_rx.try_recv() {
                     source.commit(&position).map_err(failed)?;
+                }
+                let generation = source_metrics.held.generation();
+                if generation != held_seen {
+                    held_seen = generation;
+                    let tenants: Vec<Arc<str>> = source_metrics.held.current().into_iter().collect();
+                    source.hold_back(&tenants);
                 }
                 stopping |= source_stop.is_stopped();
                 // When stopping, one last call hands over what the source holds.
@@ -507,10 +515,17 @@ pub fn run(
         shard_txs.push(tx);
         let events = event_tx.clone();
         let metrics = metrics.clone();
+        let scheduling = Scheduling {
+            fair: config.runtime.fair_scheduling,
+            quantum: batch_size,
+            tenant_backlog: config.runtime.tenant_backlog.get(),
+            shard_backlog: config.runtime.shard_backlog.get(),
+            policies: router_policies.clone(),
+        };
         shard_handles.push(
             thread::Builder::new()
                 .name(format!("sluice-shard-{i}"))
-                .spawn(move || run_shard(i, &mut chain, rx, events, &metrics))
+                .spawn(move || run_shard(i, &mut chain, rx, events, &metrics, scheduling))
                 .expect("spawn shard thread"),
         );
     }
@@ -752,78 +767,215 @@ fn split_chunk(chunk: RawChunk, n: usize) -> Vec<RawChunk> {
         .collect()
 }
 
-fn run_shard(
-    shard: usize,
-    chain: &mut Chain,
-    rx: Receiver<ShardMsg>,
+/// How a shard schedules its tenants (see `fair.rs`).
+#[derive(Clone, Debug)]
+struct Scheduling {
+    fair: bool,
+    quantum: usize,
+    tenant_backlog: usize,
+    shard_backlog: usize,
+    policies: Arc<Policies>,
+}
+
+/// A shard: its operator chain, fed fairly from per-tenant queues when it
+/// falls behind.
+struct Shard<'a> {
+    id: usize,
+    chain: &'a mut Chain,
+    ctx: Context,
+    out: Vec<Output>,
+    queue: FairQueue,
+    scheduling: Scheduling,
+    /// Tenants this shard has held back at the source.
+    holding: FastSet<Arc<str>>,
     events: Sender<Message>,
-    metrics: &Metrics,
-) -> Result<Counters, RunError> {
-    let mut ctx = Context::default();
-    let mut published = Instant::now();
-    let mut out: Vec<Output> = Vec::new();
-    let forward = |out: &mut Vec<Output>| -> bool {
-        for o in out.drain(..) {
+    metrics: &'a Metrics,
+}
+
+impl Shard<'_> {
+    /// Hands what the operators produced to the caller; `false` when the
+    /// caller is gone.
+    fn forward(&mut self) -> bool {
+        for o in self.out.drain(..) {
             if let Output::Cluster(kind, report) = o
-                && events.send(Message::Event(Event::Report(kind, report))).is_err()
+                && self.events.send(Message::Event(Event::Report(kind, report))).is_err()
             {
                 return false;
             }
         }
         true
-    };
-    loop {
-        // Idle shards still publish their metrics.
-        let msg = match rx.recv_timeout(METRICS_EVERY) {
-            Ok(msg) => msg,
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                published = Instant::now();
-                metrics.publish_shard(shard, &ctx.counters, chain.operators());
-                continue;
+    }
+
+    fn process(&mut self, batch: AlertBatch, watermark: Option<EventTime>) -> Result<(), RunError> {
+        // A span per batch (at debug level; free when that is off) naming
+        // the tenants in it.
+        let span =
+            tracing::debug_span!("batch", shard = self.id, rows = batch.num_rows(), tenants = tracing::field::Empty);
+        if !span.is_disabled() {
+            span.record("tenants", batch_tenants(&batch.batch).as_str());
+        }
+        let _entered = span.enter();
+        self.ctx.watermark = watermark;
+        self.chain.process(batch, &mut self.ctx, &mut self.out)?;
+        Ok(())
+    }
+
+    /// Takes a batch: straight through when nothing is queued or waiting,
+    /// otherwise into the tenants' queues.
+    fn take(&mut self, batch: Grouped, more_waiting: bool) -> Result<(), RunError> {
+        if !self.scheduling.fair || (self.queue.is_empty() && !more_waiting) {
+            let wm = self.queue.watermark();
+            return self.process(AlertBatch::new(batch.batch), wm);
+        }
+        for (tenant, part) in batch.parts() {
+            self.queue.push(tenant, part);
+            if self.queue.tenant_rows(tenant) > self.scheduling.tenant_backlog && !self.holding.contains(tenant) {
+                self.holding.insert(tenant.clone());
+                self.metrics.held.hold(tenant);
             }
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+        }
+        Ok(())
+    }
+
+    fn watermark(&mut self, wm: EventTime) -> Result<(), RunError> {
+        let queued = self.queue.advance(wm);
+        let tenants = if queued.is_empty() { Tenants::All } else { Tenants::Except(queued) };
+        self.chain.on_watermark(wm, tenants, &mut self.ctx, &mut self.out)?;
+        Ok(())
+    }
+
+    /// Serves one turn of the tenant whose turn it is; `false` when nothing
+    /// is queued.
+    fn serve(&mut self) -> Result<bool, RunError> {
+        let policies = self.scheduling.policies.clone();
+        let Some(work) = self.queue.next(|t| policies.weight(t)) else { return Ok(false) };
+        match work {
+            Work::Batch { tenant, batch, watermark } => {
+                self.process(batch, watermark)?;
+                if self.holding.contains(&tenant)
+                    && self.queue.tenant_rows(&tenant) <= self.scheduling.tenant_backlog / 2
+                {
+                    self.holding.remove(&tenant);
+                    self.metrics.held.release(&tenant);
+                }
+            }
+            Work::Watermark { tenant, watermark } => {
+                self.chain.on_watermark(watermark, Tenants::Only(&tenant), &mut self.ctx, &mut self.out)?;
+            }
+        }
+        Ok(true)
+    }
+
+    /// Serves every queue to its end (before a barrier, an update or the end).
+    fn drain(&mut self) -> Result<bool, RunError> {
+        while self.serve()? {
+            if !self.forward() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn publish(&self) {
+        let queued: Vec<(Arc<str>, u64)> = self.queue.backlog().map(|(t, n)| (t.clone(), n as u64)).collect();
+        self.metrics.publish_shard(self.id, &self.ctx.counters, self.chain.operators(), &queued);
+    }
+}
+
+fn run_shard(
+    id: usize,
+    chain: &mut Chain,
+    rx: Receiver<ShardMsg>,
+    events: Sender<Message>,
+    metrics: &Metrics,
+    scheduling: Scheduling,
+) -> Result<Counters, RunError> {
+    let mut shard = Shard {
+        id,
+        chain,
+        ctx: Context::default(),
+        out: Vec::new(),
+        queue: FairQueue::new(scheduling.quantum),
+        scheduling,
+        holding: FastSet::default(),
+        events,
+        metrics,
+    };
+    let mut published = Instant::now();
+    loop {
+        // Take in what is waiting while there is room; serve a turn when
+        // nothing is (or the queues are full). Idle shards still publish
+        // their metrics.
+        let msg = if shard.queue.is_empty() {
+            match rx.recv_timeout(METRICS_EVERY) {
+                Ok(msg) => Some(msg),
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                    published = Instant::now();
+                    shard.publish();
+                    continue;
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+            }
+        } else if shard.queue.rows() < shard.scheduling.shard_backlog {
+            rx.try_recv().ok()
+        } else {
+            None
         };
         match msg {
-            ShardMsg::Batch(b) => {
-                // A span per batch (at debug level; free when that is off)
-                // naming the tenants in it.
-                let span = tracing::debug_span!("batch", shard, rows = b.num_rows(), tenants = tracing::field::Empty);
-                if !span.is_disabled() {
-                    span.record("tenants", batch_tenants(&b.batch).as_str());
-                }
-                let _entered = span.enter();
-                chain.process(b, &mut ctx, &mut out)?
+            None => {
+                shard.serve()?;
             }
-            ShardMsg::Watermark(wm) => chain.on_watermark(wm, &mut ctx, &mut out)?,
-            ShardMsg::Update(update) => chain.reconfigure(update.as_ref())?,
-            ShardMsg::Barrier(id) => {
-                let operators = chain
+            Some(ShardMsg::Batch(b)) => shard.take(b, !rx.is_empty())?,
+            Some(ShardMsg::Watermark(wm)) => shard.watermark(wm)?,
+            Some(ShardMsg::Update(update)) => {
+                if !shard.drain()? {
+                    break;
+                }
+                if let Some(policies) = update.downcast_ref::<Arc<Policies>>() {
+                    shard.scheduling.policies = policies.clone();
+                }
+                shard.chain.reconfigure(update.as_ref())?;
+            }
+            Some(ShardMsg::Barrier(barrier)) => {
+                // Aligned: everything before the barrier is in the snapshot.
+                if !shard.drain()? {
+                    break;
+                }
+                let operators = shard
+                    .chain
                     .operators()
                     .iter()
                     .map(|op| Ok(OperatorState { operator: op.name().to_string(), state: op.snapshot()? }))
                     .collect::<Result<Vec<_>, sluice_operators::Error>>()?;
-                if events.send(Message::Shard { id, shard, operators }).is_err() {
+                if shard.events.send(Message::Shard { id: barrier, shard: id, operators }).is_err() {
                     break;
                 }
             }
-            ShardMsg::End { flush } => {
-                if flush {
-                    chain.on_end(&mut ctx, &mut out)?;
+            Some(ShardMsg::End { flush }) => {
+                if !shard.drain()? {
+                    break;
                 }
-                forward(&mut out);
+                if flush {
+                    shard.chain.on_end(&mut shard.ctx, &mut shard.out)?;
+                }
+                shard.forward();
                 break;
             }
         }
-        if !forward(&mut out) {
+        if !shard.forward() {
             break;
         }
         if published.elapsed() >= METRICS_EVERY {
             published = Instant::now();
-            metrics.publish_shard(shard, &ctx.counters, chain.operators());
+            shard.publish();
         }
     }
-    metrics.publish_shard(shard, &ctx.counters, chain.operators());
-    Ok(ctx.counters)
+    for tenant in shard.holding.drain() {
+        metrics.held.release(&tenant);
+    }
+    shard.queue = FairQueue::new(1);
+    shard.publish();
+    Ok(shard.ctx.counters)
 }
 
 /// Puts a checkpoint back together from its parts.
@@ -1011,7 +1163,8 @@ impl Router {
         // disables it.
         let mut shard_of_key: BTreeMap<i32, Option<usize>> = BTreeMap::new();
         let mut disabled: BTreeMap<i32, u64> = BTreeMap::new();
-        let mut rows: Vec<Vec<u32>> = vec![Vec::new(); self.shards.len()];
+        // Per shard, each tenant's rows (tenant dictionary key → rows).
+        let mut rows: Vec<BTreeMap<i32, Vec<u32>>> = vec![BTreeMap::new(); self.shards.len()];
         for row in 0..batch.num_rows() {
             let t = cols.event_time.value(row);
             if self.watermark.is_late(input, t) {
@@ -1041,11 +1194,11 @@ impl Router {
                 }
             };
             match shard {
-                Some(shard) => rows[shard].push(row as u32),
+                Some(shard) => rows[shard].entry(key).or_default().push(row as u32),
                 None => *disabled.entry(key).or_default() += 1,
             }
             if let Some(wm) = self.watermark.observe(input, t) {
-                self.flush(&batch, &mut rows)?;
+                self.flush(&batch, &cols, &mut rows)?;
                 self.broadcast(|| ShardMsg::Watermark(wm))?;
             }
         }
@@ -1054,23 +1207,168 @@ impl Router {
                 self.metrics.count_disabled(cols.tenant(row), n);
             }
         }
-        self.flush(&batch, &mut rows)
+        self.flush(&batch, &cols, &mut rows)
     }
 
-    fn flush(&self, batch: &RecordBatch, rows: &mut [Vec<u32>]) -> Result<(), ()> {
-        for (shard, idx) in rows.iter_mut().enumerate() {
-            if idx.is_empty() {
+    /// Sends each shard its rows, grouped by tenant (one copy per shard;
+    /// the groups are slices of it).
+    fn flush(
+        &self,
+        batch: &RecordBatch,
+        cols: &AlertColumns<'_>,
+        rows: &mut [BTreeMap<i32, Vec<u32>>],
+    ) -> Result<(), ()> {
+        for (shard, by_tenant) in rows.iter_mut().enumerate() {
+            if by_tenant.is_empty() {
                 continue;
             }
-            let part = if idx.len() == batch.num_rows() {
+            let mut groups = Vec::with_capacity(by_tenant.len());
+            let mut indices: Vec<u32> = Vec::new();
+            for idx in by_tenant.values() {
+                groups.push((Arc::from(cols.tenant(idx[0] as usize)), indices.len(), idx.len()));
+                indices.extend_from_slice(idx);
+            }
+            by_tenant.clear();
+            let in_order = indices.len() == batch.num_rows() && indices.iter().enumerate().all(|(i, &r)| r == i as u32);
+            let part = if in_order {
                 batch.clone()
             } else {
-                let indices = UInt32Array::from(std::mem::take(idx));
-                take_record_batch(batch, &indices).map_err(|_| ())?
+                take_record_batch(batch, &UInt32Array::from(indices)).map_err(|_| ())?
             };
-            idx.clear();
-            self.shards[shard].send(ShardMsg::Batch(AlertBatch::new(part))).map_err(|_| ())?;
+            self.shards[shard].send(ShardMsg::Batch(Grouped { batch: part, groups })).map_err(|_| ())?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_connectors::generator::{GeneratorConfig, write_stream};
+
+    /// What the router sends one shard for a generated stream of `tenants`,
+    /// with a watermark right at the newest alert (so any alert queued is
+    /// behind it).
+    fn routed(tenants: usize, alerts: u64) -> Vec<ShardMsg> {
+        let mut config = Config::default();
+        config.time.allowed_lateness = sluice_operators::time::Duration(0);
+        config.time.watermark_interval = sluice_operators::time::Duration(1000);
+        let mut data = Vec::new();
+        let cfg = GeneratorConfig { tenants, alerts, seed: 3, ..GeneratorConfig::default() };
+        write_stream(cfg, &mut data, &mut std::io::sink(), |_| {}).unwrap();
+        let (shard_tx, shard_rx) = crossbeam_channel::unbounded();
+        let (events, _events_rx) = crossbeam_channel::unbounded();
+        let mut router = Router {
+            shards: vec![shard_tx],
+            events,
+            watermark: WatermarkTracker::new(
+                1,
+                config.time.allowed_lateness.millis(),
+                config.time.watermark_interval.millis(),
+            ),
+            late: 0,
+            read: Arc::default(),
+            last_read: Instant::now(),
+            policies: Arc::default(),
+            metrics: Arc::default(),
+        };
+        let mut decoder = Decoder::new(config.decode.clone(), &config.tenant).unwrap();
+        let text = String::from_utf8(data).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        for (seq, part) in lines.chunks(97).enumerate() {
+            let mut chunk = RawChunk::default();
+            for line in part {
+                let start = chunk.data.len();
+                chunk.data.extend_from_slice(line.as_bytes());
+                chunk.lines.push((start, chunk.data.len()));
+            }
+            let out = decoder.decode(&chunk).unwrap();
+            let decoded = DecodedChunk {
+                seq: seq as u64,
+                input: 0,
+                batches: out.batch.into_iter().collect(),
+                dead_letters: Vec::new(),
+                control: None,
+            };
+            router.handle(decoded).unwrap();
+        }
+        drop(router);
+        shard_rx.into_iter().collect()
+    }
+
+    /// Runs a shard over the messages; `backlog`: take every batch into the
+    /// queues and keep about 400 alerts queued, so tenants wait behind each
+    /// other and miss watermarks. Returns each tenant's reports, in order.
+    fn shard_reports(msgs: &[ShardMsg], backlog: bool, quantum: usize) -> BTreeMap<String, Vec<String>> {
+        let config = Config::default();
+        let mut correlate = config.correlate.clone();
+        correlate.report_all_closed = true;
+        let mut chain = build_chain(&config, correlate).unwrap();
+        let (events, events_rx) = crossbeam_channel::unbounded();
+        let metrics = Metrics::default();
+        let mut shard = Shard {
+            id: 0,
+            chain: &mut chain,
+            ctx: Context::default(),
+            out: Vec::new(),
+            queue: FairQueue::new(quantum),
+            scheduling: Scheduling {
+                fair: true,
+                quantum,
+                tenant_backlog: 150,
+                shard_backlog: usize::MAX,
+                policies: Arc::default(),
+            },
+            holding: FastSet::default(),
+            events,
+            metrics: &metrics,
+        };
+        let mut held = false;
+        for msg in msgs {
+            match msg {
+                ShardMsg::Batch(g) => {
+                    shard.take(Grouped { batch: g.batch.clone(), groups: g.groups.clone() }, backlog).unwrap()
+                }
+                ShardMsg::Watermark(wm) => shard.watermark(*wm).unwrap(),
+                _ => unreachable!("the router sends batches and watermarks here"),
+            }
+            while shard.queue.rows() > 400 {
+                shard.serve().unwrap();
+            }
+            held |= !shard.holding.is_empty();
+            assert!(shard.forward());
+        }
+        assert!(shard.drain().unwrap());
+        shard.chain.on_end(&mut shard.ctx, &mut shard.out).unwrap();
+        assert!(shard.forward());
+        assert_eq!(held, backlog, "a backlog over tenant_backlog holds its tenant back");
+        assert!(shard.holding.is_empty() && metrics.held.current().is_empty(), "drained: nobody is held");
+        drop(shard);
+        let mut by_tenant: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for message in events_rx.try_iter() {
+            if let Message::Event(Event::Report(kind, report)) = message {
+                let json = serde_json::to_string(&report).unwrap();
+                by_tenant.entry(report.tenant.clone()).or_default().push(format!("{kind:?} {json}"));
+            }
+        }
+        by_tenant
+    }
+
+    #[test]
+    fn fair_scheduling_changes_the_order_between_tenants_not_the_results() {
+        let msgs = routed(5, 30_000);
+        let batches = msgs.iter().filter(|m| matches!(m, ShardMsg::Batch(_))).count();
+        let watermarks = msgs.iter().filter(|m| matches!(m, ShardMsg::Watermark(_))).count();
+        assert!(batches > 100 && watermarks > 10, "{batches} batches, {watermarks} watermarks");
+        let in_order = shard_reports(&msgs, false, 4096);
+        assert_eq!(in_order.len(), 5, "every tenant reports");
+        let reports: usize = in_order.values().map(Vec::len).sum();
+        assert!(reports > 50, "{reports} reports");
+        for quantum in [1, 13, 200] {
+            let fair = shard_reports(&msgs, true, quantum);
+            for (tenant, expected) in &in_order {
+                assert_eq!(fair.get(tenant), Some(expected), "tenant {tenant} at quantum {quantum}");
+            }
+        }
     }
 }

@@ -24,7 +24,7 @@ use arrow::datatypes::{SchemaRef, TimestampMicrosecondType, TimestampMillisecond
 use serde::{Deserialize, Serialize};
 use sluice_operators::detection::Detection;
 use sluice_operators::hash::StableHasher;
-use sluice_operators::operator::{AlertBatch, Collector, Context, DedupMarks, Operator, Output};
+use sluice_operators::operator::{AlertBatch, Collector, Context, DedupMarks, Operator, Output, Tenants};
 use sluice_operators::policy::Policies;
 use sluice_operators::schema::{AlertColumns, col};
 use sluice_operators::time::EventTime;
@@ -726,11 +726,12 @@ impl Operator for Rules {
     fn on_watermark(
         &mut self,
         wm: EventTime,
+        which: Tenants<'_>,
         ctx: &mut Context,
         out: &mut dyn Collector,
     ) -> sluice_operators::Result<()> {
         let floor = wm.saturating_sub(self.lateness);
-        let tenants: Vec<Arc<str>> = self.tenants.keys().cloned().collect();
+        let tenants: Vec<Arc<str>> = self.tenants.keys().filter(|t| which.includes(t)).cloned().collect();
         for t in tenants {
             self.close(&t, floor, ctx, out);
         }

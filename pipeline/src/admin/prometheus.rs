@@ -143,6 +143,24 @@ pub fn render(metrics: &Metrics, outbox: Option<&OutboxCounts>, max_tenant_serie
         out.sample("sluice_tenant_disabled_records_total", &[("tenant", t)], *n as f64);
     }
 
+    out.family(
+        "sluice_tenant_held_back",
+        "gauge",
+        "1 while fair scheduling holds the tenant back: more than runtime.tenant_backlog of its alerts are queued in its shard and wait behind other tenants' (with a Kafka topic per tenant, its partitions are paused).",
+    );
+    out.family("sluice_tenant_held_back_seconds_total", "counter", "Seconds the tenant has been held back in all.");
+    let mut held = BTreeMap::<&str, (bool, f64)>::new();
+    let report = metrics.held.report();
+    for (tenant, now, secs, _) in &report {
+        let e = held.entry(labels.get(tenant)).or_default();
+        e.0 |= *now;
+        e.1 += secs;
+    }
+    for (t, (now, secs)) in &held {
+        out.sample("sluice_tenant_held_back", &[("tenant", t)], if *now { 1.0 } else { 0.0 });
+        out.sample("sluice_tenant_held_back_seconds_total", &[("tenant", t)], *secs);
+    }
+
     // Sinks.
     out.family("sluice_sink_deliveries_total", "counter", "Hand-off attempts per sink, by outcome.");
     out.family("sluice_sink_llm_tokens_total", "counter", "LLM tokens used, as the sink's responses report them.");

@@ -1,22 +1,25 @@
-//! Fair scheduling between the tenants of a shard.
+//! Fair scheduling between tenants.
 //!
-//! A shard that keeps up processes batches as they arrive. When it falls
-//! behind (more is waiting on its channel), it takes what is waiting into a
-//! queue per tenant and serves the queues by weighted deficit round robin:
-//! each turn a tenant may process up to `quantum × weight` alerts. A tenant
-//! that floods the shard then waits behind its own alerts, and the others
-//! do not wait behind it.
+//! Two mechanisms, both per tenant:
+//!
+//! * **In a shard**: a shard that keeps up processes batches as they
+//!   arrive. When it falls behind (more is waiting on its channel), the
+//!   alerts of a *heavy* tenant (far more in flight than the average
+//!   tenant, see [`Backlog::is_heavy`]) go into that tenant's queue
+//!   ([`FairQueue`]) instead, and the other tenants' alerts go straight
+//!   through, ahead of them. The queues are served by weighted deficit
+//!   round robin (`quantum × weight` alerts per turn) whenever nothing else
+//!   is waiting, or when they hold `runtime.shard_backlog` alerts in all.
+//! * **At the source**: a tenant with more than `runtime.tenant_backlog`
+//!   alerts in flight is held back ([`Backlog`]) until it is under half of
+//!   that. A source that can pause one tenant (a Kafka topic per tenant)
+//!   stops reading it meanwhile; its alerts wait upstream.
 //!
 //! Results do not depend on the scheduling. A tenant's state depends only
 //! on its own alerts and watermarks, in their order (see
 //! [`Tenants`](sluice_operators::operator::Tenants)), and that order is
 //! kept: a watermark reaches every tenant with nothing queued at once, and
 //! is queued behind the alerts of every tenant that has some.
-//!
-//! A tenant whose queue passes `tenant_backlog` alerts is *held back*
-//! ([`HeldBack`]): sources that can pause one tenant (a Kafka topic per
-//! tenant) stop reading it until its queue is below half of that. Held-back
-//! time is a metric, so a slowed tenant is visible.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -197,70 +200,150 @@ impl FairQueue {
     }
 }
 
-/// Tenants held back at the source, and for how long in all.
+/// Every tenant's alerts in flight, and which tenants are held back at the
+/// source because of it.
+///
+/// Alerts enter ([`Backlog::entered`]) when the router sends them to their
+/// shard and leave ([`Backlog::left`]) when the shard has processed them.
+/// When the source knows a chunk's tenant (a Kafka topic per tenant), they
+/// already enter when read, and leave the router's count once routed: then
+/// the count covers the decoders' queues too, wherever the pipeline is
+/// slowest. A tenant with more than the limit in flight is held back until
+/// it is under half of it.
 #[derive(Debug, Default)]
-pub struct HeldBack {
-    inner: Mutex<HeldInner>,
-    /// Bumped on every change, so a source notices without locking.
+pub struct Backlog {
+    inner: Mutex<BacklogInner>,
+    /// Bumped whenever the set of held tenants changes, so a source
+    /// notices without locking.
     generation: AtomicU64,
 }
 
 #[derive(Debug, Default)]
-struct HeldInner {
-    /// Held now, since when.
-    now: FastMap<Arc<str>, Instant>,
-    /// Time held in finished spells.
-    total: FastMap<Arc<str>, Duration>,
-    /// Spells, per tenant.
-    spells: FastMap<Arc<str>, u64>,
+struct BacklogInner {
+    tenants: FastMap<Arc<str>, TenantBacklog>,
+    /// Alerts in flight, all tenants.
+    total: u64,
+    /// Tenants with alerts in flight.
+    active: u64,
+    /// `runtime.tenant_backlog`; `None`: nobody is held back.
+    limit: Option<u64>,
 }
 
-impl HeldBack {
-    pub fn hold(&self, tenant: &Arc<str>) {
-        let mut inner = self.inner.lock().expect("held-back tenants");
-        if !inner.now.contains_key(tenant) {
-            inner.now.insert(tenant.clone(), Instant::now());
-            *inner.spells.entry(tenant.clone()).or_default() += 1;
+#[derive(Debug, Default)]
+struct TenantBacklog {
+    in_flight: u64,
+    held_since: Option<Instant>,
+    /// Time held in finished spells.
+    held: Duration,
+    spells: u64,
+}
+
+/// A tenant's backlog as the metrics show it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TenantBacklogReport {
+    pub tenant: Arc<str>,
+    pub in_flight: u64,
+    pub held: bool,
+    pub held_secs: f64,
+    pub spells: u64,
+}
+
+impl Backlog {
+    /// Sets the limit for this run (`None`: never hold anyone back).
+    pub fn configure(&self, limit: Option<usize>) {
+        self.lock().limit = limit.map(|l| l as u64);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BacklogInner> {
+        self.inner.lock().expect("tenant backlog")
+    }
+
+    /// `n` more of the tenant's alerts are in flight.
+    pub fn entered(&self, tenant: &Arc<str>, n: u64) {
+        let mut inner = self.lock();
+        let limit = inner.limit;
+        let inner = &mut *inner;
+        let t = inner.tenants.entry(tenant.clone()).or_default();
+        if t.in_flight == 0 {
+            inner.active += 1;
+        }
+        t.in_flight += n;
+        inner.total += n;
+        if limit.is_some_and(|l| t.in_flight > l) && t.held_since.is_none() {
+            t.held_since = Some(Instant::now());
+            t.spells += 1;
             self.generation.fetch_add(1, Ordering::Release);
-            tracing::info!(tenant = %tenant, "tenant held back: its queue is over runtime.tenant_backlog");
+            tracing::debug!(tenant = %tenant, in_flight = t.in_flight, "tenant held back: more than runtime.tenant_backlog of its alerts are in flight");
         }
     }
 
-    pub fn release(&self, tenant: &str) {
-        let mut inner = self.inner.lock().expect("held-back tenants");
-        if let Some((tenant, since)) = inner.now.remove_entry(tenant) {
-            *inner.total.entry(tenant.clone()).or_default() += since.elapsed();
+    /// `n` of the tenant's alerts are no longer in flight.
+    pub fn left(&self, tenant: &str, n: u64) {
+        let mut inner = self.lock();
+        let limit = inner.limit.unwrap_or(0);
+        let inner = &mut *inner;
+        let Some(t) = inner.tenants.get_mut(tenant) else { return };
+        let n = n.min(t.in_flight);
+        t.in_flight -= n;
+        inner.total -= n;
+        if t.in_flight == 0 {
+            inner.active -= 1;
+        }
+        if let Some(since) = t.held_since
+            && t.in_flight <= limit / 2
+        {
+            t.held += since.elapsed();
+            t.held_since = None;
             self.generation.fetch_add(1, Ordering::Release);
-            tracing::info!(tenant = %tenant, "tenant released");
+            tracing::debug!(tenant, "tenant released");
+        }
+        if t.in_flight == 0 && t.spells == 0 {
+            inner.tenants.remove(tenant);
         }
     }
 
-    pub fn is_held(&self, tenant: &str) -> bool {
-        self.inner.lock().expect("held-back tenants").now.contains_key(tenant)
+    /// Whether the tenant has far more in flight than its share: more than
+    /// a turn (`quantum × weight`) and more than four times the average of
+    /// the tenants with alerts in flight, times its weight.
+    pub fn is_heavy(&self, tenant: &str, weight: u32, quantum: usize) -> bool {
+        let inner = self.lock();
+        let Some(t) = inner.tenants.get(tenant) else { return false };
+        let weight = u64::from(weight.max(1));
+        let average = inner.total / inner.active.max(1);
+        t.in_flight > quantum as u64 * weight && t.in_flight > 4 * average * weight
+    }
+
+    pub fn in_flight(&self, tenant: &str) -> u64 {
+        self.lock().tenants.get(tenant).map_or(0, |t| t.in_flight)
     }
 
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
     }
 
-    /// The tenants held now.
-    pub fn current(&self) -> FastSet<Arc<str>> {
-        self.inner.lock().expect("held-back tenants").now.keys().cloned().collect()
+    /// The tenants held back now.
+    pub fn held(&self) -> Vec<Arc<str>> {
+        self.lock().tenants.iter().filter(|(_, t)| t.held_since.is_some()).map(|(k, _)| k.clone()).collect()
     }
 
-    /// Per tenant ever held: whether held now, seconds held in all, spells.
-    pub fn report(&self) -> Vec<(Arc<str>, bool, f64, u64)> {
-        let inner = self.inner.lock().expect("held-back tenants");
+    /// Every tenant with alerts in flight or ever held back, by name.
+    pub fn report(&self) -> Vec<TenantBacklogReport> {
+        let inner = self.lock();
         let mut out: Vec<_> = inner
-            .spells
+            .tenants
             .iter()
-            .map(|(t, spells)| {
-                let running = inner.now.get(t).map(Instant::elapsed);
-                let total = inner.total.get(t).copied().unwrap_or_default() + running.unwrap_or_default();
-                (t.clone(), running.is_some(), total.as_secs_f64(), *spells)
+            .map(|(tenant, t)| {
+                let running = t.held_since.map(|s| s.elapsed());
+                TenantBacklogReport {
+                    tenant: tenant.clone(),
+                    in_flight: t.in_flight,
+                    held: running.is_some(),
+                    held_secs: (t.held + running.unwrap_or_default()).as_secs_f64(),
+                    spells: t.spells,
+                }
             })
             .collect();
-        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out.sort_by(|a, b| a.tenant.cmp(&b.tenant));
         out
     }
 }
@@ -366,21 +449,47 @@ mod tests {
     }
 
     #[test]
-    fn held_back_time_adds_up_per_tenant() {
-        let held = HeldBack::default();
-        let t: Arc<str> = "flood".into();
-        let g = held.generation();
-        held.hold(&t);
-        held.hold(&t);
-        assert!(held.is_held("flood"));
-        assert_eq!(held.generation(), g + 1, "holding twice is one change");
-        held.release("flood");
-        held.release("flood");
-        assert_eq!(held.generation(), g + 2);
-        held.hold(&t);
-        let report = held.report();
-        assert_eq!(report.len(), 1);
-        assert_eq!((report[0].1, report[0].3), (true, 2));
-        assert!(held.current().contains("flood"));
+    fn a_tenant_over_its_backlog_is_held_back_until_under_half() {
+        let backlog = Backlog::default();
+        backlog.configure(Some(100));
+        let (flood, quiet): (Arc<str>, Arc<str>) = ("flood".into(), "quiet".into());
+        let g = backlog.generation();
+        backlog.entered(&quiet, 10);
+        backlog.entered(&flood, 100);
+        assert!(backlog.held().is_empty(), "at the limit, not over it");
+        backlog.entered(&flood, 1);
+        backlog.entered(&flood, 50);
+        assert_eq!(backlog.held(), std::slice::from_ref(&flood));
+        assert_eq!(backlog.generation(), g + 1, "held once, however much more comes");
+        backlog.left("flood", 100);
+        assert_eq!(backlog.held().len(), 1, "51 in flight is over half of 100");
+        backlog.left("flood", 1);
+        assert!(backlog.held().is_empty());
+        assert_eq!(backlog.generation(), g + 2);
+        let report = backlog.report();
+        assert_eq!(report.len(), 2);
+        assert_eq!(
+            (report[0].tenant.as_ref(), report[0].in_flight, report[0].held, report[0].spells),
+            ("flood", 50, false, 1)
+        );
+        assert_eq!((report[1].tenant.as_ref(), report[1].in_flight), ("quiet", 10));
+        backlog.left("quiet", 10);
+        assert_eq!(backlog.report().len(), 1, "a tenant never held leaves when it has nothing in flight");
+    }
+
+    #[test]
+    fn heavy_means_far_over_the_average_share() {
+        let backlog = Backlog::default();
+        let tenants: Vec<Arc<str>> = (0..10).map(|i| Arc::from(format!("t{i}"))).collect();
+        for t in &tenants {
+            backlog.entered(t, 1000);
+        }
+        assert!(!backlog.is_heavy("t0", 1, 100), "an even share is not heavy");
+        backlog.entered(&tenants[0], 60_000);
+        assert!(backlog.is_heavy("t0", 1, 100));
+        assert!(!backlog.is_heavy("t0", 1, 100_000), "not more than a turn");
+        assert!(!backlog.is_heavy("t0", 50, 100), "its weight gives it a larger share");
+        assert!(!backlog.is_heavy("t1", 1, 100));
+        assert!(!backlog.is_heavy("unknown", 1, 100));
     }
 }

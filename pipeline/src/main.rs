@@ -26,6 +26,7 @@ use sluice_pipeline::{CheckpointOptions, RunOptions, eval, run};
 
 mod bench;
 mod bench_checkpoint;
+mod bench_fairness;
 mod bench_kafka;
 mod replay;
 mod rules_cmd;
@@ -88,6 +89,9 @@ enum Command {
     BenchKafka(bench_kafka::BenchKafkaArgs),
     /// Measure what a checkpoint costs with a large live state.
     BenchCheckpoint(bench_checkpoint::BenchCheckpointArgs),
+    /// Measure fair scheduling: one tenant floods at 100× the others' rate;
+    /// the others' triage latency against a run without the flood.
+    BenchFairness(bench_fairness::BenchFairnessArgs),
     /// The hand-off outbox: what is pending, deferred (over budget) or
     /// parked, and sending parked cases again.
     #[command(subcommand)]
@@ -333,6 +337,7 @@ fn main() {
         Command::Produce(a) => cmd_produce(a),
         Command::BenchKafka(a) => bench_kafka::cmd_bench_kafka(a),
         Command::BenchCheckpoint(a) => bench_checkpoint::cmd_bench_checkpoint(a),
+        Command::BenchFairness(a) => bench_fairness::cmd_bench_fairness(a),
         Command::Rules(c) => rules_cmd::cmd_rules(c),
         Command::Outbox(c) => cmd_outbox(c),
         Command::Priors(c) => cmd_priors(c),

@@ -23,7 +23,7 @@ use sluice_connectors::source::now_us;
 use sluice_operators::cluster::ClusterReport;
 use sluice_operators::operator::{Counters, Operator, ReportKind};
 
-use crate::fair::HeldBack;
+use crate::fair::Backlog;
 use crate::output::case_json;
 use crate::runtime::Event;
 
@@ -191,8 +191,8 @@ pub struct Metrics {
     totals: Mutex<VecDeque<(i64, BTreeMap<String, TenantTotals>)>>,
     last_totals: Mutex<Instant>,
     max_clusters_per_tenant: usize,
-    /// Tenants held back at the source by fair scheduling.
-    pub held: HeldBack,
+    /// Alerts in flight per tenant, and who is held back (fair scheduling).
+    pub backlog: Backlog,
 }
 
 impl Default for Metrics {
@@ -225,7 +225,7 @@ impl Metrics {
             totals: Mutex::new(VecDeque::from([(now_us(), BTreeMap::new())])),
             last_totals: Mutex::new(Instant::now()),
             max_clusters_per_tenant: max_clusters_per_tenant.max(1),
-            held: HeldBack::default(),
+            backlog: Backlog::default(),
         }
     }
 

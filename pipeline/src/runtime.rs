@@ -42,9 +42,9 @@ use sluice_connectors::source::{InputChange, Source, StopFlag, now_us};
 use sluice_operators::cluster::ClusterReport;
 use sluice_operators::correlate::{Correlate, CorrelateConfig, Priors};
 use sluice_operators::dead_letter::DeadLetter;
-use sluice_operators::decode::{DecodeStats, Decoder, RawChunk};
+use sluice_operators::decode::{ChunkTenant, DecodeStats, Decoder, RawChunk};
 use sluice_operators::dedup::Dedup;
-use sluice_operators::hash::{FastSet, stable_hash};
+use sluice_operators::hash::stable_hash;
 use sluice_operators::operator::{AlertBatch, Chain, Context, Counters, Operator, Output, ReportKind, Tenants};
 use sluice_operators::policy::Policies;
 use sluice_operators::schema::AlertColumns;
@@ -191,6 +191,9 @@ enum ShardMsg {
 struct DecodedChunk {
     seq: u64,
     input: u32,
+    /// The chunk's tenant and record count, when the source knew the tenant
+    /// (counted in flight from the source on, see [`crate::fair::Backlog`]).
+    read: Option<(Arc<str>, u64)>,
     batches: Vec<RecordBatch>,
     dead_letters: Vec<DeadLetter>,
     control: Option<Item>,
@@ -344,6 +347,7 @@ pub fn run(
     let (event_tx, event_rx) = bounded::<Message>(cap * 1024);
     let (commit_tx, commit_rx) = bounded::<String>(16);
     let metrics = options.metrics.clone().unwrap_or_default();
+    metrics.backlog.configure(config.runtime.fair_scheduling.then(|| config.runtime.tenant_backlog.get()));
     let read_counter = metrics.read.clone();
     // Whether shards close their windows at the end (see ShardMsg::End).
     let flush_at_end = Arc::new(AtomicBool::new(true));
@@ -405,11 +409,10 @@ pub fn run(
                 while let Ok(position) = commit_rx.try_recv() {
                     source.commit(&position).map_err(failed)?;
                 }
-                let generation = source_metrics.held.generation();
+                let generation = source_metrics.backlog.generation();
                 if generation != held_seen {
                     held_seen = generation;
-                    let tenants: Vec<Arc<str>> = source_metrics.held.current().into_iter().collect();
-                    source.hold_back(&tenants);
+                    source.hold_back(&source_metrics.backlog.held());
                 }
                 stopping |= source_stop.is_stopped();
                 // When stopping, one last call hands over what the source holds.
@@ -430,9 +433,13 @@ pub fn run(
                 }
                 if let Some(chunk) = chunk
                     && !chunk.lines.is_empty()
-                    && !send(Item::Chunk(chunk))
                 {
-                    return Ok(());
+                    if let ChunkTenant::Fixed(t) = &chunk.tenant {
+                        source_metrics.backlog.entered(t, chunk.lines.len() as u64);
+                    }
+                    if !send(Item::Chunk(chunk)) {
+                        return Ok(());
+                    }
                 }
                 let last = ended || stopping;
                 if let Some(every) = interval
@@ -480,6 +487,7 @@ pub fn run(
                         let mut decoded = DecodedChunk {
                             seq,
                             input: 0,
+                            read: None,
                             batches: Vec::new(),
                             dead_letters: Vec::new(),
                             control: None,
@@ -487,6 +495,9 @@ pub fn run(
                         match item {
                             Item::Chunk(chunk) => {
                                 decoded.input = chunk.input;
+                                if let ChunkTenant::Fixed(t) = &chunk.tenant {
+                                    decoded.read = Some((t.clone(), chunk.lines.len() as u64));
+                                }
                                 for part in split_chunk(chunk, batch_size) {
                                     let out = decoder.decode(&part)?;
                                     decoded.batches.extend(out.batch);
@@ -518,7 +529,6 @@ pub fn run(
         let scheduling = Scheduling {
             fair: config.runtime.fair_scheduling,
             quantum: batch_size,
-            tenant_backlog: config.runtime.tenant_backlog.get(),
             shard_backlog: config.runtime.shard_backlog.get(),
             policies: router_policies.clone(),
         };
@@ -772,7 +782,6 @@ fn split_chunk(chunk: RawChunk, n: usize) -> Vec<RawChunk> {
 struct Scheduling {
     fair: bool,
     quantum: usize,
-    tenant_backlog: usize,
     shard_backlog: usize,
     policies: Arc<Policies>,
 }
@@ -786,8 +795,6 @@ struct Shard<'a> {
     out: Vec<Output>,
     queue: FairQueue,
     scheduling: Scheduling,
-    /// Tenants this shard has held back at the source.
-    holding: FastSet<Arc<str>>,
     events: Sender<Message>,
     metrics: &'a Metrics,
 }
@@ -820,18 +827,36 @@ impl Shard<'_> {
         Ok(())
     }
 
-    /// Takes a batch: straight through when nothing is queued or waiting,
-    /// otherwise into the tenants' queues.
-    fn take(&mut self, batch: Grouped, more_waiting: bool) -> Result<(), RunError> {
-        if !self.scheduling.fair || (self.queue.is_empty() && !more_waiting) {
-            let wm = self.queue.watermark();
-            return self.process(AlertBatch::new(batch.batch), wm);
+    /// Takes a batch. A tenant's alerts go into its queue when it has one
+    /// already, or when the shard is behind and the tenant is heavy; all
+    /// others are processed now.
+    fn take(&mut self, batch: Grouped, behind: bool) -> Result<(), RunError> {
+        let defer = |tenant: &Arc<str>| {
+            self.scheduling.fair
+                && (self.queue.tenant_rows(tenant) > 0
+                    || behind
+                        && self.metrics.backlog.is_heavy(
+                            tenant,
+                            self.scheduling.policies.weight(tenant),
+                            self.scheduling.quantum,
+                        ))
+        };
+        let deferred: Vec<bool> = batch.groups.iter().map(|(t, ..)| defer(t)).collect();
+        let wm = self.queue.watermark();
+        if !deferred.contains(&true) {
+            self.process(AlertBatch::new(batch.batch), wm)?;
+            for (tenant, _, n) in &batch.groups {
+                self.metrics.backlog.left(tenant, *n as u64);
+            }
+            return Ok(());
         }
-        for (tenant, part) in batch.parts() {
-            self.queue.push(tenant, part);
-            if self.queue.tenant_rows(tenant) > self.scheduling.tenant_backlog && !self.holding.contains(tenant) {
-                self.holding.insert(tenant.clone());
-                self.metrics.held.hold(tenant);
+        for ((tenant, part), deferred) in batch.parts().zip(deferred) {
+            if deferred {
+                self.queue.push(tenant, part);
+            } else {
+                let n = part.num_rows() as u64;
+                self.process(AlertBatch::new(part), wm)?;
+                self.metrics.backlog.left(tenant, n);
             }
         }
         Ok(())
@@ -851,13 +876,9 @@ impl Shard<'_> {
         let Some(work) = self.queue.next(|t| policies.weight(t)) else { return Ok(false) };
         match work {
             Work::Batch { tenant, batch, watermark } => {
+                let n = batch.num_rows() as u64;
                 self.process(batch, watermark)?;
-                if self.holding.contains(&tenant)
-                    && self.queue.tenant_rows(&tenant) <= self.scheduling.tenant_backlog / 2
-                {
-                    self.holding.remove(&tenant);
-                    self.metrics.held.release(&tenant);
-                }
+                self.metrics.backlog.left(&tenant, n);
             }
             Work::Watermark { tenant, watermark } => {
                 self.chain.on_watermark(watermark, Tenants::Only(&tenant), &mut self.ctx, &mut self.out)?;
@@ -897,7 +918,6 @@ fn run_shard(
         out: Vec::new(),
         queue: FairQueue::new(scheduling.quantum),
         scheduling,
-        holding: FastSet::default(),
         events,
         metrics,
     };
@@ -970,10 +990,6 @@ fn run_shard(
             shard.publish();
         }
     }
-    for tenant in shard.holding.drain() {
-        metrics.held.release(&tenant);
-    }
-    shard.queue = FairQueue::new(1);
     shard.publish();
     Ok(shard.ctx.counters)
 }
@@ -1142,6 +1158,10 @@ impl Router {
             self.read.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
             self.route(batch, chunk.input as usize)?;
         }
+        // Counted from the source on: routed (counted again) or set aside.
+        if let Some((tenant, n)) = chunk.read {
+            self.metrics.backlog.left(&tenant, n);
+        }
         Ok(())
     }
 
@@ -1225,7 +1245,9 @@ impl Router {
             let mut groups = Vec::with_capacity(by_tenant.len());
             let mut indices: Vec<u32> = Vec::new();
             for idx in by_tenant.values() {
-                groups.push((Arc::from(cols.tenant(idx[0] as usize)), indices.len(), idx.len()));
+                let tenant: Arc<str> = Arc::from(cols.tenant(idx[0] as usize));
+                self.metrics.backlog.entered(&tenant, idx.len() as u64);
+                groups.push((tenant, indices.len(), idx.len()));
                 indices.extend_from_slice(idx);
             }
             by_tenant.clear();
@@ -1286,6 +1308,7 @@ mod tests {
             let decoded = DecodedChunk {
                 seq: seq as u64,
                 input: 0,
+                read: None,
                 batches: out.batch.into_iter().collect(),
                 dead_letters: Vec::new(),
                 control: None,
@@ -1296,54 +1319,58 @@ mod tests {
         shard_rx.into_iter().collect()
     }
 
-    /// Runs a shard over the messages; `backlog`: take every batch into the
-    /// queues and keep about 400 alerts queued, so tenants wait behind each
-    /// other and miss watermarks. Returns each tenant's reports, in order.
-    fn shard_reports(msgs: &[ShardMsg], backlog: bool, quantum: usize) -> BTreeMap<String, Vec<String>> {
+    /// Runs a shard over the messages. `heavy`: a tenant made heavy (as if
+    /// a million of its alerts were in flight), so that its alerts are
+    /// queued whenever the shard is behind, which here is always; the queue
+    /// is served down to about 400 alerts after each message, so it misses
+    /// watermarks and the others overtake it. Returns each tenant's reports,
+    /// in order, and how many alerts were queued.
+    fn shard_reports(msgs: &[ShardMsg], heavy: Option<&str>, quantum: usize) -> (BTreeMap<String, Vec<String>>, usize) {
         let config = Config::default();
         let mut correlate = config.correlate.clone();
         correlate.report_all_closed = true;
         let mut chain = build_chain(&config, correlate).unwrap();
         let (events, events_rx) = crossbeam_channel::unbounded();
         let metrics = Metrics::default();
+        if let Some(t) = heavy {
+            metrics.backlog.entered(&Arc::from(t), 1_000_000);
+        }
         let mut shard = Shard {
             id: 0,
             chain: &mut chain,
             ctx: Context::default(),
             out: Vec::new(),
             queue: FairQueue::new(quantum),
-            scheduling: Scheduling {
-                fair: true,
-                quantum,
-                tenant_backlog: 150,
-                shard_backlog: usize::MAX,
-                policies: Arc::default(),
-            },
-            holding: FastSet::default(),
+            scheduling: Scheduling { fair: true, quantum, shard_backlog: usize::MAX, policies: Arc::default() },
             events,
             metrics: &metrics,
         };
-        let mut held = false;
+        let mut queued = 0;
         for msg in msgs {
             match msg {
                 ShardMsg::Batch(g) => {
-                    shard.take(Grouped { batch: g.batch.clone(), groups: g.groups.clone() }, backlog).unwrap()
+                    for (tenant, _, n) in &g.groups {
+                        metrics.backlog.entered(tenant, *n as u64);
+                    }
+                    shard.take(Grouped { batch: g.batch.clone(), groups: g.groups.clone() }, true).unwrap()
                 }
                 ShardMsg::Watermark(wm) => shard.watermark(*wm).unwrap(),
                 _ => unreachable!("the router sends batches and watermarks here"),
             }
+            queued = queued.max(shard.queue.rows());
             while shard.queue.rows() > 400 {
                 shard.serve().unwrap();
             }
-            held |= !shard.holding.is_empty();
             assert!(shard.forward());
         }
         assert!(shard.drain().unwrap());
         shard.chain.on_end(&mut shard.ctx, &mut shard.out).unwrap();
         assert!(shard.forward());
-        assert_eq!(held, backlog, "a backlog over tenant_backlog holds its tenant back");
-        assert!(shard.holding.is_empty() && metrics.held.current().is_empty(), "drained: nobody is held");
         drop(shard);
+        for r in metrics.backlog.report() {
+            let phantom = if heavy == Some(r.tenant.as_ref()) { 1_000_000 } else { 0 };
+            assert_eq!(r.in_flight, phantom, "{}: every alert routed is processed", r.tenant);
+        }
         let mut by_tenant: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for message in events_rx.try_iter() {
             if let Message::Event(Event::Report(kind, report)) = message {
@@ -1351,7 +1378,7 @@ mod tests {
                 by_tenant.entry(report.tenant.clone()).or_default().push(format!("{kind:?} {json}"));
             }
         }
-        by_tenant
+        (by_tenant, queued)
     }
 
     #[test]
@@ -1360,14 +1387,24 @@ mod tests {
         let batches = msgs.iter().filter(|m| matches!(m, ShardMsg::Batch(_))).count();
         let watermarks = msgs.iter().filter(|m| matches!(m, ShardMsg::Watermark(_))).count();
         assert!(batches > 100 && watermarks > 10, "{batches} batches, {watermarks} watermarks");
-        let in_order = shard_reports(&msgs, false, 4096);
+        let (in_order, queued) = shard_reports(&msgs, None, 4096);
+        assert_eq!(queued, 0, "five even tenants: nobody is heavy, nothing is queued");
         assert_eq!(in_order.len(), 5, "every tenant reports");
         let reports: usize = in_order.values().map(Vec::len).sum();
         assert!(reports > 50, "{reports} reports");
-        for quantum in [1, 13, 200] {
-            let fair = shard_reports(&msgs, true, quantum);
+        let tenants: Vec<String> = in_order.keys().cloned().collect();
+        for (heavy, quantum) in tenants.iter().zip([1, 13, 200, 4096, 7]) {
+            let (fair, queued) = shard_reports(&msgs, Some(heavy), quantum);
+            assert!(queued > 400, "{heavy} queued {queued} alerts");
             for (tenant, expected) in &in_order {
-                assert_eq!(fair.get(tenant), Some(expected), "tenant {tenant} at quantum {quantum}");
+                let got = fair.get(tenant).cloned().unwrap_or_default();
+                let first_difference = expected.iter().zip(&got).position(|(a, b)| a != b);
+                assert!(
+                    got == *expected,
+                    "tenant {tenant}, {heavy} heavy, quantum {quantum}: {} reports against {}, first difference at {first_difference:?}",
+                    got.len(),
+                    expected.len()
+                );
             }
         }
     }

@@ -144,20 +144,27 @@ pub fn render(metrics: &Metrics, outbox: Option<&OutboxCounts>, max_tenant_serie
     }
 
     out.family(
+        "sluice_tenant_in_flight_records",
+        "gauge",
+        "The tenant's alerts routed to its shard and not yet processed.",
+    );
+    out.family(
         "sluice_tenant_held_back",
         "gauge",
-        "1 while fair scheduling holds the tenant back: more than runtime.tenant_backlog of its alerts are queued in its shard and wait behind other tenants' (with a Kafka topic per tenant, its partitions are paused).",
+        "1 while fair scheduling holds the tenant back: more than runtime.tenant_backlog of its alerts are in flight (with a Kafka topic per tenant, its partitions are paused).",
     );
     out.family("sluice_tenant_held_back_seconds_total", "counter", "Seconds the tenant has been held back in all.");
-    let mut held = BTreeMap::<&str, (bool, f64)>::new();
-    let report = metrics.held.report();
-    for (tenant, now, secs, _) in &report {
-        let e = held.entry(labels.get(tenant)).or_default();
-        e.0 |= *now;
-        e.1 += secs;
+    let mut backlog = BTreeMap::<&str, (u64, bool, f64)>::new();
+    let report = metrics.backlog.report();
+    for r in &report {
+        let e = backlog.entry(labels.get(&r.tenant)).or_default();
+        e.0 += r.in_flight;
+        e.1 |= r.held;
+        e.2 += r.held_secs;
     }
-    for (t, (now, secs)) in &held {
-        out.sample("sluice_tenant_held_back", &[("tenant", t)], if *now { 1.0 } else { 0.0 });
+    for (t, (in_flight, held, secs)) in &backlog {
+        out.sample("sluice_tenant_in_flight_records", &[("tenant", t)], *in_flight as f64);
+        out.sample("sluice_tenant_held_back", &[("tenant", t)], if *held { 1.0 } else { 0.0 });
         out.sample("sluice_tenant_held_back_seconds_total", &[("tenant", t)], *secs);
     }
 

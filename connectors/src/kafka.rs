@@ -473,6 +473,9 @@ impl KafkaSource {
                 resume.add_partition(&p.topic, p.partition);
                 p.paused = false;
                 p.last_data = Instant::now(); // paused is not idle
+                // The fetch restarts at the next offset, which may lie inside
+                // a record batch: make sure the broker serves it (see `Resume`).
+                p.resume = (p.polled >= 0).then(Resume::new);
             }
         }
         for (list, what) in [(&pause, "pause"), (&resume, "resume")] {

@@ -143,17 +143,7 @@ pub fn render(metrics: &Metrics, outbox: Option<&OutboxCounts>, max_tenant_serie
         out.sample("sluice_tenant_disabled_records_total", &[("tenant", t)], *n as f64);
     }
 
-    out.family(
-        "sluice_tenant_in_flight_records",
-        "gauge",
-        "The tenant's alerts routed to its shard and not yet processed.",
-    );
-    out.family(
-        "sluice_tenant_held_back",
-        "gauge",
-        "1 while fair scheduling holds the tenant back: more than runtime.tenant_backlog of its alerts are in flight (with a Kafka topic per tenant, its partitions are paused).",
-    );
-    out.family("sluice_tenant_held_back_seconds_total", "counter", "Seconds the tenant has been held back in all.");
+    // Fair scheduling, per tenant (see fair.rs).
     let mut backlog = BTreeMap::<&str, (u64, bool, f64)>::new();
     let report = metrics.backlog.report();
     for r in &report {
@@ -162,9 +152,20 @@ pub fn render(metrics: &Metrics, outbox: Option<&OutboxCounts>, max_tenant_serie
         e.1 |= r.held;
         e.2 += r.held_secs;
     }
-    for (t, (in_flight, held, secs)) in &backlog {
+    out.family("sluice_tenant_in_flight_records", "gauge", "The tenant's alerts read or routed and not yet processed.");
+    for (t, (in_flight, ..)) in &backlog {
         out.sample("sluice_tenant_in_flight_records", &[("tenant", t)], *in_flight as f64);
+    }
+    out.family(
+        "sluice_tenant_held_back",
+        "gauge",
+        "1 while fair scheduling holds the tenant back: more than runtime.tenant_backlog of its alerts are in flight (with a Kafka topic per tenant, its partitions are paused).",
+    );
+    for (t, (_, held, _)) in &backlog {
         out.sample("sluice_tenant_held_back", &[("tenant", t)], if *held { 1.0 } else { 0.0 });
+    }
+    out.family("sluice_tenant_held_back_seconds_total", "counter", "Seconds the tenant has been held back in all.");
+    for (t, (.., secs)) in &backlog {
         out.sample("sluice_tenant_held_back_seconds_total", &[("tenant", t)], *secs);
     }
 
@@ -368,5 +369,29 @@ mod tests {
         assert_eq!(labels.get("small"), OTHER_TENANTS);
         assert_eq!(labels.get("tiny"), OTHER_TENANTS);
         assert_eq!(labels.get("never-seen"), OTHER_TENANTS);
+    }
+
+    #[test]
+    fn a_held_back_tenant_is_shown_and_the_others_are_not() {
+        let metrics = Metrics::default();
+        metrics.backlog.configure(Some(100));
+        let (flood, quiet): (Arc<str>, Arc<str>) = ("flood".into(), "quiet".into());
+        let mut c = Counters::default();
+        c.add("dedup", "records_in", &flood, 1000);
+        c.add("dedup", "records_in", &quiet, 10);
+        metrics.publish_shard(0, &c, &[], &[]);
+        metrics.backlog.entered(&flood, 500);
+        metrics.backlog.entered(&quiet, 5);
+        let text = render(&metrics, None, 100);
+        assert!(text.contains("sluice_tenant_held_back{tenant=\"flood\"} 1\n"), "{text}");
+        assert!(text.contains("sluice_tenant_held_back{tenant=\"quiet\"} 0\n"), "{text}");
+        assert!(text.contains("sluice_tenant_in_flight_records{tenant=\"flood\"} 500\n"), "{text}");
+        metrics.backlog.left("flood", 500);
+        let text = render(&metrics, None, 100);
+        assert!(text.contains("sluice_tenant_held_back{tenant=\"flood\"} 0\n"), "{text}");
+        assert!(
+            !text.contains("sluice_tenant_held_back_seconds_total{tenant=\"flood\"} 0\n"),
+            "some time held: {text}"
+        );
     }
 }

@@ -543,6 +543,13 @@ pub struct Intel {
     pub tenants: BTreeMap<String, TenantIntel>,
 }
 
+/// See [`Intel::counts`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct IntelCounts {
+    pub iocs: Vec<(Option<String>, &'static str, usize)>,
+    pub inventory: Vec<(String, &'static str, usize)>,
+}
+
 /// Most parent domains tried for one host name.
 const MAX_LABELS: usize = 16;
 
@@ -620,6 +627,25 @@ impl Intel {
     }
 
     /// One line per store for logs: IOCs by kind, inventory sizes.
+    /// IOCs per scope (`None`: global, else the tenant) and kind, and
+    /// inventory entries per tenant and kind: what the metrics show.
+    pub fn counts(&self) -> IntelCounts {
+        let kinds = [IocKind::Ip, IocKind::Domain, IocKind::Url, IocKind::Hash];
+        let iocs = |scope: Option<&str>, s: &IocStore| {
+            kinds.map(|k| (scope.map(str::to_string), k.as_str(), s.count(k))).into_iter()
+        };
+        IntelCounts {
+            iocs: iocs(None, &self.global)
+                .chain(self.tenants.iter().flat_map(|(t, ti)| iocs(Some(t), &ti.iocs)))
+                .collect(),
+            inventory: self
+                .tenants
+                .iter()
+                .flat_map(|(t, ti)| ti.inventory.counts().map(|(k, n)| (t.clone(), k, n)))
+                .collect(),
+        }
+    }
+
     pub fn describe(&self) -> String {
         let iocs = |s: &IocStore| {
             format!(

@@ -127,13 +127,18 @@ impl Inventory {
 
     /// Sizes, for logs.
     pub fn describe(&self) -> String {
-        format!(
-            "{} hosts, {} privileged users, {} scanners, {} service accounts",
-            self.hosts.len(),
-            self.privileged.len(),
-            self.scanners.len(),
-            self.service_accounts.len()
-        )
+        let [hosts, privileged, scanners, service] = self.counts().map(|(_, n)| n);
+        format!("{hosts} hosts, {privileged} privileged users, {scanners} scanners, {service} service accounts")
+    }
+
+    /// Entries by kind: `host`, `privileged_user`, `scanner`, `service_account`.
+    pub fn counts(&self) -> [(&'static str, usize); 4] {
+        [
+            ("host", self.hosts.len()),
+            ("privileged_user", self.privileged.len()),
+            ("scanner", self.scanners.len()),
+            ("service_account", self.service_accounts.len()),
+        ]
     }
 
     fn source_id(&mut self, source: &str) -> u32 {

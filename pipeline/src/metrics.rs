@@ -21,6 +21,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use sluice_connectors::source::now_us;
 use sluice_operators::cluster::ClusterReport;
+use sluice_operators::intel::{Intel, IntelCounts};
 use sluice_operators::operator::{Counters, Operator, ReportKind};
 
 use crate::fair::Backlog;
@@ -193,6 +194,9 @@ pub struct Metrics {
     max_clusters_per_tenant: usize,
     /// Alerts in flight per tenant, and who is held back (fair scheduling).
     pub backlog: Backlog,
+    /// The threat intel and inventories in force, and when they were loaded
+    /// (wall clock µs).
+    intel: Mutex<Option<(IntelCounts, i64)>>,
 }
 
 impl Default for Metrics {
@@ -226,6 +230,7 @@ impl Metrics {
             last_totals: Mutex::new(Instant::now()),
             max_clusters_per_tenant: max_clusters_per_tenant.max(1),
             backlog: Backlog::default(),
+            intel: Mutex::new(None),
         }
     }
 
@@ -264,6 +269,16 @@ impl Metrics {
             shards.resize_with(shard + 1, ShardView::default);
         }
         shards[shard] = ShardView { counters: counters.clone(), state };
+    }
+
+    /// Threat intel and inventories now in force.
+    pub fn set_intel(&self, intel: &Intel) {
+        *lock(&self.intel) = Some((intel.counts(), now_us()));
+    }
+
+    /// What [`Metrics::set_intel`] was last given, and when.
+    pub fn intel(&self) -> Option<(IntelCounts, i64)> {
+        lock(&self.intel).clone()
     }
 
     /// The consumer lag of a source's partitions.

@@ -45,6 +45,7 @@ use sluice_operators::dead_letter::DeadLetter;
 use sluice_operators::decode::{ChunkTenant, DecodeStats, Decoder, RawChunk};
 use sluice_operators::dedup::Dedup;
 use sluice_operators::hash::stable_hash;
+use sluice_operators::intel::Intel;
 use sluice_operators::operator::{AlertBatch, Chain, Context, Counters, Operator, Output, ReportKind, Tenants};
 use sluice_operators::policy::Policies;
 use sluice_operators::schema::AlertColumns;
@@ -347,6 +348,9 @@ pub fn run(
     let (event_tx, event_rx) = bounded::<Message>(cap * 1024);
     let (commit_tx, commit_rx) = bounded::<String>(16);
     let metrics = options.metrics.clone().unwrap_or_default();
+    if let Some(set) = intel.as_ref().and_then(|i| i.downcast_ref::<Arc<Intel>>()) {
+        metrics.set_intel(set);
+    }
     metrics.backlog.configure(config.runtime.fair_scheduling.then(|| config.runtime.tenant_backlog.get()));
     let read_counter = metrics.read.clone();
     // Whether shards close their windows at the end (see ShardMsg::End).
@@ -393,6 +397,9 @@ pub fn run(
                     return Ok(());
                 }
                 if let Some(intel) = intel_reloads.as_ref().and_then(|(p, _)| p.lock().expect("pending intel").take()) {
+                    if let Some(set) = intel.downcast_ref::<Arc<Intel>>() {
+                        source_metrics.set_intel(set);
+                    }
                     if !send(Item::Update(intel)) {
                         return Ok(());
                     }

@@ -169,6 +169,40 @@ pub fn render(metrics: &Metrics, outbox: Option<&OutboxCounts>, max_tenant_serie
         out.sample("sluice_tenant_held_back_seconds_total", &[("tenant", t)], *secs);
     }
 
+    // Threat intel and inventories in force.
+    let intel = metrics.intel();
+    let mut iocs = BTreeMap::<(&str, &str), usize>::new();
+    let mut inventory = BTreeMap::<(&str, &str), usize>::new();
+    if let Some((counts, _)) = &intel {
+        for (scope, kind, n) in &counts.iocs {
+            let t = scope.as_deref().map_or("_global", |t| labels.get(t));
+            *iocs.entry((t, kind)).or_default() += n;
+        }
+        for (tenant, kind, n) in &counts.inventory {
+            *inventory.entry((labels.get(tenant), kind)).or_default() += n;
+        }
+    }
+    out.family(
+        "sluice_intel_iocs",
+        "gauge",
+        "IOCs loaded and in force, by kind; tenant=\"_global\" for the IOCs of every tenant.",
+    );
+    for ((t, kind), n) in &iocs {
+        out.sample("sluice_intel_iocs", &[("tenant", t), ("kind", kind)], *n as f64);
+    }
+    out.family("sluice_inventory_entries", "gauge", "Inventory entries in force per tenant, by kind.");
+    for ((t, kind), n) in &inventory {
+        out.sample("sluice_inventory_entries", &[("tenant", t), ("kind", kind)], *n as f64);
+    }
+    out.family(
+        "sluice_intel_loaded_timestamp_seconds",
+        "gauge",
+        "When the threat intel and inventories in force were loaded (Unix time).",
+    );
+    if let Some((_, loaded_us)) = &intel {
+        out.sample("sluice_intel_loaded_timestamp_seconds", &[], *loaded_us as f64 / 1e6);
+    }
+
     // Sinks.
     out.family("sluice_sink_deliveries_total", "counter", "Hand-off attempts per sink, by outcome.");
     out.family("sluice_sink_llm_tokens_total", "counter", "LLM tokens used, as the sink's responses report them.");
@@ -369,6 +403,38 @@ mod tests {
         assert_eq!(labels.get("small"), OTHER_TENANTS);
         assert_eq!(labels.get("tiny"), OTHER_TENANTS);
         assert_eq!(labels.get("never-seen"), OTHER_TENANTS);
+    }
+
+    #[test]
+    fn intel_in_force_is_counted_per_scope_and_kind() {
+        use sluice_operators::intel::{Intel, TenantIntel};
+        let metrics = Metrics::default();
+        let text = render(&metrics, None, 100);
+        assert!(text.contains("# TYPE sluice_intel_iocs gauge\n") && !text.contains("sluice_intel_iocs{"), "{text}");
+        let mut intel = Intel::default();
+        intel.global.load_plain("feed.txt", "203.0.113.7\n198.51.100.1\nevil.example\n", None).unwrap();
+        let mut acme = TenantIntel::default();
+        acme.iocs.load_plain("acme.txt", "c2.example\n", None).unwrap();
+        acme.inventory
+            .load_json("acme.json", r#"{"scanners": ["10.0.0.5"], "privileged_users": ["root", "admin"]}"#)
+            .unwrap();
+        intel.tenants.insert("acme".into(), acme);
+        let mut c = Counters::default();
+        c.add("dedup", "records_in", &Arc::from("acme"), 1);
+        metrics.publish_shard(0, &c, &[], &[]);
+        metrics.set_intel(&intel);
+        let text = render(&metrics, None, 100);
+        for line in [
+            "sluice_intel_iocs{tenant=\"_global\",kind=\"ip\"} 2\n",
+            "sluice_intel_iocs{tenant=\"_global\",kind=\"domain\"} 1\n",
+            "sluice_intel_iocs{tenant=\"acme\",kind=\"domain\"} 1\n",
+            "sluice_intel_iocs{tenant=\"acme\",kind=\"ip\"} 0\n",
+            "sluice_inventory_entries{tenant=\"acme\",kind=\"privileged_user\"} 2\n",
+            "sluice_inventory_entries{tenant=\"acme\",kind=\"scanner\"} 1\n",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
+        assert!(text.contains("sluice_intel_loaded_timestamp_seconds 1"), "{text}");
     }
 
     #[test]

@@ -20,7 +20,7 @@ use simd_json::{Buffers, ErrorType, Tape};
 
 use crate::dead_letter::{DeadLetter, Reason};
 use crate::error::{Error, Result};
-use crate::hash::stable_hash;
+use crate::hash::{FastMap, stable_hash};
 use crate::schema::alert_schema;
 use crate::time::parse_timestamp;
 
@@ -170,11 +170,23 @@ pub struct DecodeConfig {
     /// Extra typed columns: JSON path → column name (nullable Utf8), e.g.
     /// `"data.win.eventdata.targetUserName" = "target_user"`.
     pub fields: BTreeMap<String, String>,
+    /// Extra columns of some tenants (their policy's `fields`): tenant →
+    /// JSON path → column name. A name also in `fields` takes this path for
+    /// the tenant; a name only here is null for every other tenant. Not a
+    /// `[decode]` key.
+    #[serde(skip)]
+    pub tenant_fields: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 impl Default for DecodeConfig {
     fn default() -> Self {
-        Self { max_record_bytes: 1 << 20, max_depth: 64, columns: ColumnSources::default(), fields: BTreeMap::new() }
+        Self {
+            max_record_bytes: 1 << 20,
+            max_depth: 64,
+            columns: ColumnSources::default(),
+            fields: BTreeMap::new(),
+            tenant_fields: BTreeMap::new(),
+        }
     }
 }
 
@@ -189,22 +201,38 @@ impl DecodeConfig {
             errors.push(format!("decode.max_depth = {} is below 4; Wazuh alerts nest 4 deep", self.max_depth));
         }
         let base = alert_schema(&[]);
-        for (path, name) in &self.fields {
-            if path.is_empty() || path.split('.').any(str::is_empty) {
-                errors.push(format!("decode.fields: {path:?} is not a dotted JSON path"));
+        let sets = std::iter::once(("decode.fields".to_string(), &self.fields))
+            .chain(self.tenant_fields.iter().map(|(t, f)| (format!("policy.tenants.{t}.fields"), f)));
+        for (key, fields) in sets {
+            for (path, name) in fields {
+                if path.is_empty() || path.split('.').any(str::is_empty) {
+                    errors.push(format!("{key}: {path:?} is not a dotted JSON path"));
+                }
+                if base.field_with_name(name).is_ok() {
+                    errors.push(format!("{key}.{path:?}: column name {name:?} is already a built-in column"));
+                }
             }
-            if base.field_with_name(name).is_ok() {
-                errors.push(format!("decode.fields.{path:?}: column name {name:?} is already a built-in column"));
-            }
-        }
-        let mut names: Vec<&String> = self.fields.values().collect();
-        names.sort();
-        for pair in names.windows(2) {
-            if pair[0] == pair[1] {
-                errors.push(format!("decode.fields: column name {:?} is used twice", pair[0]));
+            let mut names: Vec<&String> = fields.values().collect();
+            names.sort();
+            for pair in names.windows(2) {
+                if pair[0] == pair[1] {
+                    errors.push(format!("{key}: column name {:?} is used twice", pair[0]));
+                }
             }
         }
         errors
+    }
+
+    /// The extra columns, in schema order: `fields` in path order, then the
+    /// names only some tenants have, sorted.
+    pub fn extra_columns(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.fields.values().cloned().collect();
+        let mut tenant_only: Vec<&String> =
+            self.tenant_fields.values().flat_map(|f| f.values()).filter(|n| !names.contains(n)).collect();
+        tenant_only.sort();
+        tenant_only.dedup();
+        names.extend(tenant_only.into_iter().cloned());
+        names
     }
 }
 
@@ -334,7 +362,10 @@ struct FieldSlots {
     process: Vec<usize>,
     file_hash: Vec<usize>,
     url: Vec<usize>,
-    extra: Vec<usize>,
+    /// Per extra column, the slot of its path (`None`: null).
+    extra: Vec<Option<usize>>,
+    /// The same for tenants with their own extra fields.
+    tenant_extra: FastMap<Box<str>, Vec<Option<usize>>>,
 }
 
 /// Stateful simd-json → Arrow decoder. Not shared between threads.
@@ -575,13 +606,28 @@ impl Decoder {
         if tenant.static_tenant.is_none() && tenant.field.trim().is_empty() {
             return Err(Error::Config("tenant.field is empty and tenant.static is not set".into()));
         }
-        let extra_names: Vec<String> = config.fields.values().cloned().collect();
+        let extra_names = config.extra_columns();
         let mut index = PathIndex::new();
         let mut all = |v: &[String]| v.iter().map(|p| index.slot(p)).collect::<Vec<_>>();
         let c = &config.columns;
         let (src_ip, dst_ip, src_user, dst_user) = (all(&c.src_ip), all(&c.dst_ip), all(&c.src_user), all(&c.dst_user));
         let (process, file_hash, url) = (all(&c.process), all(&c.file_hash), all(&c.url));
-        let extra = config.fields.keys().map(|p| index.slot(p)).collect();
+        let column = |name: &String| extra_names.iter().position(|n| n == name).expect("every name is a column");
+        let mut extra = vec![None; extra_names.len()];
+        for (path, name) in &config.fields {
+            extra[column(name)] = Some(index.slot(path));
+        }
+        let tenant_extra = config
+            .tenant_fields
+            .iter()
+            .map(|(tenant, fields)| {
+                let mut own = extra.clone();
+                for (path, name) in fields {
+                    own[column(name)] = Some(index.slot(path));
+                }
+                (Box::from(tenant.as_str()), own)
+            })
+            .collect();
         let slots = FieldSlots {
             timestamp: index.slot("timestamp"),
             at_timestamp: index.slot("@timestamp"),
@@ -608,13 +654,14 @@ impl Decoder {
             file_hash,
             url,
             extra,
+            tenant_extra,
         };
         Ok(Self {
             schema: alert_schema(&extra_names),
             tenant_static: tenant.static_tenant.as_deref().map(Arc::from),
             index,
             slots,
-            b: Builders::new(config.fields.len()),
+            b: Builders::new(extra_names.len()),
             config,
             scratch: Vec::new(),
             buffers: Buffers::default(),
@@ -714,14 +761,19 @@ impl Decoder {
         self.index.collect(root, &mut slots);
         let (ix, sl) = (&self.index, &self.slots);
         let fields = self.extract(&slots, fixed.is_some())?;
-        let mut extras: Vec<Option<&str>> = Vec::with_capacity(sl.extra.len());
-        for &slot in &sl.extra {
-            extras.push(first_string(ix, &slots, &[slot])?);
+        let tenant = fixed.unwrap_or(fields.tenant);
+        let extra_slots =
+            if sl.tenant_extra.is_empty() { &sl.extra } else { sl.tenant_extra.get(tenant).unwrap_or(&sl.extra) };
+        let mut extras: Vec<Option<&str>> = Vec::with_capacity(extra_slots.len());
+        for slot in extra_slots {
+            extras.push(match slot {
+                Some(slot) => first_string(ix, &slots, &[*slot])?,
+                None => None,
+            });
         }
         let groups = string_array(ix, &slots, sl.rule_groups)?;
         let tactics = string_array(ix, &slots, sl.mitre_tactic)?;
         let techniques = string_array(ix, &slots, sl.mitre_id)?;
-        let tenant = fixed.unwrap_or(fields.tenant);
         append(&mut self.b, tenant, &fields, groups, tactics, techniques, &extras, record, ingest_us);
         Ok(())
     }
@@ -954,6 +1006,59 @@ mod tests {
         assert_eq!(opt_str(c.file_hash, 0), Some("cc11"));
         assert_eq!(batch.column_by_name("target_user").unwrap().as_string::<i32>().value(0), "bob");
         assert_eq!(d.stats(), DecodeStats { read: 1, decoded: 1, dead_lettered: 0 });
+    }
+
+    #[test]
+    fn a_tenants_own_fields_are_its_alone() {
+        let line = |tenant: &str| {
+            format!(
+                r#"{{"timestamp":"2022-05-11T12:29:19.905+0000","rule":{{"id":"1","level":3}},"manager":{{"name":"{tenant}"}},"data":{{"srcport":"22","win":{{"eventdata":{{"targetUserName":"bob"}}}},"custom":{{"user":"alice"}}}}}}"#
+            )
+        };
+        let mut fields = BTreeMap::new();
+        fields.insert("data.srcport".to_string(), "src_port".to_string());
+        fields.insert("data.win.eventdata.targetUserName".to_string(), "target_user".to_string());
+        let mut tenant_fields = BTreeMap::new();
+        // acme: its own column, and its own path for a global one.
+        tenant_fields.insert(
+            "acme".to_string(),
+            BTreeMap::from([
+                ("data.custom.user".to_string(), "target_user".to_string()),
+                ("data.win.eventdata.targetUserName".to_string(), "win_user".to_string()),
+            ]),
+        );
+        let config = DecodeConfig { fields, tenant_fields, ..DecodeConfig::default() };
+        assert_eq!(config.extra_columns(), ["src_port", "target_user", "win_user"]);
+        let mut d = Decoder::new(config, &TenantConfig::default()).unwrap();
+        let text = format!("{}\n{}\n", line("acme"), line("globex"));
+        let batch = d.decode(&RawChunk::from_lines("t", text.into_bytes(), 0, 0)).unwrap().batch.unwrap();
+        let col = |name: &str| {
+            let c = batch.column_by_name(name).unwrap().as_string::<i32>().clone();
+            (0..2).map(|i| c.is_valid(i).then(|| c.value(i).to_string())).collect::<Vec<_>>()
+        };
+        assert_eq!(col("src_port"), [Some("22".into()), Some("22".into())], "global: everyone");
+        assert_eq!(col("target_user"), [Some("alice".into()), Some("bob".into())], "acme's own path");
+        assert_eq!(col("win_user"), [Some("bob".into()), None], "acme's alone");
+    }
+
+    #[test]
+    fn a_tenants_fields_are_checked_like_the_global_ones() {
+        let mut tenant_fields = BTreeMap::new();
+        tenant_fields.insert(
+            "acme".to_string(),
+            BTreeMap::from([
+                ("data..x".to_string(), "x".to_string()),
+                ("data.y".to_string(), "rule_id".to_string()),
+                ("data.a".to_string(), "twice".to_string()),
+                ("data.b".to_string(), "twice".to_string()),
+            ]),
+        );
+        let errors = DecodeConfig { tenant_fields, ..DecodeConfig::default() }.validate();
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert!(errors.iter().all(|e| e.starts_with("policy.tenants.acme.fields")), "{errors:?}");
+        assert!(errors.iter().any(|e| e.contains("\"data..x\" is not a dotted JSON path")), "{errors:?}");
+        assert!(errors.iter().any(|e| e.contains("\"rule_id\" is already a built-in column")), "{errors:?}");
+        assert!(errors.iter().any(|e| e.contains("\"twice\" is used twice")), "{errors:?}");
     }
 
     #[test]

@@ -118,7 +118,7 @@ pub fn cmd_bench(a: BenchArgs) -> Result<()> {
     //    timing only the work on chunks already read.
     let mut buffers = simd_json::Buffers::default();
     let mut scratch = Vec::new();
-    let mut decoder = Decoder::new(config.decode.clone(), &config.tenant)?;
+    let mut decoder = Decoder::new(config.decode_config(), &config.tenant)?;
     let (mut parse_secs, mut decode_secs) = (0.0f64, 0.0f64);
     let (mut alerts, mut nodes, mut rows) = (0u64, 0usize, 0usize);
     let mut src = FileSource::open(&path_str, FileOptions::default(), StopFlag::new())?;

@@ -421,10 +421,21 @@ impl Config {
         budget
     }
 
+    /// `[decode]` with each tenant's `[policy]` fields (read at start;
+    /// a policy reload does not change the columns).
+    pub fn decode_config(&self) -> sluice_operators::decode::DecodeConfig {
+        let mut decode = self.decode.clone();
+        if let Ok(tenants) = self.policy.tenants() {
+            decode.tenant_fields =
+                tenants.into_iter().filter(|(_, p)| !p.fields.is_empty()).map(|(t, p)| (t, p.fields)).collect();
+        }
+        decode
+    }
+
     /// Every problem, each naming its key.
     pub fn validate(&self) -> Vec<String> {
         let mut errors = Vec::new();
-        errors.extend(self.decode.validate());
+        errors.extend(self.decode_config().validate());
         errors.extend(self.dedup.validate());
         errors.extend(self.correlate.validate());
         errors.extend(self.score.validate());

@@ -1045,7 +1045,7 @@ fn cmd_validate(path: &Path, offline: bool) -> Result<()> {
     let config = Config::load(path)?;
     // Build every component once: what would fail at start fails here.
     sluice_pipeline::runtime::build_chain(&config, config.correlate.clone())?;
-    sluice_operators::decode::Decoder::new(config.decode.clone(), &config.tenant)?;
+    sluice_operators::decode::Decoder::new(config.decode_config(), &config.tenant)?;
     if let Err(problems) = config.intel.load() {
         bail!("{}: {} intel problem(s):\n  {}", path.display(), problems.len(), problems.join("\n  "));
     }

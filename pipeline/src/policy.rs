@@ -10,6 +10,8 @@
 //! dedup_window = "15m"
 //! rules = ["ssh-brute-force-then-success", "new-admin-account"]
 //! entity_windows = { host = "2h" }
+//! weight = 2                          # its share of a busy shard
+//! fields = { "data.custom.owner" = "owner" }   # extra columns, this tenant only
 //!
 //! [policy.tenants.initech.budget]    # the same keys as [sinks.budget]
 //! cases_per_hour = 10
@@ -22,7 +24,7 @@
 //! the run; while running, the set in force stays (see [`crate::reload`]).
 //! Thresholds, dedup and entity windows, enabled rules and `enabled` apply to the
 //! running pipeline on SIGHUP or a file change, without losing state;
-//! budgets apply from the next start.
+//! budgets and extra fields apply from the next start.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -68,6 +70,9 @@ pub struct TenantPolicyConfig {
     /// Its share of a busy shard relative to other tenants (default 1;
     /// see "Fair scheduling" in the README).
     pub weight: Option<u32>,
+    /// Extra decoded columns for this tenant, as `[decode.fields]` (JSON
+    /// path → column name); applied at start.
+    pub fields: BTreeMap<String, String>,
 }
 
 impl TenantPolicyConfig {

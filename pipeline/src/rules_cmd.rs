@@ -95,7 +95,7 @@ fn rules(config: &Config, paths: &[PathBuf]) -> (Vec<Rule>, Vec<String>) {
 
 /// Plans the rules; fails with every problem of loading and planning.
 fn compile(config: &Config, (rules, mut problems): (Vec<Rule>, Vec<String>)) -> Result<(Engine, Vec<Compiled>)> {
-    let extra: Vec<String> = config.decode.fields.values().cloned().collect();
+    let extra = config.decode_config().extra_columns();
     let engine = Engine::new(&extra)?;
     let compiled = compile_all(&engine, rules).unwrap_or_else(|errors| {
         problems.extend(errors.iter().map(ToString::to_string));
@@ -127,7 +127,7 @@ fn bench(a: BenchArgs) -> Result<()> {
         bail!("no enabled rules to time");
     }
     let data = std::fs::read(&a.input).with_context(|| format!("reading {}", a.input.display()))?;
-    let report = sluice_rules::workbench::bench(&engine, &compiled, &data, config.decode.clone(), &config.tenant)?;
+    let report = sluice_rules::workbench::bench(&engine, &compiled, &data, config.decode_config(), &config.tenant)?;
     if let Some(dir) = &a.export_sql {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         for c in &compiled {
@@ -210,7 +210,7 @@ fn test(a: TestArgs) -> Result<()> {
         engine,
         compiled,
         &a.input,
-        config.decode.clone(),
+        config.decode_config(),
         &config.tenant,
         config.time.allowed_lateness.millis(),
     )?;

@@ -212,7 +212,7 @@ enum Message {
 pub fn build_chain(config: &Config, correlate: CorrelateConfig) -> Result<Chain, sluice_operators::Error> {
     let mut ops: Vec<Box<dyn Operator>> = vec![Box::new(Dedup::new(config.dedup.clone())?)];
     if rules_enabled(config) {
-        let extra: Vec<String> = config.decode.fields.values().cloned().collect();
+        let extra = config.decode_config().extra_columns();
         let engine = sluice_rules::Engine::new(&extra).map_err(|e| sluice_operators::Error::Config(e.to_string()))?;
         let compiled = config.rules.compile(&engine).map_err(|problems| {
             sluice_operators::Error::Config(format!("{} rule problem(s):\n  {}", problems.len(), problems.join("\n  ")))
@@ -281,7 +281,7 @@ pub fn run(
     // Rules reload on SIGHUP or a rule file change, when rule files are
     // configured (the shipped library is part of the binary).
     let watcher = if rules_enabled(config) && !config.rules.paths.is_empty() {
-        let extra: Vec<String> = config.decode.fields.values().cloned().collect();
+        let extra = config.decode_config().extra_columns();
         match crate::reload::Watcher::start(config.rules.clone(), extra) {
             Ok(w) => Some(w),
             Err(e) => {
@@ -323,7 +323,7 @@ pub fn run(
     let router_policies =
         policies.as_ref().and_then(|p| p.downcast_ref::<Arc<Policies>>().cloned()).unwrap_or_default();
     let mut decoder_list =
-        (0..decoders).map(|_| Decoder::new(config.decode.clone(), &config.tenant)).collect::<Result<Vec<_>, _>>()?;
+        (0..decoders).map(|_| Decoder::new(config.decode_config(), &config.tenant)).collect::<Result<Vec<_>, _>>()?;
     let mut source = source;
     let source_name = source.name().to_string();
     let mut watermark =
@@ -1301,7 +1301,7 @@ mod tests {
             policies: Arc::default(),
             metrics: Arc::default(),
         };
-        let mut decoder = Decoder::new(config.decode.clone(), &config.tenant).unwrap();
+        let mut decoder = Decoder::new(config.decode_config(), &config.tenant).unwrap();
         let text = String::from_utf8(data).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         for (seq, part) in lines.chunks(97).enumerate() {

@@ -377,6 +377,41 @@ fn rules_read_extra_decoded_fields_by_their_column_names() {
     assert!(out.contains("user=jsmith") && out.contains("w.1"), "{out}");
 }
 
+/// A tenant's own extra field (its policy's `fields`) is a column for the
+/// rules, filled for that tenant only.
+#[test]
+fn a_tenants_own_decoded_field_is_a_column_for_it_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sluice.toml");
+    std::fs::write(&config, "[policy.tenants.acme.fields]\n\"data.custom.owner\" = \"owner\"\n").unwrap();
+    let rule = dir.path().join("owner.toml");
+    std::fs::write(
+        &rule,
+        "severity = 50\nwindow = { kind = \"tumbling\", size = \"1h\" }\nentities = { user = \"owner\" }\n\
+         sql = \"SELECT owner, array_agg(alert_id) AS alert_ids FROM alerts WHERE owner IS NOT NULL GROUP BY owner\"\n",
+    )
+    .unwrap();
+    let alert = |tenant: &str, id: &str| {
+        format!(
+            r#"{{"timestamp":"2026-11-01T10:00:00.000+0000","rule":{{"level":5,"id":"60122","groups":["windows"]}},"agent":{{"id":"007","name":"WS-07"}},"manager":{{"name":"{tenant}"}},"id":"{id}","data":{{"custom":{{"owner":"jsmith"}}}}}}"#
+        )
+    };
+    let input = dir.path().join("alerts.json");
+    std::fs::write(&input, format!("{}\n{}\n", alert("acme", "a.1"), alert("globex", "g.1"))).unwrap();
+    let out = ok(&sluice()
+        .args(["rules", "test", rule.to_str().unwrap(), "--input", input.to_str().unwrap(), "--format", "json"])
+        .args(["--config", config.to_str().unwrap()])
+        .output()
+        .unwrap());
+    assert!(out.contains("\"a.1\""), "acme's alert has the column: {out}");
+    assert!(!out.contains("\"g.1\""), "globex's does not: {out}");
+    // Checked like [decode.fields], naming the tenant.
+    std::fs::write(&config, "[policy.tenants.acme.fields]\n\"data.custom.owner\" = \"rule_id\"\n").unwrap();
+    let out = sluice().args(["validate", "--offline", config.to_str().unwrap()]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("policy.tenants.acme.fields"), "{err}");
+}
+
 /// A corpus of prompt-injection payloads through alert fields (the raw log,
 /// user names, URLs, rule descriptions): every case file that comes out is
 /// well-formed, has only the schema's fields, and when fenced for the LLM

@@ -206,10 +206,16 @@ fn requests_are_spaced_by_the_rate_limit() {
     assert_eq!(drain(&mut source, None, Duration::from_secs(20)).len(), 40);
     let reqs = mock.requests();
     assert!(reqs.len() >= 6, "PIT, 5 pages, lag, delete: {}", reqs.len());
-    for pair in reqs.windows(2) {
-        let gap = pair[1].at - pair[0].at;
-        assert!(gap >= Duration::from_millis(95), "{gap:?} between requests at 10/s");
-    }
+    // The mock stamps a request when it has read it, so one request read
+    // late (a loaded machine) makes one gap look short and the next long:
+    // judge the typical gap and the whole span, not each gap.
+    let mut gaps: Vec<Duration> = reqs.windows(2).map(|p| p[1].at - p[0].at).collect();
+    gaps.sort();
+    let median = gaps[gaps.len() / 2];
+    assert!(median >= Duration::from_millis(95), "median gap {median:?} at 10/s: {gaps:?}");
+    let span = reqs.last().unwrap().at - reqs[0].at;
+    let want = Duration::from_millis(95 * gaps.len() as u64 - 60);
+    assert!(span >= want, "{} requests in {span:?} at 10/s: {gaps:?}", reqs.len());
 }
 
 #[test]

@@ -50,8 +50,10 @@
 //! at most `rate_limit` per second so Sluice never floods the indexer.
 //!
 //! **Lag.** After each follow round (and every few backfill pages) the
-//! number of alerts indexed with a `timestamp` newer than the cursor is
-//! counted (`size: 0`, `track_total_hits`), reported as the source's lag.
+//! alerts indexed with a `timestamp` newer than the cursor are counted
+//! (`size: 0`, `track_total_hits`) and the newest of them found (a `max`
+//! aggregation on `timestamp`): the source's lag in alerts, and in seconds
+//! between the newest indexed and the newest read.
 
 use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -498,6 +500,7 @@ struct Scan {
     next_poll: Instant,
     pages: u64,
     lag: i64,
+    lag_seconds: f64,
     idle: bool,
 }
 
@@ -645,12 +648,24 @@ impl Scan {
             r.insert("gte".into(), json!(f));
             r.insert("format".into(), json!("epoch_millis"));
         }
-        let body = json!({"size": 0, "track_total_hits": true, "query": s.query(Value::Object(r))});
+        let body = json!({
+            "size": 0,
+            "track_total_hits": true,
+            "query": s.query(Value::Object(r)),
+            "aggs": {"newest": {"max": {"field": "timestamp"}}}
+        });
         match self.client.call("POST", &format!("/{}/_search", self.index), &body) {
             Ok(a) => {
                 if let Some(n) = a.pointer("/hits/total/value").and_then(Value::as_i64) {
                     self.lag = n;
                 }
+                // Epoch milliseconds (a double); null when nothing is newer.
+                let newest = a.pointer("/aggregations/newest/value").and_then(Value::as_f64);
+                let read = self.after.as_ref().map(|(t, _)| *t as f64).or(self.floor.map(|f| f as f64));
+                self.lag_seconds = match (newest, read) {
+                    (Some(newest), Some(read)) => ((newest - read) / 1000.0).max(0.0),
+                    _ => 0.0,
+                };
             }
             Err(e) => tracing::debug!(error = ?e, "measuring the lag failed"),
         }
@@ -905,6 +920,7 @@ impl OpenSearchSource {
                 next_poll: Instant::now(),
                 pages: 0,
                 lag: 0,
+                lag_seconds: 0.0,
                 idle: false,
             });
         }
@@ -1032,6 +1048,10 @@ impl Source for OpenSearchSource {
 
     fn lag(&self) -> Vec<(String, i64)> {
         self.scans.iter().map(|s| (s.name.clone(), s.lag)).collect()
+    }
+
+    fn lag_seconds(&self) -> Vec<(String, f64)> {
+        self.scans.iter().map(|s| (s.name.clone(), s.lag_seconds)).collect()
     }
 }
 

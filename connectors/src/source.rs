@@ -67,6 +67,13 @@ pub trait Source: Send {
         Vec::new()
     }
 
+    /// How far behind the newest available record the source reads, in
+    /// seconds of event time, per input, as last measured; empty for
+    /// sources that cannot tell.
+    fn lag_seconds(&self) -> Vec<(String, f64)> {
+        Vec::new()
+    }
+
     /// The tenants to stop reading for now (their queue in the pipeline is
     /// full), replacing the previous set; an empty set reads all again. A
     /// source that can read one tenant apart from the others (a Kafka

@@ -118,7 +118,9 @@ fn backfill_pages_over_a_pit_with_documented_request_shapes() {
     let count = reqs.iter().find(|r| r.path.ends_with("/_search") && r.path != "/_search").expect("a lag count");
     assert_eq!(count.body["size"], 0);
     assert_eq!(count.body["track_total_hits"], true);
+    assert_eq!(count.body["aggs"], json!({"newest": {"max": {"field": "timestamp"}}}));
     assert_eq!(source.lag(), vec![("wazuh-alerts-4.x-*".to_string(), 0)]);
+    assert_eq!(source.lag_seconds(), vec![("wazuh-alerts-4.x-*".to_string(), 0.0)], "caught up");
 }
 
 #[test]
@@ -152,6 +154,9 @@ fn server_side_filters_are_range_and_term_clauses() {
     assert_eq!(q["must_not"], json!([{"term": {"agent.id": "000"}}]));
     // Lag: what the indexer holds past the newest alert read (same filters).
     assert_eq!(source.lag(), vec![("wazuh-alerts-4.x-*".to_string(), 1)]);
+    // … and in time: the newest indexed (a-after-to) against the newest read (a-keep).
+    let secs = source.lag_seconds()[0].1;
+    assert!((secs - 9.998).abs() < 1e-9, "{secs}");
 }
 
 #[test]

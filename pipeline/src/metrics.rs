@@ -184,6 +184,7 @@ pub struct Metrics {
     shards: Mutex<Vec<ShardView>>,
     live: Mutex<Live>,
     lag: Mutex<BTreeMap<(String, String), i64>>,
+    lag_seconds: Mutex<BTreeMap<(String, String), f64>>,
     sinks: Mutex<Vec<(&'static str, Arc<SinkStats>)>>,
     components: Mutex<BTreeMap<String, Component>>,
     samples: Mutex<VecDeque<Sample>>,
@@ -222,6 +223,7 @@ impl Metrics {
                 escalated: 0,
             }),
             lag: Mutex::new(BTreeMap::new()),
+            lag_seconds: Mutex::new(BTreeMap::new()),
             sinks: Mutex::new(Vec::new()),
             components: Mutex::new(BTreeMap::new()),
             samples: Mutex::new(VecDeque::new()),
@@ -288,6 +290,19 @@ impl Metrics {
         for (partition, n) in lag {
             map.insert((source.to_string(), partition.clone()), *n);
         }
+    }
+
+    /// The same in seconds of event time, for sources that can tell.
+    pub fn set_lag_seconds(&self, source: &str, lag: &[(String, f64)]) {
+        let mut map = lock(&self.lag_seconds);
+        map.retain(|(s, _), _| s != source);
+        for (input, secs) in lag {
+            map.insert((source.to_string(), input.clone()), *secs);
+        }
+    }
+
+    pub fn lag_seconds(&self) -> BTreeMap<(String, String), f64> {
+        lock(&self.lag_seconds).clone()
     }
 
     /// A sink's counters, registered when its dispatcher starts.

@@ -428,6 +428,7 @@ pub fn run(
                 if last_lag.elapsed() >= METRICS_EVERY || ended {
                     last_lag = Instant::now();
                     source_metrics.set_lag(source.name(), &source.lag());
+                    source_metrics.set_lag_seconds(source.name(), &source.lag_seconds());
                     let state = if ended { ComponentState::Finished } else { ComponentState::Ready };
                     source_metrics.component("source", state, source.name());
                 }

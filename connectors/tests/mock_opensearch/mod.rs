@@ -13,7 +13,10 @@
 //!   "_id", "_score", "_source", "sort"}]}}`. An expired point in time answers
 //!   404 `search_phase_execution_exception` caused by
 //!   `search_context_missing_exception` ("No search context found for id").
-//! * `POST /<index>/_search` without `pit` (the lag count, `size: 0`).
+//! * `POST /<index>/_search` without `pit` (the lag count, `size: 0`),
+//!   with `aggs` of one `max` aggregation on `timestamp`; answers
+//!   `"aggregations": {"<name>": {"value": <epoch ms as a double, or null>,
+//!   "value_as_string": "<date>"}}`.
 //! * `DELETE /_search/point_in_time` with `{"pit_id": [...]}`; answers
 //!   `{"pits": [{"pit_id", "successful"}]}`.
 //!
@@ -366,7 +369,9 @@ fn handle(st: &mut State, r: &Request) -> (u16, Value) {
 fn search(st: &mut State, r: &Request, index: Option<String>) -> (u16, Value) {
     let Some(body) = r.body.as_object() else { return bad(st, "search body must be an object".into()) };
     for k in body.keys() {
-        if !["size", "query", "pit", "sort", "search_after", "track_total_hits", "_source"].contains(&k.as_str()) {
+        if !["size", "query", "pit", "sort", "search_after", "track_total_hits", "_source", "aggs"]
+            .contains(&k.as_str())
+        {
             return bad(st, format!("search: unknown key {k}"));
         }
     }
@@ -431,6 +436,14 @@ fn search(st: &mut State, r: &Request, index: Option<String>) -> (u16, Value) {
             _ => return bad(st, format!("search_after must be [epoch_millis, id] matching sort: {v}")),
         },
     };
+    // Aggregations: one `max` on `timestamp`, by the name asked for.
+    let max_of = match body.get("aggs") {
+        None => None,
+        Some(aggs) => match aggs.as_object().map(|o| o.iter().collect::<Vec<_>>()).as_deref() {
+            Some([(name, agg)]) if *agg == &json!({"max": {"field": "timestamp"}}) => Some(name.to_string()),
+            _ => return bad(st, format!("aggs: the mock takes one max on timestamp, not {aggs}")),
+        },
+    };
     let with_source = match body.get("_source") {
         None => None,
         Some(Value::Bool(b)) => Some(*b),
@@ -446,6 +459,7 @@ fn search(st: &mut State, r: &Request, index: Option<String>) -> (u16, Value) {
         }
     }
     let total = matched.len();
+    let newest = matched.iter().map(|d| timestamp_ms(&d.source)).max();
     matched.sort_by_key(|d| (timestamp_ms(&d.source), d.source["id"].as_str().unwrap_or_default().to_string()));
     let page: Vec<Value> = matched
         .into_iter()
@@ -471,16 +485,28 @@ fn search(st: &mut State, r: &Request, index: Option<String>) -> (u16, Value) {
     if let Some(id) = pit_id {
         answer["pit_id"] = json!(id);
     }
+    if let Some(name) = max_of {
+        let value = match newest {
+            Some(ms) => json!({"value": ms as f64, "value_as_string": timestamp_string(ms)}),
+            None => json!({"value": null}),
+        };
+        answer["aggregations"] = json!({ name: value });
+    }
     (200, answer)
 }
 
-/// A Wazuh alert like /work/shared/data's sample, at `ms` with `id`.
-pub fn alert(ms: i64, id: &str, tenant: &str, agent: &str, level: u32) -> Value {
+/// `ms` as the Wazuh template's `timestamp` format.
+fn timestamp_string(ms: i64) -> String {
     let (s, milli) = (ms.div_euclid(1000), ms.rem_euclid(1000));
     let days = s.div_euclid(86_400);
     let sod = s.rem_euclid(86_400);
     let (y, m, d) = sluice_operators::time::civil_from_days(days);
-    let ts = format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{milli:03}+0000", sod / 3600, sod % 3600 / 60, sod % 60);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{milli:03}+0000", sod / 3600, sod % 3600 / 60, sod % 60)
+}
+
+/// A Wazuh alert like /work/shared/data's sample, at `ms` with `id`.
+pub fn alert(ms: i64, id: &str, tenant: &str, agent: &str, level: u32) -> Value {
+    let ts = timestamp_string(ms);
     json!({
         "timestamp": ts,
         "rule": {"level": level, "description": "sshd: authentication failed.", "id": "5716",

@@ -41,6 +41,14 @@ pub fn render(metrics: &Metrics, outbox: Option<&OutboxCounts>, max_tenant_serie
     for ((source, partition), lag) in metrics.lag() {
         out.sample("sluice_source_lag_records", &[("source", &source), ("partition", &partition)], lag as f64);
     }
+    out.family(
+        "sluice_source_lag_seconds",
+        "gauge",
+        "Seconds of event time between the newest record available and the newest read, per source input (OpenSearch).",
+    );
+    for ((source, partition), secs) in metrics.lag_seconds() {
+        out.sample("sluice_source_lag_seconds", &[("source", &source), ("partition", &partition)], secs);
+    }
     out.family("sluice_dead_letters_total", "counter", "Records Sluice could not take, by reason.");
     for (reason, n) in metrics.dead_letters() {
         out.sample("sluice_dead_letters_total", &[("reason", reason)], n as f64);

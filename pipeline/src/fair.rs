@@ -114,6 +114,12 @@ impl FairQueue {
         self.queues.get(tenant).map_or(0, |q| q.rows)
     }
 
+    /// Whether the tenant has anything queued: alerts, or watermarks it has
+    /// not been given yet (its next alerts must wait behind them).
+    pub fn has(&self, tenant: &str) -> bool {
+        self.queues.contains_key(tenant)
+    }
+
     /// Every tenant with queued alerts, and how many.
     pub fn backlog(&self) -> impl Iterator<Item = (&Arc<str>, usize)> {
         self.queues.iter().map(|(t, q)| (t, q.rows))
@@ -426,6 +432,19 @@ mod tests {
             ]
         );
         assert_eq!(q.watermark(), Some(100));
+    }
+
+    #[test]
+    fn a_tenant_with_only_watermarks_left_still_has_a_queue() {
+        let a: Arc<str> = "a".into();
+        let mut q = FairQueue::new(100);
+        q.push(&a, rows(0..5));
+        q.advance(10);
+        assert!(matches!(q.next(|_| 1), Some(Work::Batch { .. })));
+        assert_eq!(q.tenant_rows("a"), 0);
+        assert!(q.has("a"), "its watermark is still queued: new alerts must wait behind it");
+        assert!(matches!(q.next(|_| 1), Some(Work::Watermark { watermark: 10, .. })));
+        assert!(!q.has("a") && q.is_empty());
     }
 
     #[test]

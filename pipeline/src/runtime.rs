@@ -841,7 +841,7 @@ impl Shard<'_> {
     fn take(&mut self, batch: Grouped, behind: bool) -> Result<(), RunError> {
         let defer = |tenant: &Arc<str>| {
             self.scheduling.fair
-                && (self.queue.tenant_rows(tenant) > 0
+                && (self.queue.has(tenant)
                     || behind
                         && self.metrics.backlog.is_heavy(
                             tenant,
@@ -1387,6 +1387,49 @@ mod tests {
             }
         }
         (by_tenant, queued)
+    }
+
+    /// Once a tenant has queued anything, its next alerts queue behind it,
+    /// heavy or not: here behind a watermark it has not been given yet.
+    #[test]
+    fn a_tenants_alerts_wait_behind_its_queued_watermark() {
+        let msgs = routed(2, 2_000);
+        let first = msgs.iter().find_map(|m| if let ShardMsg::Batch(g) = m { Some(g) } else { None }).unwrap();
+        let tenant = first.groups[0].0.clone();
+        let config = Config::default();
+        let mut chain = build_chain(&config, config.correlate.clone()).unwrap();
+        let (events, _rx) = crossbeam_channel::unbounded();
+        let metrics = Metrics::default();
+        // Heavy: far more in flight than the average of ten tenants.
+        metrics.backlog.entered(&tenant, 1_000_000);
+        for i in 0..9 {
+            metrics.backlog.entered(&Arc::from(format!("other-{i}")), 10);
+        }
+        let mut shard = Shard {
+            id: 0,
+            chain: &mut chain,
+            ctx: Context::default(),
+            out: Vec::new(),
+            queue: FairQueue::new(4096),
+            scheduling: Scheduling { fair: true, quantum: 1, shard_backlog: usize::MAX, policies: Arc::default() },
+            events,
+            metrics: &metrics,
+        };
+        let only = |g: &Grouped| {
+            let (t, offset, len) = g.groups[0].clone();
+            Grouped { batch: g.batch.slice(offset, len), groups: vec![(t, 0, len)] }
+        };
+        shard.take(only(first), true).unwrap();
+        shard.watermark(first_event_time(first) + 1).unwrap();
+        assert!(shard.serve().unwrap(), "the queued alerts");
+        assert_eq!(shard.queue.tenant_rows(&tenant), 0);
+        metrics.backlog.left(&tenant, 1_000_000); // no longer heavy
+        shard.take(only(first), false).unwrap();
+        assert_eq!(shard.queue.tenant_rows(&tenant), first.groups[0].2, "queued behind its watermark");
+    }
+
+    fn first_event_time(g: &Grouped) -> EventTime {
+        AlertColumns::new(&g.batch).unwrap().event_time.value(0)
     }
 
     #[test]

@@ -343,7 +343,9 @@ struct PartitionState {
     last_data: Instant,
     idle: bool,
     assigned: bool,
-    /// Paused because its tenant is held back (see [`Source::hold_back`]).
+    /// Paused in the client because its tenant is held back (see
+    /// [`Source::hold_back`]); kept across revocations, as the client keeps
+    /// the pause.
     paused: bool,
     /// Set while the partition was assigned at a known offset and no message
     /// has confirmed it yet (see [`Resume`]).
@@ -911,7 +913,9 @@ fn apply_rebalances(
             }
         });
         p.assigned = true;
-        p.paused = false; // a new assignment is not paused
+        // `paused` stays as it was: the client keeps a partition's pause
+        // across a revocation, and `apply_hold` (right after) resumes it if
+        // its tenant is no longer held.
         p.idle = false;
         p.last_data = Instant::now();
         if let Some(start) = start {

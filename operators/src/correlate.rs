@@ -1695,12 +1695,22 @@ impl Operator for Correlate {
 
     fn process(&mut self, batch: AlertBatch, ctx: &mut Context, out: &mut dyn Collector) -> Result<()> {
         self.process_rows(&batch, ctx, out)?;
-        // Bound state between watermarks too: a burst must not outgrow the caps.
-        // Only the tenants over their caps: `ctx.watermark` is the watermark
-        // of this batch's tenants, and others may be held at an older one.
+        // Bound state between watermarks too: a burst must not outgrow the
+        // caps. Only this batch's tenants: `ctx.watermark` is theirs, and
+        // another tenant may be held at an older one (fair scheduling).
+        let cols = AlertColumns::new(&batch.batch)?;
+        let (mut keys, mut in_batch): (Vec<i32>, Vec<&str>) = (Vec::new(), Vec::new());
+        for row in 0..batch.num_rows() {
+            let key = cols.tenant_key(row);
+            if !keys.contains(&key) {
+                keys.push(key);
+                in_batch.push(cols.tenant(row));
+            }
+        }
         let over: Vec<Arc<str>> = self
             .tenants
             .iter()
+            .filter(|(t, _)| in_batch.contains(&t.as_ref()))
             .filter(|(_, s)| {
                 s.clusters.len() > self.config.max_clusters_per_tenant + self.config.max_clusters_per_tenant / 4
                     || s.entities.len() > self.config.max_entities_per_tenant + self.config.max_entities_per_tenant / 4

@@ -290,9 +290,10 @@ impl Backlog {
         let inner = &mut *inner;
         let Some(t) = inner.tenants.get_mut(tenant) else { return };
         let n = n.min(t.in_flight);
+        let was = t.in_flight;
         t.in_flight -= n;
         inner.total -= n;
-        if t.in_flight == 0 {
+        if was > 0 && t.in_flight == 0 {
             inner.active -= 1;
         }
         if let Some(since) = t.held_since

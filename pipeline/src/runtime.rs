@@ -930,10 +930,15 @@ fn run_shard(
         metrics,
     };
     let mut published = Instant::now();
+    // Messages taken in since the queues were last served: they get a turn
+    // at least this often, so a busy channel cannot starve them (and a
+    // held-back tenant is released in time).
+    const SERVE_EVERY: u32 = 8;
+    let mut taken = 0u32;
     loop {
         // Take in what is waiting while there is room; serve a turn when
-        // nothing is (or the queues are full). Idle shards still publish
-        // their metrics.
+        // nothing is, the queues are full, or they are due a turn. Idle
+        // shards still publish their metrics.
         let msg = if shard.queue.is_empty() {
             match rx.recv_timeout(METRICS_EVERY) {
                 Ok(msg) => Some(msg),
@@ -944,16 +949,20 @@ fn run_shard(
                 }
                 Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
             }
-        } else if shard.queue.rows() < shard.scheduling.shard_backlog {
+        } else if shard.queue.rows() < shard.scheduling.shard_backlog && taken < SERVE_EVERY {
             rx.try_recv().ok()
         } else {
             None
         };
         match msg {
             None => {
+                taken = 0;
                 shard.serve()?;
             }
-            Some(ShardMsg::Batch(b)) => shard.take(b, !rx.is_empty())?,
+            Some(ShardMsg::Batch(b)) => {
+                taken += u32::from(!shard.queue.is_empty());
+                shard.take(b, !rx.is_empty())?
+            }
             Some(ShardMsg::Watermark(wm)) => shard.watermark(wm)?,
             Some(ShardMsg::Update(update)) => {
                 if !shard.drain()? {

@@ -2100,7 +2100,7 @@ mod detection_tests {
     use super::*;
     use crate::testkit::{A, batch};
 
-    fn correlate() -> Correlate {
+    pub(super) fn correlate() -> Correlate {
         let cfg = CorrelateConfig {
             baseline_warmup: Duration(0),
             report_all_closed: true,
@@ -2112,7 +2112,7 @@ mod detection_tests {
 
     /// A level-10 alert: it starts a cluster, but alone scores below the
     /// escalation threshold.
-    fn alert<'a>(tenant: &'a str, id: &'a str, t: i64, host: &'a str, ip: &'a str) -> A<'a> {
+    pub(super) fn alert<'a>(tenant: &'a str, id: &'a str, t: i64, host: &'a str, ip: &'a str) -> A<'a> {
         A { tenant, id, t, rule: 5710, level: 10, host, src_ip: Some(ip), log: id, ..A::default() }
     }
 
@@ -2208,25 +2208,11 @@ mod detection_tests {
 
 #[cfg(test)]
 mod intel_tests {
+    use super::detection_tests::{alert, correlate};
     use super::*;
     use crate::cluster::Decision;
     use crate::intel::TenantIntel;
     use crate::testkit::{A, batch};
-
-    fn correlate() -> Correlate {
-        let cfg = CorrelateConfig {
-            baseline_warmup: Duration(0),
-            report_all_closed: true,
-            track_members: true,
-            ..CorrelateConfig::default()
-        };
-        Correlate::new(cfg, ScoreConfig::default(), HandoffConfig::default()).unwrap()
-    }
-
-    /// A level-10 alert (30 points alone: below review and escalation).
-    fn alert<'a>(tenant: &'a str, id: &'a str, t: i64, host: &'a str, ip: &'a str) -> A<'a> {
-        A { tenant, id, t, rule: 5710, level: 10, host, src_ip: Some(ip), log: id, ..A::default() }
-    }
 
     fn intel(tenant: &str, iocs: &str, inventory_csv: &str) -> Arc<Intel> {
         let mut t = TenantIntel::default();

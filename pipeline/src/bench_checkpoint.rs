@@ -43,8 +43,8 @@ struct CheckpointBench {
 
 pub fn cmd_bench_checkpoint(a: BenchCheckpointArgs) -> Result<()> {
     let config = Config::default();
-    let mut chain = build_chain(&config, config.correlate.clone())?;
-    let mut decoder = Decoder::new(config.decode_config(), &config.tenant)?;
+    let mut chain = build_chain(&config, &config.decode, config.correlate.clone())?;
+    let mut decoder = Decoder::new(config.decode.clone(), &config.tenant)?;
     let mut ctx = Context::default();
     let mut out: Vec<Output> = Vec::new();
     // All within one dedup window and with no watermark, so nothing expires.

@@ -1044,8 +1044,9 @@ fn cmd_produce(a: ProduceArgs) -> Result<()> {
 fn cmd_validate(path: &Path, offline: bool) -> Result<()> {
     let config = Config::load(path)?;
     // Build every component once: what would fail at start fails here.
-    sluice_pipeline::runtime::build_chain(&config, config.correlate.clone())?;
-    sluice_operators::decode::Decoder::new(config.decode_config(), &config.tenant)?;
+    let decode = config.decode_config();
+    sluice_pipeline::runtime::build_chain(&config, &decode, config.correlate.clone())?;
+    sluice_operators::decode::Decoder::new(decode, &config.tenant)?;
     if let Err(problems) = config.intel.load() {
         bail!("{}: {} intel problem(s):\n  {}", path.display(), problems.len(), problems.join("\n  "));
     }

@@ -76,11 +76,15 @@ pub struct ExplainArgs {
     config: ConfigArg,
 }
 
+/// The config, with each tenant's policy fields read once into `decode`
+/// (the rules and the decoder must agree on the columns).
 fn config(arg: &ConfigArg) -> Result<Config> {
-    Ok(match &arg.config {
+    let mut config = match &arg.config {
         Some(p) => Config::load(p)?,
         None => Config::default(),
-    })
+    };
+    config.decode = config.decode_config();
+    Ok(config)
 }
 
 /// The rules of `paths` (or the config's) that parsed, and every problem.
@@ -95,8 +99,7 @@ fn rules(config: &Config, paths: &[PathBuf]) -> (Vec<Rule>, Vec<String>) {
 
 /// Plans the rules; fails with every problem of loading and planning.
 fn compile(config: &Config, (rules, mut problems): (Vec<Rule>, Vec<String>)) -> Result<(Engine, Vec<Compiled>)> {
-    let extra = config.decode_config().extra_columns();
-    let engine = Engine::new(&extra)?;
+    let engine = Engine::new(&config.decode.extra_columns())?;
     let compiled = compile_all(&engine, rules).unwrap_or_else(|errors| {
         problems.extend(errors.iter().map(ToString::to_string));
         Vec::new()
@@ -127,7 +130,7 @@ fn bench(a: BenchArgs) -> Result<()> {
         bail!("no enabled rules to time");
     }
     let data = std::fs::read(&a.input).with_context(|| format!("reading {}", a.input.display()))?;
-    let report = sluice_rules::workbench::bench(&engine, &compiled, &data, config.decode_config(), &config.tenant)?;
+    let report = sluice_rules::workbench::bench(&engine, &compiled, &data, config.decode.clone(), &config.tenant)?;
     if let Some(dir) = &a.export_sql {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         for c in &compiled {
@@ -210,7 +213,7 @@ fn test(a: TestArgs) -> Result<()> {
         engine,
         compiled,
         &a.input,
-        config.decode_config(),
+        config.decode.clone(),
         &config.tenant,
         config.time.allowed_lateness.millis(),
     )?;

@@ -42,7 +42,7 @@ use sluice_connectors::source::{InputChange, Source, StopFlag, now_us};
 use sluice_operators::cluster::ClusterReport;
 use sluice_operators::correlate::{Correlate, CorrelateConfig, Priors};
 use sluice_operators::dead_letter::DeadLetter;
-use sluice_operators::decode::{ChunkTenant, DecodeStats, Decoder, RawChunk};
+use sluice_operators::decode::{ChunkTenant, DecodeConfig, DecodeStats, Decoder, RawChunk};
 use sluice_operators::dedup::Dedup;
 use sluice_operators::hash::stable_hash;
 use sluice_operators::intel::Intel;
@@ -209,10 +209,16 @@ enum Message {
 }
 
 /// Builds the operator chain of one shard: dedup → rules → correlate.
-pub fn build_chain(config: &Config, correlate: CorrelateConfig) -> Result<Chain, sluice_operators::Error> {
+/// `decode` is the decoders' config (from [`Config::decode_config`]): its
+/// extra columns are the rules' too.
+pub fn build_chain(
+    config: &Config,
+    decode: &DecodeConfig,
+    correlate: CorrelateConfig,
+) -> Result<Chain, sluice_operators::Error> {
     let mut ops: Vec<Box<dyn Operator>> = vec![Box::new(Dedup::new(config.dedup.clone())?)];
     if rules_enabled(config) {
-        let extra = config.decode_config().extra_columns();
+        let extra = decode.extra_columns();
         let engine = sluice_rules::Engine::new(&extra).map_err(|e| sluice_operators::Error::Config(e.to_string()))?;
         let compiled = config.rules.compile(&engine).map_err(|problems| {
             sluice_operators::Error::Config(format!("{} rule problem(s):\n  {}", problems.len(), problems.join("\n  ")))
@@ -280,9 +286,10 @@ pub fn run(
     correlate_cfg.report_all_closed |= options.report_all_closed;
     // Rules reload on SIGHUP or a rule file change, when rule files are
     // configured (the shipped library is part of the binary).
+    // Read once: the decoders and the rules must agree on the columns.
+    let decode = config.decode_config();
     let watcher = if rules_enabled(config) && !config.rules.paths.is_empty() {
-        let extra = config.decode_config().extra_columns();
-        match crate::reload::Watcher::start(config.rules.clone(), extra) {
+        match crate::reload::Watcher::start(config.rules.clone(), decode.extra_columns()) {
             Ok(w) => Some(w),
             Err(e) => {
                 tracing::warn!(error = %e, "rules will not reload while running (SIGHUP or file watch failed)");
@@ -301,7 +308,8 @@ pub fn run(
         crate::policy::start(&config.policy, &config.handoff, &config.correlate.windows)?.unzip();
     let policy_reloads = policy_watcher.flatten().map(|w| (w.pending(), w));
     // Build everything up front so a bad config fails before any thread starts.
-    let mut chains = (0..shards).map(|_| build_chain(config, correlate_cfg.clone())).collect::<Result<Vec<_>, _>>()?;
+    let mut chains =
+        (0..shards).map(|_| build_chain(config, &decode, correlate_cfg.clone())).collect::<Result<Vec<_>, _>>()?;
     // The priors known at start apply from the first alert on.
     let priors_slot = options.priors.clone();
     if let Some(priors) = priors_slot.as_ref().and_then(|p| p.lock().expect("pending priors").take()) {
@@ -323,7 +331,7 @@ pub fn run(
     let router_policies =
         policies.as_ref().and_then(|p| p.downcast_ref::<Arc<Policies>>().cloned()).unwrap_or_default();
     let mut decoder_list =
-        (0..decoders).map(|_| Decoder::new(config.decode_config(), &config.tenant)).collect::<Result<Vec<_>, _>>()?;
+        (0..decoders).map(|_| Decoder::new(decode.clone(), &config.tenant)).collect::<Result<Vec<_>, _>>()?;
     let mut source = source;
     let source_name = source.name().to_string();
     let mut watermark =
@@ -1346,7 +1354,7 @@ mod tests {
         let config = Config::default();
         let mut correlate = config.correlate.clone();
         correlate.report_all_closed = true;
-        let mut chain = build_chain(&config, correlate).unwrap();
+        let mut chain = build_chain(&config, &config.decode, correlate).unwrap();
         let (events, events_rx) = crossbeam_channel::unbounded();
         let metrics = Metrics::default();
         if let Some(t) = heavy {
@@ -1406,7 +1414,7 @@ mod tests {
         let first = msgs.iter().find_map(|m| if let ShardMsg::Batch(g) = m { Some(g) } else { None }).unwrap();
         let tenant = first.groups[0].0.clone();
         let config = Config::default();
-        let mut chain = build_chain(&config, config.correlate.clone()).unwrap();
+        let mut chain = build_chain(&config, &config.decode, config.correlate.clone()).unwrap();
         let (events, _rx) = crossbeam_channel::unbounded();
         let metrics = Metrics::default();
         // Heavy: far more in flight than the average of ten tenants.

@@ -1698,8 +1698,21 @@ impl Operator for Correlate {
         // Bound state between watermarks too: a burst must not outgrow the
         // caps. Only this batch's tenants: `ctx.watermark` is theirs, and
         // another tenant may be held at an older one (fair scheduling).
+        let (clusters_cap, entities_cap) = (
+            self.config.max_clusters_per_tenant + self.config.max_clusters_per_tenant / 4,
+            self.config.max_entities_per_tenant + self.config.max_entities_per_tenant / 4,
+        );
+        let over: Vec<Arc<str>> = self
+            .tenants
+            .iter()
+            .filter(|(_, s)| s.clusters.len() > clusters_cap || s.entities.len() > entities_cap)
+            .map(|(t, _)| t.clone())
+            .collect();
+        let Some(wm) = ctx.watermark.filter(|_| !over.is_empty()) else { return Ok(()) };
+        // Rarely reached: only then find which tenants the batch holds.
         let cols = AlertColumns::new(&batch.batch)?;
-        let (mut keys, mut in_batch): (Vec<i32>, Vec<&str>) = (Vec::new(), Vec::new());
+        let mut keys: Vec<i32> = Vec::new();
+        let mut in_batch: Vec<&str> = Vec::new();
         for row in 0..batch.num_rows() {
             let key = cols.tenant_key(row);
             if !keys.contains(&key) {
@@ -1707,20 +1720,8 @@ impl Operator for Correlate {
                 in_batch.push(cols.tenant(row));
             }
         }
-        let over: Vec<Arc<str>> = self
-            .tenants
-            .iter()
-            .filter(|(t, _)| in_batch.contains(&t.as_ref()))
-            .filter(|(_, s)| {
-                s.clusters.len() > self.config.max_clusters_per_tenant + self.config.max_clusters_per_tenant / 4
-                    || s.entities.len() > self.config.max_entities_per_tenant + self.config.max_entities_per_tenant / 4
-            })
-            .map(|(t, _)| t.clone())
-            .collect();
-        if let Some(wm) = ctx.watermark.filter(|_| !over.is_empty()) {
-            for tenant in &over {
-                self.sweep(wm, Tenants::Only(tenant), ctx, out, false);
-            }
+        for tenant in over.iter().filter(|t| in_batch.contains(&t.as_ref())) {
+            self.sweep(wm, Tenants::Only(tenant), ctx, out, false);
         }
         Ok(())
     }

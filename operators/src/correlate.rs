@@ -1784,11 +1784,26 @@ impl Operator for Correlate {
     }
 
     fn restore(&mut self, state: &[u8]) -> Result<()> {
+        self.tenants.clear();
+        self.absorb(state)
+    }
+
+    fn snapshot_tenant(&self, tenant: &str) -> Result<Option<Vec<u8>>> {
+        let Some(one) = self.tenants.get_key_value(tenant) else { return Ok(None) };
+        let one: &[(&Arc<str>, &TenantState)] = &[one];
+        crate::snapshot::encode(NAME, SNAPSHOT_VERSION, &one).map(Some)
+    }
+
+    fn absorb(&mut self, state: &[u8]) -> Result<()> {
         let tenants: Vec<(Arc<str>, TenantState)> = crate::snapshot::decode(NAME, SNAPSHOT_VERSION, state)?;
-        self.tenants = tenants.into_iter().collect();
+        self.tenants.extend(tenants);
         // The intel loaded now may differ from the intel of the checkpoint.
         self.recheck_intel();
         Ok(())
+    }
+
+    fn forget(&mut self, tenant: &str) {
+        self.tenants.remove(tenant);
     }
 }
 
@@ -2043,6 +2058,58 @@ mod tests {
         };
         assert_eq!(finals(&uninterrupted), finals(&resumed));
         assert_eq!(finals(&resumed).len(), 1);
+    }
+
+    /// A tenant moved mid-stream from one chain to another (its Kafka
+    /// partition changing hands) ends with the same clusters as if it had
+    /// stayed, and the tenant left behind is untouched by the move.
+    #[test]
+    fn a_tenant_moved_to_another_chain_continues_there_as_if_it_had_stayed() {
+        let of = |tenant: &'static str, a: A<'static>| A { tenant, ..a };
+        let first = [
+            of("acme", strong("a1", 0, "h1", Some("1.1.1.1"))),
+            of("beta", strong("b1", 5, "h9", Some("9.9.9.9"))),
+            of("acme", strong("a2", 10, "h2", None)),
+        ];
+        let second =
+            [of("acme", strong("a3", 20, "h2", Some("1.1.1.1"))), of("beta", strong("b2", 25, "h9", Some("9.9.9.9")))];
+        let closed = |v: &[Output], tenant: &str| -> Vec<ClusterReport> {
+            v.iter()
+                .filter_map(|o| match o {
+                    Output::Cluster(ReportKind::Close, r) if r.tenant == tenant => Some((**r).clone()),
+                    _ => None,
+                })
+                .collect()
+        };
+        let mut ctx = Context::default();
+        let stayed = {
+            let (mut c, mut out) = (chain(cfg()), Vec::new());
+            c.process(batch(&first), &mut ctx, &mut out).unwrap();
+            c.process(batch(&second), &mut ctx, &mut out).unwrap();
+            c.on_end(&mut ctx, &mut out).unwrap();
+            out
+        };
+        let (mut here, mut there) = (chain(cfg()), chain(cfg()));
+        here.process(batch(&first), &mut ctx, &mut Vec::new()).unwrap();
+        let moved: Vec<Option<Vec<u8>>> = here.operators().iter().map(|o| o.snapshot_tenant("acme").unwrap()).collect();
+        assert!(moved.iter().all(Option::is_some), "dedup and correlate both hold state of acme");
+        for op in here.operators_mut() {
+            op.forget("acme");
+        }
+        assert!(here.operators().iter().all(|o| o.snapshot_tenant("acme").unwrap().is_none()));
+        for (op, state) in there.operators_mut().iter_mut().zip(&moved) {
+            op.absorb(state.as_ref().unwrap()).unwrap();
+        }
+        let (mut out_here, mut out_there) = (Vec::new(), Vec::new());
+        let (acme, beta): (Vec<A<'_>>, Vec<A<'_>>) = second.iter().cloned().partition(|a| a.tenant == "acme");
+        there.process(batch(&acme), &mut ctx, &mut out_there).unwrap();
+        here.process(batch(&beta), &mut ctx, &mut out_here).unwrap();
+        there.on_end(&mut ctx, &mut out_there).unwrap();
+        here.on_end(&mut ctx, &mut out_here).unwrap();
+        assert_eq!(closed(&out_there, "acme"), closed(&stayed, "acme"));
+        assert_eq!(closed(&out_here, "beta"), closed(&stayed, "beta"));
+        assert!(closed(&out_here, "acme").is_empty() && closed(&out_there, "beta").is_empty());
+        assert_eq!(closed(&stayed, "acme").len(), 1, "the test needs acme's alerts in one cluster");
     }
 
     fn campaign_step<'a>(id: &'a str, t: i64, rule: u32, level: u8, tactics: &'a [&'a str]) -> A<'a> {

@@ -314,7 +314,6 @@ impl Operator for Dedup {
     fn snapshot(&self) -> Result<Vec<u8>> {
         // The map is written as it is (no copy, no sort): a checkpoint pauses
         // the shard while it is taken.
-        type TenantSnapshot<'a> = (&'a Arc<str>, &'a FastMap<u64, Entry>, &'a VecDeque<(u64, EventTime)>);
         let mut tenants: Vec<TenantSnapshot<'_>> =
             self.tenants.iter().map(|(k, s)| (k, &s.entries, &s.order)).collect();
         tenants.sort_by(|a, b| a.0.cmp(b.0));
@@ -322,12 +321,31 @@ impl Operator for Dedup {
     }
 
     fn restore(&mut self, state: &[u8]) -> Result<()> {
+        self.tenants.clear();
+        self.absorb(state)
+    }
+
+    fn snapshot_tenant(&self, tenant: &str) -> Result<Option<Vec<u8>>> {
+        let Some((k, s)) = self.tenants.get_key_value(tenant) else { return Ok(None) };
+        // A slice: postcard writes it with its length, as `snapshot` writes
+        // its list (a fixed-size array would have none).
+        let one: &[TenantSnapshot<'_>] = &[(k, &s.entries, &s.order)];
+        crate::snapshot::encode(NAME, SNAPSHOT_VERSION, &one).map(Some)
+    }
+
+    fn absorb(&mut self, state: &[u8]) -> Result<()> {
         type Snap = Vec<(Arc<str>, FastMap<u64, Entry>, VecDeque<(u64, EventTime)>)>;
         let tenants: Snap = crate::snapshot::decode(NAME, SNAPSHOT_VERSION, state)?;
-        self.tenants = tenants.into_iter().map(|(k, entries, order)| (k, TenantState { entries, order })).collect();
+        self.tenants.extend(tenants.into_iter().map(|(k, entries, order)| (k, TenantState { entries, order })));
         Ok(())
     }
+
+    fn forget(&mut self, tenant: &str) {
+        self.tenants.remove(tenant);
+    }
 }
+
+type TenantSnapshot<'a> = (&'a Arc<str>, &'a FastMap<u64, Entry>, &'a VecDeque<(u64, EventTime)>);
 
 #[cfg(test)]
 mod tests {

@@ -171,6 +171,23 @@ pub trait Operator: Send {
         Ok(())
     }
 
+    /// One tenant's state, to move the tenant to another instance (a Kafka
+    /// partition changing hands); `None` when the operator holds nothing of
+    /// it. Taken in by [`Operator::absorb`].
+    fn snapshot_tenant(&self, _tenant: &str) -> Result<Option<Vec<u8>>> {
+        Ok(None)
+    }
+
+    /// Takes in state from [`Operator::snapshot_tenant`] (or
+    /// [`Operator::snapshot`]), replacing the state of the tenants in it and
+    /// keeping every other tenant's.
+    fn absorb(&mut self, _state: &[u8]) -> Result<()> {
+        Ok(())
+    }
+
+    /// Drops a tenant's state: the tenant moved to another instance.
+    fn forget(&mut self, _tenant: &str) {}
+
     /// A configuration change while running (a new rule set, say). Each
     /// operator takes the updates of its own type and keeps its state;
     /// others ignore them.

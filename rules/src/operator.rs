@@ -747,24 +747,19 @@ impl Operator for Rules {
     }
 
     fn snapshot(&self) -> sluice_operators::Result<Vec<u8>> {
-        let tenants: Vec<TenantSnapshot> = self
-            .tenants
-            .iter()
-            .map(|(name, t)| {
-                Ok(TenantSnapshot {
-                    name: name.to_string(),
-                    newest: t.newest,
-                    rules: self.rules.iter().map(|r| r.rule.name.clone()).zip(t.rules.iter().cloned()).collect(),
-                    pieces: t
-                        .pieces
-                        .iter()
-                        .map(|p| Ok(PieceSnapshot { min_t: p.min_t, max_t: p.max_t, ipc: ipc_bytes(&p.rows)? }))
-                        .collect::<Result<_, String>>()?,
-                })
-            })
-            .collect::<Result<_, String>>()
-            .map_err(sluice_operators::Error::Config)?;
+        let tenants =
+            self.tenants.iter().map(|(name, t)| self.tenant_snapshot(name, t)).collect::<Result<Vec<_>, _>>()?;
         sluice_operators::snapshot::encode(NAME, SNAPSHOT_VERSION, &tenants)
+    }
+
+    fn snapshot_tenant(&self, tenant: &str) -> sluice_operators::Result<Option<Vec<u8>>> {
+        let Some((name, t)) = self.tenants.get_key_value(tenant) else { return Ok(None) };
+        let one: &[TenantSnapshot] = &[self.tenant_snapshot(name, t)?];
+        sluice_operators::snapshot::encode(NAME, SNAPSHOT_VERSION, &one).map(Some)
+    }
+
+    fn forget(&mut self, tenant: &str) {
+        self.tenants.remove(tenant);
     }
 
     fn reconfigure(&mut self, update: &(dyn std::any::Any + Send + Sync)) -> sluice_operators::Result<()> {
@@ -786,8 +781,12 @@ impl Operator for Rules {
     }
 
     fn restore(&mut self, state: &[u8]) -> sluice_operators::Result<()> {
-        let tenants: Vec<TenantSnapshot> = sluice_operators::snapshot::decode(NAME, SNAPSHOT_VERSION, state)?;
         self.tenants.clear();
+        self.absorb(state)
+    }
+
+    fn absorb(&mut self, state: &[u8]) -> sluice_operators::Result<()> {
+        let tenants: Vec<TenantSnapshot> = sluice_operators::snapshot::decode(NAME, SNAPSHOT_VERSION, state)?;
         for t in tenants {
             let pieces = t
                 .pieces
@@ -809,6 +808,24 @@ impl Operator for Rules {
         }
         self.remask();
         Ok(())
+    }
+}
+
+impl Rules {
+    /// One tenant's state as its snapshot.
+    fn tenant_snapshot(&self, name: &str, t: &TenantRules) -> sluice_operators::Result<TenantSnapshot> {
+        let pieces = t
+            .pieces
+            .iter()
+            .map(|p| Ok(PieceSnapshot { min_t: p.min_t, max_t: p.max_t, ipc: ipc_bytes(&p.rows)? }))
+            .collect::<Result<_, String>>()
+            .map_err(sluice_operators::Error::Config)?;
+        Ok(TenantSnapshot {
+            name: name.to_string(),
+            newest: t.newest,
+            rules: self.rules.iter().map(|r| r.rule.name.clone()).zip(t.rules.iter().cloned()).collect(),
+            pieces,
+        })
     }
 }
 

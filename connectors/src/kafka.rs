@@ -40,7 +40,7 @@ use sluice_operators::dead_letter::DeadLetter;
 use sluice_operators::decode::{ChunkTenant, RawChunk};
 use sluice_operators::time::Duration as ConfigDuration;
 
-use crate::source::{InputChange, Source, SourceError, StopFlag, now_us};
+use crate::source::{Handover, InputChange, InputPosition, Source, SourceError, StopFlag, now_us};
 
 /// librdkafka properties that carry secrets: their values must come from the
 /// environment (`${NAME}`), never from the config file.
@@ -68,6 +68,11 @@ pub struct KafkaConfig {
     pub brokers: String,
     /// Consumer group; instances with the same group split the partitions.
     pub group_id: String,
+    /// The name the partitions' state is kept under in the checkpoint
+    /// store; empty: the consumer group's. Instances that hand partitions
+    /// to each other share it; a new group starts without state unless it
+    /// names the old one here.
+    pub state_scope: String,
     /// Topics to read; an entry starting with `^` is a regex.
     pub topics: Vec<String>,
     pub tenant_from: TenantFrom,
@@ -102,6 +107,7 @@ impl Default for KafkaConfig {
         Self {
             brokers: "localhost:9092".into(),
             group_id: "sluice".into(),
+            state_scope: String::new(),
             topics: vec!["^wazuh-alerts.*".into()],
             tenant_from: TenantFrom::Record,
             topic_tenant_pattern: "wazuh-alerts-{tenant}".into(),
@@ -118,6 +124,11 @@ impl Default for KafkaConfig {
 }
 
 impl KafkaConfig {
+    /// What the partitions' state is kept under (see `state_scope`).
+    pub fn state_scope(&self) -> &str {
+        if self.state_scope.is_empty() { &self.group_id } else { &self.state_scope }
+    }
+
     /// Every problem, each naming its key.
     pub fn validate(&self) -> Vec<String> {
         let mut errors = Vec::new();
@@ -151,6 +162,12 @@ impl KafkaConfig {
                 errors.push(format!(
                     "kafka.properties.\"{key}\" is a secret: write it as \"${{ENV_VAR}}\" and set the variable; \
                      secrets are never read from the config file"
+                ));
+            }
+            if key == "partition.assignment.strategy" && value.contains("cooperative") {
+                errors.push(format!(
+                    "kafka.properties.\"{key}\" = {value:?}: incremental (cooperative) rebalancing is not supported; \
+                     use range or roundrobin (the default): state moves with whole assignments"
                 ));
             }
             if ["enable.auto.commit", "group.id", "bootstrap.servers"].contains(&key.as_str()) {
@@ -264,6 +281,62 @@ struct Shared {
     start_at: HashMap<(String, i32), i64>,
     assigned: Vec<(String, i32)>,
     revoked: Vec<(String, i32)>,
+    /// Whether the runtime completes assignments and revocations (see
+    /// [`Source::hand_over_inputs`]) instead of the callback.
+    deferred: bool,
+    /// The assignment or revocation waiting for the runtime.
+    pending: Option<Pending>,
+}
+
+/// A rebalance step the runtime has yet to complete.
+#[derive(Debug, Clone)]
+enum Pending {
+    Assign(Vec<(String, i32)>),
+    Revoke(Vec<(String, i32)>),
+}
+
+/// `topic[partition]`: how inputs are named in metrics and state.
+fn input_name(topic: &str, partition: i32) -> String {
+    format!("{topic}[{partition}]")
+}
+
+/// Assigns partitions, each at its start offset if known, else at the
+/// group's committed offset (looked up here so that the resume is checked
+/// like a checkpoint's, see `Resume`).
+fn assign(consumer: &BaseConsumer<SourceContext>, shared: &mut Shared, parts: Vec<(String, i32)>) {
+    let mut unknown = TopicPartitionList::new();
+    for (topic, partition) in &parts {
+        if !shared.start_at.contains_key(&(topic.clone(), *partition)) {
+            unknown.add_partition(topic, *partition);
+        }
+    }
+    if unknown.count() > 0 {
+        match consumer.committed_offsets(unknown, Duration::from_secs(10)) {
+            Ok(committed) => {
+                for e in committed.elements() {
+                    if let Offset::Offset(o) = e.offset() {
+                        shared.start_at.insert((e.topic().to_string(), e.partition()), o);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "kafka: committed offsets unknown; the broker's start applies"),
+        }
+    }
+    let mut tpl = TopicPartitionList::new();
+    for (topic, partition) in &parts {
+        let offset = match shared.start_at.get(&(topic.clone(), *partition)) {
+            Some(&o) if o >= 0 => Offset::Offset(o),
+            _ => Offset::Invalid, // the broker's default (auto.offset.reset)
+        };
+        if let Err(e) = tpl.add_partition_offset(topic, *partition, offset) {
+            tracing::error!(error = %e, topic, partition, "kafka: bad start offset");
+        }
+    }
+    if let Err(e) = consumer.assign(&tpl) {
+        tracing::error!(error = %e, "kafka: assigning partitions failed");
+    }
+    tracing::info!(partitions = ?parts, "kafka: partitions assigned");
+    shared.assigned.extend(parts);
 }
 
 struct SourceContext {
@@ -278,47 +351,21 @@ impl ConsumerContext for SourceContext {
     /// must not replay records the state has already seen).
     fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
         let mut shared = self.shared.lock().expect("kafka shared state");
+        let parts: Vec<(String, i32)> = tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
         match err {
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let parts: Vec<(String, i32)> =
-                    tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
-                // Partitions new to this instance start at the group's
-                // committed offset, looked up here so that the resume is
-                // checked like a checkpoint's (see `Resume`).
-                let mut unknown = TopicPartitionList::new();
-                for (topic, partition) in &parts {
-                    if !shared.start_at.contains_key(&(topic.clone(), *partition)) {
-                        unknown.add_partition(topic, *partition);
-                    }
-                }
-                if unknown.count() > 0 {
-                    match consumer.committed_offsets(unknown, Duration::from_secs(10)) {
-                        Ok(committed) => {
-                            for e in committed.elements() {
-                                if let Offset::Offset(o) = e.offset() {
-                                    shared.start_at.insert((e.topic().to_string(), e.partition()), o);
-                                }
-                            }
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "kafka: committed offsets unknown; the broker's start applies")
-                        }
-                    }
-                }
-                for (topic, partition) in &parts {
-                    if let Some(&offset) = shared.start_at.get(&(topic.clone(), *partition)) {
-                        let _ = tpl.set_partition_offset(topic, *partition, Offset::Offset(offset));
-                    }
-                }
-                if let Err(e) = consumer.assign(tpl) {
-                    tracing::error!(error = %e, "kafka: assigning partitions failed");
-                }
-                tracing::info!(partitions = ?parts, "kafka: partitions assigned");
-                shared.assigned.extend(parts);
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS if shared.deferred => {
+                tracing::info!(partitions = ?parts, "kafka: partitions coming; loading their state");
+                shared.pending = Some(Pending::Assign(parts));
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => assign(consumer, &mut shared, parts),
+            // The group waits for this member until it unassigns (librdkafka
+            // keeps the rebalance open until then), so the state can be saved
+            // first.
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS if shared.deferred => {
+                tracing::info!(partitions = ?parts, "kafka: partitions revoked; saving their state first");
+                shared.pending = Some(Pending::Revoke(parts));
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                let parts: Vec<(String, i32)> =
-                    tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
                 tracing::info!(partitions = ?parts, "kafka: partitions revoked");
                 if let Err(e) = consumer.unassign() {
                     tracing::error!(error = %e, "kafka: unassigning partitions failed");
@@ -452,6 +499,13 @@ impl KafkaSource {
         Ok(())
     }
 
+    /// Whether a rebalance step waits for the runtime (no polling meanwhile:
+    /// a revoked partition's messages must not be read past its saved state,
+    /// and an arriving one is not assigned yet).
+    fn waiting(&self) -> bool {
+        self.shared.lock().expect("kafka shared state").pending.is_some()
+    }
+
     /// Applies assignments and revocations the rebalance callback recorded.
     fn apply_rebalances(&mut self) {
         apply_rebalances(&self.shared, &mut self.partitions, &mut self.next_input, &mut self.changes, &mut self.ready);
@@ -536,6 +590,9 @@ impl KafkaSource {
         for _ in 0..self.config.max_poll_records {
             let timeout = if first { Duration::from_millis(100) } else { Duration::ZERO };
             first = false;
+            if self.waiting() {
+                break;
+            }
             let Some(result) = self.consumer.poll(timeout) else { break };
             let msg = match result {
                 Ok(m) => m,
@@ -641,7 +698,7 @@ impl KafkaSource {
                 let lag = (high - if p.polled < 0 { low } else { p.polled }).max(0);
                 total += lag;
                 parts.push(format!("{}[{}]={lag}", p.topic, p.partition));
-                self.lag.push((format!("{}[{}]", p.topic, p.partition), lag));
+                self.lag.push((input_name(&p.topic, p.partition), lag));
             }
         }
         if !parts.is_empty() {
@@ -700,6 +757,17 @@ impl KafkaSource {
     }
 }
 
+impl Drop for KafkaSource {
+    /// Closing the consumer revokes its partitions through the callback:
+    /// with nobody left to save state, it lets them go at once (the last
+    /// checkpoint was taken when the run stopped).
+    fn drop(&mut self) {
+        if let Ok(mut shared) = self.shared.lock() {
+            shared.deferred = false;
+        }
+    }
+}
+
 impl Source for KafkaSource {
     fn name(&self) -> &str {
         &self.name
@@ -709,7 +777,7 @@ impl Source for KafkaSource {
         if !self.subscribed {
             self.subscribe()?;
         }
-        if self.ready.is_empty() && !self.stop.is_stopped() {
+        if self.ready.is_empty() && !self.stop.is_stopped() && !self.waiting() {
             self.poll_round()?;
             self.report_lag(false);
         }
@@ -820,6 +888,98 @@ impl Source for KafkaSource {
     fn lag(&self) -> Vec<(String, i64)> {
         self.lag.clone()
     }
+
+    fn hand_over_inputs(&mut self) -> Option<String> {
+        self.shared.lock().expect("kafka shared state").deferred = true;
+        Some(self.config.state_scope().to_string())
+    }
+
+    fn handover(&mut self) -> Option<Handover> {
+        if !self.ready.is_empty() {
+            return None; // hand over what was read first
+        }
+        let pending = self.shared.lock().expect("kafka shared state").pending.clone()?;
+        Some(match pending {
+            Pending::Revoke(parts) => Handover::Release(
+                parts
+                    .iter()
+                    .filter_map(|key| self.partitions.get(key))
+                    .map(|p| InputPosition {
+                        input: p.input,
+                        name: input_name(&p.topic, p.partition),
+                        offset: p.returned,
+                    })
+                    .collect(),
+            ),
+            Pending::Assign(parts) => Handover::Acquire(
+                parts
+                    .into_iter()
+                    .map(|(topic, partition)| {
+                        let name = input_name(&topic, partition);
+                        let input = match self.partitions.get(&(topic.clone(), partition)) {
+                            Some(p) => p.input,
+                            None => {
+                                self.next_input += 1;
+                                self.next_input - 1
+                            }
+                        };
+                        self.partitions.entry((topic.clone(), partition)).or_insert_with(|| PartitionState {
+                            topic,
+                            partition,
+                            input,
+                            returned: -1,
+                            polled: -1,
+                            last_data: Instant::now(),
+                            idle: true,
+                            assigned: false,
+                            paused: false,
+                            resume: None,
+                        });
+                        (input, name)
+                    })
+                    .collect(),
+            ),
+        })
+    }
+
+    fn released(&mut self) {
+        let mut shared = self.shared.lock().expect("kafka shared state");
+        let Some(Pending::Revoke(parts)) = shared.pending.take() else { return };
+        if let Err(e) = self.consumer.unassign() {
+            tracing::error!(error = %e, "kafka: unassigning partitions failed");
+        }
+        tracing::info!(partitions = ?parts, "kafka: state saved; partitions let go");
+        for key in &parts {
+            // The partition's state and offset now travel with it.
+            shared.start_at.remove(key);
+        }
+        shared.revoked.extend(parts);
+        drop(shared);
+        self.apply_rebalances();
+    }
+
+    fn acquired(&mut self, starts: &[(String, i64)]) {
+        let mut shared = self.shared.lock().expect("kafka shared state");
+        let Some(Pending::Assign(parts)) = shared.pending.take() else { return };
+        for (topic, partition) in &parts {
+            let name = input_name(topic, *partition);
+            match starts.iter().find(|(n, _)| *n == name) {
+                Some(&(_, offset)) if offset >= 0 => shared.start_at.insert((topic.clone(), *partition), offset),
+                _ => shared.start_at.remove(&(topic.clone(), *partition)),
+            };
+        }
+        assign(&self.consumer, &mut shared, parts);
+        drop(shared);
+        self.apply_rebalances();
+    }
+
+    fn input_positions(&self) -> Vec<InputPosition> {
+        self.partitions
+            .values()
+            .filter(|p| p.assigned)
+            .map(|p| InputPosition { input: p.input, name: input_name(&p.topic, p.partition), offset: p.returned })
+            .collect()
+    }
 }
 
 /// The end of a partition as the last fetch response reported it (the
@@ -920,6 +1080,7 @@ fn apply_rebalances(
         p.last_data = Instant::now();
         if let Some(start) = start {
             p.polled = start;
+            p.returned = start;
         }
         p.resume = (p.polled >= 0).then(Resume::new);
         changes.push(InputChange::Opened(p.input));

@@ -80,6 +80,59 @@ pub trait Source: Send {
     /// topic per tenant) pauses them; the default cannot, and the whole
     /// input then slows down once the pipeline's queues are full.
     fn hold_back(&mut self, _tenants: &[std::sync::Arc<str>]) {}
+
+    /// For a source whose inputs move between instances (the partitions of
+    /// a Kafka consumer group): from now on, stop at every move until the
+    /// runtime has saved the state of the inputs that leave, or loaded the
+    /// state of those that arrive (see [`Source::handover`]). Returns the
+    /// scope that state is kept under (the consumer group); `None` for a
+    /// source whose inputs never move (the default).
+    fn hand_over_inputs(&mut self) -> Option<String> {
+        None
+    }
+
+    /// A move of inputs waiting for the runtime, once every chunk read
+    /// before it has been returned. It waits until [`Source::released`] or
+    /// [`Source::acquired`] is called.
+    fn handover(&mut self) -> Option<Handover> {
+        None
+    }
+
+    /// The state of the inputs of [`Handover::Release`] is durable: let
+    /// them go.
+    fn released(&mut self) {}
+
+    /// The state of the inputs of [`Handover::Acquire`] is loaded: read
+    /// them, each from its offset in `starts` (by input name), or else from
+    /// where the group committed.
+    fn acquired(&mut self, _starts: &[(String, i64)]) {}
+
+    /// Where each input this instance owns stands: after the last chunk
+    /// returned.
+    fn input_positions(&self) -> Vec<InputPosition> {
+        Vec::new()
+    }
+}
+
+/// Inputs changing hands (see [`Source::hand_over_inputs`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Handover {
+    /// These inputs go to another instance: save what they own, then call
+    /// [`Source::released`].
+    Release(Vec<InputPosition>),
+    /// These inputs come here, as `(input number, input name)`: load what
+    /// they own, then call [`Source::acquired`].
+    Acquire(Vec<(u32, String)>),
+}
+
+/// An input and the offset after the last record returned from it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InputPosition {
+    pub input: u32,
+    /// `topic[partition]`.
+    pub name: String,
+    /// The next offset to read; -1 when nothing was read yet.
+    pub offset: i64,
 }
 
 /// A change in a multi-input source's set of inputs (`RawChunk::input`).

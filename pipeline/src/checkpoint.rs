@@ -11,6 +11,14 @@
 //! last durable checkpoint, re-emitting the same reports with the same
 //! idempotency keys.
 //!
+//! **Per partition.** With Kafka, state is owned by partitions: a tenant's
+//! state belongs to the partition its alerts arrive on (tenants are keyed
+//! to partitions). A checkpoint is then written as one [`PartCheckpoint`]
+//! per partition (its offset, its watermark, its tenants' state) under the
+//! consumer group's name, and whichever instance of the group is assigned
+//! the partition next loads it. On a rebalance Sluice saves the partitions
+//! it is about to lose before letting them go.
+//!
 //! On disk (or in a database row) a checkpoint is framed: the magic
 //! `SLUICECP`, a format version, the body length, an xxh3 checksum and the
 //! postcard body. A checkpoint that fails any check is refused with the place
@@ -22,9 +30,13 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use sluice_operators::time::EventTime;
+
 use crate::watermark::WatermarkTracker;
 
 const MAGIC: &[u8; 8] = b"SLUICECP";
+/// A partition's state (see [`PartCheckpoint`]).
+const PART_MAGIC: &[u8; 8] = b"SLUICEPT";
 /// Bump when the body layout changes; older checkpoints are then refused.
 pub const FORMAT_VERSION: u32 = 1;
 const HEADER: usize = 8 + 4 + 8 + 8;
@@ -61,39 +73,94 @@ pub struct Checkpoint {
     pub shards: Vec<Vec<OperatorState>>,
 }
 
+/// One tenant's state in each operator that holds some.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantState {
+    pub tenant: String,
+    pub operators: Vec<OperatorState>,
+}
+
+/// What one Kafka partition owns: enough for any instance of the consumer
+/// group to carry on reading it exactly where the state ends.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PartCheckpoint {
+    /// The id of the checkpoint it was part of.
+    pub id: u64,
+    pub created_unix_ms: i64,
+    pub writer: String,
+    /// What the source reads (as [`Checkpoint::source`]).
+    pub source: String,
+    /// The partition, `topic[partition]`.
+    pub input: String,
+    /// The next offset to read; -1 when nothing was read yet.
+    pub offset: i64,
+    /// The newest event time read from the partition (its watermark input).
+    pub newest: Option<EventTime>,
+    /// The state of the tenants whose alerts arrive on this partition.
+    pub tenants: Vec<TenantState>,
+}
+
+impl PartCheckpoint {
+    pub fn encode(&self) -> Vec<u8> {
+        frame(PART_MAGIC, &postcard::to_stdvec(self).expect("a checkpoint always serializes"))
+    }
+
+    pub fn decode(bytes: &[u8], origin: &str) -> Result<Self, CheckpointError> {
+        let body = unframe(PART_MAGIC, bytes, origin)?;
+        postcard::from_bytes(body).map_err(|e| CheckpointError::Invalid {
+            origin: origin.to_string(),
+            reason: format!("undecodable body: {e}"),
+        })
+    }
+}
+
+/// `body` behind the magic, the format version, its length and checksum.
+fn frame(magic: &[u8; 8], body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER + body.len());
+    out.extend_from_slice(magic);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&(body.len() as u64).to_le_bytes());
+    out.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(body).to_le_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
+/// The body of framed bytes, every check passed; `origin` names where they
+/// came from in errors.
+fn unframe<'b>(magic: &[u8; 8], bytes: &'b [u8], origin: &str) -> Result<&'b [u8], CheckpointError> {
+    let bad = |reason: String| CheckpointError::Invalid { origin: origin.to_string(), reason };
+    if bytes.len() < HEADER || &bytes[..8] != magic {
+        return Err(bad("not a Sluice checkpoint (bad magic or shorter than its header)".into()));
+    }
+    let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+    if version != FORMAT_VERSION {
+        return Err(bad(format!("format version {version}; this build reads version {FORMAT_VERSION}")));
+    }
+    let len = u64::from_le_bytes(bytes[12..20].try_into().expect("8 bytes"));
+    let sum = u64::from_le_bytes(bytes[20..28].try_into().expect("8 bytes"));
+    let body = &bytes[HEADER..];
+    if body.len() as u64 != len {
+        return Err(bad(format!("truncated: the header says {len} body bytes, the file has {}", body.len())));
+    }
+    if xxhash_rust::xxh3::xxh3_64(body) != sum {
+        return Err(bad("checksum mismatch: the body is corrupt".into()));
+    }
+    Ok(body)
+}
+
 impl Checkpoint {
     /// The framed bytes.
     pub fn encode(&self) -> Vec<u8> {
-        let body = postcard::to_stdvec(self).expect("a checkpoint always serializes");
-        let mut out = Vec::with_capacity(HEADER + body.len());
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-        out.extend_from_slice(&(body.len() as u64).to_le_bytes());
-        out.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(&body).to_le_bytes());
-        out.extend_from_slice(&body);
-        out
+        frame(MAGIC, &postcard::to_stdvec(self).expect("a checkpoint always serializes"))
     }
 
     /// Decodes framed bytes; `origin` names where they came from in errors.
     pub fn decode(bytes: &[u8], origin: &str) -> Result<Self, CheckpointError> {
-        let bad = |reason: String| CheckpointError::Invalid { origin: origin.to_string(), reason };
-        if bytes.len() < HEADER || &bytes[..8] != MAGIC {
-            return Err(bad("not a Sluice checkpoint (bad magic or shorter than its header)".into()));
-        }
-        let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
-        if version != FORMAT_VERSION {
-            return Err(bad(format!("format version {version}; this build reads version {FORMAT_VERSION}")));
-        }
-        let len = u64::from_le_bytes(bytes[12..20].try_into().expect("8 bytes"));
-        let sum = u64::from_le_bytes(bytes[20..28].try_into().expect("8 bytes"));
-        let body = &bytes[HEADER..];
-        if body.len() as u64 != len {
-            return Err(bad(format!("truncated: the header says {len} body bytes, the file has {}", body.len())));
-        }
-        if xxhash_rust::xxh3::xxh3_64(body) != sum {
-            return Err(bad("checksum mismatch: the body is corrupt".into()));
-        }
-        postcard::from_bytes(body).map_err(|e| bad(format!("undecodable body: {e}")))
+        let body = unframe(MAGIC, bytes, origin)?;
+        postcard::from_bytes(body).map_err(|e| CheckpointError::Invalid {
+            origin: origin.to_string(),
+            reason: format!("undecodable body: {e}"),
+        })
     }
 }
 
@@ -127,6 +194,18 @@ pub trait CheckpointStore: Send + Sync + std::fmt::Debug {
     fn save(&self, checkpoint: &Checkpoint) -> Result<String, CheckpointError>;
     /// Removes every checkpoint (`--fresh-state`).
     fn clear(&self) -> Result<(), CheckpointError>;
+
+    /// Writes the state of each partition under `scope` (the consumer
+    /// group), each durably and atomically: a partition's state is the new
+    /// one or the one before, never a mix.
+    fn save_parts(&self, scope: &str, parts: &[PartCheckpoint]) -> Result<String, CheckpointError>;
+    /// The latest state of one partition (`topic[partition]`) under `scope`.
+    fn load_part(&self, scope: &str, input: &str) -> Result<Option<PartCheckpoint>, CheckpointError>;
+    /// The highest checkpoint id among the partitions' states under `scope`.
+    fn latest_part_id(&self, scope: &str) -> Result<Option<u64>, CheckpointError>;
+    /// Removes every partition's state under `scope` (`--fresh-state`: for
+    /// the whole group).
+    fn clear_parts(&self, scope: &str) -> Result<(), CheckpointError>;
 }
 
 /// Checkpoints as files in a local directory: written to a temporary file,
@@ -208,6 +287,80 @@ impl CheckpointStore for DirStore {
         }
         Ok(())
     }
+
+    fn save_parts(&self, scope: &str, parts: &[PartCheckpoint]) -> Result<String, CheckpointError> {
+        let dir = self.parts_dir(scope);
+        fs::create_dir_all(&dir).map_err(self.io(&dir))?;
+        for part in parts {
+            let path = dir.join(format!("{}.sluice", file_safe(&part.input)));
+            let tmp = dir.join(format!(".{}.tmp", file_safe(&part.input)));
+            {
+                let mut f = fs::File::create(&tmp).map_err(self.io(&tmp))?;
+                f.write_all(&part.encode()).map_err(self.io(&tmp))?;
+                f.sync_all().map_err(self.io(&tmp))?;
+            }
+            fs::rename(&tmp, &path).map_err(self.io(&path))?;
+        }
+        fs::File::open(&dir).and_then(|d| d.sync_all()).map_err(self.io(&dir))?;
+        Ok(dir.display().to_string())
+    }
+
+    fn load_part(&self, scope: &str, input: &str) -> Result<Option<PartCheckpoint>, CheckpointError> {
+        let path = self.parts_dir(scope).join(format!("{}.sluice", file_safe(input)));
+        match fs::read(&path) {
+            Ok(bytes) => PartCheckpoint::decode(&bytes, &path.display().to_string()).map(Some),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.io(&path)(e)),
+        }
+    }
+
+    fn latest_part_id(&self, scope: &str) -> Result<Option<u64>, CheckpointError> {
+        let dir = self.parts_dir(scope);
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(self.io(&dir)(e)),
+        };
+        let mut latest = None;
+        for entry in entries {
+            let path = entry.map_err(self.io(&dir))?.path();
+            if path.extension().is_some_and(|e| e == "sluice") {
+                let bytes = fs::read(&path).map_err(self.io(&path))?;
+                let id = PartCheckpoint::decode(&bytes, &path.display().to_string())?.id;
+                latest = latest.max(Some(id));
+            }
+        }
+        Ok(latest)
+    }
+
+    fn clear_parts(&self, scope: &str) -> Result<(), CheckpointError> {
+        let dir = self.parts_dir(scope);
+        match fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(self.io(&dir)(e)),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl DirStore {
+    /// `partitions/<scope>/` under the directory.
+    fn parts_dir(&self, scope: &str) -> PathBuf {
+        self.dir.join("partitions").join(file_safe(scope))
+    }
+}
+
+/// A name as one safe file name: anything but ASCII letters, digits, `.`,
+/// `_` and `-` is written `%XX`.
+fn file_safe(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || (b == b'.' && !out.is_empty()) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// Checkpoints as rows of a PostgreSQL table (through sqlx), keyed by
@@ -235,6 +388,15 @@ const PG_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS sluice_checkpoints (
     created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
     body       BYTEA       NOT NULL,
     PRIMARY KEY (instance, id)
+)";
+
+const PG_PARTS_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS sluice_partition_state (
+    scope      TEXT        NOT NULL,
+    input      TEXT        NOT NULL,
+    id         BIGINT      NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    body       BYTEA       NOT NULL,
+    PRIMARY KEY (scope, input)
 )";
 
 impl PgStore {
@@ -266,6 +428,9 @@ impl PgStore {
         runtime
             .block_on(sqlx::query(PG_SCHEMA).execute(&pool))
             .map_err(|e| store_err(format!("cannot create table sluice_checkpoints: {e}")))?;
+        runtime
+            .block_on(sqlx::query(PG_PARTS_SCHEMA).execute(&pool))
+            .map_err(|e| store_err(format!("cannot create table sluice_partition_state: {e}")))?;
         Ok(Self { runtime, pool, instance: instance.to_string(), keep: keep.max(1) as i64, place })
     }
 
@@ -345,6 +510,64 @@ impl CheckpointStore for PgStore {
             .map_err(|e| self.err("cannot remove checkpoints", e))?;
         Ok(())
     }
+
+    fn save_parts(&self, scope: &str, parts: &[PartCheckpoint]) -> Result<String, CheckpointError> {
+        self.runtime
+            .block_on(async {
+                let mut tx = self.pool.begin().await?;
+                for part in parts {
+                    sqlx::query(
+                        "INSERT INTO sluice_partition_state (scope, input, id, body) VALUES ($1, $2, $3, $4) \
+                         ON CONFLICT (scope, input) DO UPDATE \
+                         SET id = EXCLUDED.id, body = EXCLUDED.body, created_at = now()",
+                    )
+                    .bind(scope)
+                    .bind(&part.input)
+                    .bind(part.id as i64)
+                    .bind(part.encode())
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await
+            })
+            .map_err(|e| self.err("cannot write the partitions' state", e))?;
+        Ok(format!("{} table sluice_partition_state, scope {scope}", self.place))
+    }
+
+    fn load_part(&self, scope: &str, input: &str) -> Result<Option<PartCheckpoint>, CheckpointError> {
+        let body: Option<Vec<u8>> = self
+            .runtime
+            .block_on(
+                sqlx::query_scalar("SELECT body FROM sluice_partition_state WHERE scope = $1 AND input = $2")
+                    .bind(scope)
+                    .bind(input)
+                    .fetch_optional(&self.pool),
+            )
+            .map_err(|e| self.err("cannot read a partition's state", e))?;
+        let origin = format!("{} partition {input} of {scope}", self.place);
+        body.map(|b| PartCheckpoint::decode(&b, &origin)).transpose()
+    }
+
+    fn latest_part_id(&self, scope: &str) -> Result<Option<u64>, CheckpointError> {
+        let id: Option<i64> = self
+            .runtime
+            .block_on(
+                sqlx::query_scalar("SELECT max(id) FROM sluice_partition_state WHERE scope = $1")
+                    .bind(scope)
+                    .fetch_one(&self.pool),
+            )
+            .map_err(|e| self.err("cannot read the partitions' state", e))?;
+        Ok(id.map(|id| id as u64))
+    }
+
+    fn clear_parts(&self, scope: &str) -> Result<(), CheckpointError> {
+        self.runtime
+            .block_on(
+                sqlx::query("DELETE FROM sluice_partition_state WHERE scope = $1").bind(scope).execute(&self.pool),
+            )
+            .map_err(|e| self.err("cannot remove the partitions' state", e))?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -412,6 +635,42 @@ mod tests {
             assert!(err.contains("checkpoint-00000000000000000007.sluice"), "{err}");
             assert!(err.contains("--fresh-state"), "{err}");
         }
+    }
+
+    #[test]
+    fn partitions_state_is_kept_per_group_and_partition() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DirStore::new(dir.path(), 2).unwrap();
+        let part = |id: u64, input: &str| PartCheckpoint {
+            id,
+            created_unix_ms: 1,
+            writer: "test".into(),
+            source: "kafka:wazuh-alerts".into(),
+            input: input.into(),
+            offset: 10 * id as i64,
+            newest: Some(5),
+            tenants: vec![TenantState {
+                tenant: "acme".into(),
+                operators: vec![OperatorState { operator: "dedup".into(), state: vec![id as u8] }],
+            }],
+        };
+        assert_eq!(store.load_part("sluice", "wazuh-alerts[0]").unwrap(), None);
+        assert_eq!(store.latest_part_id("sluice").unwrap(), None);
+        store.save_parts("sluice", &[part(1, "wazuh-alerts[0]"), part(1, "wazuh-alerts[1]")]).unwrap();
+        store.save_parts("sluice", &[part(2, "wazuh-alerts[0]")]).unwrap();
+        store.save_parts("other/group", &[part(7, "wazuh-alerts[0]")]).unwrap();
+        assert_eq!(store.load_part("sluice", "wazuh-alerts[0]").unwrap(), Some(part(2, "wazuh-alerts[0]")));
+        assert_eq!(store.load_part("sluice", "wazuh-alerts[1]").unwrap(), Some(part(1, "wazuh-alerts[1]")));
+        assert_eq!(store.latest_part_id("sluice").unwrap(), Some(2));
+        assert_eq!(store.load_part("other/group", "wazuh-alerts[0]").unwrap(), Some(part(7, "wazuh-alerts[0]")));
+        // A damaged partition state is refused, naming its file.
+        let file = dir.path().join("partitions/sluice/wazuh-alerts%5B1%5D.sluice");
+        std::fs::write(&file, b"garbage").unwrap();
+        let err = store.load_part("sluice", "wazuh-alerts[1]").unwrap_err().to_string();
+        assert!(err.contains("wazuh-alerts%5B1%5D.sluice") && err.contains("--fresh-state"), "{err}");
+        store.clear_parts("sluice").unwrap();
+        assert_eq!(store.load_part("sluice", "wazuh-alerts[0]").unwrap(), None);
+        assert!(store.load_part("other/group", "wazuh-alerts[0]").unwrap().is_some(), "other groups keep theirs");
     }
 
     #[test]

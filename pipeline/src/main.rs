@@ -556,7 +556,11 @@ fn cmd_run(a: RunArgs) -> Result<()> {
     // A run that resumes from a checkpoint continues its output files
     // instead of truncating them.
     let append = match &checkpoint {
-        Some(c) if !c.fresh => c.store.latest_id()?.is_some(),
+        Some(c) if !c.fresh => {
+            c.store.latest_id()?.is_some()
+                || (config.input_kind() == InputKind::Kafka
+                    && c.store.latest_part_id(config.kafka.state_scope())?.is_some())
+        }
         _ => false,
     };
     let metrics = Arc::new(Metrics::new(config.admin.max_clusters_per_tenant));

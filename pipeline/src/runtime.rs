@@ -26,6 +26,15 @@
 //! parts, has its sinks make everything before the barrier durable
 //! ([`Event::Checkpoint`]), writes the checkpoint and only then lets the
 //! source commit upstream.
+//!
+//! **State per partition** (Kafka, checkpoints on): the router records which
+//! partition each tenant's alerts arrive on, the shards snapshot each tenant
+//! apart, and a checkpoint is written as one part per partition (see
+//! `checkpoint.rs`). When the group takes partitions away, the source thread
+//! stops, has a checkpoint written and committed, has the shards forget the
+//! tenants of those partitions and only then lets them go; when partitions
+//! arrive, it loads their parts, has the shards take the tenants' state in
+//! and only then starts reading them, at the parts' offsets.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -38,7 +47,7 @@ use arrow::compute::take_record_batch;
 use crossbeam_channel::{Receiver, Sender, bounded};
 use hdrhistogram::Histogram;
 use serde::Serialize;
-use sluice_connectors::source::{InputChange, Source, StopFlag, now_us};
+use sluice_connectors::source::{Handover, InputChange, InputPosition, Source, StopFlag, now_us};
 use sluice_operators::cluster::ClusterReport;
 use sluice_operators::correlate::{Correlate, CorrelateConfig, Priors};
 use sluice_operators::dead_letter::DeadLetter;
@@ -51,7 +60,7 @@ use sluice_operators::policy::Policies;
 use sluice_operators::schema::AlertColumns;
 use sluice_operators::time::{EventTime, Rfc3339};
 
-use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore, OperatorState};
+use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore, OperatorState, PartCheckpoint, TenantState};
 use crate::config::Config;
 use crate::fair::{FairQueue, Grouped, Work};
 use crate::metrics::{ComponentState, Metrics};
@@ -162,6 +171,10 @@ enum Item {
     /// An operator update in order with the alerts: a new rule set (see
     /// [`crate::reload`]) or new verdict priors.
     Update(Update),
+    /// These inputs' state is durable and they leave: forget their tenants.
+    Release(Vec<u32>),
+    /// These inputs arrive with their state (by input number).
+    Acquire(Vec<(u32, PartCheckpoint)>),
 }
 
 /// What [`Operator::reconfigure`] receives.
@@ -175,13 +188,20 @@ pub type PriorsSlot = Arc<std::sync::Mutex<Option<Priors>>>;
 struct Barrier {
     id: u64,
     position: Option<String>,
+    /// With state per partition: the partitions owned, each with its offset.
+    inputs: Vec<InputPosition>,
 }
 
 enum ShardMsg {
     Batch(Grouped),
     Watermark(EventTime),
-    Barrier(u64),
+    /// Snapshot now; with state per partition, each of these tenants apart.
+    Barrier(u64, Option<Vec<Arc<str>>>),
     Update(Update),
+    /// Tenants arriving with a partition.
+    Absorb(Vec<TenantState>),
+    /// Tenants leaving with a partition.
+    Forget(Vec<Arc<str>>),
     /// End of input; `flush` closes every open window (not when stopping
     /// with checkpoints on: the next run continues those windows).
     End {
@@ -204,8 +224,44 @@ struct DecodedChunk {
 /// parts of checkpoints.
 enum Message {
     Event(Event),
-    Router { id: u64, position: Option<String>, watermark: WatermarkTracker },
-    Shard { id: u64, shard: usize, operators: Vec<OperatorState> },
+    Router {
+        id: u64,
+        position: Option<String>,
+        watermark: WatermarkTracker,
+        /// With state per partition: the partitions owned and which owns
+        /// each tenant.
+        inputs: Vec<InputPosition>,
+        owners: Vec<(Arc<str>, u32)>,
+    },
+    Shard {
+        id: u64,
+        shard: usize,
+        state: ShardState,
+    },
+}
+
+/// A shard's part of a checkpoint.
+enum ShardState {
+    /// Each operator's whole state.
+    Whole(Vec<OperatorState>),
+    /// Each tenant's state apart (state per partition).
+    Tenants(Vec<TenantState>),
+}
+
+/// What the checkpoint writer makes durable before the source may commit
+/// `position`.
+enum Durable {
+    Whole(Checkpoint),
+    Parts { id: u64, position: Option<String>, parts: Vec<PartCheckpoint> },
+}
+
+impl Durable {
+    fn id(&self) -> u64 {
+        match self {
+            Durable::Whole(c) => c.id,
+            Durable::Parts { id, .. } => *id,
+        }
+    }
 }
 
 /// Builds the operator chain of one shard: dedup → rules → correlate.
@@ -338,7 +394,23 @@ pub fn run(
         WatermarkTracker::new(1, config.time.allowed_lateness.millis(), config.time.watermark_interval.millis());
     let mut next_checkpoint = 1u64;
     let mut restored_from = None;
-    if let Some(cp) = &options.checkpoint {
+    // With checkpoints on, a source whose inputs move between instances (a
+    // Kafka consumer group) keeps its state per input, under this scope.
+    let partitioned = options.checkpoint.as_ref().and_then(|_| source.hand_over_inputs());
+    if let (Some(cp), Some(scope)) = (&options.checkpoint, &partitioned) {
+        if cp.fresh {
+            cp.store.clear()?;
+            cp.store.clear_parts(scope)?;
+            tracing::info!(store = %cp.store.describe(), group = %scope, "starting without state (--fresh-state): the group's partition state removed");
+        } else if let Some(id) = cp.store.latest_id()? {
+            tracing::warn!(
+                checkpoint = id,
+                store = %cp.store.describe(),
+                "a whole-instance checkpoint is not used with Kafka: state is kept per partition (a checkpoint from an older version; its open windows are dropped)"
+            );
+        }
+        next_checkpoint = cp.store.latest_part_id(scope)?.map_or(1, |id| id + 1);
+    } else if let Some(cp) = &options.checkpoint {
         if cp.fresh {
             cp.store.clear()?;
             tracing::info!(store = %cp.store.describe(), "starting without state (--fresh-state): old checkpoints removed");
@@ -369,6 +441,12 @@ pub fn run(
     let source_flush = flush_at_end.clone();
     let interval = options.checkpoint.as_ref().map(|c| c.interval);
     let source_metrics = metrics.clone();
+    let source_store = options.checkpoint.as_ref().map(|c| c.store.clone());
+    let source_scope = partitioned.clone();
+    let reading = source_name.clone();
+    // The newest partition state taken over, for the summary.
+    let restored_parts = Arc::new(AtomicU64::new(0));
+    let source_restored = restored_parts.clone();
     let source_handle = thread::Builder::new()
         .name("sluice-source".into())
         .spawn(move || -> Result<(), RunError> {
@@ -462,7 +540,8 @@ pub fn run(
                     && (last || last_barrier.elapsed() >= every)
                 {
                     let position = source.position();
-                    if !send(Item::Barrier(Barrier { id: barrier_id, position: position.clone() })) {
+                    let inputs = if source_scope.is_some() { source.input_positions() } else { Vec::new() };
+                    if !send(Item::Barrier(Barrier { id: barrier_id, position: position.clone(), inputs })) {
                         return Ok(());
                     }
                     barrier_id += 1;
@@ -472,14 +551,58 @@ pub fn run(
                         // checkpoint; commit its position before leaving
                         // (earlier checkpoints' commits may come first).
                         source_flush.store(ended && !stopping, Ordering::SeqCst);
-                        let deadline = Instant::now() + Duration::from_secs(60);
-                        while let Some(want) = &position {
-                            let left = deadline.saturating_duration_since(Instant::now());
-                            let Ok(committed) = commit_rx.recv_timeout(left) else { break };
-                            source.commit(&committed).map_err(failed)?;
-                            if committed == *want {
-                                break;
+                        commit_through(source.as_mut(), &commit_rx, position.as_deref()).map_err(failed)?;
+                    }
+                }
+                // Partitions changing hands (state per partition only).
+                if let (Some(scope), Some(store)) = (&source_scope, &source_store)
+                    && !last
+                    && let Some(handover) = source.handover()
+                {
+                    match handover {
+                        Handover::Release(inputs) => {
+                            // They leave only once a checkpoint of exactly
+                            // what was read from them is durable and
+                            // committed: the next owner starts there.
+                            let position = source.position();
+                            let barrier =
+                                Barrier { id: barrier_id, position: position.clone(), inputs: source.input_positions() };
+                            if !send(Item::Barrier(barrier)) {
+                                return Ok(());
                             }
+                            barrier_id += 1;
+                            last_barrier = Instant::now();
+                            commit_through(source.as_mut(), &commit_rx, position.as_deref()).map_err(failed)?;
+                            if !send(Item::Release(inputs.iter().map(|i| i.input).collect())) {
+                                return Ok(());
+                            }
+                            source.released();
+                        }
+                        Handover::Acquire(inputs) => {
+                            let mut parts = Vec::new();
+                            let mut starts = Vec::new();
+                            for (input, name) in inputs {
+                                let Some(part) = store.load_part(scope, &name)? else { continue };
+                                if part.source != reading {
+                                    return Err(RunError::Checkpoint(CheckpointError::Invalid {
+                                        origin: format!("{} (partition {name} of {scope})", store.describe()),
+                                        reason: format!(
+                                            "it was taken reading {:?}, this run reads {reading:?}",
+                                            part.source
+                                        ),
+                                    }));
+                                }
+                                starts.push((name, part.offset));
+                                barrier_id = barrier_id.max(part.id + 1);
+                                source_restored.fetch_max(part.id, Ordering::Relaxed);
+                                parts.push((input, part));
+                            }
+                            let names: Vec<&str> = starts.iter().map(|(n, _)| n.as_str()).collect();
+                            tracing::info!(group = %scope, with_state = ?names, "partitions arriving: their state is loaded");
+                            if !send(Item::Acquire(parts)) {
+                                return Ok(());
+                            }
+                            source.acquired(&starts);
                         }
                     }
                 }
@@ -560,6 +683,7 @@ pub fn run(
     let router_events = event_tx.clone();
     let router_read = read_counter.clone();
     let router_metrics = metrics.clone();
+    let router_partitioned = partitioned.is_some();
     let router_handle = thread::Builder::new()
         .name("sluice-router".into())
         .spawn(move || {
@@ -572,6 +696,8 @@ pub fn run(
                 last_read: started,
                 policies: router_policies,
                 metrics: router_metrics,
+                owners: router_partitioned.then(BTreeMap::new),
+                split: BTreeMap::new(),
             };
             router.run(decoded_rx, &flush_at_end)
         })
@@ -582,20 +708,26 @@ pub fn run(
     // thread (events keep flowing meanwhile), then lets the source commit.
     // On failure it stops the run and drops `commit_tx`, so the source no
     // longer waits for a commit.
-    let (write_tx, write_rx) = bounded::<Checkpoint>(1);
+    let (write_tx, write_rx) = bounded::<Durable>(1);
     let writer = options.checkpoint.as_ref().map(|c| {
         let store = c.store.clone();
+        let scope = partitioned.clone().unwrap_or_default();
         let stop = stop.clone();
         thread::Builder::new()
             .name("sluice-checkpoint".into())
             .spawn(move || -> (u64, Option<CheckpointError>) {
                 let mut written = 0;
                 for checkpoint in write_rx {
-                    match store.save(&checkpoint) {
+                    let id = checkpoint.id();
+                    let (saved, position) = match checkpoint {
+                        Durable::Whole(c) => (store.save(&c), c.position),
+                        Durable::Parts { position, parts, .. } => (store.save_parts(&scope, &parts), position),
+                    };
+                    match saved {
                         Ok(place) => {
                             written += 1;
-                            tracing::debug!(id = checkpoint.id, %place, "checkpoint written");
-                            if let Some(position) = checkpoint.position {
+                            tracing::debug!(id, %place, "checkpoint written");
+                            if let Some(position) = position {
                                 let _ = commit_tx.try_send(position);
                             }
                         }
@@ -638,7 +770,7 @@ pub fn run(
                 }
                 // Everything handed over before the barrier is made durable
                 // first; only then may the checkpoint (and the commit) exist.
-                match on_event(Event::Checkpoint(checkpoint.id)) {
+                match on_event(Event::Checkpoint(checkpoint.id())) {
                     Ok(()) => {
                         let _ = write_tx.send(checkpoint);
                     }
@@ -730,7 +862,7 @@ pub fn run(
         hubs_demoted: counters.total("correlate", "hubs_demoted"),
         evicted: counters.total("correlate", "clusters_evicted") + counters.total("dedup", "evicted"),
         checkpoints,
-        restored_from,
+        restored_from: restored_from.or_else(|| Some(restored_parts.load(Ordering::Relaxed)).filter(|&id| id > 0)),
         reduction: if escalations == 0 {
             decode_stats.read as f64
         } else {
@@ -742,6 +874,24 @@ pub fn run(
         triage_latency_us: LatencySummary::from_histogram(&latency),
         tenants,
     })
+}
+
+/// Commits what the checkpoint writer reports durable until `want` is
+/// (or the writer stops, or a minute passes).
+fn commit_through(
+    source: &mut dyn Source,
+    durable: &Receiver<String>,
+    want: Option<&str>,
+) -> Result<(), sluice_connectors::source::SourceError> {
+    let Some(want) = want else { return Ok(()) };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while let Ok(committed) = durable.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        source.commit(&committed)?;
+        if committed == want {
+            break;
+        }
+    }
+    Ok(())
 }
 
 fn progress(options: &RunOptions, last: &mut Instant, read: &AtomicU64, started: Instant, escalated: u64) {
@@ -981,19 +1131,71 @@ fn run_shard(
                 }
                 shard.chain.reconfigure(update.as_ref())?;
             }
-            Some(ShardMsg::Barrier(barrier)) => {
+            Some(ShardMsg::Barrier(barrier, tenants)) => {
                 // Aligned: everything before the barrier is in the snapshot.
                 if !shard.drain()? {
                     break;
                 }
-                let operators = shard
-                    .chain
-                    .operators()
-                    .iter()
-                    .map(|op| Ok(OperatorState { operator: op.name().to_string(), state: op.snapshot()? }))
-                    .collect::<Result<Vec<_>, sluice_operators::Error>>()?;
-                if shard.events.send(Message::Shard { id: barrier, shard: id, operators }).is_err() {
+                let ops = shard.chain.operators();
+                let state = match tenants {
+                    None => ShardState::Whole(
+                        ops.iter()
+                            .map(|op| Ok(OperatorState { operator: op.name().to_string(), state: op.snapshot()? }))
+                            .collect::<Result<Vec<_>, sluice_operators::Error>>()?,
+                    ),
+                    Some(tenants) => {
+                        let mut states = Vec::with_capacity(tenants.len());
+                        for tenant in tenants {
+                            let mut operators = Vec::new();
+                            for op in ops {
+                                if let Some(state) = op.snapshot_tenant(&tenant)? {
+                                    operators.push(OperatorState { operator: op.name().to_string(), state });
+                                }
+                            }
+                            if !operators.is_empty() {
+                                states.push(TenantState { tenant: tenant.to_string(), operators });
+                            }
+                        }
+                        ShardState::Tenants(states)
+                    }
+                };
+                if shard.events.send(Message::Shard { id: barrier, shard: id, state }).is_err() {
                     break;
+                }
+            }
+            Some(ShardMsg::Absorb(tenants)) => {
+                if !shard.drain()? {
+                    break;
+                }
+                for tenant in tenants {
+                    for saved in tenant.operators {
+                        let Some(op) = shard.chain.operators_mut().iter_mut().find(|o| o.name() == saved.operator)
+                        else {
+                            return Err(RunError::Checkpoint(CheckpointError::Invalid {
+                                origin: format!("the state of tenant {}", tenant.tenant),
+                                reason: format!(
+                                    "it holds operator {:?}, which this build does not run",
+                                    saved.operator
+                                ),
+                            }));
+                        };
+                        op.absorb(&saved.state).map_err(|e| {
+                            RunError::Checkpoint(CheckpointError::Invalid {
+                                origin: format!("the state of tenant {}", tenant.tenant),
+                                reason: e.to_string(),
+                            })
+                        })?;
+                    }
+                }
+            }
+            Some(ShardMsg::Forget(tenants)) => {
+                if !shard.drain()? {
+                    break;
+                }
+                for tenant in &tenants {
+                    for op in shard.chain.operators_mut() {
+                        op.forget(tenant);
+                    }
                 }
             }
             Some(ShardMsg::End { flush }) => {
@@ -1027,31 +1229,40 @@ struct Assembler {
 }
 
 struct PendingCheckpoint {
-    router: Option<(Option<String>, WatermarkTracker)>,
-    shards: Vec<Option<Vec<OperatorState>>>,
+    router: Option<RouterPart>,
+    shards: Vec<Option<ShardState>>,
+}
+
+struct RouterPart {
+    position: Option<String>,
+    watermark: WatermarkTracker,
+    inputs: Vec<InputPosition>,
+    owners: Vec<(Arc<str>, u32)>,
 }
 
 enum Assembled {
     Event(Event),
     Incomplete,
-    Checkpoint(Checkpoint),
+    Checkpoint(Durable),
 }
 
 impl Assembler {
     fn entry(&mut self, id: u64) -> &mut PendingCheckpoint {
         let shards = self.shards;
-        self.pending.entry(id).or_insert_with(|| PendingCheckpoint { router: None, shards: vec![None; shards] })
+        self.pending
+            .entry(id)
+            .or_insert_with(|| PendingCheckpoint { router: None, shards: (0..shards).map(|_| None).collect() })
     }
 
     fn add(&mut self, message: Message) -> Assembled {
         let id = match message {
             Message::Event(e) => return Assembled::Event(e),
-            Message::Router { id, position, watermark } => {
-                self.entry(id).router = Some((position, watermark));
+            Message::Router { id, position, watermark, inputs, owners } => {
+                self.entry(id).router = Some(RouterPart { position, watermark, inputs, owners });
                 id
             }
-            Message::Shard { id, shard, operators } => {
-                self.entry(id).shards[shard] = Some(operators);
+            Message::Shard { id, shard, state } => {
+                self.entry(id).shards[shard] = Some(state);
                 id
             }
         };
@@ -1060,16 +1271,53 @@ impl Assembler {
             return Assembled::Incomplete;
         }
         let p = self.pending.remove(&id).expect("present");
-        let (position, watermark) = p.router.expect("checked");
-        Assembled::Checkpoint(Checkpoint {
-            id,
-            created_unix_ms: now_us() / 1000,
-            writer: format!("sluice {}", env!("CARGO_PKG_VERSION")),
-            source: self.source.clone(),
-            position,
-            watermark,
-            shards: p.shards.into_iter().map(|s| s.expect("checked")).collect(),
-        })
+        let router = p.router.expect("checked");
+        let created_unix_ms = now_us() / 1000;
+        let writer = format!("sluice {}", env!("CARGO_PKG_VERSION"));
+        let mut whole = Vec::new();
+        let mut tenants: BTreeMap<String, TenantState> = BTreeMap::new();
+        for state in p.shards.into_iter().flatten() {
+            match state {
+                ShardState::Whole(operators) => whole.push(operators),
+                ShardState::Tenants(states) => tenants.extend(states.into_iter().map(|t| (t.tenant.clone(), t))),
+            }
+        }
+        if whole.len() == self.shards {
+            return Assembled::Checkpoint(Durable::Whole(Checkpoint {
+                id,
+                created_unix_ms,
+                writer,
+                source: self.source.clone(),
+                position: router.position,
+                watermark: router.watermark,
+                shards: whole,
+            }));
+        }
+        // State per partition: each owned partition with its tenants.
+        let mut parts: Vec<PartCheckpoint> = router
+            .inputs
+            .iter()
+            .map(|i| PartCheckpoint {
+                id,
+                created_unix_ms,
+                writer: writer.clone(),
+                source: self.source.clone(),
+                input: i.name.clone(),
+                offset: i.offset,
+                newest: router.watermark.newest(i.input as usize),
+                tenants: Vec::new(),
+            })
+            .collect();
+        for (tenant, input) in &router.owners {
+            let Some(state) = tenants.remove(&**tenant) else { continue };
+            match router.inputs.iter().position(|i| i.input == *input) {
+                Some(at) => parts[at].tenants.push(state),
+                None => {
+                    tracing::warn!(%tenant, input, "a tenant's partition is not owned here: its state is not saved")
+                }
+            }
+        }
+        Assembled::Checkpoint(Durable::Parts { id, position: router.position, parts })
     }
 }
 
@@ -1115,6 +1363,11 @@ fn restore(
     Ok(())
 }
 
+/// The shard a tenant lives on, of `shards`.
+fn shard_for(tenant: &str, shards: usize) -> usize {
+    (stable_hash(tenant.as_bytes()) % shards as u64) as usize
+}
+
 struct Router {
     shards: Vec<Sender<ShardMsg>>,
     events: Sender<Message>,
@@ -1126,6 +1379,10 @@ struct Router {
     /// Which tenants are disabled.
     policies: Arc<Policies>,
     metrics: Arc<Metrics>,
+    /// State per partition: which input (partition) owns each tenant.
+    owners: Option<BTreeMap<Arc<str>, u32>>,
+    /// Tenants seen on a second partition (warned about once).
+    split: BTreeMap<Arc<str>, u32>,
 }
 
 impl Router {
@@ -1159,10 +1416,30 @@ impl Router {
                 }
             }
             Some(Item::Barrier(b)) => {
-                self.broadcast(|| ShardMsg::Barrier(b.id))?;
-                let part = Message::Router { id: b.id, position: b.position, watermark: self.watermark.clone() };
+                match &self.owners {
+                    Some(owners) => {
+                        let mut by_shard = vec![Vec::new(); self.shards.len()];
+                        for tenant in owners.keys() {
+                            by_shard[self.shard_of(tenant)].push(tenant.clone());
+                        }
+                        for (tx, tenants) in self.shards.iter().zip(by_shard) {
+                            tx.send(ShardMsg::Barrier(b.id, Some(tenants))).map_err(|_| ())?;
+                        }
+                    }
+                    None => self.broadcast(|| ShardMsg::Barrier(b.id, None))?,
+                }
+                let owners = self.owners.iter().flatten().map(|(t, i)| (t.clone(), *i)).collect();
+                let part = Message::Router {
+                    id: b.id,
+                    position: b.position,
+                    watermark: self.watermark.clone(),
+                    inputs: b.inputs,
+                    owners,
+                };
                 self.events.send(part).map_err(|_| ())?;
             }
+            Some(Item::Release(inputs)) => self.release(&inputs)?,
+            Some(Item::Acquire(parts)) => self.acquire(parts)?,
             Some(Item::Update(update)) => {
                 if let Some(policies) = update.downcast_ref::<Arc<Policies>>() {
                     self.policies = policies.clone();
@@ -1190,6 +1467,79 @@ impl Router {
         Ok(())
     }
 
+    /// Partitions leave (their state is durable): their tenants are
+    /// forgotten and they stop holding the watermark.
+    fn release(&mut self, inputs: &[u32]) -> Result<(), ()> {
+        let shards = self.shards.len();
+        let Some(owners) = &mut self.owners else { return Ok(()) };
+        let leaving: Vec<Arc<str>> =
+            owners.iter().filter(|(_, i)| inputs.contains(i)).map(|(t, _)| t.clone()).collect();
+        let mut by_shard = vec![Vec::new(); self.shards.len()];
+        for tenant in leaving {
+            owners.remove(&tenant);
+            by_shard[shard_for(&tenant, shards)].push(tenant);
+        }
+        self.split.retain(|t, _| owners.contains_key(t));
+        for (tx, tenants) in self.shards.iter().zip(by_shard) {
+            if !tenants.is_empty() {
+                tx.send(ShardMsg::Forget(tenants)).map_err(|_| ())?;
+            }
+        }
+        for &input in inputs {
+            if let Some(wm) = self.watermark.retire(input as usize) {
+                self.broadcast(|| ShardMsg::Watermark(wm))?;
+            }
+        }
+        if self.watermark.is_empty() {
+            // Nothing is owned here any more: the watermark starts over
+            // from the partitions that arrive next, at their own.
+            self.watermark.reset();
+        }
+        Ok(())
+    }
+
+    /// Partitions arrive with their state: their tenants go to their
+    /// shards, and each partition holds the watermark where it stood.
+    fn acquire(&mut self, parts: Vec<(u32, PartCheckpoint)>) -> Result<(), ()> {
+        let Some(owners) = &mut self.owners else { return Ok(()) };
+        let mut by_shard: Vec<Vec<TenantState>> = vec![Vec::new(); self.shards.len()];
+        for (input, part) in parts {
+            self.watermark.resume(input as usize, part.newest);
+            for tenant in part.tenants {
+                owners.insert(Arc::from(tenant.tenant.as_str()), input);
+                by_shard[shard_for(&tenant.tenant, self.shards.len())].push(tenant);
+            }
+        }
+        for (tx, tenants) in self.shards.iter().zip(by_shard) {
+            if !tenants.is_empty() {
+                tx.send(ShardMsg::Absorb(tenants)).map_err(|_| ())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Records the partition a tenant's alerts arrive on (state per
+    /// partition): the first one owns the tenant's state.
+    fn own(&mut self, tenant: &str, input: u32) {
+        let Some(owners) = &mut self.owners else { return };
+        match owners.get(tenant) {
+            None => {
+                owners.insert(Arc::from(tenant), input);
+            }
+            Some(&owner) if owner != input && !self.split.contains_key(tenant) => {
+                tracing::warn!(
+                    tenant,
+                    owner,
+                    input,
+                    "a tenant's alerts arrive on two partitions: its state stays with the first, and moves with it \
+                     alone (key the tenant's messages to one partition)"
+                );
+                self.split.insert(Arc::from(tenant), input);
+            }
+            Some(_) => {}
+        }
+    }
+
     fn broadcast(&self, msg: impl Fn() -> ShardMsg) -> Result<(), ()> {
         for tx in &self.shards {
             tx.send(msg()).map_err(|_| ())?;
@@ -1198,7 +1548,7 @@ impl Router {
     }
 
     fn shard_of(&self, tenant: &str) -> usize {
-        (stable_hash(tenant.as_bytes()) % self.shards.len() as u64) as usize
+        shard_for(tenant, self.shards.len())
     }
 
     /// Splits one batch by shard, cutting wherever the watermark steps.
@@ -1234,6 +1584,9 @@ impl Router {
                 None => {
                     let tenant = cols.tenant(row);
                     let s = self.policies.enabled(tenant).then(|| self.shard_of(tenant));
+                    if s.is_some() {
+                        self.own(tenant, input as u32);
+                    }
                     shard_of_key.insert(key, s);
                     s
                 }
@@ -1318,6 +1671,8 @@ mod tests {
             last_read: Instant::now(),
             policies: Arc::default(),
             metrics: Arc::default(),
+            owners: None,
+            split: BTreeMap::new(),
         };
         let mut decoder = Decoder::new(config.decode_config(), &config.tenant).unwrap();
         let text = String::from_utf8(data).unwrap();

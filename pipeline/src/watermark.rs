@@ -85,6 +85,33 @@ impl WatermarkTracker {
         self.inputs[input].get_or_insert(i64::MIN);
     }
 
+    /// The newest event time an input has had, if any.
+    pub fn newest(&self, input: usize) -> Option<EventTime> {
+        self.inputs.get(input).copied().flatten().filter(|&m| m != i64::MIN)
+    }
+
+    /// An input taken over from another instance: it holds the watermark
+    /// back from where it stood there (or, without data yet, as a new one).
+    pub fn resume(&mut self, input: usize, newest: Option<EventTime>) {
+        self.open(input);
+        if let Some(t) = newest {
+            self.inputs[input] = Some(t);
+        }
+    }
+
+    /// Whether no input holds the watermark any more (all retired).
+    pub fn is_empty(&self) -> bool {
+        self.inputs.iter().all(Option::is_none)
+    }
+
+    /// Starts over, keeping the input numbers: used when every input has
+    /// left this instance with its state, so the watermark of the inputs
+    /// that come next is theirs alone.
+    pub fn reset(&mut self) {
+        self.inputs.iter_mut().for_each(|s| *s = None);
+        self.current = None;
+    }
+
     fn recompute(&mut self) -> Option<EventTime> {
         let low = *self.inputs.iter().flatten().min()?;
         if low == i64::MIN {

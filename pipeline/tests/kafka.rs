@@ -105,7 +105,7 @@ fn setup(dir: &Path, broker: &Broker, alerts: u64) -> PathBuf {
         // default idle timeout: the data is all there, so no partition may
         // be taken for idle because a loaded broker was slow to serve it
         // (its late records would then depend on timing).
-        "[kafka]\nidle_timeout = \"30s\"\n[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\
+        "[kafka]\nidle_timeout = \"30s\"\nstate_scope = \"sluice-test\"\n[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\
          \"heartbeat.interval.ms\" = \"1000\"\n[checkpoint]\ninterval = \"300ms\"\n[runtime]\nshards = 2\n",
     )
     .unwrap();
@@ -174,8 +174,9 @@ fn group_at_end(broker: &Broker, group: &str, topic: &str, partitions: i32) -> b
 ///
 /// Each restart joins a new group: the checkpoint, not the group, holds the
 /// positions, and tansu 0.6 keeps a `kill -9`ed member in its group (with
-/// partitions assigned to it) until another rebalance, which would stall a
-/// restarted member of the same group for reasons that are the broker's.
+/// partitions assigned to it) for good, which would stall a restarted member
+/// of the same group for reasons that are the broker's. The partitions'
+/// state is kept under one name for all of them (`kafka.state_scope`).
 fn kafka_run(dir: &Path, broker: &Broker, group: &str) -> Command {
     let mut c = sluice();
     c.args(["run", "--format", "quiet", "--kafka", &broker.addr, "--topic", "wazuh-alerts", "--group"])
@@ -274,7 +275,10 @@ fn kill_dash_nine_at_random_points_loses_nothing_and_never_changes_a_key() {
         let _ = child.wait();
     }
     assert!(kills >= 2, "the run must be killed mid-stream at least twice (was {kills})");
-    ok(&mut kafka_run(dir.path(), &broker, "final"));
+    let summary = dir.path().join("summary.json");
+    ok(kafka_run(dir.path(), &broker, "final").arg("--summary-json").arg(&summary));
+    let summary: Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+    assert!(summary["restored_from"].is_u64(), "the last run resumed from the partitions' state: {summary}");
     assert!(
         group_at_end(&broker, "sluice-final", "wazuh-alerts", 4),
         "offsets are committed to the end once the last checkpoint is durable"
@@ -282,6 +286,95 @@ fn kill_dash_nine_at_random_points_loses_nothing_and_never_changes_a_key() {
     let got = exactly_one_content(consume_cases(&broker));
     assert_same(&got, &want, "hand-offs");
     let (_, finals) = read_cases(&dir.path().join("kafka-cases.ndjson"));
+    assert_same(&finals, &want_finals, "final clusters");
+}
+
+/// An instance of group `sluice-scale` for the scale-out test: the
+/// partitions' state in the shared `state` directory (as on a shared volume
+/// or in one PostgreSQL database), everything else its own.
+fn member(dir: &Path, broker: &Broker, name: &str) -> Command {
+    let config = std::fs::read_to_string(dir.join("kafka.toml")).unwrap();
+    let own = dir.join(name);
+    std::fs::create_dir_all(&own).unwrap();
+    std::fs::write(own.join("kafka.toml"), format!("{config}[store]\npath = {:?}\n", own.join("sluice.db"))).unwrap();
+    let mut c = sluice();
+    c.args(["run", "--format", "quiet", "--kafka", &broker.addr, "--topic", "wazuh-alerts", "--group", "sluice-scale"])
+        .arg("--config")
+        .arg(own.join("kafka.toml"))
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .arg("--output")
+        .arg(own.join("cases.ndjson"))
+        .arg("--summary-json")
+        .arg(own.join("summary.json"))
+        .arg("--exit-when-caught-up")
+        .env("SLUICE_LOG", "info")
+        .stderr(std::fs::File::create(own.join("stderr.log")).unwrap());
+    c
+}
+
+/// Scale-out: a second instance joins the group and takes half of the
+/// partitions with the state the first saved for them; then the first is
+/// stopped and the second takes the rest with the first one's final state.
+/// Together they hand off exactly what one uninterrupted run does, never one
+/// key with two contents, and their final clusters are that run's.
+///
+/// The first instance is stopped (SIGTERM), not killed: tansu 0.6 keeps a
+/// `kill -9`ed member in the group for good (after its session expires the
+/// group rebalances, but hands out the same assignment, dead member
+/// included), so its partitions would never move. What a killed instance
+/// leaves is its last periodic checkpoint, the same parts a stop leaves,
+/// only older: `kill_dash_nine_*` covers resuming from those.
+#[test]
+fn a_second_instance_takes_over_partitions_with_their_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(broker) = Broker::start(dir.path()) else { return };
+    let input = setup(dir.path(), &broker, 120_000);
+    let (want, want_finals) = reference(dir.path(), &input);
+    let log = |name: &str| std::fs::read_to_string(dir.path().join(name).join("stderr.log")).unwrap_or_default();
+    let wait_for = |name: &str, what: &str, times: usize| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while log(name).matches(what).count() < times {
+            assert!(Instant::now() < deadline, "{name} did not log {what:?} {times}× within 60 s:\n{}", log(name));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let mut a = member(dir.path(), &broker, "a").spawn().unwrap();
+    wait_for("a", "kafka: partitions assigned", 1);
+    std::thread::sleep(Duration::from_millis(800));
+    let mut b = member(dir.path(), &broker, "b").spawn().unwrap();
+    // The group rebalances: `a` saves the state of its partitions before
+    // letting them go, and `b` starts on its share from that state.
+    wait_for("a", "state saved; partitions let go", 1);
+    wait_for("b", "kafka: partitions assigned", 1);
+    assert!(a.try_wait().unwrap().is_none(), "a must be stopped mid-stream: it ended early");
+    let stopped = Command::new("kill").arg("-TERM").arg(a.id().to_string()).status().unwrap();
+    assert!(stopped.success());
+    assert!(a.wait().unwrap().success(), "a stops cleanly:\n{}", log("a"));
+    // `a` left the group: `b` saves its own, then gets every partition.
+    wait_for("b", "kafka: partitions assigned", 2);
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let status = loop {
+        if let Some(s) = b.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "b did not finish within 3 minutes:\n{}", log("b"));
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(status.success(), "b: {status:?}\n{}", log("b"));
+    let b_log = log("b");
+    let took: Vec<&str> = b_log.lines().filter(|l| l.contains("their state is loaded")).collect();
+    assert!(
+        took.last().is_some_and(|l| (0..4).all(|p| l.contains(&format!("wazuh-alerts[{p}]")))),
+        "b ends holding the state of all four partitions: {took:#?}"
+    );
+    let summary: Value = serde_json::from_slice(&std::fs::read(dir.path().join("b/summary.json")).unwrap()).unwrap();
+    assert!(summary["restored_from"].is_u64(), "b took state over: {summary}");
+    assert!(group_at_end(&broker, "sluice-scale", "wazuh-alerts", 4), "b committed every partition to its end");
+    let got = exactly_one_content(consume_cases(&broker));
+    assert_same(&got, &want, "hand-offs of the two instances");
+    let (_, mut finals) = read_cases(&dir.path().join("a/cases.ndjson"));
+    finals.extend(read_cases(&dir.path().join("b/cases.ndjson")).1);
     assert_same(&finals, &want_finals, "final clusters");
 }
 

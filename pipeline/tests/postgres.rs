@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use sluice_operators::cluster::ClusterReport;
 use sluice_operators::operator::ReportKind;
-use sluice_pipeline::checkpoint::{Checkpoint, CheckpointStore, OperatorState, PgStore};
+use sluice_pipeline::checkpoint::{Checkpoint, CheckpointStore, OperatorState, PartCheckpoint, PgStore, TenantState};
 use sluice_pipeline::output::stable_case_json;
 use sluice_pipeline::store::{Store, status};
 use sluice_pipeline::watermark::WatermarkTracker;
@@ -169,6 +169,45 @@ fn checkpoints_round_trip_per_instance_prune_and_refuse_a_corrupt_row() {
     again.clear().unwrap();
     assert_eq!(again.load_latest().unwrap(), None);
     assert_eq!(b.load_latest().unwrap(), Some(checkpoint(9)), "clear is per instance");
+}
+
+/// Each Kafka partition's state, shared by the instances of a group: any
+/// instance reads what another wrote; a rewrite replaces a partition's row
+/// whole; groups and `--fresh-state` stay apart.
+#[test]
+fn partition_state_is_shared_by_the_instances_of_a_group() {
+    let Some(pg) = Postgres::start() else { return };
+    let (a, b) = (connect(&pg.url, "a"), connect(&pg.url, "b"));
+    let part = |id: u64, input: &str| PartCheckpoint {
+        id,
+        created_unix_ms: 1,
+        writer: "test".into(),
+        source: "kafka:wazuh-alerts".into(),
+        input: input.into(),
+        offset: 100 * id as i64,
+        newest: Some(1_000 * id as i64),
+        tenants: vec![TenantState {
+            tenant: "acme".into(),
+            operators: vec![OperatorState { operator: "correlate".into(), state: vec![id as u8; 500] }],
+        }],
+    };
+    assert_eq!(b.load_part("sluice", "wazuh-alerts[0]").unwrap(), None);
+    a.save_parts("sluice", &[part(1, "wazuh-alerts[0]"), part(1, "wazuh-alerts[1]")]).unwrap();
+    a.save_parts("sluice", &[part(2, "wazuh-alerts[0]")]).unwrap();
+    b.save_parts("other", &[part(5, "wazuh-alerts[0]")]).unwrap();
+    assert_eq!(b.load_part("sluice", "wazuh-alerts[0]").unwrap(), Some(part(2, "wazuh-alerts[0]")));
+    assert_eq!(b.load_part("sluice", "wazuh-alerts[1]").unwrap(), Some(part(1, "wazuh-alerts[1]")));
+    assert_eq!(b.latest_part_id("sluice").unwrap(), Some(2));
+    run_sql(
+        &pg.url,
+        "UPDATE sluice_partition_state SET body = substring(body from 1 for 40) \
+         WHERE scope = 'sluice' AND input = 'wazuh-alerts[1]'",
+    );
+    let err = b.load_part("sluice", "wazuh-alerts[1]").unwrap_err().to_string();
+    assert!(err.contains("wazuh-alerts[1]") && err.contains("truncated") && err.contains("--fresh-state"), "{err}");
+    a.clear_parts("sluice").unwrap();
+    assert_eq!(b.load_part("sluice", "wazuh-alerts[0]").unwrap(), None);
+    assert_eq!(a.load_part("other", "wazuh-alerts[0]").unwrap(), Some(part(5, "wazuh-alerts[0]")));
 }
 
 #[test]

@@ -953,9 +953,17 @@ impl Source for KafkaSource {
             // The partition's state and offset now travel with it.
             shared.start_at.remove(key);
         }
-        shared.revoked.extend(parts);
+        shared.revoked.extend(parts.iter().cloned());
         drop(shared);
         self.apply_rebalances();
+        for key in &parts {
+            if let Some(p) = self.partitions.get_mut(key) {
+                // Whoever reads it next, this instance included, starts
+                // where its state says, not where this instance stopped.
+                p.returned = -1;
+                p.polled = -1;
+            }
+        }
     }
 
     fn acquired(&mut self, starts: &[(String, i64)]) {

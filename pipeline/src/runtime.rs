@@ -426,7 +426,8 @@ pub fn run(
     let (chunk_tx, chunk_rx) = bounded::<(u64, Item)>(cap);
     let (decoded_tx, decoded_rx) = bounded::<DecodedChunk>(cap * 2);
     let (event_tx, event_rx) = bounded::<Message>(cap * 1024);
-    let (commit_tx, commit_rx) = bounded::<String>(16);
+    // (checkpoint id, position) of each durable checkpoint, in order.
+    let (commit_tx, commit_rx) = bounded::<(u64, String)>(16);
     let metrics = options.metrics.clone().unwrap_or_default();
     if let Some(set) = intel.as_ref().and_then(|i| i.downcast_ref::<Arc<Intel>>()) {
         metrics.set_intel(set);
@@ -499,7 +500,7 @@ pub fn run(
                     }
                     crate::reload::record("policy", true);
                 }
-                while let Ok(position) = commit_rx.try_recv() {
+                while let Ok((_, position)) = commit_rx.try_recv() {
                     source.commit(&position).map_err(failed)?;
                 }
                 let generation = source_metrics.backlog.generation();
@@ -541,7 +542,8 @@ pub fn run(
                 {
                     let position = source.position();
                     let inputs = if source_scope.is_some() { source.input_positions() } else { Vec::new() };
-                    if !send(Item::Barrier(Barrier { id: barrier_id, position: position.clone(), inputs })) {
+                    let resumable = position.is_some();
+                    if !send(Item::Barrier(Barrier { id: barrier_id, position, inputs })) {
                         return Ok(());
                     }
                     barrier_id += 1;
@@ -551,7 +553,9 @@ pub fn run(
                         // checkpoint; commit its position before leaving
                         // (earlier checkpoints' commits may come first).
                         source_flush.store(ended && !stopping, Ordering::SeqCst);
-                        commit_through(source.as_mut(), &commit_rx, position.as_deref()).map_err(failed)?;
+                        if resumable {
+                            commit_through(source.as_mut(), &commit_rx, barrier_id - 1).map_err(failed)?;
+                        }
                     }
                 }
                 // Partitions changing hands (state per partition only).
@@ -564,15 +568,14 @@ pub fn run(
                             // They leave only once a checkpoint of exactly
                             // what was read from them is durable and
                             // committed: the next owner starts there.
-                            let position = source.position();
                             let barrier =
-                                Barrier { id: barrier_id, position: position.clone(), inputs: source.input_positions() };
+                                Barrier { id: barrier_id, position: source.position(), inputs: source.input_positions() };
                             if !send(Item::Barrier(barrier)) {
                                 return Ok(());
                             }
                             barrier_id += 1;
                             last_barrier = Instant::now();
-                            commit_through(source.as_mut(), &commit_rx, position.as_deref()).map_err(failed)?;
+                            commit_through(source.as_mut(), &commit_rx, barrier_id - 1).map_err(failed)?;
                             if !send(Item::Release(inputs.iter().map(|i| i.input).collect())) {
                                 return Ok(());
                             }
@@ -728,7 +731,7 @@ pub fn run(
                             written += 1;
                             tracing::debug!(id, %place, "checkpoint written");
                             if let Some(position) = position {
-                                let _ = commit_tx.try_send(position);
+                                let _ = commit_tx.try_send((id, position));
                             }
                         }
                         Err(e) => {
@@ -876,18 +879,17 @@ pub fn run(
     })
 }
 
-/// Commits what the checkpoint writer reports durable until `want` is
-/// (or the writer stops, or a minute passes).
+/// Commits what the checkpoint writer reports durable until checkpoint
+/// `id` is (or the writer stops, or a minute passes).
 fn commit_through(
     source: &mut dyn Source,
-    durable: &Receiver<String>,
-    want: Option<&str>,
+    durable: &Receiver<(u64, String)>,
+    id: u64,
 ) -> Result<(), sluice_connectors::source::SourceError> {
-    let Some(want) = want else { return Ok(()) };
     let deadline = Instant::now() + Duration::from_secs(60);
-    while let Ok(committed) = durable.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-        source.commit(&committed)?;
-        if committed == want {
+    while let Ok((written, position)) = durable.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        source.commit(&position)?;
+        if written >= id {
             break;
         }
     }

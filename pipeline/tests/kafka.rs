@@ -56,9 +56,21 @@ fn tansu_binary() -> Option<PathBuf> {
 }
 
 impl Broker {
-    /// Starts tansu, or returns `None` (skip) when it is not installed and
-    /// this is not CI.
+    /// Starts tansu with in-memory storage, or returns `None` (skip) when it
+    /// is not installed and this is not CI.
     fn start(log_dir: &Path) -> Option<Broker> {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        Self::start_at(log_dir, port, "memory://tansu/")
+    }
+
+    /// Starts tansu storing in SQLite under `dir` (`dir/tansu.db`), so that
+    /// it can be stopped and started again with its topics, records and
+    /// groups.
+    fn start_persistent(dir: &Path, port: u16) -> Option<Broker> {
+        Self::start_at(dir, port, "sqlite://tansu.db")
+    }
+
+    fn start_at(dir: &Path, port: u16, storage: &str) -> Option<Broker> {
         let Some(bin) = tansu_binary() else {
             if std::env::var("CI").is_ok_and(|v| v == "true") {
                 panic!("tansu is not installed: run scripts/install-servers (CI must not skip Kafka tests)");
@@ -66,12 +78,12 @@ impl Broker {
             eprintln!("SKIPPED: tansu is not installed (scripts/install-servers installs it)");
             return None;
         };
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let url = format!("tcp://127.0.0.1:{port}");
-        let log = std::fs::File::create(log_dir.join("tansu.log")).unwrap();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("tansu.log")).unwrap();
         let child = Command::new(bin)
             .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", "memory://tansu/", "--cluster-id", "sluice-test"])
+            .args(["--storage-engine", storage, "--cluster-id", "sluice-test"])
+            .current_dir(dir)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -575,6 +587,44 @@ fn a_broker_outage_mid_stream_is_waited_out_and_loses_nothing() {
         std::thread::sleep(Duration::from_millis(200));
     };
     assert!(status.success(), "the run survives the outage: {status:?}");
+    let got = exactly_one_content(consume_cases(&broker));
+    assert_same(&got, &want, "hand-offs");
+    let (_, finals) = read_cases(&dir.path().join("kafka-cases.ndjson"));
+    assert_same(&finals, &want_finals, "final clusters");
+}
+
+/// The broker is killed mid-stream and started again (SQLite storage, so
+/// its topics, records and the group's offsets survive): Sluice waits,
+/// reconnects and finishes with the hand-offs and final clusters of an
+/// uninterrupted run.
+#[test]
+fn a_broker_restart_mid_stream_is_waited_out_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let Some(mut broker) = Broker::start_persistent(dir.path(), port) else { return };
+    let input = setup(dir.path(), &broker, 120_000);
+    let (want, want_finals) = reference(dir.path(), &input);
+    // A session that outlives the restart (see the outage test).
+    let config = std::fs::read_to_string(dir.path().join("kafka.toml"))
+        .unwrap()
+        .replace("\"session.timeout.ms\" = \"6000\"", "\"session.timeout.ms\" = \"30000\"");
+    std::fs::write(dir.path().join("kafka.toml"), config).unwrap();
+    let mut child = kafka_run(dir.path(), &broker, "restart").stderr(Stdio::null()).spawn().unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(child.try_wait().unwrap().is_none(), "the run must still be reading when the broker goes away");
+    broker.child.kill().unwrap(); // SIGKILL: no orderly shutdown
+    broker.child.wait().unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    let broker = Broker::start_persistent(dir.path(), port).expect("tansu started once already");
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the run did not finish within 3 minutes of the broker's restart");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(status.success(), "the run survives the restart: {status:?}");
     let got = exactly_one_content(consume_cases(&broker));
     assert_same(&got, &want, "hand-offs");
     let (_, finals) = read_cases(&dir.path().join("kafka-cases.ndjson"));

@@ -164,10 +164,13 @@ impl KafkaConfig {
                      secrets are never read from the config file"
                 ));
             }
-            if key == "partition.assignment.strategy" && value.contains("cooperative") {
+            let incremental = (key == "partition.assignment.strategy" && value.contains("cooperative"))
+                || (key == "group.protocol" && value.trim() == "consumer");
+            if incremental {
                 errors.push(format!(
-                    "kafka.properties.\"{key}\" = {value:?}: incremental (cooperative) rebalancing is not supported; \
-                     use range or roundrobin (the default): state moves with whole assignments"
+                    "kafka.properties.\"{key}\" = {value:?}: incremental rebalancing is not supported; \
+                     use the classic protocol with range or roundrobin (the default): state moves with whole \
+                     assignments"
                 ));
             }
             if ["enable.auto.commit", "group.id", "bootstrap.servers"].contains(&key.as_str()) {
@@ -728,7 +731,7 @@ impl KafkaSource {
     /// keeps holding the watermark back); tells whether every assigned
     /// partition is read to its end.
     fn check_idle(&mut self) -> bool {
-        if self.last_idle_check.elapsed() < Duration::from_millis(250) {
+        if self.last_idle_check.elapsed() < Duration::from_millis(250) || self.waiting() {
             return false;
         }
         self.last_idle_check = Instant::now();
@@ -760,10 +763,15 @@ impl KafkaSource {
 impl Drop for KafkaSource {
     /// Closing the consumer revokes its partitions through the callback:
     /// with nobody left to save state, it lets them go at once (the last
-    /// checkpoint was taken when the run stopped).
+    /// checkpoint was taken when the run stopped). A rebalance step still
+    /// waiting for the runtime is answered first: librdkafka's close waits
+    /// for that answer and would never finish.
     fn drop(&mut self) {
         if let Ok(mut shared) = self.shared.lock() {
             shared.deferred = false;
+            if shared.pending.take().is_some() {
+                let _ = self.consumer.unassign();
+            }
         }
     }
 }
@@ -900,17 +908,9 @@ impl Source for KafkaSource {
         }
         let pending = self.shared.lock().expect("kafka shared state").pending.clone()?;
         Some(match pending {
-            Pending::Revoke(parts) => Handover::Release(
-                parts
-                    .iter()
-                    .filter_map(|key| self.partitions.get(key))
-                    .map(|p| InputPosition {
-                        input: p.input,
-                        name: input_name(&p.topic, p.partition),
-                        offset: p.returned,
-                    })
-                    .collect(),
-            ),
+            Pending::Revoke(parts) => {
+                Handover::Release(parts.iter().filter_map(|key| self.partitions.get(key)).map(|p| p.input).collect())
+            }
             Pending::Assign(parts) => Handover::Acquire(
                 parts
                     .into_iter()

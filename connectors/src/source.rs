@@ -117,9 +117,9 @@ pub trait Source: Send {
 /// Inputs changing hands (see [`Source::hand_over_inputs`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Handover {
-    /// These inputs go to another instance: save what they own, then call
-    /// [`Source::released`].
-    Release(Vec<InputPosition>),
+    /// These inputs (by number) go to another instance: save what they
+    /// own, then call [`Source::released`].
+    Release(Vec<u32>),
     /// These inputs come here, as `(input number, input name)`: load what
     /// they own, then call [`Source::acquired`].
     Acquire(Vec<(u32, String)>),

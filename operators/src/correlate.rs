@@ -1657,8 +1657,13 @@ impl Correlate {
     }
 
     fn recheck_intel(&mut self) {
+        self.recheck_intel_of(|_| true);
+    }
+
+    /// [`Correlate::recheck_intel`] for the tenants `which` picks.
+    fn recheck_intel_of(&mut self, which: impl Fn(&str) -> bool) {
         let mut tenants = std::mem::take(&mut self.tenants);
-        for (name, state) in &mut tenants {
+        for (name, state) in tenants.iter_mut().filter(|(name, _)| which(name)) {
             let priors = self.priors.0.get(&**name);
             let lookup = Lookup { intel: self.loaded_intel(), tenant: name };
             for cluster in state.clusters.values_mut() {
@@ -1796,9 +1801,12 @@ impl Operator for Correlate {
 
     fn absorb(&mut self, state: &[u8]) -> Result<()> {
         let tenants: Vec<(Arc<str>, TenantState)> = crate::snapshot::decode(NAME, SNAPSHOT_VERSION, state)?;
+        let names: FastSet<Arc<str>> = tenants.iter().map(|(name, _)| name.clone()).collect();
         self.tenants.extend(tenants);
-        // The intel loaded now may differ from the intel of the checkpoint.
-        self.recheck_intel();
+        // The intel loaded now may differ from the intel of the checkpoint
+        // (only the tenants taken in: one absorbs per tenant when a
+        // partition moves).
+        self.recheck_intel_of(|name| names.contains(name));
         Ok(())
     }
 

@@ -173,7 +173,9 @@ pub trait Operator: Send {
 
     /// One tenant's state, to move the tenant to another instance (a Kafka
     /// partition changing hands); `None` when the operator holds nothing of
-    /// it. Taken in by [`Operator::absorb`].
+    /// it. Taken in by [`Operator::absorb`]. An operator that keeps state
+    /// (overrides [`Operator::snapshot`]) must override this, `absorb` and
+    /// `forget` too, or its state is lost when a partition moves.
     fn snapshot_tenant(&self, _tenant: &str) -> Result<Option<Vec<u8>>> {
         Ok(None)
     }

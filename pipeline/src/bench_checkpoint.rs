@@ -1,5 +1,8 @@
 //! `sluice bench-checkpoint`: what a checkpoint costs with a large live
-//! state (by default 1 M dedup entries and 100 k open clusters).
+//! state (by default 1 M dedup entries and 100 k open clusters), whole (a
+//! file or OpenSearch run) and per partition (a Kafka run: each tenant
+//! snapshot apart, one part per partition, and what taking the partitions
+//! over on another instance costs).
 
 use std::time::{Duration, Instant};
 
@@ -8,7 +11,7 @@ use clap::Args;
 use serde::Serialize;
 use sluice_operators::decode::{Decoder, RawChunk};
 use sluice_operators::operator::{Context, Output};
-use sluice_pipeline::checkpoint::{Checkpoint, CheckpointStore, DirStore, OperatorState};
+use sluice_pipeline::checkpoint::{Checkpoint, CheckpointStore, DirStore, OperatorState, PartCheckpoint, TenantState};
 use sluice_pipeline::config::Config;
 use sluice_pipeline::runtime::build_chain;
 use sluice_pipeline::watermark::WatermarkTracker;
@@ -24,6 +27,9 @@ pub struct BenchCheckpointArgs {
     /// Tenants (per-tenant state caps apply: 200 k dedup entries, 50 k clusters).
     #[arg(long, default_value_t = 5)]
     tenants: u64,
+    /// Kafka partitions the tenants are spread over (per-partition state).
+    #[arg(long, default_value_t = 4)]
+    partitions: u64,
     /// Print the results as JSON.
     #[arg(long)]
     json: bool,
@@ -39,6 +45,22 @@ struct CheckpointBench {
     save_ms: f64,
     total_ms: f64,
     bytes: usize,
+    /// The same state kept per partition, as a Kafka run keeps it.
+    per_partition: PartitionedBench,
+}
+
+#[derive(Debug, Serialize)]
+struct PartitionedBench {
+    partitions: u64,
+    /// Each tenant's state apart (on the shards: they pause this long).
+    snapshot_ms: f64,
+    /// Encode, write and fsync every part.
+    save_ms: f64,
+    total_ms: f64,
+    bytes: usize,
+    /// Another instance taking every partition over: read and decode the
+    /// parts, and absorb their tenants into a fresh chain.
+    take_over_ms: f64,
 }
 
 pub fn cmd_bench_checkpoint(a: BenchCheckpointArgs) -> Result<()> {
@@ -112,6 +134,59 @@ pub fn cmd_bench_checkpoint(a: BenchCheckpointArgs) -> Result<()> {
     store.save(&checkpoint)?; // encode, write, fsync, rename, fsync the directory
     let save = t2.elapsed();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+
+    // Per partition: tenant i on partition i % partitions.
+    let partitions = a.partitions.max(1);
+    let t3 = Instant::now();
+    let mut parts: Vec<PartCheckpoint> = (0..partitions)
+        .map(|p| PartCheckpoint {
+            id: 1,
+            created_unix_ms: 0,
+            writer: "bench".into(),
+            source: "bench".into(),
+            input: format!("bench[{p}]"),
+            offset: 0,
+            newest: None,
+            tenants: Vec::new(),
+        })
+        .collect();
+    for tenant in 0..a.tenants {
+        let name = format!("tenant-{tenant}");
+        let mut operators = Vec::new();
+        for op in chain.operators() {
+            if let Some(state) = op.snapshot_tenant(&name)? {
+                operators.push(OperatorState { operator: op.name().to_string(), state });
+            }
+        }
+        parts[(tenant % partitions) as usize].tenants.push(TenantState { tenant: name, operators });
+    }
+    let part_snapshot = t3.elapsed();
+    let part_bytes = parts.iter().map(|p| p.encode().len()).sum();
+    let t4 = Instant::now();
+    store.save_parts("bench", &parts)?;
+    let part_save = t4.elapsed();
+    drop(parts);
+    let t5 = Instant::now();
+    let mut fresh = build_chain(&config, &config.decode, config.correlate.clone())?;
+    for p in 0..partitions {
+        let part = store.load_part("bench", &format!("bench[{p}]"))?.expect("saved above");
+        for tenant in part.tenants {
+            for saved in tenant.operators {
+                let op = fresh.operators_mut().iter_mut().find(|o| o.name() == saved.operator).expect("same chain");
+                op.absorb(&saved.state)?;
+            }
+        }
+    }
+    let take_over = t5.elapsed();
+    let per_partition = PartitionedBench {
+        partitions,
+        snapshot_ms: ms(part_snapshot),
+        save_ms: ms(part_save),
+        total_ms: ms(part_snapshot + part_save),
+        bytes: part_bytes,
+        take_over_ms: ms(take_over),
+    };
+
     let report = CheckpointBench {
         dedup_entries,
         open_clusters,
@@ -120,6 +195,7 @@ pub fn cmd_bench_checkpoint(a: BenchCheckpointArgs) -> Result<()> {
         save_ms: ms(save),
         total_ms: ms(snapshot + save),
         bytes,
+        per_partition,
     };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -134,6 +210,17 @@ pub fn cmd_bench_checkpoint(a: BenchCheckpointArgs) -> Result<()> {
             report.save_ms,
             report.encode_ms,
             report.total_ms
+        );
+        let p = &report.per_partition;
+        println!(
+            "per partition ({} partitions, as with Kafka): {:.1} MB; snapshot {:.0} ms, save {:.0} ms, total {:.0} ms; \
+             another instance taking them all over (load + absorb): {:.0} ms",
+            p.partitions,
+            p.bytes as f64 / 1e6,
+            p.snapshot_ms,
+            p.save_ms,
+            p.total_ms,
+            p.take_over_ms
         );
     }
     Ok(())

@@ -290,10 +290,18 @@ impl CheckpointStore for DirStore {
 
     fn save_parts(&self, scope: &str, parts: &[PartCheckpoint]) -> Result<String, CheckpointError> {
         let dir = self.parts_dir(scope);
-        fs::create_dir_all(&dir).map_err(self.io(&dir))?;
+        if !dir.is_dir() {
+            fs::create_dir_all(&dir).map_err(self.io(&dir))?;
+            // The new directories are durable once their parents are.
+            for parent in [dir.parent(), dir.parent().and_then(Path::parent)].into_iter().flatten() {
+                fs::File::open(parent).and_then(|d| d.sync_all()).map_err(self.io(parent))?;
+            }
+        }
         for part in parts {
             let path = dir.join(format!("{}.sluice", file_safe(&part.input)));
-            let tmp = dir.join(format!(".{}.tmp", file_safe(&part.input)));
+            // Its own name per process: instances sharing the directory
+            // never write into one temporary file.
+            let tmp = dir.join(format!(".{}.{}.tmp", file_safe(&part.input), std::process::id()));
             {
                 let mut f = fs::File::create(&tmp).map_err(self.io(&tmp))?;
                 f.write_all(&part.encode()).map_err(self.io(&tmp))?;

@@ -427,7 +427,9 @@ pub fn run(
     let (decoded_tx, decoded_rx) = bounded::<DecodedChunk>(cap * 2);
     let (event_tx, event_rx) = bounded::<Message>(cap * 1024);
     // (checkpoint id, position) of each durable checkpoint, in order.
-    let (commit_tx, commit_rx) = bounded::<(u64, String)>(16);
+    // Unbounded: the writer never blocks on it, and none is dropped (the
+    // source drains it on every turn).
+    let (commit_tx, commit_rx) = crossbeam_channel::unbounded::<(u64, String)>();
     let metrics = options.metrics.clone().unwrap_or_default();
     if let Some(set) = intel.as_ref().and_then(|i| i.downcast_ref::<Arc<Intel>>()) {
         metrics.set_intel(set);
@@ -444,7 +446,6 @@ pub fn run(
     let source_metrics = metrics.clone();
     let source_store = options.checkpoint.as_ref().map(|c| c.store.clone());
     let source_scope = partitioned.clone();
-    let reading = source_name.clone();
     // The newest partition state taken over, for the summary.
     let restored_parts = Arc::new(AtomicU64::new(0));
     let source_restored = restored_parts.clone();
@@ -554,7 +555,8 @@ pub fn run(
                         // (earlier checkpoints' commits may come first).
                         source_flush.store(ended && !stopping, Ordering::SeqCst);
                         if resumable {
-                            commit_through(source.as_mut(), &commit_rx, barrier_id - 1).map_err(failed)?;
+                            let deadline = Some(Instant::now() + Duration::from_secs(60));
+                            commit_through(source.as_mut(), &commit_rx, barrier_id - 1, deadline).map_err(failed)?;
                         }
                     }
                 }
@@ -575,8 +577,18 @@ pub fn run(
                             }
                             barrier_id += 1;
                             last_barrier = Instant::now();
-                            commit_through(source.as_mut(), &commit_rx, barrier_id - 1).map_err(failed)?;
-                            if !send(Item::Release(inputs.iter().map(|i| i.input).collect())) {
+                            // However long that takes (the group waits up to
+                            // max.poll.interval.ms). Should the write fail,
+                            // the run stops (with the writer's error), the
+                            // windows stay open, and the partitions go with
+                            // their last durable state.
+                            let durable = commit_through(source.as_mut(), &commit_rx, barrier_id - 1, None)
+                                .map_err(failed)?;
+                            if !durable {
+                                source_flush.store(false, Ordering::SeqCst);
+                                return Ok(());
+                            }
+                            if !send(Item::Release(inputs)) {
                                 return Ok(());
                             }
                             source.released();
@@ -585,16 +597,12 @@ pub fn run(
                             let mut parts = Vec::new();
                             let mut starts = Vec::new();
                             for (input, name) in inputs {
-                                let Some(part) = store.load_part(scope, &name)? else { continue };
-                                if part.source != reading {
-                                    return Err(RunError::Checkpoint(CheckpointError::Invalid {
-                                        origin: format!("{} (partition {name} of {scope})", store.describe()),
-                                        reason: format!(
-                                            "it was taken reading {:?}, this run reads {reading:?}",
-                                            part.source
-                                        ),
-                                    }));
-                                }
+                                // On failure the windows stay open for
+                                // whoever takes the partitions next.
+                                let part = store
+                                    .load_part(scope, &name)
+                                    .inspect_err(|_| source_flush.store(false, Ordering::SeqCst))?;
+                                let Some(part) = part else { continue };
                                 starts.push((name, part.offset));
                                 barrier_id = barrier_id.max(part.id + 1);
                                 source_restored.fetch_max(part.id, Ordering::Relaxed);
@@ -731,7 +739,7 @@ pub fn run(
                             written += 1;
                             tracing::debug!(id, %place, "checkpoint written");
                             if let Some(position) = position {
-                                let _ = commit_tx.try_send((id, position));
+                                let _ = commit_tx.send((id, position));
                             }
                         }
                         Err(e) => {
@@ -880,20 +888,25 @@ pub fn run(
 }
 
 /// Commits what the checkpoint writer reports durable until checkpoint
-/// `id` is (or the writer stops, or a minute passes).
+/// `id` is; gives up when the writer stops (a failed write) or at
+/// `deadline`. Tells whether `id` is durable.
 fn commit_through(
     source: &mut dyn Source,
     durable: &Receiver<(u64, String)>,
     id: u64,
-) -> Result<(), sluice_connectors::source::SourceError> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while let Ok((written, position)) = durable.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+    deadline: Option<Instant>,
+) -> Result<bool, sluice_connectors::source::SourceError> {
+    loop {
+        let next = match deadline {
+            Some(d) => durable.recv_timeout(d.saturating_duration_since(Instant::now())).ok(),
+            None => durable.recv().ok(),
+        };
+        let Some((written, position)) = next else { return Ok(false) };
         source.commit(&position)?;
         if written >= id {
-            break;
+            return Ok(true);
         }
     }
-    Ok(())
 }
 
 fn progress(options: &RunOptions, last: &mut Instant, read: &AtomicU64, started: Instant, escalated: u64) {
@@ -1393,16 +1406,21 @@ impl Router {
     fn run(&mut self, rx: Receiver<DecodedChunk>, flush_at_end: &AtomicBool) -> (u64, Instant) {
         let mut pending: BTreeMap<u64, DecodedChunk> = BTreeMap::new();
         let mut next = 0u64;
+        let mut broken = false;
         'outer: for chunk in rx {
             pending.insert(chunk.seq, chunk);
             while let Some(chunk) = pending.remove(&next) {
                 next += 1;
                 if self.handle(chunk).is_err() {
+                    broken = true;
                     break 'outer;
                 }
             }
         }
-        let flush = flush_at_end.load(Ordering::SeqCst);
+        // A shard or the caller failed: the run ends with that error, and
+        // closing every window as if the input had ended would hand off
+        // what the next run (or the partition's next owner) goes on with.
+        let flush = !broken && flush_at_end.load(Ordering::SeqCst);
         for tx in &self.shards {
             let _ = tx.send(ShardMsg::End { flush });
         }
@@ -1508,6 +1526,18 @@ impl Router {
         for (input, part) in parts {
             self.watermark.resume(input as usize, part.newest);
             for tenant in part.tenants {
+                if let Some(&owner) = owners.get(tenant.tenant.as_str()) {
+                    // Its alerts came on two partitions (not keyed by
+                    // tenant), and both parts hold some of its state.
+                    tracing::error!(
+                        tenant = %tenant.tenant,
+                        owner,
+                        input,
+                        "a tenant's state arrives with two partitions: the first is kept, this one dropped \
+                         (key the tenant's messages to one partition)"
+                    );
+                    continue;
+                }
                 owners.insert(Arc::from(tenant.tenant.as_str()), input);
                 by_shard[shard_for(&tenant.tenant, self.shards.len())].push(tenant);
             }

@@ -484,8 +484,13 @@ impl Rules {
 
     /// Recomputes every buffered piece's masks for the current rules.
     fn remask(&mut self) {
+        self.remask_of(|_| true);
+    }
+
+    /// [`Rules::remask`] for the tenants `which` picks.
+    fn remask_of(&mut self, which: impl Fn(&str) -> bool) {
         let mut tenants = std::mem::take(&mut self.tenants);
-        for piece in tenants.values_mut().flat_map(|t| t.pieces.iter_mut()) {
+        for piece in tenants.iter_mut().filter(|(name, _)| which(name)).flat_map(|(_, t)| t.pieces.iter_mut()) {
             piece.masks = self.masks_of(&piece.rows);
         }
         self.tenants = tenants;
@@ -787,6 +792,7 @@ impl Operator for Rules {
 
     fn absorb(&mut self, state: &[u8]) -> sluice_operators::Result<()> {
         let tenants: Vec<TenantSnapshot> = sluice_operators::snapshot::decode(NAME, SNAPSHOT_VERSION, state)?;
+        let names: Vec<String> = tenants.iter().map(|t| t.name.clone()).collect();
         for t in tenants {
             let pieces = t
                 .pieces
@@ -806,7 +812,9 @@ impl Operator for Rules {
             };
             self.tenants.insert(Arc::from(t.name.as_str()), state);
         }
-        self.remask();
+        // Only the tenants taken in: one absorbs per tenant when a
+        // partition moves.
+        self.remask_of(|name| names.iter().any(|n| n == name));
         Ok(())
     }
 }

@@ -24,7 +24,7 @@
 //! Secrets never live in the config: a property value written `${NAME}` is
 //! read from the environment variable `NAME` when the client is created.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -40,7 +40,7 @@ use sluice_operators::dead_letter::DeadLetter;
 use sluice_operators::decode::{ChunkTenant, RawChunk};
 use sluice_operators::time::Duration as ConfigDuration;
 
-use crate::source::{Handover, InputChange, InputPosition, Source, SourceError, StopFlag, now_us};
+use crate::source::{Handover, InputChange, InputPosition, InputStart, Source, SourceError, StopFlag, now_us};
 
 /// librdkafka properties that carry secrets: their values must come from the
 /// environment (`${NAME}`), never from the config file.
@@ -289,6 +289,9 @@ struct Shared {
     deferred: bool,
     /// The assignment or revocation waiting for the runtime.
     pending: Option<Pending>,
+    /// Arriving partitions that were idle when their state was saved: they
+    /// stay idle (not holding the watermark back) until they have data.
+    idle_on_assign: HashSet<(String, i32)>,
 }
 
 /// A rebalance step the runtime has yet to complete.
@@ -966,15 +969,20 @@ impl Source for KafkaSource {
         }
     }
 
-    fn acquired(&mut self, starts: &[(String, i64)]) {
+    fn acquired(&mut self, starts: &[InputStart]) {
         let mut shared = self.shared.lock().expect("kafka shared state");
         let Some(Pending::Assign(parts)) = shared.pending.take() else { return };
         for (topic, partition) in &parts {
             let name = input_name(topic, *partition);
-            match starts.iter().find(|(n, _)| *n == name) {
-                Some(&(_, offset)) if offset >= 0 => shared.start_at.insert((topic.clone(), *partition), offset),
-                _ => shared.start_at.remove(&(topic.clone(), *partition)),
+            let key = (topic.clone(), *partition);
+            let start = starts.iter().find(|s| s.name == name);
+            match start {
+                Some(s) if s.offset >= 0 => shared.start_at.insert(key.clone(), s.offset),
+                _ => shared.start_at.remove(&key),
             };
+            if start.is_some_and(|s| s.idle) {
+                shared.idle_on_assign.insert(key);
+            }
         }
         assign(&self.consumer, &mut shared, parts);
         drop(shared);
@@ -1048,9 +1056,14 @@ fn apply_rebalances(
     changes: &mut Vec<InputChange>,
     ready: &mut VecDeque<(RawChunk, (String, i32), i64)>,
 ) -> Vec<(String, i32)> {
-    let (assigned, revoked, start_at) = {
+    let (assigned, revoked, start_at, idle) = {
         let mut s = shared.lock().expect("kafka shared state");
-        (std::mem::take(&mut s.assigned), std::mem::take(&mut s.revoked), s.start_at.clone())
+        (
+            std::mem::take(&mut s.assigned),
+            std::mem::take(&mut s.revoked),
+            s.start_at.clone(),
+            std::mem::take(&mut s.idle_on_assign),
+        )
     };
     for key in &revoked {
         if let Some(p) = partitions.get_mut(key) {
@@ -1084,14 +1097,18 @@ fn apply_rebalances(
         // `paused` stays as it was: the client keeps a partition's pause
         // across a revocation, and `apply_hold` (right after) resumes it if
         // its tenant is no longer held.
-        p.idle = false;
         p.last_data = Instant::now();
         if let Some(start) = start {
             p.polled = start;
             p.returned = start;
         }
         p.resume = (p.polled >= 0).then(Resume::new);
-        changes.push(InputChange::Opened(p.input));
+        // One that was idle when its state was saved stays idle until data
+        // comes (then it opens, as any idle partition does).
+        p.idle = idle.contains(&key);
+        if !p.idle {
+            changes.push(InputChange::Opened(p.input));
+        }
     }
     revoked
 }

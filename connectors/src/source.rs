@@ -103,9 +103,9 @@ pub trait Source: Send {
     fn released(&mut self) {}
 
     /// The state of the inputs of [`Handover::Acquire`] is loaded: read
-    /// them, each from its offset in `starts` (by input name), or else from
-    /// where the group committed.
-    fn acquired(&mut self, _starts: &[(String, i64)]) {}
+    /// them, each from its start in `starts`, or else from where the group
+    /// committed.
+    fn acquired(&mut self, _starts: &[InputStart]) {}
 
     /// Where each input this instance owns stands: after the last chunk
     /// returned.
@@ -123,6 +123,18 @@ pub enum Handover {
     /// These inputs come here, as `(input number, input name)`: load what
     /// they own, then call [`Source::acquired`].
     Acquire(Vec<(u32, String)>),
+}
+
+/// Where an arriving input starts, from its saved state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InputStart {
+    /// `topic[partition]`.
+    pub name: String,
+    /// The next offset to read; -1: where the group committed.
+    pub offset: i64,
+    /// It was idle when its state was saved: it does not hold the watermark
+    /// back until it has data again.
+    pub idle: bool,
 }
 
 /// An input and the offset after the last record returned from it.

@@ -147,6 +147,7 @@ pub fn cmd_bench_checkpoint(a: BenchCheckpointArgs) -> Result<()> {
             input: format!("bench[{p}]"),
             offset: 0,
             newest: None,
+            idle: false,
             tenants: Vec::new(),
         })
         .collect();

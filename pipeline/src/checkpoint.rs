@@ -96,6 +96,9 @@ pub struct PartCheckpoint {
     pub offset: i64,
     /// The newest event time read from the partition (its watermark input).
     pub newest: Option<EventTime>,
+    /// The partition was idle (read to its end and quiet): it does not hold
+    /// the watermark back on its next owner until it has data again.
+    pub idle: bool,
     /// The state of the tenants whose alerts arrive on this partition.
     pub tenants: Vec<TenantState>,
 }
@@ -657,6 +660,7 @@ mod tests {
             input: input.into(),
             offset: 10 * id as i64,
             newest: Some(5),
+            idle: false,
             tenants: vec![TenantState {
                 tenant: "acme".into(),
                 operators: vec![OperatorState { operator: "dedup".into(), state: vec![id as u8] }],

@@ -47,7 +47,7 @@ use arrow::compute::take_record_batch;
 use crossbeam_channel::{Receiver, Sender, bounded};
 use hdrhistogram::Histogram;
 use serde::Serialize;
-use sluice_connectors::source::{Handover, InputChange, InputPosition, Source, StopFlag, now_us};
+use sluice_connectors::source::{Handover, InputChange, InputPosition, InputStart, Source, StopFlag, now_us};
 use sluice_operators::cluster::ClusterReport;
 use sluice_operators::correlate::{Correlate, CorrelateConfig, Priors};
 use sluice_operators::dead_letter::DeadLetter;
@@ -603,12 +603,12 @@ pub fn run(
                                     .load_part(scope, &name)
                                     .inspect_err(|_| source_flush.store(false, Ordering::SeqCst))?;
                                 let Some(part) = part else { continue };
-                                starts.push((name, part.offset));
+                                starts.push(InputStart { name, offset: part.offset, idle: part.idle });
                                 barrier_id = barrier_id.max(part.id + 1);
                                 source_restored.fetch_max(part.id, Ordering::Relaxed);
                                 parts.push((input, part));
                             }
-                            let names: Vec<&str> = starts.iter().map(|(n, _)| n.as_str()).collect();
+                            let names: Vec<&str> = starts.iter().map(|s| s.name.as_str()).collect();
                             tracing::info!(group = %scope, with_state = ?names, "partitions arriving: their state is loaded");
                             if !send(Item::Acquire(parts)) {
                                 return Ok(());
@@ -1320,6 +1320,7 @@ impl Assembler {
                 input: i.name.clone(),
                 offset: i.offset,
                 newest: router.watermark.newest(i.input as usize),
+                idle: router.watermark.is_retired(i.input as usize),
                 tenants: Vec::new(),
             })
             .collect();
@@ -1524,7 +1525,9 @@ impl Router {
         let Some(owners) = &mut self.owners else { return Ok(()) };
         let mut by_shard: Vec<Vec<TenantState>> = vec![Vec::new(); self.shards.len()];
         for (input, part) in parts {
-            self.watermark.resume(input as usize, part.newest);
+            if !part.idle {
+                self.watermark.resume(input as usize, part.newest);
+            }
             for tenant in part.tenants {
                 if let Some(&owner) = owners.get(tenant.tenant.as_str()) {
                     // Its alerts came on two partitions (not keyed by
@@ -1862,5 +1865,66 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Partitions arriving with their state: an active one holds the
+    /// watermark where it stood, an idle one does not hold it at all; each
+    /// tenant goes to its shard once, even if two parts hold it.
+    #[test]
+    fn arriving_partitions_bring_their_watermark_and_tenants() {
+        let (shard_tx, shard_rx) = crossbeam_channel::unbounded();
+        let (events, _events_rx) = crossbeam_channel::unbounded();
+        let mut router = Router {
+            shards: vec![shard_tx],
+            events,
+            watermark: WatermarkTracker::new(1, 0, 1000),
+            late: 0,
+            read: Arc::default(),
+            last_read: Instant::now(),
+            policies: Arc::default(),
+            metrics: Arc::default(),
+            owners: Some(BTreeMap::new()),
+            split: BTreeMap::new(),
+        };
+        let tenant = |name: &str| TenantState {
+            tenant: name.into(),
+            operators: vec![OperatorState { operator: "dedup".into(), state: vec![1] }],
+        };
+        let part = |input: &str, newest: Option<EventTime>, idle: bool, tenants: Vec<TenantState>| PartCheckpoint {
+            id: 3,
+            created_unix_ms: 0,
+            writer: "test".into(),
+            source: "kafka:t".into(),
+            input: input.into(),
+            offset: 10,
+            newest,
+            idle,
+            tenants,
+        };
+        router
+            .acquire(vec![
+                (0, part("t[0]", Some(50_000), false, vec![tenant("acme")])),
+                (1, part("t[1]", Some(20_000), true, vec![tenant("globex"), tenant("acme")])),
+            ])
+            .unwrap();
+        assert!(!router.watermark.is_retired(0) && router.watermark.newest(0) == Some(50_000));
+        assert!(router.watermark.is_retired(1), "the idle partition does not hold the watermark");
+        let owners: Vec<(String, u32)> =
+            router.owners.as_ref().unwrap().iter().map(|(t, i)| (t.to_string(), *i)).collect();
+        assert_eq!(owners, [("acme".to_string(), 0), ("globex".to_string(), 1)], "acme stays with the first part");
+        let absorbed: Vec<String> = shard_rx
+            .try_iter()
+            .flat_map(|m| match m {
+                ShardMsg::Absorb(tenants) => tenants.into_iter().map(|t| t.tenant).collect(),
+                _ => Vec::new(),
+            })
+            .collect();
+        assert_eq!(absorbed, ["acme", "globex"]);
+        // The active partition's next record moves the watermark on its own.
+        assert_eq!(router.watermark.observe(0, 61_000), Some(61_000));
+        // Releasing everything starts the watermark over.
+        router.release(&[0, 1]).unwrap();
+        assert_eq!(router.watermark.current(), None);
+        assert!(router.owners.as_ref().unwrap().is_empty());
     }
 }

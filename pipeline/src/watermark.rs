@@ -99,6 +99,11 @@ impl WatermarkTracker {
         }
     }
 
+    /// Whether an input is retired (idle), or was never opened.
+    pub fn is_retired(&self, input: usize) -> bool {
+        self.inputs.get(input).is_none_or(Option::is_none)
+    }
+
     /// Whether no input holds the watermark any more (all retired).
     pub fn is_empty(&self) -> bool {
         self.inputs.iter().all(Option::is_none)

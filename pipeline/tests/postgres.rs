@@ -186,6 +186,7 @@ fn partition_state_is_shared_by_the_instances_of_a_group() {
         input: input.into(),
         offset: 100 * id as i64,
         newest: Some(1_000 * id as i64),
+        idle: id.is_multiple_of(2),
         tenants: vec![TenantState {
             tenant: "acme".into(),
             operators: vec![OperatorState { operator: "correlate".into(), state: vec![id as u8; 500] }],

@@ -258,10 +258,7 @@ fn kafka_in_and_out_equals_the_file_run() {
     let input = setup(dir.path(), &broker, 30_000);
     let (want, want_finals) = reference(dir.path(), &input);
     ok(&mut kafka_run(dir.path(), &broker, "e2e"));
-    let got = exactly_one_content(consume_cases(&broker));
-    assert_same(&got, &want, "case files on sluice.cases");
-    let (_, finals) = read_cases(&dir.path().join("kafka-cases.ndjson"));
-    assert_same(&finals, &want_finals, "final clusters");
+    assert_like_the_file_run(&broker, &dir.path().join("kafka-cases.ndjson"), &want, &want_finals);
 }
 
 #[test]
@@ -295,10 +292,7 @@ fn kill_dash_nine_at_random_points_loses_nothing_and_never_changes_a_key() {
         group_at_end(&broker, "sluice-final", "wazuh-alerts", 4),
         "offsets are committed to the end once the last checkpoint is durable"
     );
-    let got = exactly_one_content(consume_cases(&broker));
-    assert_same(&got, &want, "hand-offs");
-    let (_, finals) = read_cases(&dir.path().join("kafka-cases.ndjson"));
-    assert_same(&finals, &want_finals, "final clusters");
+    assert_like_the_file_run(&broker, &dir.path().join("kafka-cases.ndjson"), &want, &want_finals);
 }
 
 /// An instance of group `sluice-scale` for the scale-out test: the
@@ -365,14 +359,7 @@ fn a_second_instance_takes_over_partitions_with_their_state() {
     assert!(a.wait().unwrap().success(), "a stops cleanly:\n{}", log("a"));
     // `a` left the group: `b` saves its own, then gets every partition.
     wait_for("b", "kafka: partitions assigned", 2);
-    let deadline = Instant::now() + Duration::from_secs(180);
-    let status = loop {
-        if let Some(s) = b.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "b did not finish within 3 minutes:\n{}", log("b"));
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let status = finish(&mut b, "a's departure");
     assert!(status.success(), "b: {status:?}\n{}", log("b"));
     let b_log = log("b");
     let took: Vec<&str> = b_log.lines().filter(|l| l.contains("their state is loaded")).collect();
@@ -551,6 +538,32 @@ fn tenant_from_a_message_header_and_never_a_default() {
     assert_eq!(letter["source"], "by-header/0");
 }
 
+/// Waits for a run to end (3 minutes at most after `since`).
+fn finish(child: &mut Child, since: &str) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "the run did not finish within 3 minutes of {since}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The hand-offs on `sluice.cases` and the final clusters in `cases` are
+/// those of the uninterrupted file run, no key with two contents.
+fn assert_like_the_file_run(
+    broker: &Broker,
+    cases: &Path,
+    want: &BTreeMap<String, Value>,
+    want_finals: &BTreeMap<String, Value>,
+) {
+    let got = exactly_one_content(consume_cases(broker));
+    assert_same(&got, want, "hand-offs");
+    let (_, finals) = read_cases(cases);
+    assert_same(&finals, want_finals, "final clusters");
+}
+
 /// Sends a signal to the broker process (`STOP` freezes it, `CONT` resumes).
 fn signal(broker: &Broker, sig: &str) {
     let ok = Command::new("kill").arg(format!("-{sig}")).arg(broker.child.id().to_string()).status().unwrap().success();
@@ -578,19 +591,9 @@ fn a_broker_outage_mid_stream_is_waited_out_and_loses_nothing() {
     signal(&broker, "STOP");
     std::thread::sleep(Duration::from_secs(8));
     signal(&broker, "CONT");
-    let deadline = Instant::now() + Duration::from_secs(180);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "the run did not finish within 3 minutes of the broker's return");
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let status = finish(&mut child, "the broker's return");
     assert!(status.success(), "the run survives the outage: {status:?}");
-    let got = exactly_one_content(consume_cases(&broker));
-    assert_same(&got, &want, "hand-offs");
-    let (_, finals) = read_cases(&dir.path().join("kafka-cases.ndjson"));
-    assert_same(&finals, &want_finals, "final clusters");
+    assert_like_the_file_run(&broker, &dir.path().join("kafka-cases.ndjson"), &want, &want_finals);
 }
 
 /// The broker is killed mid-stream and started again (SQLite storage, so
@@ -616,19 +619,9 @@ fn a_broker_restart_mid_stream_is_waited_out_and_loses_nothing() {
     broker.child.wait().unwrap();
     std::thread::sleep(Duration::from_secs(4));
     let broker = Broker::start_persistent(dir.path(), port).expect("tansu started once already");
-    let deadline = Instant::now() + Duration::from_secs(180);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "the run did not finish within 3 minutes of the broker's restart");
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let status = finish(&mut child, "the broker's restart");
     assert!(status.success(), "the run survives the restart: {status:?}");
-    let got = exactly_one_content(consume_cases(&broker));
-    assert_same(&got, &want, "hand-offs");
-    let (_, finals) = read_cases(&dir.path().join("kafka-cases.ndjson"));
-    assert_same(&finals, &want_finals, "final clusters");
+    assert_like_the_file_run(&broker, &dir.path().join("kafka-cases.ndjson"), &want, &want_finals);
 }
 
 /// A resume offset inside one of the broker's record batches. A fetch there

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
@@ -664,6 +665,71 @@ fn resuming_inside_a_record_batch_reads_on_from_exactly_that_offset() {
         let want: Vec<u64> = (start..total).collect();
         assert!(offsets == want, "resumed at {start}: read {} offsets from {:?}", offsets.len(), offsets.first());
     }
+}
+
+/// A source whose partitions are being revoked waits for the runtime to
+/// save their state; dropped meanwhile (the run stopping), it answers the
+/// rebalance itself, or librdkafka's close would wait for that answer
+/// forever.
+#[test]
+fn a_source_dropped_while_a_rebalance_waits_closes() {
+    use sluice_connectors::kafka::{KafkaConfig, KafkaSource, ensure_topics, produce_lines};
+    use sluice_connectors::source::{Handover, Source, StopFlag};
+    let dir = tempfile::tempdir().unwrap();
+    let Some(broker) = Broker::start(dir.path()) else { return };
+    let config = KafkaConfig {
+        brokers: broker.addr.clone(),
+        group_id: "dropped-mid-rebalance".into(),
+        topics: vec!["drop".into()],
+        ..KafkaConfig::default()
+    };
+    ensure_topics(&config, &[("drop", 2)]).unwrap();
+    let lines: String = (0..100).map(|i| format!("{{\"id\":\"{i}\",\"tenant\":\"t{}\"}}\n", i % 4)).collect();
+    produce_lines(&config, "drop", lines.as_bytes(), "tenant").unwrap();
+    let mut source = KafkaSource::new(&config, StopFlag::new()).unwrap();
+    assert!(source.hand_over_inputs().is_some());
+    // Polls `source` until `done` says so, answering assignments (no state).
+    let poll_until = |source: &mut KafkaSource, what: &str, done: &mut dyn FnMut(&mut KafkaSource) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !done(source) {
+            assert!(Instant::now() < deadline, "{what}: not within 60 s");
+            source.next_chunk().unwrap();
+            if let Some(Handover::Acquire(_)) = source.handover() {
+                source.acquired(&[]);
+            }
+        }
+    };
+    poll_until(&mut source, "both partitions assigned, data read", &mut |s| {
+        let read = s.input_positions();
+        read.len() == 2 && read.iter().any(|p| p.offset > 0)
+    });
+    // A second member joins: the group revokes the first one's partitions.
+    let joined = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let second = {
+        let (brokers, joined) = (broker.addr.clone(), joined.clone());
+        std::thread::spawn(move || {
+            let consumer: BaseConsumer = ClientConfig::new()
+                .set("bootstrap.servers", &brokers)
+                .set("group.id", "dropped-mid-rebalance")
+                .create()
+                .unwrap();
+            consumer.subscribe(&["drop"]).unwrap();
+            while joined.load(std::sync::atomic::Ordering::SeqCst) {
+                let _ = consumer.poll(Duration::from_millis(100));
+            }
+        })
+    };
+    poll_until(&mut source, "a revocation", &mut |s| matches!(s.handover(), Some(Handover::Release(_))));
+    // The run stops here, without saving: the source goes.
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        drop(source);
+        let _ = done_tx.send(());
+    });
+    let closed = done_rx.recv_timeout(Duration::from_secs(30));
+    joined.store(false, std::sync::atomic::Ordering::SeqCst);
+    second.join().unwrap();
+    assert!(closed.is_ok(), "dropping a source with a rebalance step waiting hung");
 }
 
 #[test]

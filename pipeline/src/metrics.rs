@@ -198,6 +198,27 @@ pub struct Metrics {
     /// The threat intel and inventories in force, and when they were loaded
     /// (wall clock µs).
     intel: Mutex<Option<(IntelCounts, i64)>>,
+    /// Kafka partitions moved out and in with their state.
+    pub handovers: Handovers,
+}
+
+/// Partitions that changed hands with their state (see the runtime), and
+/// how long reading stopped for it.
+#[derive(Debug, Default)]
+pub struct Handovers {
+    pub released: AtomicU64,
+    pub acquired: AtomicU64,
+    /// Microseconds reading stood still for handovers, in all.
+    pub paused_us: AtomicU64,
+}
+
+impl Handovers {
+    /// `n` partitions went out (`released`) or came in, after `paused`.
+    pub fn record(&self, released: bool, n: usize, paused: Duration) {
+        let counter = if released { &self.released } else { &self.acquired };
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+        self.paused_us.fetch_add(paused.as_micros() as u64, Ordering::Relaxed);
+    }
 }
 
 impl Default for Metrics {
@@ -233,6 +254,7 @@ impl Metrics {
             max_clusters_per_tenant: max_clusters_per_tenant.max(1),
             backlog: Backlog::default(),
             intel: Mutex::new(None),
+            handovers: Handovers::default(),
         }
     }
 

@@ -570,6 +570,7 @@ pub fn run(
                             // They leave only once a checkpoint of exactly
                             // what was read from them is durable and
                             // committed: the next owner starts there.
+                            let paused = Instant::now();
                             let barrier =
                                 Barrier { id: barrier_id, position: source.position(), inputs: source.input_positions() };
                             if !send(Item::Barrier(barrier)) {
@@ -588,12 +589,16 @@ pub fn run(
                                 source_flush.store(false, Ordering::SeqCst);
                                 return Ok(());
                             }
+                            let n = inputs.len();
                             if !send(Item::Release(inputs)) {
                                 return Ok(());
                             }
                             source.released();
+                            source_metrics.handovers.record(true, n, paused.elapsed());
                         }
                         Handover::Acquire(inputs) => {
+                            let paused = Instant::now();
+                            let n = inputs.len();
                             let mut parts = Vec::new();
                             let mut starts = Vec::new();
                             for (input, name) in inputs {
@@ -614,6 +619,7 @@ pub fn run(
                                 return Ok(());
                             }
                             source.acquired(&starts);
+                            source_metrics.handovers.record(false, n, paused.elapsed());
                         }
                     }
                 }

@@ -49,6 +49,21 @@ pub fn render(metrics: &Metrics, outbox: Option<&OutboxCounts>, max_tenant_serie
     for ((source, partition), secs) in metrics.lag_seconds() {
         out.sample("sluice_source_lag_seconds", &[("source", &source), ("partition", &partition)], secs);
     }
+    out.family(
+        "sluice_partition_handovers_total",
+        "counter",
+        "Kafka partitions that left (released) or arrived (acquired) with their state on a rebalance.",
+    );
+    let h = &metrics.handovers;
+    for (direction, n) in [("released", &h.released), ("acquired", &h.acquired)] {
+        out.sample("sluice_partition_handovers_total", &[("direction", direction)], n.load(Ordering::Relaxed) as f64);
+    }
+    out.family(
+        "sluice_partition_handover_seconds_total",
+        "counter",
+        "Seconds reading stood still while partitions' state was saved or loaded on rebalances.",
+    );
+    out.sample("sluice_partition_handover_seconds_total", &[], h.paused_us.load(Ordering::Relaxed) as f64 / 1e6);
     out.family("sluice_dead_letters_total", "counter", "Records Sluice could not take, by reason.");
     for (reason, n) in metrics.dead_letters() {
         out.sample("sluice_dead_letters_total", &[("reason", reason)], n as f64);
@@ -391,6 +406,18 @@ mod tests {
     use sluice_operators::operator::Counters;
 
     use super::*;
+
+    #[test]
+    fn partition_handovers_are_counted_by_direction_with_their_pause() {
+        let metrics = Metrics::default();
+        metrics.handovers.record(true, 2, std::time::Duration::from_millis(1500));
+        metrics.handovers.record(false, 3, std::time::Duration::from_millis(500));
+        metrics.handovers.record(false, 1, std::time::Duration::from_millis(250));
+        let text = render(&metrics, None, 10);
+        assert!(text.contains("sluice_partition_handovers_total{direction=\"released\"} 2\n"), "{text}");
+        assert!(text.contains("sluice_partition_handovers_total{direction=\"acquired\"} 4\n"), "{text}");
+        assert!(text.contains("sluice_partition_handover_seconds_total 2.25\n"), "{text}");
+    }
 
     #[test]
     fn label_values_are_escaped() {

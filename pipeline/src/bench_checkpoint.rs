@@ -164,7 +164,7 @@ pub fn cmd_bench_checkpoint(a: BenchCheckpointArgs) -> Result<()> {
     let part_snapshot = t3.elapsed();
     let part_bytes = parts.iter().map(|p| p.encode().len()).sum();
     let t4 = Instant::now();
-    store.save_parts("bench", &parts)?;
+    store.save_parts("bench", &parts, "bench")?;
     let part_save = t4.elapsed();
     drop(parts);
     let t5 = Instant::now();

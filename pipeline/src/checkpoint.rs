@@ -182,6 +182,11 @@ pub enum CheckpointError {
     },
     #[error("checkpoint store {place}: {message}")]
     Store { place: String, message: String },
+    #[error(
+        "checkpoint store {place}: partition {input} now belongs to another instance ({owner}); this one was \
+         dropped from its group, so its state of the partition is not written"
+    )]
+    Fenced { place: String, input: String, owner: String },
 }
 
 /// Where checkpoints are kept.
@@ -198,10 +203,17 @@ pub trait CheckpointStore: Send + Sync + std::fmt::Debug {
     /// Removes every checkpoint (`--fresh-state`).
     fn clear(&self) -> Result<(), CheckpointError>;
 
+    /// Makes `owner` (one running instance) the owner of these partitions
+    /// under `scope`: from now on only its writes of their state are taken.
+    /// Called when partitions arrive, before their state is read, so that an
+    /// instance the group dropped without noticing can no longer overwrite
+    /// the new owner's state.
+    fn claim_parts(&self, scope: &str, inputs: &[String], owner: &str) -> Result<(), CheckpointError>;
     /// Writes the state of each partition under `scope` (the consumer
     /// group), each durably and atomically: a partition's state is the new
-    /// one or the one before, never a mix.
-    fn save_parts(&self, scope: &str, parts: &[PartCheckpoint]) -> Result<String, CheckpointError>;
+    /// one or the one before, never a mix. A partition claimed by another
+    /// owner since is refused ([`CheckpointError::Fenced`]).
+    fn save_parts(&self, scope: &str, parts: &[PartCheckpoint], owner: &str) -> Result<String, CheckpointError>;
     /// The latest state of one partition (`topic[partition]`) under `scope`.
     fn load_part(&self, scope: &str, input: &str) -> Result<Option<PartCheckpoint>, CheckpointError>;
     /// The highest checkpoint id among the partitions' states under `scope`.
@@ -291,13 +303,36 @@ impl CheckpointStore for DirStore {
         Ok(())
     }
 
-    fn save_parts(&self, scope: &str, parts: &[PartCheckpoint]) -> Result<String, CheckpointError> {
-        let dir = self.parts_dir(scope);
-        if !dir.is_dir() {
-            fs::create_dir_all(&dir).map_err(self.io(&dir))?;
-            // The new directories are durable once their parents are.
-            for parent in [dir.parent(), dir.parent().and_then(Path::parent)].into_iter().flatten() {
-                fs::File::open(parent).and_then(|d| d.sync_all()).map_err(self.io(parent))?;
+    fn claim_parts(&self, scope: &str, inputs: &[String], owner: &str) -> Result<(), CheckpointError> {
+        let dir = self.parts_dir_created(scope)?;
+        for input in inputs {
+            let path = dir.join(format!("{}.owner", file_safe(input)));
+            let tmp = dir.join(format!(".{}.{}.owner.tmp", file_safe(input), std::process::id()));
+            fs::write(&tmp, owner).and_then(|()| fs::File::open(&tmp)?.sync_all()).map_err(self.io(&tmp))?;
+            fs::rename(&tmp, &path).map_err(self.io(&path))?;
+        }
+        fs::File::open(&dir).and_then(|d| d.sync_all()).map_err(self.io(&dir))?;
+        Ok(())
+    }
+
+    fn save_parts(&self, scope: &str, parts: &[PartCheckpoint], owner: &str) -> Result<String, CheckpointError> {
+        let dir = self.parts_dir_created(scope)?;
+        // Checked before writing (a file system offers no compare-and-swap
+        // across files: a claim landing between the check and the rename
+        // still loses to this write; PostgreSQL checks in the same
+        // transaction).
+        for part in parts {
+            let path = dir.join(format!("{}.owner", file_safe(&part.input)));
+            match fs::read_to_string(&path) {
+                Ok(current) if current != owner => {
+                    return Err(CheckpointError::Fenced {
+                        place: dir.display().to_string(),
+                        input: part.input.clone(),
+                        owner: current,
+                    });
+                }
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(self.io(&path)(e)),
+                _ => {}
             }
         }
         for part in parts {
@@ -358,6 +393,19 @@ impl DirStore {
     fn parts_dir(&self, scope: &str) -> PathBuf {
         self.dir.join("partitions").join(file_safe(scope))
     }
+
+    /// [`DirStore::parts_dir`], created (durably) if missing.
+    fn parts_dir_created(&self, scope: &str) -> Result<PathBuf, CheckpointError> {
+        let dir = self.parts_dir(scope);
+        if !dir.is_dir() {
+            fs::create_dir_all(&dir).map_err(self.io(&dir))?;
+            // The new directories are durable once their parents are.
+            for parent in [dir.parent(), dir.parent().and_then(Path::parent)].into_iter().flatten() {
+                fs::File::open(parent).and_then(|d| d.sync_all()).map_err(self.io(parent))?;
+            }
+        }
+        Ok(dir)
+    }
 }
 
 /// A name as one safe file name: anything but ASCII letters, digits, `.`,
@@ -401,12 +449,14 @@ const PG_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS sluice_checkpoints (
     PRIMARY KEY (instance, id)
 )";
 
+/// `body` is NULL for a partition claimed before its first checkpoint.
 const PG_PARTS_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS sluice_partition_state (
     scope      TEXT        NOT NULL,
     input      TEXT        NOT NULL,
+    owner      TEXT        NOT NULL,
     id         BIGINT      NOT NULL,
     created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
-    body       BYTEA       NOT NULL,
+    body       BYTEA,
     PRIMARY KEY (scope, input)
 )";
 
@@ -522,26 +572,68 @@ impl CheckpointStore for PgStore {
         Ok(())
     }
 
-    fn save_parts(&self, scope: &str, parts: &[PartCheckpoint]) -> Result<String, CheckpointError> {
+    fn claim_parts(&self, scope: &str, inputs: &[String], owner: &str) -> Result<(), CheckpointError> {
         self.runtime
             .block_on(async {
                 let mut tx = self.pool.begin().await?;
-                for part in parts {
+                for input in inputs {
                     sqlx::query(
-                        "INSERT INTO sluice_partition_state (scope, input, id, body) VALUES ($1, $2, $3, $4) \
-                         ON CONFLICT (scope, input) DO UPDATE \
-                         SET id = EXCLUDED.id, body = EXCLUDED.body, created_at = now()",
+                        "INSERT INTO sluice_partition_state (scope, input, owner, id, body) VALUES ($1, $2, $3, 0, NULL) \
+                         ON CONFLICT (scope, input) DO UPDATE SET owner = EXCLUDED.owner",
                     )
                     .bind(scope)
-                    .bind(&part.input)
-                    .bind(part.id as i64)
-                    .bind(part.encode())
+                    .bind(input)
+                    .bind(owner)
                     .execute(&mut *tx)
                     .await?;
                 }
                 tx.commit().await
             })
+            .map_err(|e| self.err("cannot claim partitions", e))
+    }
+
+    fn save_parts(&self, scope: &str, parts: &[PartCheckpoint], owner: &str) -> Result<String, CheckpointError> {
+        // Every row only if this owner still holds it, in one transaction:
+        // a partition claimed by another instance fails the whole write.
+        let fenced = self
+            .runtime
+            .block_on(async {
+                let mut tx = self.pool.begin().await?;
+                for part in parts {
+                    let written = sqlx::query(
+                        "INSERT INTO sluice_partition_state (scope, input, owner, id, body) VALUES ($1, $2, $3, $4, $5) \
+                         ON CONFLICT (scope, input) DO UPDATE \
+                         SET id = EXCLUDED.id, body = EXCLUDED.body, created_at = now() \
+                         WHERE sluice_partition_state.owner = EXCLUDED.owner",
+                    )
+                    .bind(scope)
+                    .bind(&part.input)
+                    .bind(owner)
+                    .bind(part.id as i64)
+                    .bind(part.encode())
+                    .execute(&mut *tx)
+                    .await?;
+                    if written.rows_affected() == 0 {
+                        let holder: String = sqlx::query_scalar(
+                            "SELECT owner FROM sluice_partition_state WHERE scope = $1 AND input = $2",
+                        )
+                        .bind(scope)
+                        .bind(&part.input)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                        // Now, not when the connection is next used: the
+                        // refused upsert locked the other owner's row.
+                        tx.rollback().await?;
+                        return Ok::<_, sqlx::Error>(Some((part.input.clone(), holder)));
+                    }
+                }
+                tx.commit().await?;
+                Ok(None)
+            })
             .map_err(|e| self.err("cannot write the partitions' state", e))?;
+        if let Some((input, owner)) = fenced {
+            return Err(CheckpointError::Fenced { place: self.place.clone(), input, owner });
+        }
         Ok(format!("{} table sluice_partition_state, scope {scope}", self.place))
     }
 
@@ -549,10 +641,12 @@ impl CheckpointStore for PgStore {
         let body: Option<Vec<u8>> = self
             .runtime
             .block_on(
-                sqlx::query_scalar("SELECT body FROM sluice_partition_state WHERE scope = $1 AND input = $2")
-                    .bind(scope)
-                    .bind(input)
-                    .fetch_optional(&self.pool),
+                sqlx::query_scalar(
+                    "SELECT body FROM sluice_partition_state WHERE scope = $1 AND input = $2 AND body IS NOT NULL",
+                )
+                .bind(scope)
+                .bind(input)
+                .fetch_optional(&self.pool),
             )
             .map_err(|e| self.err("cannot read a partition's state", e))?;
         let origin = format!("{} partition {input} of {scope}", self.place);
@@ -563,7 +657,7 @@ impl CheckpointStore for PgStore {
         let id: Option<i64> = self
             .runtime
             .block_on(
-                sqlx::query_scalar("SELECT max(id) FROM sluice_partition_state WHERE scope = $1")
+                sqlx::query_scalar("SELECT max(id) FROM sluice_partition_state WHERE scope = $1 AND body IS NOT NULL")
                     .bind(scope)
                     .fetch_one(&self.pool),
             )
@@ -668,11 +762,23 @@ mod tests {
         };
         assert_eq!(store.load_part("sluice", "wazuh-alerts[0]").unwrap(), None);
         assert_eq!(store.latest_part_id("sluice").unwrap(), None);
-        store.save_parts("sluice", &[part(1, "wazuh-alerts[0]"), part(1, "wazuh-alerts[1]")]).unwrap();
-        store.save_parts("sluice", &[part(2, "wazuh-alerts[0]")]).unwrap();
-        store.save_parts("other/group", &[part(7, "wazuh-alerts[0]")]).unwrap();
+        let both = ["wazuh-alerts[0]".to_string(), "wazuh-alerts[1]".to_string()];
+        store.claim_parts("sluice", &both, "a").unwrap();
+        assert_eq!(store.load_part("sluice", "wazuh-alerts[0]").unwrap(), None, "a claim holds no state");
+        store.save_parts("sluice", &[part(1, "wazuh-alerts[0]"), part(1, "wazuh-alerts[1]")], "a").unwrap();
+        store.save_parts("sluice", &[part(2, "wazuh-alerts[0]")], "a").unwrap();
+        store.save_parts("other/group", &[part(7, "wazuh-alerts[0]")], "z").unwrap();
+        // Another instance takes partition 0 over: the old owner's writes
+        // of it are refused from then on, naming who holds it.
+        store.claim_parts("sluice", &both[..1], "b").unwrap();
+        let err = store.save_parts("sluice", &[part(3, "wazuh-alerts[0]")], "a").unwrap_err();
+        assert!(
+            matches!(&err, CheckpointError::Fenced { input, owner, .. } if input == "wazuh-alerts[0]" && owner == "b")
+        );
+        store.save_parts("sluice", &[part(3, "wazuh-alerts[1]")], "a").unwrap();
+        store.save_parts("sluice", &[part(2, "wazuh-alerts[1]")], "a").unwrap();
         assert_eq!(store.load_part("sluice", "wazuh-alerts[0]").unwrap(), Some(part(2, "wazuh-alerts[0]")));
-        assert_eq!(store.load_part("sluice", "wazuh-alerts[1]").unwrap(), Some(part(1, "wazuh-alerts[1]")));
+        assert_eq!(store.load_part("sluice", "wazuh-alerts[1]").unwrap(), Some(part(2, "wazuh-alerts[1]")));
         assert_eq!(store.latest_part_id("sluice").unwrap(), Some(2));
         assert_eq!(store.load_part("other/group", "wazuh-alerts[0]").unwrap(), Some(part(7, "wazuh-alerts[0]")));
         // A damaged partition state is refused, naming its file.

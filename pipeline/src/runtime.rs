@@ -397,6 +397,9 @@ pub fn run(
     // With checkpoints on, a source whose inputs move between instances (a
     // Kafka consumer group) keeps its state per input, under this scope.
     let partitioned = options.checkpoint.as_ref().and_then(|_| source.hand_over_inputs());
+    // This process, as the owner of the partitions it is assigned (see
+    // `CheckpointStore::claim_parts`).
+    let owner = format!("{}:{}:{}", hostname(), std::process::id(), now_us());
     if let (Some(cp), Some(scope)) = (&options.checkpoint, &partitioned) {
         if cp.fresh {
             cp.store.clear()?;
@@ -446,6 +449,7 @@ pub fn run(
     let source_metrics = metrics.clone();
     let source_store = options.checkpoint.as_ref().map(|c| c.store.clone());
     let source_scope = partitioned.clone();
+    let source_owner = owner.clone();
     // The newest partition state taken over, for the summary.
     let restored_parts = Arc::new(AtomicU64::new(0));
     let source_restored = restored_parts.clone();
@@ -599,6 +603,13 @@ pub fn run(
                         Handover::Acquire(inputs) => {
                             let paused = Instant::now();
                             let n = inputs.len();
+                            // Claimed before they are read: from now on the
+                            // store takes no write of their state from an
+                            // instance that held them before.
+                            let names: Vec<String> = inputs.iter().map(|(_, name)| name.clone()).collect();
+                            store
+                                .claim_parts(scope, &names, &source_owner)
+                                .inspect_err(|_| source_flush.store(false, Ordering::SeqCst))?;
                             let mut parts = Vec::new();
                             let mut starts = Vec::new();
                             for (input, name) in inputs {
@@ -738,7 +749,7 @@ pub fn run(
                     let id = checkpoint.id();
                     let (saved, position) = match checkpoint {
                         Durable::Whole(c) => (store.save(&c), c.position),
-                        Durable::Parts { position, parts, .. } => (store.save_parts(&scope, &parts), position),
+                        Durable::Parts { position, parts, .. } => (store.save_parts(&scope, &parts, &owner), position),
                     };
                     match saved {
                         Ok(place) => {
@@ -891,6 +902,16 @@ pub fn run(
         triage_latency_us: LatencySummary::from_histogram(&latency),
         tenants,
     })
+}
+
+/// This machine's name, for people reading who owns a partition.
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "sluice".into())
 }
 
 /// Commits what the checkpoint writer reports durable until checkpoint

@@ -193,12 +193,24 @@ fn partition_state_is_shared_by_the_instances_of_a_group() {
         }],
     };
     assert_eq!(b.load_part("sluice", "wazuh-alerts[0]").unwrap(), None);
-    a.save_parts("sluice", &[part(1, "wazuh-alerts[0]"), part(1, "wazuh-alerts[1]")]).unwrap();
-    a.save_parts("sluice", &[part(2, "wazuh-alerts[0]")]).unwrap();
-    b.save_parts("other", &[part(5, "wazuh-alerts[0]")]).unwrap();
+    let both = ["wazuh-alerts[0]".to_string(), "wazuh-alerts[1]".to_string()];
+    a.claim_parts("sluice", &both, "a").unwrap();
+    assert_eq!(b.load_part("sluice", "wazuh-alerts[0]").unwrap(), None, "a claim holds no state");
+    assert_eq!(b.latest_part_id("sluice").unwrap(), None);
+    a.save_parts("sluice", &[part(1, "wazuh-alerts[0]"), part(1, "wazuh-alerts[1]")], "a").unwrap();
+    a.save_parts("sluice", &[part(2, "wazuh-alerts[0]")], "a").unwrap();
+    b.save_parts("other", &[part(5, "wazuh-alerts[0]")], "b").unwrap();
     assert_eq!(b.load_part("sluice", "wazuh-alerts[0]").unwrap(), Some(part(2, "wazuh-alerts[0]")));
     assert_eq!(b.load_part("sluice", "wazuh-alerts[1]").unwrap(), Some(part(1, "wazuh-alerts[1]")));
     assert_eq!(b.latest_part_id("sluice").unwrap(), Some(2));
+    // `b` takes partition 0 over: `a`'s writes of it are refused from then
+    // on, and nothing of such a write is kept (one transaction).
+    b.claim_parts("sluice", &both[..1], "b").unwrap();
+    let err = a.save_parts("sluice", &[part(3, "wazuh-alerts[1]"), part(3, "wazuh-alerts[0]")], "a").unwrap_err();
+    assert!(err.to_string().contains("wazuh-alerts[0] now belongs to another instance (b)"), "{err}");
+    assert_eq!(b.load_part("sluice", "wazuh-alerts[1]").unwrap(), Some(part(1, "wazuh-alerts[1]")));
+    b.save_parts("sluice", &[part(3, "wazuh-alerts[0]")], "b").unwrap();
+    assert_eq!(a.load_part("sluice", "wazuh-alerts[0]").unwrap(), Some(part(3, "wazuh-alerts[0]")));
     run_sql(
         &pg.url,
         "UPDATE sluice_partition_state SET body = substring(body from 1 for 40) \

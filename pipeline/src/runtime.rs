@@ -517,6 +517,10 @@ pub fn run(
                 // When stopping, one last call hands over what the source holds.
                 let chunk = source.next_chunk().map_err(failed)?;
                 let ended = chunk.is_none();
+                // A stop raised while the source was polling makes it end
+                // too: that is a stop (windows stay open for the next run),
+                // not the end of the input.
+                stopping |= source_stop.is_stopped();
                 if last_lag.elapsed() >= METRICS_EVERY || ended {
                     last_lag = Instant::now();
                     source_metrics.set_lag(source.name(), &source.lag());

@@ -405,6 +405,24 @@ struct PartitionState {
     resume: Option<Resume>,
 }
 
+impl PartitionState {
+    /// A partition known but not assigned (yet), at `offset` (-1: none).
+    fn new(topic: String, partition: i32, input: u32, offset: i64) -> Self {
+        PartitionState {
+            topic,
+            partition,
+            input,
+            returned: offset,
+            polled: offset,
+            last_data: Instant::now(),
+            idle: true,
+            assigned: false,
+            paused: false,
+            resume: None,
+        }
+    }
+}
+
 /// A resume at a known offset that the broker has not confirmed yet.
 ///
 /// A Kafka fetch at an offset inside a record batch returns that whole batch
@@ -845,21 +863,8 @@ impl Source for KafkaSource {
                 shared.start_at.insert((p.topic.clone(), p.partition), p.offset);
             }
             self.next_input = self.next_input.max(p.input + 1);
-            self.partitions.insert(
-                (p.topic.clone(), p.partition),
-                PartitionState {
-                    topic: p.topic,
-                    partition: p.partition,
-                    input: p.input,
-                    returned: p.offset,
-                    polled: p.offset,
-                    last_data: Instant::now(),
-                    idle: true,
-                    assigned: false,
-                    paused: false,
-                    resume: None,
-                },
-            );
+            self.partitions
+                .insert((p.topic.clone(), p.partition), PartitionState::new(p.topic, p.partition, p.input, p.offset));
         }
         Ok(())
     }
@@ -926,18 +931,9 @@ impl Source for KafkaSource {
                                 self.next_input - 1
                             }
                         };
-                        self.partitions.entry((topic.clone(), partition)).or_insert_with(|| PartitionState {
-                            topic,
-                            partition,
-                            input,
-                            returned: -1,
-                            polled: -1,
-                            last_data: Instant::now(),
-                            idle: true,
-                            assigned: false,
-                            paused: false,
-                            resume: None,
-                        });
+                        self.partitions
+                            .entry((topic.clone(), partition))
+                            .or_insert_with(|| PartitionState::new(topic, partition, input, -1));
                         (input, name)
                     })
                     .collect(),
@@ -1078,20 +1074,8 @@ fn apply_rebalances(
     for key in assigned {
         let start = start_at.get(&key).copied();
         let p = partitions.entry(key.clone()).or_insert_with(|| {
-            let input = *next_input;
             *next_input += 1;
-            PartitionState {
-                topic: key.0.clone(),
-                partition: key.1,
-                input,
-                returned: start.unwrap_or(-1),
-                polled: start.unwrap_or(-1),
-                last_data: Instant::now(),
-                idle: false,
-                assigned: true,
-                paused: false,
-                resume: None,
-            }
+            PartitionState::new(key.0.clone(), key.1, *next_input - 1, start.unwrap_or(-1))
         });
         p.assigned = true;
         // `paused` stays as it was: the client keeps a partition's pause

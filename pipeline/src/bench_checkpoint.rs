@@ -11,9 +11,9 @@ use clap::Args;
 use serde::Serialize;
 use sluice_operators::decode::{Decoder, RawChunk};
 use sluice_operators::operator::{Context, Output};
-use sluice_pipeline::checkpoint::{Checkpoint, CheckpointStore, DirStore, OperatorState, PartCheckpoint, TenantState};
+use sluice_pipeline::checkpoint::{Checkpoint, CheckpointStore, DirStore, OperatorState, PartCheckpoint};
 use sluice_pipeline::config::Config;
-use sluice_pipeline::runtime::build_chain;
+use sluice_pipeline::runtime::{absorb_tenant, build_chain, snapshot_tenant};
 use sluice_pipeline::watermark::WatermarkTracker;
 
 #[derive(Args, Debug)]
@@ -152,14 +152,9 @@ pub fn cmd_bench_checkpoint(a: BenchCheckpointArgs) -> Result<()> {
         })
         .collect();
     for tenant in 0..a.tenants {
-        let name = format!("tenant-{tenant}");
-        let mut operators = Vec::new();
-        for op in chain.operators() {
-            if let Some(state) = op.snapshot_tenant(&name)? {
-                operators.push(OperatorState { operator: op.name().to_string(), state });
-            }
+        if let Some(state) = snapshot_tenant(&chain, &format!("tenant-{tenant}"))? {
+            parts[(tenant % partitions) as usize].tenants.push(state);
         }
-        parts[(tenant % partitions) as usize].tenants.push(TenantState { tenant: name, operators });
     }
     let part_snapshot = t3.elapsed();
     let part_bytes = parts.iter().map(|p| p.encode().len()).sum();
@@ -172,10 +167,7 @@ pub fn cmd_bench_checkpoint(a: BenchCheckpointArgs) -> Result<()> {
     for p in 0..partitions {
         let part = store.load_part("bench", &format!("bench[{p}]"))?.expect("saved above");
         for tenant in part.tenants {
-            for saved in tenant.operators {
-                let op = fresh.operators_mut().iter_mut().find(|o| o.name() == saved.operator).expect("same chain");
-                op.absorb(&saved.state)?;
-            }
+            absorb_tenant(&mut fresh, tenant)?;
         }
     }
     let take_over = t5.elapsed();

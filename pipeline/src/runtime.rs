@@ -36,7 +36,7 @@
 //! arrive, it loads their parts, has the shards take the tenants' state in
 //! and only then starts reading them, at the parts' offsets.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
@@ -729,7 +729,7 @@ pub fn run(
                 policies: router_policies,
                 metrics: router_metrics,
                 owners: router_partitioned.then(BTreeMap::new),
-                split: BTreeMap::new(),
+                split: BTreeSet::new(),
             };
             router.run(decoded_rx, &flush_at_end)
         })
@@ -1189,21 +1189,12 @@ fn run_shard(
                             .map(|op| Ok(OperatorState { operator: op.name().to_string(), state: op.snapshot()? }))
                             .collect::<Result<Vec<_>, sluice_operators::Error>>()?,
                     ),
-                    Some(tenants) => {
-                        let mut states = Vec::with_capacity(tenants.len());
-                        for tenant in tenants {
-                            let mut operators = Vec::new();
-                            for op in ops {
-                                if let Some(state) = op.snapshot_tenant(&tenant)? {
-                                    operators.push(OperatorState { operator: op.name().to_string(), state });
-                                }
-                            }
-                            if !operators.is_empty() {
-                                states.push(TenantState { tenant: tenant.to_string(), operators });
-                            }
-                        }
-                        ShardState::Tenants(states)
-                    }
+                    Some(tenants) => ShardState::Tenants(
+                        tenants
+                            .iter()
+                            .filter_map(|t| snapshot_tenant(shard.chain, t).transpose())
+                            .collect::<Result<_, _>>()?,
+                    ),
                 };
                 if shard.events.send(Message::Shard { id: barrier, shard: id, state }).is_err() {
                     break;
@@ -1214,24 +1205,7 @@ fn run_shard(
                     break;
                 }
                 for tenant in tenants {
-                    for saved in tenant.operators {
-                        let Some(op) = shard.chain.operators_mut().iter_mut().find(|o| o.name() == saved.operator)
-                        else {
-                            return Err(RunError::Checkpoint(CheckpointError::Invalid {
-                                origin: format!("the state of tenant {}", tenant.tenant),
-                                reason: format!(
-                                    "it holds operator {:?}, which this build does not run",
-                                    saved.operator
-                                ),
-                            }));
-                        };
-                        op.absorb(&saved.state).map_err(|e| {
-                            RunError::Checkpoint(CheckpointError::Invalid {
-                                origin: format!("the state of tenant {}", tenant.tenant),
-                                reason: e.to_string(),
-                            })
-                        })?;
-                    }
+                    absorb_tenant(shard.chain, tenant)?;
                 }
             }
             Some(ShardMsg::Forget(tenants)) => {
@@ -1265,6 +1239,36 @@ fn run_shard(
     }
     shard.publish();
     Ok(shard.ctx.counters)
+}
+
+/// One tenant's state in every operator of `chain` that holds some; `None`
+/// when none does.
+pub fn snapshot_tenant(chain: &Chain, tenant: &str) -> Result<Option<TenantState>, sluice_operators::Error> {
+    let mut operators = Vec::new();
+    for op in chain.operators() {
+        if let Some(state) = op.snapshot_tenant(tenant)? {
+            operators.push(OperatorState { operator: op.name().to_string(), state });
+        }
+    }
+    Ok((!operators.is_empty()).then(|| TenantState { tenant: tenant.to_string(), operators }))
+}
+
+/// Takes a tenant's state (from [`snapshot_tenant`], maybe on another
+/// instance) into `chain`, each operator's part into that operator.
+pub fn absorb_tenant(chain: &mut Chain, tenant: TenantState) -> Result<(), RunError> {
+    let invalid = |reason: String| {
+        RunError::Checkpoint(CheckpointError::Invalid {
+            origin: format!("the state of tenant {}", tenant.tenant),
+            reason,
+        })
+    };
+    for saved in &tenant.operators {
+        let Some(op) = chain.operators_mut().iter_mut().find(|o| o.name() == saved.operator) else {
+            return Err(invalid(format!("it holds operator {:?}, which this build does not run", saved.operator)));
+        };
+        op.absorb(&saved.state).map_err(|e| invalid(e.to_string()))?;
+    }
+    Ok(())
 }
 
 /// Puts a checkpoint back together from its parts.
@@ -1429,7 +1433,7 @@ struct Router {
     /// State per partition: which input (partition) owns each tenant.
     owners: Option<BTreeMap<Arc<str>, u32>>,
     /// Tenants seen on a second partition (warned about once).
-    split: BTreeMap<Arc<str>, u32>,
+    split: BTreeSet<Arc<str>>,
 }
 
 impl Router {
@@ -1531,7 +1535,7 @@ impl Router {
             owners.remove(&tenant);
             by_shard[shard_for(&tenant, shards)].push(tenant);
         }
-        self.split.retain(|t, _| owners.contains_key(t));
+        self.split.retain(|t| owners.contains_key(t));
         for (tx, tenants) in self.shards.iter().zip(by_shard) {
             if !tenants.is_empty() {
                 tx.send(ShardMsg::Forget(tenants)).map_err(|_| ())?;
@@ -1592,7 +1596,7 @@ impl Router {
             None => {
                 owners.insert(Arc::from(tenant), input);
             }
-            Some(&owner) if owner != input && !self.split.contains_key(tenant) => {
+            Some(&owner) if owner != input && !self.split.contains(tenant) => {
                 tracing::warn!(
                     tenant,
                     owner,
@@ -1600,7 +1604,7 @@ impl Router {
                     "a tenant's alerts arrive on two partitions: its state stays with the first, and moves with it \
                      alone (key the tenant's messages to one partition)"
                 );
-                self.split.insert(Arc::from(tenant), input);
+                self.split.insert(Arc::from(tenant));
             }
             Some(_) => {}
         }
@@ -1738,7 +1742,7 @@ mod tests {
             policies: Arc::default(),
             metrics: Arc::default(),
             owners: None,
-            split: BTreeMap::new(),
+            split: BTreeSet::new(),
         };
         let mut decoder = Decoder::new(config.decode_config(), &config.tenant).unwrap();
         let text = String::from_utf8(data).unwrap();
@@ -1915,7 +1919,7 @@ mod tests {
             policies: Arc::default(),
             metrics: Arc::default(),
             owners: Some(BTreeMap::new()),
-            split: BTreeMap::new(),
+            split: BTreeSet::new(),
         };
         let tenant = |name: &str| TenantState {
             tenant: name.into(),

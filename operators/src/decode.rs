@@ -689,6 +689,12 @@ impl Decoder {
             ChunkTenant::Fixed(t) => Some(t.clone()),
             ChunkTenant::Unresolved(_) => None,
         };
+        // `finish` leaves the builders empty and without capacity: size the
+        // byte columns for this chunk up front instead of regrowing them
+        // (each doubling copies and touches fresh pages).
+        let (n, bytes) = (chunk.lines.len(), chunk.data.len());
+        self.b.raw = BinaryBuilder::with_capacity(n, bytes);
+        self.b.full_log = StringBuilder::with_capacity(n, bytes / 2);
         for (i, &(start, end)) in chunk.lines.iter().enumerate() {
             self.stats.read += 1;
             let record = &chunk.data[start..end];

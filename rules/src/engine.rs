@@ -102,6 +102,9 @@ pub struct Compiled {
     pub prefilter: Option<Arc<dyn PhysicalExpr>>,
     /// The prefilter as SQL-like text (`rules explain`).
     pub prefilter_text: Option<String>,
+    /// The `alerts` columns the query reads (indices; `None`: all of
+    /// them). The others are never copied into its windows.
+    pub reads: Option<Vec<usize>>,
     /// The physical plan, made at the first evaluation and reset for each.
     physical: Arc<OnceLock<Arc<dyn ExecutionPlan>>>,
     /// Entity kind → result column index.
@@ -243,9 +246,11 @@ impl Engine {
             }
             None => None,
         };
+        let reads = columns_read(&plan, &self.table.schema);
         Ok(Compiled {
             rule,
             plan,
+            reads,
             prefilter,
             prefilter_text,
             physical: Arc::new(OnceLock::new()),
@@ -375,6 +380,31 @@ fn prefilter(plan: &LogicalPlan) -> Option<Expr> {
         .ok()?
         .data;
     Some(unqualified)
+}
+
+/// The columns of `alerts` that the optimized plan's scans read, their
+/// pushed-down filters included; `None` when a scan reads every column or a
+/// name does not resolve.
+fn columns_read(plan: &LogicalPlan, table: &Schema) -> Option<Vec<usize>> {
+    let mut read = std::collections::BTreeSet::new();
+    let mut all = false;
+    plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node {
+            match &scan.projection {
+                Some(columns) => read.extend(columns.iter().copied()),
+                None => all = true,
+            }
+            for column in scan.filters.iter().flat_map(Expr::column_refs) {
+                match table.index_of(&column.name) {
+                    Ok(i) => _ = read.insert(i),
+                    Err(_) => all = true,
+                }
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })
+    .ok()?;
+    (!all).then(|| read.into_iter().collect())
 }
 
 fn contains_subquery(e: &Expr) -> bool {

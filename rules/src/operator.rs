@@ -18,8 +18,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::{AsArray, BooleanArray, RecordBatch, UInt32Array};
-use arrow::compute::{filter_record_batch, take, take_record_batch};
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array, make_array, new_null_array};
+use arrow::compute::{FilterBuilder, filter_record_batch, take};
 use arrow::datatypes::{SchemaRef, TimestampMicrosecondType, TimestampMillisecondType};
 use serde::{Deserialize, Serialize};
 use sluice_operators::detection::Detection;
@@ -164,6 +164,8 @@ pub struct Rules {
     lateness: i64,
     max_rows: usize,
     table_schema: SchemaRef,
+    /// Stand-ins for the columns no rule reads.
+    blanks: Blanks,
     tenants: BTreeMap<Arc<str>, TenantRules>,
     stats: BTreeMap<String, RuleStats>,
     /// Which rules each tenant's policy enables (not state: from config).
@@ -185,6 +187,7 @@ impl Rules {
         let stats = rules.iter().map(|r| (r.rule.name.clone(), RuleStats::default())).collect();
         Rules {
             engine,
+            blanks: Blanks::new(&table_schema, &rules),
             rules,
             lateness: allowed_lateness_ms.max(0),
             max_rows: max_rows_per_tenant.max(1),
@@ -293,7 +296,7 @@ impl Rules {
             }
             let times: Vec<EventTime> = rows.iter().map(|&r| cols.event_time.value(from + r as usize)).collect();
             let indices = UInt32Array::from(rows);
-            let taken = take_record_batch(&slice, &indices).expect("row indices are in range");
+            let taken = self.blanks.take(&slice, &indices);
             let piece_masks = masks
                 .iter()
                 .map(|m| m.as_ref().map(|m| take(m, &indices, None).expect("in range").as_boolean().clone()))
@@ -393,7 +396,7 @@ impl Rules {
                 (first, last.saturating_add(1), last.saturating_add(1))
             }
         };
-        let rows = window_rows(&state.pieces, start, end, i);
+        let rows = window_rows(&state.pieces, start, end, i, rule.reads.as_deref(), &mut self.blanks);
         detections.extend(self.evaluate(tenant, i, rows, (start, end), true));
         // Move on: the oldest row still ahead of this rule decides its next window.
         let rule = &self.rules[i];
@@ -413,7 +416,7 @@ impl Rules {
         let rs = &state.rules[i];
         let (end, at) = (rs.due, rs.early);
         let start = end.saturating_sub(rule.rule.window.span());
-        let rows = window_rows(&state.pieces, start, at, i);
+        let rows = window_rows(&state.pieces, start, at, i, rule.reads.as_deref(), &mut self.blanks);
         detections.extend(self.evaluate(tenant, i, rows, (start, end), false));
         // The next tick, if rows of this window arrived at or after this one
         // (later rows schedule one as they come).
@@ -478,6 +481,7 @@ impl Rules {
         for r in &rules {
             self.stats.entry(r.rule.name.clone()).or_default();
         }
+        self.blanks = Blanks::new(&self.table_schema, &rules);
         self.rules = rules;
         self.remask();
     }
@@ -560,8 +564,15 @@ fn rows_times(pieces: &[Piece], from: EventTime, to: EventTime) -> Vec<EventTime
 }
 
 /// The buffered rows with event time in `[start, end)` that rule `rule`
-/// reads.
-fn window_rows(pieces: &[Piece], start: EventTime, end: EventTime, rule: usize) -> Vec<RecordBatch> {
+/// reads, with the columns it reads (`columns`; `None`: all).
+fn window_rows(
+    pieces: &[Piece],
+    start: EventTime,
+    end: EventTime,
+    rule: usize,
+    columns: Option<&[usize]>,
+    blanks: &mut Blanks,
+) -> Vec<RecordBatch> {
     let mut out = Vec::new();
     for p in pieces.iter().filter(|p| p.max_t >= start && p.min_t < end) {
         let reads = p.masks.get(rule).and_then(Option::as_ref);
@@ -569,7 +580,7 @@ fn window_rows(pieces: &[Piece], start: EventTime, end: EventTime, rule: usize) 
             match reads {
                 None => out.push(p.rows.clone()),
                 Some(m) if m.true_count() == 0 => {}
-                Some(m) => out.push(filter_record_batch(&p.rows, m).expect("mask matches the rows")),
+                Some(m) => out.push(blanks.filter(&p.rows, m, columns)),
             }
             continue;
         }
@@ -581,10 +592,82 @@ fn window_rows(pieces: &[Piece], start: EventTime, end: EventTime, rule: usize) 
             .map(|(i, &v)| Some(v >= start && v < end && reads.is_none_or(|m| m.value(i))))
             .collect();
         if mask.true_count() > 0 {
-            out.push(filter_record_batch(&p.rows, &mask).expect("mask matches the rows"));
+            out.push(blanks.filter(&p.rows, &mask, columns));
         }
     }
     out
+}
+
+/// Copying a column into a window costs; most rules read a few of the
+/// `alerts` columns. The columns nobody reads are replaced by a slice of a
+/// blank column (nulls, or empty values where the schema forbids nulls),
+/// which costs nothing; the columns this stage itself reads are always kept.
+#[derive(Debug)]
+struct Blanks {
+    schema: SchemaRef,
+    /// Per column: some rule (or this stage) reads it.
+    kept: Vec<bool>,
+    /// Per column: a blank at least as long as any asked for so far.
+    cache: Vec<Option<ArrayRef>>,
+}
+
+impl Blanks {
+    /// Columns this stage reads itself: tenants, clocks, window summaries.
+    const ALWAYS: [&str; 4] = [col::TENANT, col::EVENT_TIME, col::INGEST_TIME, col::ALERT_ID];
+
+    fn new(schema: &SchemaRef, rules: &[Compiled]) -> Self {
+        let mut kept: Vec<bool> = schema.fields().iter().map(|f| Self::ALWAYS.contains(&f.name().as_str())).collect();
+        for r in rules {
+            match &r.reads {
+                Some(columns) => columns.iter().for_each(|&i| kept[i] = true),
+                None => kept.iter_mut().for_each(|k| *k = true),
+            }
+        }
+        Blanks { schema: schema.clone(), cache: vec![None; kept.len()], kept }
+    }
+
+    /// Column `i`, blank, `len` rows long.
+    fn blank(&mut self, i: usize, len: usize) -> ArrayRef {
+        let field = self.schema.field(i);
+        let cached = &mut self.cache[i];
+        if cached.as_ref().is_none_or(|c| c.len() < len) {
+            let nulls = new_null_array(field.data_type(), len.next_power_of_two());
+            let blank = match field.is_nullable() {
+                true => nulls,
+                // Zeros and empty strings; only such types are blanked
+                // (`ALWAYS` holds the non-null dictionary).
+                false => make_array(nulls.into_data().into_builder().nulls(None).build().expect("a valid blank")),
+            };
+            *cached = Some(blank);
+        }
+        cached.as_ref().expect("made above").slice(0, len)
+    }
+
+    /// The rows `indices` of `rows`, with the kept columns only.
+    fn take(&mut self, rows: &RecordBatch, indices: &UInt32Array) -> RecordBatch {
+        let columns = (0..rows.num_columns())
+            .map(|i| match self.kept[i] {
+                true => take(rows.column(i), indices, None).expect("row indices are in range"),
+                false => self.blank(i, indices.len()),
+            })
+            .collect();
+        RecordBatch::try_new(rows.schema(), columns).expect("the same schema")
+    }
+
+    /// The rows of `rows` that `mask` picks, with the columns `reads`
+    /// (`None`: all) and those this stage reads.
+    fn filter(&mut self, rows: &RecordBatch, mask: &BooleanArray, reads: Option<&[usize]>) -> RecordBatch {
+        let Some(reads) = reads else { return filter_record_batch(rows, mask).expect("mask matches the rows") };
+        let predicate = FilterBuilder::new(mask).optimize().build();
+        let len = predicate.count();
+        let columns = (0..rows.num_columns())
+            .map(|i| match reads.contains(&i) || Self::ALWAYS.contains(&self.schema.field(i).name().as_str()) {
+                true => predicate.filter(rows.column(i)).expect("mask matches the rows"),
+                false => self.blank(i, len),
+            })
+            .collect();
+        RecordBatch::try_new(rows.schema(), columns).expect("the same schema")
+    }
 }
 
 /// What a detection reports of its window besides the rule's result.

@@ -308,3 +308,38 @@ fn a_plan_made_once_answers_each_window_on_its_own_rows() {
     let both = detections(&[first, second].concat());
     assert_eq!(both, [a, b].concat(), "one engine over both windows = a fresh engine per window");
 }
+
+#[test]
+fn windows_copy_only_the_columns_their_rules_read_and_detect_the_same() {
+    let engine = Engine::new(&[]).unwrap();
+    let window = r#"{ kind = "tumbling", size = "10m" }"#;
+    let reads = |sql: &str| {
+        let reads = compile_all(&engine, vec![rule(sql, window)]).unwrap().remove(0).reads;
+        let schema = engine.schema();
+        reads.map(|r| r.iter().map(|&i| schema.field(i).name().clone()).collect::<Vec<_>>())
+    };
+    assert_eq!(reads(COUNT), Some(vec!["rule_id".to_string(), "src_ip".to_string()]));
+    // The JSON of the record is a column like the others.
+    let json = "SELECT src_ip, count(*) AS n FROM alerts \
+                WHERE json_get_str(raw, 'data', 'dstuser') = 'root' AND rule_id = 5715 GROUP BY src_ip";
+    let json_reads = reads(json).expect("a projected scan");
+    assert!(json_reads.contains(&"raw".to_string()) && !json_reads.contains(&"full_log".to_string()));
+    let every = reads("SELECT * FROM alerts WHERE rule_id = 5716");
+    assert!(every.as_ref().is_none_or(|r| r.len() == engine.schema().fields().len()), "{every:?}");
+    // Rules that read different columns, run together, find what each
+    // finds alone: no rule sees another's blanks.
+    let lines = stream();
+    let (a, b) = (rule(COUNT, window), named(rule(json, window), "json"));
+    let alone: Vec<String> = [run(vec![a.clone()], &lines, 7, None), run(vec![b.clone()], &lines, 7, None)]
+        .concat()
+        .into_iter()
+        .filter(|o| o.starts_with("detect"))
+        .collect();
+    let mut together: Vec<String> =
+        run(vec![a, b], &lines, 7, None).into_iter().filter(|o| o.starts_with("detect")).collect();
+    assert!(together.iter().any(|d| d.contains(":json:")), "{together:?}");
+    let mut alone = alone;
+    alone.sort();
+    together.sort();
+    assert_eq!(together, alone);
+}

@@ -196,7 +196,7 @@ impl Engine {
             .runtime
             .block_on(async {
                 let df = self.ctx.sql_with_options(&rule.sql, options).await?;
-                df.into_optimized_plan().and_then(crate::regex_like::compile_regexes)
+                df.into_optimized_plan().and_then(crate::patterns::compile_patterns)
             })
             .map_err(|e| invalid(vec![format!("sql: {}", message(&e))]))?;
         let schema = plan.schema().as_arrow().clone();

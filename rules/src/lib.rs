@@ -16,7 +16,7 @@ pub mod engine;
 pub mod error;
 pub mod library;
 pub mod operator;
-mod regex_like;
+mod patterns;
 pub mod rule;
 pub mod sigma;
 pub mod workbench;

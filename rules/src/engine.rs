@@ -7,7 +7,7 @@
 //! One engine serves one shard, so evaluation is single-threaded
 //! (`target_partitions = 1`) and its output order is deterministic.
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use parking_lot::RwLock;
 
@@ -105,8 +105,9 @@ pub struct Compiled {
     /// The `alerts` columns the query reads (indices; `None`: all of
     /// them). The others are never copied into its windows.
     pub reads: Option<Vec<usize>>,
-    /// The physical plan, made at the first evaluation and reset for each.
-    physical: Arc<OnceLock<Arc<dyn ExecutionPlan>>>,
+    /// The physical plan, made when the rule is loaded (so that a plan
+    /// DataFusion cannot run is refused then) and reset for each window.
+    physical: Arc<dyn ExecutionPlan>,
     /// Entity kind → result column index.
     pub entity_columns: Vec<(EntityKind, usize)>,
     pub alert_ids_column: Option<usize>,
@@ -247,13 +248,17 @@ impl Engine {
             None => None,
         };
         let reads = columns_read(&plan, &self.table.schema);
+        let physical = self
+            .runtime
+            .block_on(self.ctx.state().create_physical_plan(&plan))
+            .map_err(|e| invalid(vec![format!("sql: {}", message(&e))]))?;
         Ok(Compiled {
             rule,
             plan,
             reads,
             prefilter,
             prefilter_text,
-            physical: Arc::new(OnceLock::new()),
+            physical,
             entity_columns,
             alert_ids_column,
             severity_column,
@@ -267,14 +272,7 @@ impl Engine {
     pub fn evaluate(&self, rule: &Compiled, rows: Vec<RecordBatch>) -> Result<Vec<RecordBatch>, RuleError> {
         *self.table.rows.lock().expect("window table") = rows;
         let result = self.runtime.block_on(async {
-            let physical = match rule.physical.get() {
-                Some(p) => p.clone(),
-                None => {
-                    let p = self.ctx.state().create_physical_plan(&rule.plan).await?;
-                    rule.physical.get_or_init(|| p).clone()
-                }
-            };
-            let fresh = reset_plan_states(physical)?;
+            let fresh = reset_plan_states(rule.physical.clone())?;
             datafusion::physical_plan::collect(fresh, self.ctx.task_ctx()).await
         });
         self.table.rows.lock().expect("window table").clear();
@@ -283,14 +281,10 @@ impl Engine {
 
     /// The rule's logical and physical plans, as DataFusion prints them.
     pub fn explain(&self, rule: &Compiled) -> Result<String, RuleError> {
-        let physical = self
-            .runtime
-            .block_on(self.ctx.state().create_physical_plan(&rule.plan))
-            .map_err(|e| RuleError::Eval { rule: rule.rule.name.clone(), message: message(&e) })?;
         Ok(format!(
             "logical plan:\n{}\n\nphysical plan:\n{}",
             rule.plan.display_indent(),
-            datafusion::physical_plan::displayable(physical.as_ref()).indent(true)
+            datafusion::physical_plan::displayable(rule.physical.as_ref()).indent(true)
         ))
     }
 }

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array, make_array, new_null_array};
 use arrow::compute::{FilterBuilder, filter_record_batch, take};
-use arrow::datatypes::{SchemaRef, TimestampMicrosecondType, TimestampMillisecondType};
+use arrow::datatypes::{DataType, Field, SchemaRef, TimestampMicrosecondType, TimestampMillisecondType};
 use serde::{Deserialize, Serialize};
 use sluice_operators::detection::Detection;
 use sluice_operators::hash::StableHasher;
@@ -33,7 +33,7 @@ use crate::engine::{Compiled, Engine, cell_severity, cell_text, list_texts, pref
 use crate::rule::{Rule, Window};
 
 const NAME: &str = "rules";
-const SNAPSHOT_VERSION: u32 = 3;
+const SNAPSHOT_VERSION: u32 = 4;
 /// Alert ids kept per detection.
 const MAX_ALERT_IDS: usize = 50;
 
@@ -51,6 +51,9 @@ pub struct RuleStats {
 #[derive(Debug, Clone)]
 struct Piece {
     rows: RecordBatch,
+    /// Per column: it holds the rows' values (the others are blank: no
+    /// rule read them when the piece was buffered).
+    real: Arc<[bool]>,
     min_t: EventTime,
     max_t: EventTime,
     /// Per rule (aligned with `Rules::rules`): the rows it reads; `None`:
@@ -153,7 +156,7 @@ impl RuleState {
 /// A new rule set for a running rules stage (a reload): each shard plans
 /// it with its own engine. A rule whose definition is unchanged keeps its
 /// state; a new or changed rule starts with the windows still open, over
-/// the alerts already buffered.
+/// the alerts already buffered with every column it reads.
 #[derive(Debug, Clone)]
 pub struct Reload(pub Vec<crate::rule::Rule>);
 
@@ -256,10 +259,19 @@ impl Rules {
 
     /// Which rows of `rows` each rule reads (`None`: all). Session rules
     /// read all: any alert of the tenant keeps a session going.
-    fn masks_of(&self, rows: &RecordBatch) -> Vec<Option<BooleanArray>> {
+    /// A rule reads nothing of rows whose columns it reads are not all
+    /// `real` (buffered under a rule set that did not need them).
+    fn masks_of(&self, rows: &RecordBatch, real: &[bool]) -> Vec<Option<BooleanArray>> {
         self.rules
             .iter()
             .map(|r| {
+                let readable = match &r.reads {
+                    Some(columns) => columns.iter().all(|&i| real[i]),
+                    None => real.iter().all(|&k| k),
+                };
+                if !readable {
+                    return Some(BooleanArray::from(vec![false; rows.num_rows()]));
+                }
                 if matches!(r.rule.window, Window::Session { .. }) {
                     return None;
                 }
@@ -278,7 +290,7 @@ impl Rules {
             return;
         }
         let slice = table.slice(from, to - from);
-        let masks = self.masks_of(&slice);
+        let masks = self.masks_of(&slice, &vec![true; slice.num_columns()]);
         let every_row = masks.iter().any(Option::is_none);
         let mut by_tenant: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
         for i in 0..slice.num_rows() {
@@ -296,7 +308,7 @@ impl Rules {
             }
             let times: Vec<EventTime> = rows.iter().map(|&r| cols.event_time.value(from + r as usize)).collect();
             let indices = UInt32Array::from(rows);
-            let taken = self.blanks.take(&slice, &indices);
+            let (taken, real) = self.blanks.take(&slice, &indices);
             let piece_masks = masks
                 .iter()
                 .map(|m| m.as_ref().map(|m| take(m, &indices, None).expect("in range").as_boolean().clone()))
@@ -306,6 +318,7 @@ impl Rules {
             state.rows += taken.num_rows();
             state.pieces.push(Piece {
                 rows: taken,
+                real,
                 min_t: *times.iter().min().expect("non-empty"),
                 max_t: *times.iter().max().expect("non-empty"),
                 masks: piece_masks,
@@ -495,7 +508,7 @@ impl Rules {
     fn remask_of(&mut self, which: impl Fn(&str) -> bool) {
         let mut tenants = std::mem::take(&mut self.tenants);
         for piece in tenants.iter_mut().filter(|(name, _)| which(name)).flat_map(|(_, t)| t.pieces.iter_mut()) {
-            piece.masks = self.masks_of(&piece.rows);
+            piece.masks = self.masks_of(&piece.rows, &piece.real);
         }
         self.tenants = tenants;
     }
@@ -605,8 +618,9 @@ fn window_rows(
 #[derive(Debug)]
 struct Blanks {
     schema: SchemaRef,
-    /// Per column: some rule (or this stage) reads it.
-    kept: Vec<bool>,
+    /// Per column: some rule (or this stage) reads it, or it cannot be
+    /// blanked.
+    kept: Arc<[bool]>,
     /// Per column: a blank at least as long as any asked for so far.
     cache: Vec<Option<ArrayRef>>,
 }
@@ -616,14 +630,25 @@ impl Blanks {
     const ALWAYS: [&str; 4] = [col::TENANT, col::EVENT_TIME, col::INGEST_TIME, col::ALERT_ID];
 
     fn new(schema: &SchemaRef, rules: &[Compiled]) -> Self {
-        let mut kept: Vec<bool> = schema.fields().iter().map(|f| Self::ALWAYS.contains(&f.name().as_str())).collect();
+        // A non-null column has a blank only if zeros or empty values are
+        // valid for its type (not for a dictionary or a nested type).
+        let blankable = |f: &Field| {
+            f.is_nullable()
+                || f.data_type().is_primitive()
+                || matches!(
+                    f.data_type(),
+                    DataType::Utf8 | DataType::LargeUtf8 | DataType::Binary | DataType::LargeBinary
+                )
+        };
+        let mut kept: Vec<bool> =
+            schema.fields().iter().map(|f| Self::ALWAYS.contains(&f.name().as_str()) || !blankable(f)).collect();
         for r in rules {
             match &r.reads {
                 Some(columns) => columns.iter().for_each(|&i| kept[i] = true),
                 None => kept.iter_mut().for_each(|k| *k = true),
             }
         }
-        Blanks { schema: schema.clone(), cache: vec![None; kept.len()], kept }
+        Blanks { schema: schema.clone(), cache: vec![None; kept.len()], kept: kept.into() }
     }
 
     /// Column `i`, blank, `len` rows long.
@@ -643,15 +668,16 @@ impl Blanks {
         cached.as_ref().expect("made above").slice(0, len)
     }
 
-    /// The rows `indices` of `rows`, with the kept columns only.
-    fn take(&mut self, rows: &RecordBatch, indices: &UInt32Array) -> RecordBatch {
+    /// The rows `indices` of `rows`, with the kept columns only; and which
+    /// columns those are.
+    fn take(&mut self, rows: &RecordBatch, indices: &UInt32Array) -> (RecordBatch, Arc<[bool]>) {
         let columns = (0..rows.num_columns())
             .map(|i| match self.kept[i] {
                 true => take(rows.column(i), indices, None).expect("row indices are in range"),
                 false => self.blank(i, indices.len()),
             })
             .collect();
-        RecordBatch::try_new(rows.schema(), columns).expect("the same schema")
+        (RecordBatch::try_new(rows.schema(), columns).expect("the same schema"), self.kept.clone())
     }
 
     /// The rows of `rows` that `mask` picks, with the columns `reads`
@@ -874,13 +900,28 @@ impl Operator for Rules {
     }
 
     fn absorb(&mut self, state: &[u8]) -> sluice_operators::Result<()> {
-        let tenants: Vec<TenantSnapshot> = sluice_operators::snapshot::decode(NAME, SNAPSHOT_VERSION, state)?;
+        let tenants: Vec<TenantSnapshot> = match sluice_operators::snapshot::decode(NAME, SNAPSHOT_VERSION, state) {
+            Ok(tenants) => tenants,
+            Err(e) => {
+                match sluice_operators::snapshot::decode::<Vec<TenantSnapshot<PieceSnapshotV3>>>(NAME, 3, state) {
+                    Ok(old) => old.into_iter().map(TenantSnapshot::from).collect(),
+                    Err(_) => return Err(e),
+                }
+            }
+        };
         let names: Vec<String> = tenants.iter().map(|t| t.name.clone()).collect();
         for t in tenants {
             let pieces = t
                 .pieces
                 .into_iter()
-                .map(|p| Ok(Piece { rows: ipc_batch(&p.ipc)?, min_t: p.min_t, max_t: p.max_t, masks: Vec::new() }))
+                .map(|p| {
+                    let rows = ipc_batch(&p.ipc)?;
+                    let real = match p.real.len() == rows.num_columns() {
+                        true => p.real.into(),
+                        false => vec![true; rows.num_columns()].into(),
+                    };
+                    Ok(Piece { rows, real, min_t: p.min_t, max_t: p.max_t, masks: Vec::new() })
+                })
                 .collect::<Result<Vec<_>, String>>()
                 .map_err(sluice_operators::Error::Config)?;
             // Rules added since the checkpoint start from here.
@@ -908,7 +949,9 @@ impl Rules {
         let pieces = t
             .pieces
             .iter()
-            .map(|p| Ok(PieceSnapshot { min_t: p.min_t, max_t: p.max_t, ipc: ipc_bytes(&p.rows)? }))
+            .map(|p| {
+                Ok(PieceSnapshot { min_t: p.min_t, max_t: p.max_t, ipc: ipc_bytes(&p.rows)?, real: p.real.to_vec() })
+            })
             .collect::<Result<_, String>>()
             .map_err(sluice_operators::Error::Config)?;
         Ok(TenantSnapshot {
@@ -921,11 +964,11 @@ impl Rules {
 }
 
 #[derive(Serialize, Deserialize)]
-struct TenantSnapshot {
+struct TenantSnapshot<P = PieceSnapshot> {
     name: String,
     newest: EventTime,
     rules: BTreeMap<String, RuleState>,
-    pieces: Vec<PieceSnapshot>,
+    pieces: Vec<P>,
 }
 
 /// A buffered piece as Arrow IPC.
@@ -935,6 +978,28 @@ struct PieceSnapshot {
     max_t: EventTime,
     #[serde(with = "serde_bytes")]
     ipc: Vec<u8>,
+    /// [`Piece::real`]; empty: every column.
+    real: Vec<bool>,
+}
+
+/// A piece as format 3 wrote it, before windows had blank columns.
+#[derive(Deserialize)]
+struct PieceSnapshotV3 {
+    min_t: EventTime,
+    max_t: EventTime,
+    #[serde(with = "serde_bytes")]
+    ipc: Vec<u8>,
+}
+
+impl From<TenantSnapshot<PieceSnapshotV3>> for TenantSnapshot {
+    fn from(t: TenantSnapshot<PieceSnapshotV3>) -> Self {
+        let pieces = t
+            .pieces
+            .into_iter()
+            .map(|p| PieceSnapshot { min_t: p.min_t, max_t: p.max_t, ipc: p.ipc, real: Vec::new() })
+            .collect();
+        TenantSnapshot { name: t.name, newest: t.newest, rules: t.rules, pieces }
+    }
 }
 
 fn ipc_bytes(batch: &RecordBatch) -> Result<Vec<u8>, String> {

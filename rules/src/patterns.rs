@@ -17,12 +17,13 @@ use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, BooleanArray};
 use arrow::compute::cast;
-use arrow::datatypes::DataType;
+use arrow::datatypes::{DataType, Field, FieldRef};
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{Result, ScalarValue};
 use datafusion::logical_expr::expr::{BinaryExpr, Like, ScalarFunction};
 use datafusion::logical_expr::{
-    ColumnarValue, Expr, LogicalPlan, Operator, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+    ColumnarValue, Expr, LogicalPlan, Operator, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl,
+    Signature, Volatility,
 };
 use regex::{Regex, RegexBuilder};
 
@@ -75,6 +76,17 @@ impl ScalarUDFImpl for CompiledMatch {
 
     fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
         Ok(DataType::Boolean)
+    }
+
+    /// Null only for a null text, as the test it replaces: the plan's
+    /// schema keeps its nullability.
+    fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
+        let nullable = args.arg_fields.first().is_none_or(|f| f.is_nullable());
+        Ok(Arc::new(Field::new(self.name(), DataType::Boolean, nullable)))
+    }
+
+    fn is_strict(&self) -> bool {
+        true
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
@@ -135,6 +147,12 @@ fn compiled(e: Expr) -> Result<Transformed<Expr>> {
         _ => None,
     };
     let Some((text, Ok(regex), negated)) = found else { return Ok(Transformed::no(e)) };
+    let shown = match matches!(&e, Expr::Like(Like { case_insensitive: true, .. }))
+        || matches!(&e, Expr::BinaryExpr(BinaryExpr { op: Operator::RegexIMatch | Operator::RegexNotIMatch, .. }))
+    {
+        true => format!("(?i){}", regex.as_str()),
+        false => regex.as_str().to_string(),
+    };
     let udf = CompiledMatch {
         regex,
         negated,
@@ -143,7 +161,7 @@ fn compiled(e: Expr) -> Result<Transformed<Expr>> {
         signature: Signature::any(2, Volatility::Immutable),
     };
     // The expression rides along as an argument to be seen, not read.
-    let shown = Expr::Literal(ScalarValue::Utf8(Some(udf.regex.as_str().to_string())), None);
+    let shown = Expr::Literal(ScalarValue::Utf8(Some(shown)), None);
     Ok(Transformed::yes(Expr::ScalarFunction(ScalarFunction::new_udf(
         Arc::new(ScalarUDF::new_from_impl(udf)),
         vec![text.clone(), shown],

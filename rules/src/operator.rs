@@ -621,6 +621,8 @@ struct Blanks {
     /// Per column: some rule (or this stage) reads it, or it cannot be
     /// blanked.
     kept: Arc<[bool]>,
+    /// Per column: this stage reads it itself (one of `ALWAYS`).
+    always: Vec<bool>,
     /// Per column: a blank at least as long as any asked for so far.
     cache: Vec<Option<ArrayRef>>,
 }
@@ -640,15 +642,15 @@ impl Blanks {
                     DataType::Utf8 | DataType::LargeUtf8 | DataType::Binary | DataType::LargeBinary
                 )
         };
-        let mut kept: Vec<bool> =
-            schema.fields().iter().map(|f| Self::ALWAYS.contains(&f.name().as_str()) || !blankable(f)).collect();
+        let always: Vec<bool> = schema.fields().iter().map(|f| Self::ALWAYS.contains(&f.name().as_str())).collect();
+        let mut kept: Vec<bool> = schema.fields().iter().zip(&always).map(|(f, &a)| a || !blankable(f)).collect();
         for r in rules {
             match &r.reads {
                 Some(columns) => columns.iter().for_each(|&i| kept[i] = true),
                 None => kept.iter_mut().for_each(|k| *k = true),
             }
         }
-        Blanks { schema: schema.clone(), cache: vec![None; kept.len()], kept: kept.into() }
+        Blanks { schema: schema.clone(), cache: vec![None; kept.len()], kept: kept.into(), always }
     }
 
     /// Column `i`, blank, `len` rows long.
@@ -687,7 +689,7 @@ impl Blanks {
         let predicate = FilterBuilder::new(mask).optimize().build();
         let len = predicate.count();
         let columns = (0..rows.num_columns())
-            .map(|i| match reads.contains(&i) || Self::ALWAYS.contains(&self.schema.field(i).name().as_str()) {
+            .map(|i| match self.always[i] || reads.contains(&i) {
                 true => predicate.filter(rows.column(i)).expect("mask matches the rows"),
                 false => self.blank(i, len),
             })

@@ -128,7 +128,7 @@ fn literal(e: &Expr) -> Option<&str> {
 fn compiled(e: Expr) -> Result<Transformed<Expr>> {
     let found = match &e {
         Expr::ScalarFunction(ScalarFunction { func, args }) if func.name() == "regexp_like" => match args.as_slice() {
-            [text, pattern] => literal(pattern).map(|p| (text, Regex::new(p), false)),
+            [text, pattern] => literal(pattern).map(|p| (text, Regex::new(p), false, false)),
             _ => None,
         },
         Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
@@ -139,17 +139,19 @@ fn compiled(e: Expr) -> Result<Transformed<Expr>> {
                 Operator::RegexNotIMatch => (true, true),
                 _ => return Ok(Transformed::no(e)),
             };
-            literal(right).map(|p| (left.as_ref(), RegexBuilder::new(p).case_insensitive(insensitive).build(), negated))
+            literal(right).map(|p| {
+                (left.as_ref(), RegexBuilder::new(p).case_insensitive(insensitive).build(), negated, insensitive)
+            })
         }
         Expr::Like(Like { negated, expr, pattern, escape_char: None | Some('\\'), case_insensitive }) => {
-            literal(pattern).and_then(|p| like_regex(p, *case_insensitive)).map(|re| (expr.as_ref(), re, *negated))
+            literal(pattern)
+                .and_then(|p| like_regex(p, *case_insensitive))
+                .map(|re| (expr.as_ref(), re, *negated, *case_insensitive))
         }
         _ => None,
     };
-    let Some((text, Ok(regex), negated)) = found else { return Ok(Transformed::no(e)) };
-    let shown = match matches!(&e, Expr::Like(Like { case_insensitive: true, .. }))
-        || matches!(&e, Expr::BinaryExpr(BinaryExpr { op: Operator::RegexIMatch | Operator::RegexNotIMatch, .. }))
-    {
+    let Some((text, Ok(regex), negated, insensitive)) = found else { return Ok(Transformed::no(e)) };
+    let shown = match insensitive {
         true => format!("(?i){}", regex.as_str()),
         false => regex.as_str().to_string(),
     };

@@ -234,35 +234,158 @@ impl ClusterReport {
     /// Counted on the text as sent: `<`, `>` and `&` are written as
     /// `\u003c`…, six bytes each.
     pub fn estimated_tokens(&self) -> u64 {
-        let text = serde_json::to_string(self).unwrap_or_default();
-        let escaped = text.bytes().filter(|b| matches!(b, b'<' | b'>' | b'&')).count() as u64;
-        (text.len() as u64 + 5 * escaped).div_ceil(4)
+        tokens(sent_bytes(self))
     }
 
     /// Cuts evidence until the case file fits `max_tokens`: raw excerpts
     /// first (lowest level first), then representatives (lowest level, then
     /// newest, first). The summary is never cut, so a cluster whose summary
     /// alone is larger goes out over budget, and `budget` says so.
+    ///
+    /// The case file is serialized once; each cut takes its item's bytes
+    /// off the total, which comes to exactly what the smaller file
+    /// serializes to.
     pub fn fit_to_budget(&mut self, max_tokens: u64) {
         self.budget = CaseBudget { max_tokens, ..CaseBudget::default() };
-        let mut estimate = self.estimated_tokens();
-        while estimate > max_tokens && self.excerpts.pop().is_some() {
+        let mut bytes = sent_bytes(self);
+        let mut budget_bytes = sent_bytes(&self.budget);
+        // `budget` counts the cuts, so it may grow by a digit.
+        let recount_budget = |bytes: &mut u64, budget_bytes: &mut u64, budget: &CaseBudget| {
+            let now = sent_bytes(budget);
+            *bytes = *bytes + now - *budget_bytes;
+            *budget_bytes = now;
+        };
+        while tokens(bytes) > max_tokens
+            && let Some(excerpt) = self.excerpts.pop()
+        {
             self.budget.excerpts_cut += 1;
-            estimate = self.estimated_tokens();
+            if self.excerpts.is_empty() {
+                // The empty list is left out of the file altogether.
+                bytes = sent_bytes(self);
+                budget_bytes = sent_bytes(&self.budget);
+            } else {
+                // The excerpt and the comma before it.
+                bytes -= sent_bytes(&excerpt) + 1;
+                recount_budget(&mut bytes, &mut budget_bytes, &self.budget);
+            }
         }
-        while estimate > max_tokens && !self.representatives.is_empty() {
+        while tokens(bytes) > max_tokens && !self.representatives.is_empty() {
             let weakest = (0..self.representatives.len())
                 .min_by_key(|&i| (self.representatives[i].level, std::cmp::Reverse(i)))
                 .expect("not empty");
-            self.representatives.remove(weakest);
+            let rep = self.representatives.remove(weakest);
             self.budget.representatives_cut += 1;
-            estimate = self.estimated_tokens();
+            // The representative and a comma, unless it was the only one.
+            bytes -= sent_bytes(&rep) + u64::from(!self.representatives.is_empty());
+            recount_budget(&mut bytes, &mut budget_bytes, &self.budget);
         }
-        self.budget.estimated_tokens = estimate;
+        self.budget.estimated_tokens = tokens(bytes);
     }
+}
+
+/// Bytes of `value` serialized as JSON and sent with `<`, `>` and `&`
+/// escaped (six bytes each).
+fn sent_bytes(value: &impl Serialize) -> u64 {
+    let text = serde_json::to_vec(value).unwrap_or_default();
+    let escaped = text.iter().filter(|b| matches!(b, b'<' | b'>' | b'&')).count() as u64;
+    text.len() as u64 + 5 * escaped
+}
+
+/// Estimated tokens of `bytes` of text: a quarter, rounded up.
+fn tokens(bytes: u64) -> u64 {
+    bytes.div_ceil(4)
 }
 
 /// Formats a cluster id.
 pub fn cluster_id_hex(id: u64) -> String {
     format!("{id:016x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(excerpts: usize, representatives: usize) -> ClusterReport {
+        let rep = |i: usize| Representative {
+            alert_id: format!("1700000000.{i}"),
+            event_time: "2026-11-01T00:00:00.000Z".into(),
+            rule_id: 5710,
+            level: (i % 12) as u8,
+            description: "sshd: Attempt to login using a non-existent user <x> & co".into(),
+            agent: Some("web-01".into()),
+            src_ip: i.is_multiple_of(2).then(|| format!("203.0.113.{i}")),
+            user: None,
+            count: i as u64 + 1,
+        };
+        ClusterReport {
+            tenant: "acme".into(),
+            cluster_id: cluster_id_hex(7),
+            signature: "0123456789abcdef".into(),
+            first_seen: "2026-11-01T00:00:00.000Z".into(),
+            score: 71.0,
+            decision: Decision::Escalate,
+            reason: "score 71 ≥ escalate threshold 65".into(),
+            breakdown: Vec::new(),
+            last_seen: "2026-11-01T01:00:00.000Z".into(),
+            entities: BTreeMap::from([(EntityKind::Host, vec!["web-01".to_string()])]),
+            entities_truncated: BTreeMap::new(),
+            tactics: vec!["Initial Access".into()],
+            max_level: 10,
+            alerts: 100,
+            duplicates: 10,
+            rules: Vec::new(),
+            detections: Vec::new(),
+            merged: Vec::new(),
+            representatives: (0..representatives).map(rep).collect(),
+            excerpts: (0..excerpts)
+                .map(|i| Excerpt {
+                    alert_id: format!("1700000000.{i}"),
+                    level: (i % 7) as u8,
+                    full_log: format!("GET /index.php?id={i}<script>&x=1 HTTP/1.1 400 {}", "x".repeat(i * 3)),
+                })
+                .collect(),
+            version: 110,
+            idempotency_key: format!("{}:110", cluster_id_hex(7)),
+            trigger: None,
+            redaction: Redaction::default(),
+            budget: CaseBudget::default(),
+            members: None,
+            first_seen_ms: 0,
+            last_seen_ms: 0,
+        }
+    }
+
+    #[test]
+    fn a_case_is_cut_to_its_budget_excerpts_first_and_its_estimate_is_exact() {
+        let full = report(12, 15).estimated_tokens();
+        let summary = report(0, 0).estimated_tokens();
+        let mut seen_both_cut = false;
+        for max in (0..=full + 10).step_by(7) {
+            let mut r = report(12, 15);
+            r.fit_to_budget(max);
+            let b = r.budget.clone();
+            // The estimate is the case file's own, as sent.
+            let mut again = r.clone();
+            again.budget.estimated_tokens = 0;
+            assert_eq!(b.estimated_tokens, again.estimated_tokens(), "budget {max}");
+            // It fits, unless the summary alone does not.
+            assert!(b.estimated_tokens <= max || (r.excerpts.is_empty() && r.representatives.is_empty()), "{max}");
+            assert_eq!(
+                (b.excerpts_cut as usize, b.representatives_cut as usize),
+                (12 - r.excerpts.len(), 15 - r.representatives.len())
+            );
+            // Excerpts go first; the summary stays whole.
+            assert!(b.representatives_cut == 0 || r.excerpts.is_empty(), "{max}: {b:?}");
+            assert_eq!((r.score, r.alerts, r.tactics.len()), (71.0, 100, 1));
+            // Nothing is cut from a case that fits.
+            if max >= full {
+                assert_eq!((b.excerpts_cut, b.representatives_cut), (0, 0));
+            }
+            if max < summary {
+                assert!(r.representatives.is_empty() && b.estimated_tokens > max);
+            }
+            seen_both_cut |= b.representatives_cut > 0 && !r.representatives.is_empty();
+        }
+        assert!(seen_both_cut, "some budget cuts a few representatives, not all");
+    }
 }

@@ -35,7 +35,7 @@
 //! expired on watermarks strictly after it can no longer match a non-late
 //! record, so batch size and shard count do not change them.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -424,8 +424,14 @@ struct TenantState {
     clusters: FastMap<u64, Cluster>,
     /// Merged cluster id → the cluster it went into.
     forward: FastMap<u64, u64>,
-    /// Fingerprint of a passed alert → its cluster, so duplicates count there.
+    /// Fingerprint of a passed alert → its cluster and event time, so its
+    /// duplicates count there. Dedup marks a duplicate only within its window
+    /// of the alert it repeats, so entries expire after that window.
     by_fingerprint: FastMap<u64, (u64, EventTime)>,
+    /// `by_fingerprint`'s insertions in order, so expiry looks only at the
+    /// oldest (not checkpointed: rebuilt from the map on restore).
+    #[serde(skip)]
+    fingerprint_order: VecDeque<(u64, EventTime)>,
     /// (rule, host) → (window start, alerts in the window, alerts in the previous one).
     routine: FastMap<(u32, u64), (EventTime, u32, u32)>,
     /// rule → (window start, distinct hosts that raised it, capped).
@@ -439,6 +445,22 @@ struct TenantState {
 }
 
 impl TenantState {
+    /// Forgets the fingerprints no duplicate can repeat any more: dedup marks
+    /// a record a duplicate only within `window` of the alert it repeats, and
+    /// no record older than the watermark reaches the operators.
+    fn expire_fingerprints(&mut self, wm: EventTime, window: i64) {
+        while let Some(&(fingerprint, t)) = self.fingerprint_order.front() {
+            let current = self.by_fingerprint.get(&fingerprint).is_some_and(|&(_, at)| at == t);
+            if current && t.saturating_add(window) > wm {
+                break;
+            }
+            self.fingerprint_order.pop_front();
+            if current {
+                self.by_fingerprint.remove(&fingerprint);
+            }
+        }
+    }
+
     fn resolve(&mut self, mut id: u64) -> Option<u64> {
         let start = id;
         while let Some(&next) = self.forward.get(&id) {
@@ -484,6 +506,10 @@ pub struct Correlate {
     tenant_handoff: FastMap<Arc<str>, HandoffConfig>,
     /// The entity windows of tenants whose policy overrides them.
     tenant_windows: FastMap<Arc<str>, EntityWindows>,
+    /// Dedup's window in ms: how long after an alert its duplicates can come.
+    duplicate_window: i64,
+    /// The dedup windows of tenants whose policy overrides it, in ms.
+    tenant_duplicate_window: FastMap<Arc<str>, i64>,
     ignore_users: FastSet<String>,
     failed_auth_groups: FastSet<String>,
     tenants: FastMap<Arc<str>, TenantState>,
@@ -509,6 +535,7 @@ impl Correlate {
         if !errors.is_empty() {
             return Err(Error::Config(errors.join("; ")));
         }
+        crate::redact::warm_up();
         let ignore_users = config.ignore_users.iter().map(|u| u.to_ascii_lowercase()).collect();
         let failed_auth_groups = config.failed_auth_groups.iter().cloned().collect();
         Ok(Self {
@@ -517,6 +544,8 @@ impl Correlate {
             handoff,
             tenant_handoff: FastMap::default(),
             tenant_windows: FastMap::default(),
+            duplicate_window: crate::dedup::DedupConfig::default().window.millis(),
+            tenant_duplicate_window: FastMap::default(),
             ignore_users,
             failed_auth_groups,
             tenants: FastMap::default(),
@@ -524,6 +553,13 @@ impl Correlate {
             intel: Arc::new(Intel::default()),
             intel_loaded: false,
         })
+    }
+
+    /// The dedup window (`dedup.window`) of the dedup stage in front: the
+    /// fingerprint of an alert is kept that long for its duplicates.
+    pub fn with_duplicate_window(mut self, window: Duration) -> Self {
+        self.duplicate_window = window.millis();
+        self
     }
 
     /// A tenant's hand-off settings: its policy's, or the global ones.
@@ -1333,11 +1369,17 @@ impl Correlate {
             };
 
             let Some(target) = target else {
+                // Its duplicates stay unclustered with it, never counted in a
+                // cluster an earlier alert of the same fingerprint joined.
+                //MUT state.by_fingerprint.remove(&fingerprint);
                 counts[1] += 1;
                 continue;
             };
             counts[0] += 1;
-            state.by_fingerprint.insert(fingerprint, (target, t));
+            if marks.is_some() {
+                state.by_fingerprint.insert(fingerprint, (target, t));
+                state.fingerprint_order.push_back((fingerprint, t));
+            }
             // An actor on many hosts (a scanner) says nothing about one target.
             let common_window = self.config.common_window.millis();
             for e in entities.iter_mut().filter(|e| e.actor) {
@@ -1631,15 +1673,10 @@ impl Correlate {
             let common_window = self.config.common_window.millis();
             state.rule_hosts.retain(|_, (start, _)| start.saturating_add(common_window) > wm && !force);
             state.actor_hosts.retain(|_, (start, _)| start.saturating_add(common_window) > wm && !force);
-            let clusters = &state.clusters;
-            let forward = &state.forward;
-            state.by_fingerprint.retain(|_, (id, _)| {
-                let mut id = *id;
-                while let Some(&next) = forward.get(&id) {
-                    id = next;
-                }
-                clusters.contains_key(&id)
-            });
+            if force {
+                state.by_fingerprint.clear();
+                state.fingerprint_order.clear();
+            }
         }
         // A tenant's state stays even when empty: its baseline warm-up must
         // not restart because a sweep happened to find it idle (results would
@@ -1695,6 +1732,7 @@ impl Operator for Correlate {
         for (tenant, state) in &self.tenants {
             out("clusters", tenant, state.clusters.len() as u64);
             out("entities", tenant, state.entities.len() as u64);
+            out("fingerprints", tenant, state.by_fingerprint.len() as u64);
         }
     }
 
@@ -1743,6 +1781,13 @@ impl Operator for Correlate {
         ctx: &mut Context,
         out: &mut dyn Collector,
     ) -> Result<()> {
+        // Fingerprints expire on every watermark, oldest first: the work is
+        // what expired, not the size of the map, so no watermark stalls a
+        // shard for long.
+        for (tenant, state) in self.tenants.iter_mut().filter(|(t, _)| tenants.includes(t)) {
+            let window = self.tenant_duplicate_window.get(tenant).copied().unwrap_or(self.duplicate_window);
+            state.expire_fingerprints(wm, window);
+        }
         self.sweep(wm, tenants, ctx, out, false);
         Ok(())
     }
@@ -1773,6 +1818,11 @@ impl Operator for Correlate {
                     (Arc::from(t.as_str()), w)
                 })
                 .collect();
+            // As dedup takes it from the same update.
+            self.tenant_duplicate_window = policies
+                .tenants()
+                .filter_map(|(t, p)| p.dedup_window.map(|w| (Arc::from(t.as_str()), w.millis())))
+                .collect();
         }
         if let Some(intel) = update.downcast_ref::<Arc<Intel>>() {
             self.intel = intel.clone();
@@ -1800,7 +1850,12 @@ impl Operator for Correlate {
     }
 
     fn absorb(&mut self, state: &[u8]) -> Result<()> {
-        let tenants: Vec<(Arc<str>, TenantState)> = crate::snapshot::decode(NAME, SNAPSHOT_VERSION, state)?;
+        let mut tenants: Vec<(Arc<str>, TenantState)> = crate::snapshot::decode(NAME, SNAPSHOT_VERSION, state)?;
+        for (_, state) in &mut tenants {
+            let mut order: Vec<(u64, EventTime)> = state.by_fingerprint.iter().map(|(&f, &(_, t))| (f, t)).collect();
+            order.sort_unstable_by_key(|&(f, t)| (t, f));
+            state.fingerprint_order = order.into();
+        }
         let names: FastSet<Arc<str>> = tenants.iter().map(|(name, _)| name.clone()).collect();
         self.tenants.extend(tenants);
         // The intel loaded now may differ from the intel of the checkpoint
@@ -2020,6 +2075,54 @@ mod tests {
         assert_eq!(finals[0].representatives.len(), 1);
         assert_eq!(finals[0].representatives[0].count, 2);
         assert_eq!(ctx.counters.total("dedup", "duplicates"), 1);
+    }
+
+    #[test]
+    fn duplicates_of_an_unclustered_alert_stay_out_of_the_cluster_an_earlier_copy_joined() {
+        // The ip keeps the cluster open for 6 h; the host links for 60 min.
+        let s = strong("s", 0, "h1", Some("1.1.1.1"));
+        let low = |id, t| A { tenant: "acme", id, t, rule: 5501, level: 3, host: "h1", log: "opened", ..A::default() };
+        // l1 joins through the host. l2, the same alert an hour later, finds
+        // the host's window over and stays unclustered; l3 repeats l2.
+        let (_, finals, ctx) = run(cfg(), &[s, low("l1", 10), low("l2", 3670), low("l3", 3671)]);
+        assert_eq!(ctx.counters.total("dedup", "duplicates"), 1);
+        assert_eq!(finals.len(), 1);
+        assert_eq!(members(&finals[0]), ["l1", "s"]);
+        assert_eq!(finals[0].duplicates, 0);
+        assert_eq!(finals[0].last_seen, Rfc3339(10_000).to_string());
+    }
+
+    #[test]
+    fn fingerprints_are_kept_for_the_dedup_window_and_no_longer() {
+        let fingerprints = |c: &Chain| {
+            let mut n = 0;
+            c.operators()[1].state_sizes(&mut |kind, _, v| n += if kind == "fingerprints" { v } else { 0 });
+            n
+        };
+        let mut c = chain(cfg());
+        let (mut ctx, mut out) = (Context::default(), Vec::new());
+        let a = strong("a", 0, "h1", None);
+        c.process(batch(std::slice::from_ref(&a)), &mut ctx, &mut out).unwrap();
+        assert_eq!(fingerprints(&c), 1);
+        // A repeat at the end of dedup's 5-minute window still counts with
+        // its original...
+        c.on_watermark(299_000, Tenants::All, &mut ctx, &mut out).unwrap();
+        assert_eq!(fingerprints(&c), 1);
+        let b = A { id: "b", t: 299, ..a };
+        c.process(batch(&[b]), &mut ctx, &mut out).unwrap();
+        // ...and once no record can repeat it, it is forgotten.
+        c.on_watermark(300_000, Tenants::All, &mut ctx, &mut out).unwrap();
+        assert_eq!(fingerprints(&c), 0);
+        c.on_end(&mut ctx, &mut out).unwrap();
+        let closed: Vec<&ClusterReport> = out
+            .iter()
+            .filter_map(|o| match o {
+                Output::Cluster(ReportKind::Close, r) => Some(&**r),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(closed.len(), 1);
+        assert_eq!((closed[0].alerts, closed[0].duplicates), (2, 1));
     }
 
     #[test]

@@ -286,7 +286,10 @@ pub fn build_chain(
             config.rules.max_alerts_per_tenant,
         )));
     }
-    ops.push(Box::new(Correlate::new(correlate, config.score.clone(), config.handoff.clone())?));
+    ops.push(Box::new(
+        Correlate::new(correlate, config.score.clone(), config.handoff.clone())?
+            .with_duplicate_window(config.dedup.window),
+    ));
     Ok(Chain::new(ops))
 }
 

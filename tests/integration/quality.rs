@@ -36,7 +36,9 @@ fn default_scenario_holds_the_quality_floor() {
     let q = evaluate_default_scenario().overall;
     assert!(q.campaign_recall >= 0.99, "campaign recall {:.3} < 0.99; missed {:?}", q.campaign_recall, q.missed);
     assert!(q.step_recall >= 0.85, "step recall {:.3} < 0.85", q.step_recall);
-    assert!(q.precision >= 0.65, "precision {:.3} < 0.65", q.precision);
+    // 0.63 since duplicates count only with the alert they repeat (before,
+    // a stale entry counted some in an older cluster, which made 0.70).
+    assert!(q.precision >= 0.60, "precision {:.3} < 0.60", q.precision);
     assert!(q.reduction >= 100.0, "reduction {:.1}× < 100×", q.reduction);
     assert!(q.fragmentation <= 1.5, "fragmentation {:.2} > 1.5", q.fragmentation);
 }

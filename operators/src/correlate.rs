@@ -190,7 +190,8 @@ pub struct CorrelateConfig {
     pub report_entities_per_kind: usize,
     /// Representative alerts kept per cluster.
     pub max_representatives: usize,
-    /// Event time between state sweeps (expiry, closing, eviction).
+    /// Event time between state sweeps (closing clusters, entity expiry,
+    /// eviction). Fingerprints kept for duplicates expire on every watermark.
     pub sweep_interval: Duration,
     /// Emit a `close` report for every cluster, not only handed-off ones.
     pub report_all_closed: bool,

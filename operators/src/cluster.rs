@@ -244,7 +244,7 @@ impl ClusterReport {
     ///
     /// The case file is serialized once; each cut takes its item's bytes
     /// off the total, which comes to exactly what the smaller file
-    /// serializes to.
+    /// serializes to (with `estimated_tokens` itself still 0).
     pub fn fit_to_budget(&mut self, max_tokens: u64) {
         self.budget = CaseBudget { max_tokens, ..CaseBudget::default() };
         let mut bytes = sent_bytes(self);
@@ -360,7 +360,7 @@ mod tests {
         let full = report(12, 15).estimated_tokens();
         let summary = report(0, 0).estimated_tokens();
         let mut seen_both_cut = false;
-        for max in (0..=full + 10).step_by(7) {
+        for max in 0..=full + 10 {
             let mut r = report(12, 15);
             r.fit_to_budget(max);
             let b = r.budget.clone();
@@ -377,10 +377,12 @@ mod tests {
             // Excerpts go first; the summary stays whole.
             assert!(b.representatives_cut == 0 || r.excerpts.is_empty(), "{max}: {b:?}");
             assert_eq!((r.score, r.alerts, r.tactics.len()), (71.0, 100, 1));
-            // Nothing is cut from a case that fits.
-            if max >= full {
-                assert_eq!((b.excerpts_cut, b.representatives_cut), (0, 0));
-            }
+            // Nothing is cut from a case that fits (counted with this
+            // budget's own `max_tokens`, whose digits are part of the file).
+            let mut uncut = report(12, 15);
+            uncut.budget.max_tokens = max;
+            let fits = uncut.estimated_tokens() <= max;
+            assert_eq!(fits, (b.excerpts_cut, b.representatives_cut) == (0, 0), "budget {max}");
             if max < summary {
                 assert!(r.representatives.is_empty() && b.estimated_tokens > max);
             }

@@ -1372,7 +1372,7 @@ impl Correlate {
             let Some(target) = target else {
                 // Its duplicates stay unclustered with it, never counted in a
                 // cluster an earlier alert of the same fingerprint joined.
-                //MUT state.by_fingerprint.remove(&fingerprint);
+                state.by_fingerprint.remove(&fingerprint);
                 counts[1] += 1;
                 continue;
             };
@@ -2124,6 +2124,39 @@ mod tests {
             .collect();
         assert_eq!(closed.len(), 1);
         assert_eq!((closed[0].alerts, closed[0].duplicates), (2, 1));
+    }
+
+    #[test]
+    fn a_longer_dedup_window_never_revives_a_repeat_correlate_has_forgotten() {
+        use crate::policy::{Policies, TenantPolicy};
+        let mut c = chain(cfg());
+        let (mut ctx, mut out) = (Context::default(), Vec::new());
+        // x (unclustered) goes first into dedup's expiry queue, e after it.
+        let x = A { tenant: "acme", id: "x", t: 1000, rule: 5501, level: 3, host: "h2", log: "x", ..A::default() };
+        let e = strong("e", 950, "h1", Some("1.1.1.1"));
+        c.process(batch(&[x, e.clone()]), &mut ctx, &mut out).unwrap();
+        // e's 5 minutes are over; dedup still holds it behind x, correlate
+        // has forgotten it.
+        c.on_watermark(1_250_000, Tenants::All, &mut ctx, &mut out).unwrap();
+        let longer = BTreeMap::from([(
+            "acme".to_string(),
+            TenantPolicy { dedup_window: Some(Duration::from_mins(15)), ..TenantPolicy::default() },
+        )]);
+        c.reconfigure(&Arc::new(Policies::new(longer))).unwrap();
+        // r repeats e within the new 15 minutes: a new alert of e's
+        // cluster, not a duplicate nobody can count.
+        c.process(batch(&[A { id: "r", t: 1260, ..e }]), &mut ctx, &mut out).unwrap();
+        c.on_end(&mut ctx, &mut out).unwrap();
+        let closed: Vec<&ClusterReport> = out
+            .iter()
+            .filter_map(|o| match o {
+                Output::Cluster(ReportKind::Close, r) => Some(&**r),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(closed.len(), 1);
+        assert_eq!(members(closed[0]), ["e", "r"]);
+        assert_eq!(ctx.counters.total("dedup", "duplicates"), 0);
     }
 
     #[test]

@@ -99,6 +99,8 @@ struct TenantState {
     /// Fingerprints in insertion order, for expiry and eviction. An item whose
     /// time no longer matches its entry's `first` is stale and skipped.
     order: VecDeque<(u64, EventTime)>,
+    /// The last watermark the tenant saw (not checkpointed).
+    watermark: Option<EventTime>,
 }
 
 /// Masks every alphanumeric token containing a digit with `#`, so
@@ -213,11 +215,24 @@ impl Operator for Dedup {
     fn reconfigure(&mut self, update: &(dyn std::any::Any + Send + Sync)) -> Result<()> {
         if let Some(policies) = update.downcast_ref::<Arc<crate::policy::Policies>>() {
             let base = self.config.window;
-            self.tenant_window = policies
+            let windows: FastMap<Arc<str>, i64> = policies
                 .tenants()
                 .filter(|(_, p)| p.dedup_window.is_some())
                 .map(|(t, _)| (Arc::from(t.as_str()), policies.dedup_window_ms(base, t)))
                 .collect();
+            // Expiry stops at the oldest live entry, so older ones that
+            // expired may still be held. Under a longer window they would
+            // match again although correlate, which forgets a passed alert
+            // once no duplicate can come, has forgotten them: drop every one
+            // expired under the window it had.
+            for (tenant, state) in &mut self.tenants {
+                let old = self.tenant_window.get(tenant).copied().unwrap_or(base.millis());
+                let new = windows.get(tenant).copied().unwrap_or(base.millis());
+                if let (true, Some(wm)) = (new > old, state.watermark) {
+                    state.entries.retain(|_, e| e.first.saturating_add(old) > wm);
+                }
+            }
+            self.tenant_window = windows;
         }
         Ok(())
     }
@@ -302,6 +317,7 @@ impl Operator for Dedup {
         let base = self.config.window.millis();
         for (tenant, state) in self.tenants.iter_mut().filter(|(t, _)| tenants.includes(t)) {
             let window = self.tenant_window.get(tenant).copied().unwrap_or(base);
+            state.watermark = Some(wm);
             // An entry can still match a non-late record (t >= wm) only while
             // first + window > wm.
             let expired = evict_front(state, |t| t.saturating_add(window) > wm);
@@ -336,7 +352,9 @@ impl Operator for Dedup {
     fn absorb(&mut self, state: &[u8]) -> Result<()> {
         type Snap = Vec<(Arc<str>, FastMap<u64, Entry>, VecDeque<(u64, EventTime)>)>;
         let tenants: Snap = crate::snapshot::decode(NAME, SNAPSHOT_VERSION, state)?;
-        self.tenants.extend(tenants.into_iter().map(|(k, entries, order)| (k, TenantState { entries, order })));
+        self.tenants.extend(
+            tenants.into_iter().map(|(k, entries, order)| (k, TenantState { entries, order, watermark: None })),
+        );
         Ok(())
     }
 

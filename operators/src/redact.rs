@@ -104,7 +104,12 @@ fn keep_prefix(c: &Captures<'_>, kind: &str) -> Option<String> {
 }
 
 fn card(c: &Captures<'_>, kind: &str) -> Option<String> {
+    // `\d` also matches other scripts' digits; a card number has 13–19
+    // ASCII ones.
     let digits: Vec<u32> = c[0].chars().filter_map(|ch| ch.to_digit(10)).collect();
+    if !(13..=19).contains(&digits.len()) {
+        return None;
+    }
     let prefix: String = digits.iter().take(4).map(|d| char::from_digit(*d, 10).expect("a digit")).collect();
     let p2: u32 = prefix[..2].parse().unwrap_or(0);
     let p4: u32 = prefix.parse().unwrap_or(0);
@@ -118,7 +123,7 @@ fn card(c: &Captures<'_>, kind: &str) -> Option<String> {
         || (3528..=3589).contains(&p4)
         || p2 == 36
         || (300..=305).contains(&(p4 / 10));
-    (issuer && (13..=19).contains(&digits.len()) && luhn(&digits)).then(|| marker(kind))
+    (issuer && luhn(&digits)).then(|| marker(kind))
 }
 
 /// The Luhn checksum of a card number.
@@ -191,15 +196,15 @@ static ANY: LazyLock<RegexSet> =
     LazyLock::new(|| RegexSet::new(PATTERNS.iter().map(|p| p.re.as_str())).expect("valid patterns"));
 
 fn redact_counting<'t>(text: &'t str, counts: &mut BTreeMap<String, u64>) -> Cow<'t, str> {
-    let found = ANY.matches(text);
-    if !found.matched_any() {
+    if !ANY.is_match(text) {
         return Cow::Borrowed(text);
     }
+    // Each pattern looks at the text as the ones before left it: a marker
+    // can make a boundary where there was none (`\b` is Unicode-aware), so
+    // a pattern that missed the original may match now.
     let mut out = Cow::Borrowed(text);
-    // Replacements are markers no later pattern takes for a secret, so the
-    // patterns that matched the original are the only ones that can match.
-    for (i, pattern) in PATTERNS.iter().enumerate() {
-        if !found.matched(i) || !pattern.re.is_match(&out) {
+    for pattern in PATTERNS.iter() {
+        if !pattern.re.is_match(&out) {
             continue;
         }
         let mut n = 0;
@@ -325,5 +330,23 @@ mod tests {
         assert!(luhn(&digits("4111111111111111")));
         assert!(!luhn(&digits("4111111111111112")));
         assert!(luhn(&digits("378282246310005")));
+    }
+
+    #[test]
+    fn digits_of_other_scripts_neither_crash_nor_pass_for_a_card() {
+        // Full-width and Arabic-Indic digits are `\d` but no card's.
+        for text in ["order １２３４５６７８９０１２３４", "ref ٤١١١١١١١١١١١١١١١"] {
+            assert_eq!(redact(text), text);
+        }
+    }
+
+    #[test]
+    fn a_boundary_an_earlier_marker_makes_lets_a_later_pattern_match() {
+        // In the original, `g٠` has no word boundary, so the card pattern
+        // cannot start there; once the token is a marker, `]٠` has one.
+        let text = "t=eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.sig٠4111111111111111";
+        let out = redact(text);
+        assert!(!out.contains("4111111111111111") && out.contains("[REDACTED:jwt]"), "{out}");
+        assert!(out.contains("[REDACTED:card]"), "{out}");
     }
 }

@@ -19,7 +19,7 @@
 //!   (`score.floor_factors`: a threat-intel hit or a critical asset) is never
 //!   held back: it is sent and the overrun is written to the audit log.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -107,6 +107,10 @@ pub struct LlmConfig {
     /// Ask for `response_format: json_object` (turn off for servers that
     /// refuse it).
     pub json_mode: bool,
+    /// Investigations in flight at once, over all tenants (one dispatcher
+    /// thread each): a tenant whose cases are slow to answer then holds up
+    /// the others by at most one of these.
+    pub concurrency: u32,
 }
 
 impl Default for LlmConfig {
@@ -118,6 +122,7 @@ impl Default for LlmConfig {
             timeout: Duration::from_secs(120),
             max_output_tokens: 1024,
             json_mode: true,
+            concurrency: 4,
         }
     }
 }
@@ -246,6 +251,9 @@ impl SinksConfig {
         if self.retry.max_attempts == 0 {
             errors.push("sinks.retry.max_attempts must be ≥ 1".into());
         }
+        if !(1..=64).contains(&self.llm.concurrency) {
+            errors.push("sinks.llm.concurrency must be between 1 and 64".into());
+        }
         errors
     }
 }
@@ -278,6 +286,13 @@ pub trait Sink: Send {
     /// The longest one `deliver` can take: how long a claimed case is
     /// reserved for this dispatcher.
     fn lease(&self) -> StdDuration;
+    /// How many cases may be in delivery at once: one dispatcher thread
+    /// each, every one with its own client from [`Sink::another`].
+    fn concurrency(&self) -> usize {
+        1
+    }
+    /// A client like this one, for another dispatcher thread.
+    fn another(&self) -> Box<dyn Sink>;
     /// LLM tokens the last `deliver` spent, whatever its outcome (invalid
     /// answers and failed attempts count against the budget too).
     fn take_tokens(&mut self) -> i64 {
@@ -327,6 +342,7 @@ pub fn signature(secret: &[u8], timestamp: &str, body: &[u8]) -> String {
 /// Headers: `Idempotency-Key` (`cluster_id:version`), `X-Sluice-Tenant`,
 /// `X-Sluice-Timestamp` (unix seconds) and `X-Sluice-Signature:
 /// sha256=<hex>`, the HMAC-SHA256 of `<timestamp>.<body>` under the secret.
+#[derive(Clone)]
 pub struct WebhookSink {
     agent: ureq::Agent,
     url: String,
@@ -370,6 +386,10 @@ impl Sink for WebhookSink {
 
     fn lease(&self) -> StdDuration {
         self.timeout + StdDuration::from_secs(1)
+    }
+
+    fn another(&self) -> Box<dyn Sink> {
+        Box::new(self.clone())
     }
 
     fn deliver(&mut self, case: &Pending) -> Outcome {
@@ -498,6 +518,7 @@ fn is_attack_id(s: &str) -> bool {
 }
 
 /// The LLM investigation stage over an OpenAI-compatible API.
+#[derive(Clone)]
 pub struct LlmSink {
     agent: ureq::Agent,
     url: String,
@@ -506,6 +527,7 @@ pub struct LlmSink {
     max_output_tokens: u32,
     json_mode: bool,
     timeout: StdDuration,
+    concurrency: usize,
     /// Tokens spent since the last `take_tokens`.
     spent: i64,
 }
@@ -544,6 +566,7 @@ impl LlmSink {
             max_output_tokens: config.max_output_tokens,
             json_mode: config.json_mode,
             timeout: std_duration(config.timeout),
+            concurrency: config.concurrency.max(1) as usize,
             spent: 0,
         }
     }
@@ -599,6 +622,14 @@ impl Sink for LlmSink {
     fn lease(&self) -> StdDuration {
         // An invalid answer is asked again once.
         2 * self.timeout + StdDuration::from_secs(1)
+    }
+
+    fn concurrency(&self) -> usize {
+        self.concurrency
+    }
+
+    fn another(&self) -> Box<dyn Sink> {
+        Box::new(Self { spent: 0, ..self.clone() })
     }
 
     fn deliver(&mut self, case: &Pending) -> Outcome {
@@ -701,16 +732,34 @@ impl Dispatchers {
         let mut threads = Vec::new();
         let mut wake = Vec::new();
         for sink in sinks {
-            let (tx, rx) = bounded(1);
             let name = sink.name();
-            let (store, draining, stop, policy) = (store.clone(), draining.clone(), stop.clone(), policy.clone());
             let stats = metrics.register_sink(name);
-            let handle = std::thread::Builder::new()
-                .name(format!("sink-{name}"))
-                .spawn(move || dispatch(sink, &store, &policy, &stats, &rx, &draining, &stop))
-                .expect("spawning a dispatcher thread");
-            threads.push((name, handle));
-            wake.push(tx);
+            let workers = sink.concurrency().max(1);
+            let mut clients: Vec<Box<dyn Sink>> = (1..workers).map(|_| sink.another()).collect();
+            clients.insert(0, sink);
+            let busy = Arc::new(Busy::default());
+            for (worker, sink) in clients.into_iter().enumerate() {
+                let (tx, rx) = bounded(1);
+                let (store, draining, stop, policy) = (store.clone(), draining.clone(), stop.clone(), policy.clone());
+                let (stats, busy) = (stats.clone(), busy.clone());
+                let handle = std::thread::Builder::new()
+                    .name(format!("sink-{name}-{worker}"))
+                    .spawn(move || {
+                        let run = SinkRun {
+                            name,
+                            worker,
+                            busy: &busy,
+                            store: &store,
+                            policy: &policy,
+                            stats: &stats,
+                            stop: &stop,
+                        };
+                        dispatch(sink, &run, &rx, &draining)
+                    })
+                    .expect("spawning a dispatcher thread");
+                threads.push((name, handle));
+                wake.push(tx);
+            }
         }
         // Priors made elsewhere (`sluice verdict`, another instance), revoked
         // or expired reach the running pipeline within PRIORS_REFRESH.
@@ -827,23 +876,15 @@ fn over_budget(store: &Store, budget: &BudgetConfig, tenant: &str, sink: &str) -
 }
 
 /// One dispatcher: delivers its sink's due cases until stopped, or until
-/// nothing is due once the input has ended.
-fn dispatch(
-    mut sink: Box<dyn Sink>,
-    store: &Store,
-    policy: &Policy,
-    stats: &SinkStats,
-    wake: &Receiver<()>,
-    draining: &AtomicBool,
-    stop: &AtomicBool,
-) {
-    let actor = sink.actor();
-    let run = SinkRun { name: sink.name(), actor: &actor, store, policy, stats, stop };
-    while !stop.load(Ordering::SeqCst) {
+/// nothing is due once the input has ended. A sink with several
+/// (`concurrency`) has them serve different tenants at any time (see
+/// [`Busy`]); a claim also leases its rows, so no case goes out twice.
+fn dispatch(mut sink: Box<dyn Sink>, run: &SinkRun<'_>, wake: &Receiver<()>, draining: &AtomicBool) {
+    while !run.stop.load(Ordering::SeqCst) {
         // Read before the round: a case recorded just before the drain
         // began is then seen by this round or the next.
         let ending = draining.load(Ordering::SeqCst);
-        let round = dispatch_round(sink.as_mut(), &run);
+        let round = dispatch_round(sink.as_mut(), run);
         if round.delivered_or_failed == 0 {
             if ending && !round.waiting {
                 return;
@@ -853,10 +894,39 @@ fn dispatch(
     }
 }
 
+/// The tenants a sink's dispatchers are serving now: one dispatcher per
+/// tenant at a time, so a tenant's budget is checked before each of its
+/// deliveries with nothing of its own in flight, and one tenant's slow cases
+/// occupy one dispatcher, not all.
+#[derive(Default)]
+struct Busy(std::sync::Mutex<BTreeSet<String>>);
+
+impl Busy {
+    /// Marks `tenant` busy; `None` when another dispatcher serves it.
+    fn claim<'b>(&'b self, tenant: &str) -> Option<BusyGuard<'b>> {
+        let mut busy = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        busy.insert(tenant.to_string()).then(|| BusyGuard { busy: self, tenant: tenant.to_string() })
+    }
+}
+
+struct BusyGuard<'b> {
+    busy: &'b Busy,
+    tenant: String,
+}
+
+impl Drop for BusyGuard<'_> {
+    fn drop(&mut self) {
+        self.busy.0.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.tenant);
+    }
+}
+
 /// What a dispatcher's rounds share.
 struct SinkRun<'a> {
     name: &'static str,
-    actor: &'a str,
+    /// Which of the sink's dispatchers: each starts its rounds at another
+    /// tenant, so they do not all queue behind the same one.
+    worker: usize,
+    busy: &'a Busy,
     store: &'a Store,
     policy: &'a Policy,
     stats: &'a SinkStats,
@@ -877,18 +947,26 @@ const PER_TENANT_ROUND: i64 = 4;
 
 fn dispatch_round(sink: &mut dyn Sink, run: &SinkRun<'_>) -> Round {
     let mut round = Round { delivered_or_failed: 0, waiting: false, errors: false };
-    let SinkRun { name, store, stop, .. } = *run;
-    let tenants = match store.tenants() {
+    let SinkRun { name, worker, store, stop, .. } = *run;
+    let mut tenants = match store.tenants() {
         Ok(t) => t,
         Err(e) => {
             tracing::error!(sink = name, error = %e, "outbox: cannot list tenants");
             return Round { waiting: true, errors: true, ..round };
         }
     };
+    if !tenants.is_empty() {
+        let start = worker % tenants.len();
+        tenants.rotate_left(start);
+    }
     for tenant in tenants {
         if stop.load(Ordering::SeqCst) {
             break;
         }
+        let Some(_serving) = run.busy.claim(&tenant) else {
+            round.waiting = true; // another dispatcher has it
+            continue;
+        };
         // One tenant's store error is logged and the others go on.
         match tenant_round(sink, run, &tenant) {
             Ok((n, waiting)) => {
@@ -908,7 +986,8 @@ fn dispatch_round(sink: &mut dyn Sink, run: &SinkRun<'_>) -> Round {
 /// Up to [`PER_TENANT_ROUND`] of a tenant's due cases. Returns how many
 /// were attempted and whether cases are still pending.
 fn tenant_round(sink: &mut dyn Sink, run: &SinkRun<'_>, tenant: &str) -> Result<(usize, bool), StoreError> {
-    let SinkRun { name, actor, store, policy, stats, stop } = *run;
+    let SinkRun { name, store, policy, stats, stop, .. } = *run;
+    let actor = &sink.actor();
     let mut attempted = 0;
     let mut over = over_budget(store, &policy.budget, tenant, name)?;
     // Over budget, deferred cases stay where they are; new ones are

@@ -157,6 +157,63 @@ fn a_receiver_that_refuses_a_case_parks_it_with_the_reason_and_requeue_sends_it_
     assert_eq!(actions, ["escalate", "parked", "requeue", "handoff"]);
 }
 
+/// A tenant whose investigations are slow holds up another tenant by at
+/// most one investigation (`sinks.llm.concurrency`): here acme's answers
+/// wait until globex's case has arrived, which with a single dispatcher
+/// (acme's cases first) it never would.
+fn slow_tenant_run(concurrency: u32) -> (BTreeMap<String, u64>, usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite(dir.path());
+    let globex_seen = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+    let starved = Arc::new(AtomicUsize::new(0));
+    let (seen, st) = (globex_seen.clone(), starved.clone());
+    let server = Server::start(move |req: &Request| {
+        let (lock, cv) = &*seen;
+        if req.body.contains("globex") {
+            *lock.lock().unwrap() = true;
+            cv.notify_all();
+        } else {
+            let (done, timeout) =
+                cv.wait_timeout_while(lock.lock().unwrap(), Duration::from_secs(3), |seen| !*seen).unwrap();
+            if timeout.timed_out() && !*done {
+                st.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        verdict_answer(GOOD_VERDICT, 100, 20)
+    });
+    for i in 0..2 {
+        record(&store, &report("acme", &format!("a{i}"), 1, 90.0, &[]), &["llm"], false);
+    }
+    record(&store, &report("globex", "g0", 1, 70.0, &[]), &["llm"], false);
+    let config = LlmConfig {
+        base_url: format!("{}/v1", server.url),
+        model: "test-model".into(),
+        timeout: ConfigDuration(30_000),
+        concurrency,
+        ..LlmConfig::default()
+    };
+    let sink: Box<dyn Sink> = Box::new(LlmSink::with_key(&config, None));
+    let counts =
+        Dispatchers::start(store.clone(), vec![sink], &fast_retries(), None).drain(Duration::from_secs(60)).unwrap();
+    let delivered = ["acme", "globex"]
+        .into_iter()
+        .map(|t| (t.to_string(), store.verdicts(t).unwrap().len() as u64))
+        .collect::<BTreeMap<_, _>>();
+    assert_eq!(counts.get("llm", status::DELIVERED), 3, "{counts:?}");
+    (delivered, starved.load(Ordering::SeqCst))
+}
+
+#[test]
+fn a_tenant_slow_to_investigate_holds_up_another_by_at_most_one_investigation() {
+    let (delivered, starved) = slow_tenant_run(2);
+    assert_eq!(delivered, BTreeMap::from([("acme".to_string(), 2), ("globex".to_string(), 1)]));
+    assert_eq!(starved, 0, "globex's case went out while acme's were still being answered");
+    // The same with one investigation at a time: acme's first case waits
+    // for globex's, which waits behind it (until the server gives up).
+    let (_, starved) = slow_tenant_run(1);
+    assert!(starved > 0, "a single dispatcher serves acme's cases before globex's");
+}
+
 #[test]
 fn the_llm_client_sends_a_fenced_case_and_stores_a_validated_verdict_with_its_tokens() {
     let dir = tempfile::tempdir().unwrap();

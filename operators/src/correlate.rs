@@ -1925,6 +1925,16 @@ mod tests {
         }
     }
 
+    /// The `close` reports among a chain's outputs.
+    fn closed_reports(out: &[Output]) -> Vec<&ClusterReport> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Cluster(ReportKind::Close, r) => Some(&**r),
+                _ => None,
+            })
+            .collect()
+    }
+
     fn members(r: &ClusterReport) -> Vec<&str> {
         r.members.as_ref().unwrap().iter().map(String::as_str).collect()
     }
@@ -2115,13 +2125,7 @@ mod tests {
         c.on_watermark(300_000, Tenants::All, &mut ctx, &mut out).unwrap();
         assert_eq!(fingerprints(&c), 0);
         c.on_end(&mut ctx, &mut out).unwrap();
-        let closed: Vec<&ClusterReport> = out
-            .iter()
-            .filter_map(|o| match o {
-                Output::Cluster(ReportKind::Close, r) => Some(&**r),
-                _ => None,
-            })
-            .collect();
+        let closed = closed_reports(&out);
         assert_eq!(closed.len(), 1);
         assert_eq!((closed[0].alerts, closed[0].duplicates), (2, 1));
     }
@@ -2147,13 +2151,7 @@ mod tests {
         // cluster, not a duplicate nobody can count.
         c.process(batch(&[A { id: "r", t: 1260, ..e }]), &mut ctx, &mut out).unwrap();
         c.on_end(&mut ctx, &mut out).unwrap();
-        let closed: Vec<&ClusterReport> = out
-            .iter()
-            .filter_map(|o| match o {
-                Output::Cluster(ReportKind::Close, r) => Some(&**r),
-                _ => None,
-            })
-            .collect();
+        let closed = closed_reports(&out);
         assert_eq!(closed.len(), 1);
         assert_eq!(members(closed[0]), ["e", "r"]);
         assert_eq!(ctx.counters.total("dedup", "duplicates"), 0);

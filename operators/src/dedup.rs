@@ -111,9 +111,8 @@ pub fn mask_template(log: &str, out: &mut String) {
     let bytes = log.as_bytes();
     let mut i = 0;
     while i < bytes.len() {
-        let c = bytes[i];
-        if c.is_ascii_alphanumeric() {
-            let start = i;
+        let start = i;
+        if bytes[i].is_ascii_alphanumeric() {
             let mut has_digit = false;
             while i < bytes.len() && bytes[i].is_ascii_alphanumeric() {
                 has_digit |= bytes[i].is_ascii_digit();
@@ -125,10 +124,13 @@ pub fn mask_template(log: &str, out: &mut String) {
                 out.push_str(&log[start..i]);
             }
         } else {
-            // Copy the whole (possibly multi-byte) character.
-            let ch_len = log[i..].chars().next().map_or(1, char::len_utf8);
-            out.push_str(&log[i..i + ch_len]);
-            i += ch_len;
+            // Everything up to the next ASCII letter or digit, copied at
+            // once: no byte of a multi-byte character is ASCII, so the run
+            // ends on a character boundary.
+            while i < bytes.len() && !bytes[i].is_ascii_alphanumeric() {
+                i += 1;
+            }
+            out.push_str(&log[start..i]);
         }
     }
 }
@@ -391,6 +393,33 @@ mod tests {
         assert_eq!(a, "May # #:#:# host sshd[#]: Invalid user paco from #.#.#.# port #");
         mask_template("héllo wörld 42", &mut a);
         assert_eq!(a, "héllo wörld #");
+    }
+
+    proptest::proptest! {
+        /// The template is the text with each maximal run of ASCII letters
+        /// and digits that holds a digit replaced by `#`, whatever else
+        /// (punctuation, other scripts) surrounds it.
+        #[test]
+        fn a_template_masks_exactly_the_ascii_tokens_with_a_digit(log in "[a-z0-9 .:\\[\\]é日ß-]{0,40}") {
+            let mut expected = String::new();
+            let mut token = String::new();
+            let flush = |token: &mut String, out: &mut String| {
+                out.push_str(if token.bytes().any(|b| b.is_ascii_digit()) { "#" } else { token.as_str() });
+                token.clear();
+            };
+            for ch in log.chars() {
+                if ch.is_ascii_alphanumeric() {
+                    token.push(ch);
+                } else {
+                    flush(&mut token, &mut expected);
+                    expected.push(ch);
+                }
+            }
+            flush(&mut token, &mut expected);
+            let mut got = String::new();
+            mask_template(&log, &mut got);
+            proptest::prop_assert_eq!(got, expected);
+        }
     }
 
     #[test]

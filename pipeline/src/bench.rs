@@ -31,8 +31,9 @@ pub struct BenchArgs {
     /// Offered load for the latency run, alerts per wall-clock second.
     #[arg(long, default_value_t = 100_000.0)]
     offered_rate: f64,
-    /// Seconds of the latency run.
-    #[arg(long, default_value_t = 10.0)]
+    /// Seconds of the latency run (20 s of the default input gives ~90
+    /// escalations and updates to take percentiles of).
+    #[arg(long, default_value_t = 20.0)]
     latency_secs: f64,
     /// Config for the pipeline runs.
     #[arg(long, short)]

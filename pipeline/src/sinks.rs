@@ -122,7 +122,7 @@ impl Default for LlmConfig {
             timeout: Duration::from_secs(120),
             max_output_tokens: 1024,
             json_mode: true,
-            concurrency: 4,
+            concurrency: 2,
         }
     }
 }

@@ -1935,6 +1935,13 @@ mod tests {
             .collect()
     }
 
+    /// Passed alerts correlate keeps for their duplicates (all tenants).
+    fn fingerprints(c: &Chain) -> u64 {
+        let mut n = 0;
+        c.operators()[1].state_sizes(&mut |kind, _, v| n += if kind == "fingerprints" { v } else { 0 });
+        n
+    }
+
     fn members(r: &ClusterReport) -> Vec<&str> {
         r.members.as_ref().unwrap().iter().map(String::as_str).collect()
     }
@@ -2105,11 +2112,6 @@ mod tests {
 
     #[test]
     fn fingerprints_are_kept_for_the_dedup_window_and_no_longer() {
-        let fingerprints = |c: &Chain| {
-            let mut n = 0;
-            c.operators()[1].state_sizes(&mut |kind, _, v| n += if kind == "fingerprints" { v } else { 0 });
-            n
-        };
         let mut c = chain(cfg());
         let (mut ctx, mut out) = (Context::default(), Vec::new());
         let a = strong("a", 0, "h1", None);
@@ -2128,6 +2130,52 @@ mod tests {
         let closed = closed_reports(&out);
         assert_eq!(closed.len(), 1);
         assert_eq!((closed[0].alerts, closed[0].duplicates), (2, 1));
+    }
+
+    #[test]
+    fn fingerprints_survive_a_restore_and_still_expire_after_it() {
+        let mut c = chain(cfg());
+        let (mut ctx, mut out) = (Context::default(), Vec::new());
+        let a = strong("a", 0, "h1", None);
+        c.process(batch(std::slice::from_ref(&a)), &mut ctx, &mut out).unwrap();
+        let snaps: Vec<Vec<u8>> = c.operators().iter().map(|o| o.snapshot().unwrap()).collect();
+        let mut fresh = chain(cfg());
+        for (op, snap) in fresh.operators_mut().iter_mut().zip(&snaps) {
+            op.restore(snap).unwrap();
+        }
+        assert_eq!(fingerprints(&fresh), 1);
+        // A repeat after the restore counts with its original...
+        fresh.process(batch(&[A { id: "b", t: 10, ..a }]), &mut ctx, &mut out).unwrap();
+        // ...and the restored fingerprint still expires on time.
+        fresh.on_watermark(300_000, Tenants::All, &mut ctx, &mut out).unwrap();
+        assert_eq!(fingerprints(&fresh), 0);
+        fresh.on_end(&mut ctx, &mut out).unwrap();
+        let closed = closed_reports(&out);
+        assert_eq!((closed.len(), closed[0].alerts, closed[0].duplicates), (1, 2, 1));
+    }
+
+    #[test]
+    fn a_tenants_own_dedup_window_keeps_its_fingerprints_as_long() {
+        use crate::policy::{Policies, TenantPolicy};
+        let mut c = chain(cfg());
+        let (mut ctx, mut out) = (Context::default(), Vec::new());
+        let longer = BTreeMap::from([(
+            "acme".to_string(),
+            TenantPolicy { dedup_window: Some(Duration::from_mins(15)), ..TenantPolicy::default() },
+        )]);
+        c.reconfigure(&Arc::new(Policies::new(longer))).unwrap();
+        let a = strong("a", 0, "h1", Some("1.1.1.1"));
+        c.process(batch(std::slice::from_ref(&a)), &mut ctx, &mut out).unwrap();
+        // Past the global 5 minutes, acme's repeat still counts with its
+        // original.
+        c.on_watermark(600_000, Tenants::All, &mut ctx, &mut out).unwrap();
+        assert_eq!(fingerprints(&c), 1);
+        c.process(batch(&[A { id: "b", t: 600, ..a }]), &mut ctx, &mut out).unwrap();
+        c.on_watermark(900_000, Tenants::All, &mut ctx, &mut out).unwrap();
+        assert_eq!(fingerprints(&c), 0);
+        c.on_end(&mut ctx, &mut out).unwrap();
+        let closed = closed_reports(&out);
+        assert_eq!((closed.len(), closed[0].alerts, closed[0].duplicates), (1, 2, 1));
     }
 
     #[test]

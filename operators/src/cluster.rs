@@ -247,39 +247,31 @@ impl ClusterReport {
     /// serializes to (with `estimated_tokens` itself still 0).
     pub fn fit_to_budget(&mut self, max_tokens: u64) {
         self.budget = CaseBudget { max_tokens, ..CaseBudget::default() };
-        let mut bytes = sent_bytes(self);
-        let mut budget_bytes = sent_bytes(&self.budget);
-        // `budget` counts the cuts, so it may grow by a digit.
-        let recount_budget = |bytes: &mut u64, budget_bytes: &mut u64, budget: &CaseBudget| {
-            let now = sent_bytes(budget);
-            *bytes = *bytes + now - *budget_bytes;
-            *budget_bytes = now;
-        };
-        while tokens(bytes) > max_tokens
+        // Bytes of everything but `budget`, which counts the cuts and so is
+        // measured again each time (it may grow by a digit).
+        let mut rest = sent_bytes(self) - sent_bytes(&self.budget);
+        let fits = |rest: u64, budget: &CaseBudget| tokens(rest + sent_bytes(budget)) <= max_tokens;
+        while !fits(rest, &self.budget)
             && let Some(excerpt) = self.excerpts.pop()
         {
             self.budget.excerpts_cut += 1;
-            if self.excerpts.is_empty() {
+            rest = match self.excerpts.is_empty() {
                 // The empty list is left out of the file altogether.
-                bytes = sent_bytes(self);
-                budget_bytes = sent_bytes(&self.budget);
-            } else {
+                true => sent_bytes(self) - sent_bytes(&self.budget),
                 // The excerpt and the comma before it.
-                bytes -= sent_bytes(&excerpt) + 1;
-                recount_budget(&mut bytes, &mut budget_bytes, &self.budget);
-            }
+                false => rest - sent_bytes(&excerpt) - 1,
+            };
         }
-        while tokens(bytes) > max_tokens && !self.representatives.is_empty() {
+        while !fits(rest, &self.budget) && !self.representatives.is_empty() {
             let weakest = (0..self.representatives.len())
                 .min_by_key(|&i| (self.representatives[i].level, std::cmp::Reverse(i)))
                 .expect("not empty");
             let rep = self.representatives.remove(weakest);
             self.budget.representatives_cut += 1;
             // The representative and a comma, unless it was the only one.
-            bytes -= sent_bytes(&rep) + u64::from(!self.representatives.is_empty());
-            recount_budget(&mut bytes, &mut budget_bytes, &self.budget);
+            rest -= sent_bytes(&rep) + u64::from(!self.representatives.is_empty());
         }
-        self.budget.estimated_tokens = tokens(bytes);
+        self.budget.estimated_tokens = tokens(rest + sent_bytes(&self.budget));
     }
 }
 

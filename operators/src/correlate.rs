@@ -1935,6 +1935,12 @@ mod tests {
             .collect()
     }
 
+    /// A policy update giving acme its own dedup window.
+    fn acme_dedup_window(window: Duration) -> Arc<crate::policy::Policies> {
+        let acme = crate::policy::TenantPolicy { dedup_window: Some(window), ..Default::default() };
+        Arc::new(crate::policy::Policies::new(BTreeMap::from([("acme".to_string(), acme)])))
+    }
+
     /// Passed alerts correlate keeps for their duplicates (all tenants).
     fn fingerprints(c: &Chain) -> u64 {
         let mut n = 0;
@@ -2156,14 +2162,9 @@ mod tests {
 
     #[test]
     fn a_tenants_own_dedup_window_keeps_its_fingerprints_as_long() {
-        use crate::policy::{Policies, TenantPolicy};
         let mut c = chain(cfg());
         let (mut ctx, mut out) = (Context::default(), Vec::new());
-        let longer = BTreeMap::from([(
-            "acme".to_string(),
-            TenantPolicy { dedup_window: Some(Duration::from_mins(15)), ..TenantPolicy::default() },
-        )]);
-        c.reconfigure(&Arc::new(Policies::new(longer))).unwrap();
+        c.reconfigure(&acme_dedup_window(Duration::from_mins(15))).unwrap();
         let a = strong("a", 0, "h1", Some("1.1.1.1"));
         c.process(batch(std::slice::from_ref(&a)), &mut ctx, &mut out).unwrap();
         // Past the global 5 minutes, acme's repeat still counts with its
@@ -2180,7 +2181,6 @@ mod tests {
 
     #[test]
     fn a_longer_dedup_window_never_revives_a_repeat_correlate_has_forgotten() {
-        use crate::policy::{Policies, TenantPolicy};
         let mut c = chain(cfg());
         let (mut ctx, mut out) = (Context::default(), Vec::new());
         // x (unclustered) goes first into dedup's expiry queue, e after it.
@@ -2190,11 +2190,7 @@ mod tests {
         // e's 5 minutes are over; dedup still holds it behind x, correlate
         // has forgotten it.
         c.on_watermark(1_250_000, Tenants::All, &mut ctx, &mut out).unwrap();
-        let longer = BTreeMap::from([(
-            "acme".to_string(),
-            TenantPolicy { dedup_window: Some(Duration::from_mins(15)), ..TenantPolicy::default() },
-        )]);
-        c.reconfigure(&Arc::new(Policies::new(longer))).unwrap();
+        c.reconfigure(&acme_dedup_window(Duration::from_mins(15))).unwrap();
         // r repeats e within the new 15 minutes: a new alert of e's
         // cluster, not a duplicate nobody can count.
         c.process(batch(&[A { id: "r", t: 1260, ..e }]), &mut ctx, &mut out).unwrap();

@@ -230,7 +230,9 @@ impl Operator for Dedup {
             for (tenant, state) in &mut self.tenants {
                 let old = self.tenant_window.get(tenant).copied().unwrap_or(base.millis());
                 let new = windows.get(tenant).copied().unwrap_or(base.millis());
-                if let (true, Some(wm)) = (new > old, state.watermark) {
+                if new > old
+                    && let Some(wm) = state.watermark
+                {
                     state.entries.retain(|_, e| e.first.saturating_add(old) > wm);
                 }
             }

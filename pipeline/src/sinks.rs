@@ -745,9 +745,11 @@ impl Dispatchers {
                 let handle = std::thread::Builder::new()
                     .name(format!("sink-{name}-{worker}"))
                     .spawn(move || {
+                        let actor = sink.actor();
                         let run = SinkRun {
                             name,
                             worker,
+                            actor: &actor,
                             busy: &busy,
                             store: &store,
                             policy: &policy,
@@ -926,6 +928,7 @@ struct SinkRun<'a> {
     /// Which of the sink's dispatchers: each starts its rounds at another
     /// tenant, so they do not all queue behind the same one.
     worker: usize,
+    actor: &'a str,
     busy: &'a Busy,
     store: &'a Store,
     policy: &'a Policy,
@@ -986,8 +989,7 @@ fn dispatch_round(sink: &mut dyn Sink, run: &SinkRun<'_>) -> Round {
 /// Up to [`PER_TENANT_ROUND`] of a tenant's due cases. Returns how many
 /// were attempted and whether cases are still pending.
 fn tenant_round(sink: &mut dyn Sink, run: &SinkRun<'_>, tenant: &str) -> Result<(usize, bool), StoreError> {
-    let SinkRun { name, store, policy, stats, stop, .. } = *run;
-    let actor = &sink.actor();
+    let SinkRun { name, actor, store, policy, stats, stop, .. } = *run;
     let mut attempted = 0;
     let mut over = over_budget(store, &policy.budget, tenant, name)?;
     // Over budget, deferred cases stay where they are; new ones are

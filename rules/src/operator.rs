@@ -260,14 +260,16 @@ impl Rules {
     /// Which rows of `rows` each rule reads (`None`: all). Session rules
     /// read all: any alert of the tenant keeps a session going.
     /// A rule reads nothing of rows whose columns it reads are not all
-    /// `real` (buffered under a rule set that did not need them).
-    fn masks_of(&self, rows: &RecordBatch, real: &[bool]) -> Vec<Option<BooleanArray>> {
+    /// `real` (buffered under a rule set that did not need them; `None`:
+    /// fresh rows, every column real).
+    fn masks_of(&self, rows: &RecordBatch, real: Option<&[bool]>) -> Vec<Option<BooleanArray>> {
         self.rules
             .iter()
             .map(|r| {
-                let readable = match &r.reads {
-                    Some(columns) => columns.iter().all(|&i| real[i]),
-                    None => real.iter().all(|&k| k),
+                let readable = match (real, &r.reads) {
+                    (None, _) => true,
+                    (Some(real), Some(columns)) => columns.iter().all(|&i| real[i]),
+                    (Some(real), None) => real.iter().all(|&k| k),
                 };
                 if !readable {
                     return Some(BooleanArray::from(vec![false; rows.num_rows()]));
@@ -290,7 +292,7 @@ impl Rules {
             return;
         }
         let slice = table.slice(from, to - from);
-        let masks = self.masks_of(&slice, &vec![true; slice.num_columns()]);
+        let masks = self.masks_of(&slice, None);
         let every_row = masks.iter().any(Option::is_none);
         let mut by_tenant: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
         for i in 0..slice.num_rows() {
@@ -508,7 +510,7 @@ impl Rules {
     fn remask_of(&mut self, which: impl Fn(&str) -> bool) {
         let mut tenants = std::mem::take(&mut self.tenants);
         for piece in tenants.iter_mut().filter(|(name, _)| which(name)).flat_map(|(_, t)| t.pieces.iter_mut()) {
-            piece.masks = self.masks_of(&piece.rows, &piece.real);
+            piece.masks = self.masks_of(&piece.rows, Some(&piece.real));
         }
         self.tenants = tenants;
     }

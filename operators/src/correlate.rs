@@ -16,6 +16,12 @@
 //!   *common*: it links only through its own host (a scanner's sweep or a
 //!   fleet-wide package update bridges nothing), its level counts at a
 //!   discount and its tactics are not signal.
+//! * **Background.** A rule raised on one host by more than
+//!   `crowded_sources` distinct source ips is the internet's probing of an
+//!   exposed service: it scores like a common rule. A common or background
+//!   rule counts in full again when one actor of the cluster raised it
+//!   among more than `score.actor_min_rules` distinct rules (scan, inject,
+//!   succeed from one source).
 //! * **Hubs stop linking.** An ip, user, hash, process or url seen on more
 //!   than `hub_degree` hosts (a scanner, the DNS server) is demoted.
 //!   User names from failed logons are chosen by the attacker and never link.
@@ -172,6 +178,12 @@ pub struct CorrelateConfig {
     /// discounted and its tactics are not counted as signal (0 = off).
     pub common_rule_hosts: usize,
     pub common_window: Duration,
+    /// A rule raised on one host by more than this many distinct source ips
+    /// within `common_window` is *background* there: the probing every
+    /// exposed service draws from the internet. Like a common rule, its level
+    /// is discounted and its tactics are not signal, unless one actor that
+    /// did more (see below) raised it too (0 = off).
+    pub crowded_sources: usize,
     /// No escalation fires during this much event time after a tenant's first
     /// alert, while its base rates are learned; a cluster over the threshold
     /// then escalates on its next alert.
@@ -210,6 +222,7 @@ impl Default for CorrelateConfig {
             routine_window: Duration::from_hours(1),
             link_at_any_level: vec![EntityKind::Hash],
             common_rule_hosts: 3,
+            crowded_sources: 1,
             common_window: Duration::from_hours(24),
             baseline_warmup: Duration::from_mins(30),
             failed_auth_groups: ["authentication_failed", "authentication_failures", "invalid_login"]
@@ -307,6 +320,10 @@ struct RuleStat {
     routine: bool,
     /// Routine, or common in the tenant, at the last rescore.
     common: bool,
+    /// Whether the rule's latest alert in this cluster was background on
+    /// its host (raised there by many sources).
+    #[serde(default)]
+    crowded: bool,
     /// Kill-chain positions of the ATT&CK tactics the rule carries.
     tactic_mask: u16,
 }
@@ -440,6 +457,10 @@ struct TenantState {
     /// Actor (source ip, user) → (window start, distinct hosts it acted on,
     /// capped): an actor on many hosts is a scanner or a service account.
     actor_hosts: FastMap<(EntityKind, u64), (EventTime, Vec<u64>)>,
+    /// (rule, host) → (window start, distinct source ips that raised it
+    /// there, capped): a rule many sources raise on a host is background.
+    #[serde(default)]
+    rule_sources: FastMap<(u32, u64), (EventTime, Vec<u64>)>,
     /// Earliest event time seen, for the baseline warm-up.
     first_event: Option<EventTime>,
     last_sweep: Option<EventTime>,
@@ -593,6 +614,25 @@ impl Correlate {
             hosts.push(host);
         }
         hosts.len() > cap
+    }
+
+    /// Records the source ip that raised `rule` on `host`; true when more
+    /// distinct ones than `crowded_sources` did within `common_window`.
+    fn count_sources(&self, state: &mut TenantState, rule: u32, host: u64, ip: u64, t: EventTime) -> bool {
+        let cap = self.config.crowded_sources;
+        if cap == 0 {
+            return false;
+        }
+        let window = self.config.common_window.millis();
+        let (start, ips) = state.rule_sources.entry((rule, host)).or_insert_with(|| (t, Vec::new()));
+        if t >= start.saturating_add(window) {
+            *start = t;
+            ips.clear();
+        }
+        if ips.len() <= cap && !ips.contains(&ip) {
+            ips.push(ip);
+        }
+        ips.len() > cap
     }
 
     /// Counts an alert of `rule` on `host`; true when the rule is routine there.
@@ -783,9 +823,17 @@ impl Cluster {
 
     /// Recomputes the score; `common_in_tenant` says which rules are common
     /// in the tenant now (a rule that turns out to be noise stops counting).
+    ///
+    /// A common or background rule still counts in full when an actor of
+    /// the cluster that raised more than `actor_min_rules` distinct rules
+    /// raised it: one source scanning, then injecting, then succeeding is an
+    /// intrusion even when each of those alerts alone is everyday noise.
     fn rescore(&mut self, cfg: &ScoreConfig, common_in_tenant: impl Fn(u32) -> bool, priors: Option<&TenantPriors>) {
+        let min = cfg.actor_min_rules;
+        let broad: Vec<&BTreeSet<u32>> = self.actors.values().map(|(_, r)| r).filter(|r| r.len() > min).collect();
         for (id, r) in self.rules.iter_mut() {
-            r.common = r.routine || common_in_tenant(*id);
+            let everyday = common_in_tenant(*id) || r.crowded;
+            r.common = r.routine || (everyday && !broad.iter().any(|b| b.contains(id)));
         }
         let (score, signal) = self.scored(cfg, false, priors);
         self.score = score.total;
@@ -857,6 +905,7 @@ impl Cluster {
                 Some(mine) => {
                     mine.count += r.count;
                     mine.routine |= r.routine;
+                    mine.crowded |= r.crowded;
                 }
                 None => {
                     self.rules.insert(id, r);
@@ -1051,6 +1100,7 @@ struct Row<'a> {
     level: u8,
     rule_id: u32,
     routine: bool,
+    crowded: bool,
     fingerprint: u64,
     alert_id: &'a str,
     description: &'a str,
@@ -1133,6 +1183,7 @@ impl Correlate {
         tactics: &[&str],
         entities: &[RowEntity<'_>],
         lookup: Lookup<'_>,
+        actor_min_level: u8,
     ) {
         cluster.first = cluster.first.min(row.t);
         cluster.last = cluster.last.max(row.t);
@@ -1149,10 +1200,12 @@ impl Correlate {
             count: 0,
             routine: row.routine,
             common: row.routine,
+            crowded: row.crowded,
             tactic_mask: tactic_mask(tactics),
         });
         stat.count += 1;
         stat.routine = row.routine;
+        stat.crowded = row.crowded;
         for t in tactics {
             add_tactic(&mut cluster.tactics, t, row.t);
         }
@@ -1161,7 +1214,10 @@ impl Correlate {
             let known = cluster.intel.get(&(e.kind, e.key)).is_some_and(Hit::mutes_actor);
             if e.actor && (e.hub || known) {
                 cluster.drop_actor((e.kind, e.key));
-            } else if e.actor && (cluster.actors.len() < MAX_ACTORS || cluster.actors.contains_key(&(e.kind, e.key))) {
+            } else if e.actor
+                && row.level >= actor_min_level
+                && (cluster.actors.len() < MAX_ACTORS || cluster.actors.contains_key(&(e.kind, e.key)))
+            {
                 let actor =
                     cluster.actors.entry((e.kind, e.key)).or_insert_with(|| (e.value.to_string(), BTreeSet::new()));
                 if actor.1.len() < MAX_ACTOR_RULES && actor.1.insert(row.rule_id) {
@@ -1279,6 +1335,8 @@ impl Correlate {
             tactics.clear();
             tactics.extend(c.tactics(row));
             let host_key = entities.iter().find(|e| e.kind == EntityKind::Host).map(|e| e.key);
+            let source = entities.iter().find(|e| e.kind == EntityKind::Ip && e.actor).map(|e| e.key);
+            let crowded = source.is_some_and(|ip| self.count_sources(state, rule_id, host_hash, ip, t));
 
             let specific = entities.iter().any(|e| e.link && self.config.link_at_any_level.contains(&e.kind));
             let strong = (level >= self.config.link_min_level || specific) && !routine;
@@ -1403,6 +1461,7 @@ impl Correlate {
                 level,
                 rule_id,
                 routine,
+                crowded,
                 fingerprint,
                 alert_id,
                 description: c.rule_description(row).unwrap_or(""),
@@ -1413,7 +1472,7 @@ impl Correlate {
             };
             let cluster = state.clusters.get_mut(&target).expect("target is live");
             let lookup = Lookup { intel: self.loaded_intel(), tenant: tenant_key };
-            Self::add_row(&self.config, cluster, &row_data, &tactics, &entities, lookup);
+            Self::add_row(&self.config, cluster, &row_data, &tactics, &entities, lookup, self.score.actor_min_level);
             let trigger = || Trigger { alert_id: alert_id.to_string(), ingest_time_us: c.ingest_time.value(row) };
             self.judge(state, target, t, trigger, ctx, out);
         }
@@ -1674,6 +1733,7 @@ impl Correlate {
             let common_window = self.config.common_window.millis();
             state.rule_hosts.retain(|_, (start, _)| start.saturating_add(common_window) > wm && !force);
             state.actor_hosts.retain(|_, (start, _)| start.saturating_add(common_window) > wm && !force);
+            state.rule_sources.retain(|_, (start, _)| start.saturating_add(common_window) > wm && !force);
             if force {
                 state.by_fingerprint.clear();
                 state.fingerprint_order.clear();
@@ -2345,8 +2405,93 @@ mod tests {
         // on a fourth host; from then on it links only through its own host.
         assert_eq!(finals.iter().map(|f| f.alerts).collect::<Vec<_>>(), [3, 1, 1]);
         let last = &finals[2];
-        assert!(last.breakdown[0].detail.contains("common in this tenant"), "{}", last.breakdown[0].detail);
+        assert!(last.breakdown[0].detail.contains("everyday here"), "{}", last.breakdown[0].detail);
         assert_eq!(last.breakdown[0].points, 15.0);
+    }
+
+    fn on_web1<'a>(id: &'a str, t: i64, rule: u32, level: u8, ip: &'a str) -> A<'a> {
+        A { tenant: "acme", id, t, rule, level, host: "web1", src_ip: Some(ip), log: id, ..A::default() }
+    }
+
+    fn line<'a>(r: &'a ClusterReport, factor: &str) -> Option<&'a crate::score::ScoreLine> {
+        r.breakdown.iter().find(|l| l.factor == factor)
+    }
+
+    #[test]
+    fn a_rule_many_sources_raise_on_one_host_is_background_unless_one_of_them_did_more() {
+        // Two scanners each trip 31151 on web1: the probing an exposed
+        // server draws all day, so its level counts at a discount.
+        let probes =
+            [on_web1("scan-a", 0, 31151, 10, "198.51.100.1"), on_web1("scan-b", 60, 31151, 10, "198.51.100.2")];
+        let (_, finals, _) = run(cfg(), &probes);
+        assert_eq!(finals.len(), 1);
+        let top = line(&finals[0], "max_level").expect("a level line");
+        assert_eq!(top.points, 15.0, "{}", top.detail);
+        assert!(top.detail.contains("everyday here"), "{}", top.detail);
+        let (_, finals, _) = run(CorrelateConfig { crowded_sources: 0, ..cfg() }, &probes);
+        assert_eq!(line(&finals[0], "max_level").unwrap().points, 30.0, "off: the full level");
+
+        // One of the two goes on to inject and succeed: four distinct rules
+        // from one source, so its 31151 counts in full again.
+        let mut intrusion = probes.to_vec();
+        intrusion.extend([
+            on_web1("dirb", 120, 31101, 5, "198.51.100.1"),
+            on_web1("sqli", 180, 31103, 7, "198.51.100.1"),
+            on_web1("pwned", 240, 31106, 6, "198.51.100.1"),
+        ]);
+        let (_, finals, _) = run(cfg(), &intrusion);
+        assert_eq!(finals.len(), 1);
+        let top = line(&finals[0], "max_level").unwrap();
+        assert_eq!(top.points, 30.0, "{}", top.detail);
+        let actor = line(&finals[0], "actor_breadth").expect("the source is an actor");
+        assert!(actor.detail.starts_with("198.51.100.1 raised 4 distinct rules"), "{}", actor.detail);
+    }
+
+    #[test]
+    fn an_actors_rules_below_the_actor_level_do_not_count_toward_its_breadth() {
+        // A user on their own workstation: logon, logoff, a special logon
+        // (level 3 each), then two level-8 alerts.
+        let user = |id, t, rule, level| A {
+            tenant: "acme",
+            id,
+            t,
+            rule,
+            level,
+            host: "ws1",
+            user: Some("jdoe"),
+            log: id,
+            ..A::default()
+        };
+        let alerts = [
+            user("task", 0, 60228, 8),
+            user("logon", 10, 60106, 3),
+            user("logoff", 20, 60137, 3),
+            user("special", 30, 60110, 3),
+            user("drop", 40, 92200, 8),
+        ];
+        let with = |level: u8| {
+            let score = ScoreConfig { actor_min_level: level, ..ScoreConfig::default() };
+            let cfg = CorrelateConfig { report_all_closed: true, track_members: true, ..cfg() };
+            let mut c = Chain::new(vec![
+                Box::new(Dedup::new(DedupConfig::default()).unwrap()),
+                Box::new(Correlate::new(cfg, score, HandoffConfig::default()).unwrap()),
+            ]);
+            let (mut ctx, mut out) = (Context::default(), Vec::new());
+            c.process(batch(&alerts), &mut ctx, &mut out).unwrap();
+            c.on_end(&mut ctx, &mut out).unwrap();
+            let finals: Vec<ClusterReport> = out
+                .into_iter()
+                .filter_map(|o| match o {
+                    Output::Cluster(ReportKind::Close, r) => Some(*r),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(finals.len(), 1);
+            line(&finals[0], "actor_breadth").map(|l| l.detail.clone())
+        };
+        assert_eq!(with(4), None, "two rules at level ≥ 4 are not breadth");
+        let all = with(0).expect("five distinct rules at any level");
+        assert!(all.starts_with("jdoe raised 5 distinct rules"), "{all}");
     }
 }
 

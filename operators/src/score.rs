@@ -53,6 +53,9 @@ pub struct ScoreConfig {
     /// hosts (scanners, service accounts) are not counted.
     pub actor_weight: f64,
     pub actor_min_rules: usize,
+    /// An actor's rules count only at or above this level: a user's own
+    /// logons and logoffs on their workstation say nothing.
+    pub actor_min_level: u8,
     pub actor_cap: f64,
     /// Points per severity point (0–100) of a correlation rule that fired
     /// into the cluster; each rule counts once, at its highest severity.
@@ -127,6 +130,7 @@ impl Default for ScoreConfig {
             spread_cap: 18.0,
             actor_weight: 8.0,
             actor_min_rules: 3,
+            actor_min_level: 4,
             actor_cap: 24.0,
             detection_weight: 0.5,
             detection_cap: 60.0,
@@ -305,7 +309,7 @@ impl ScoreConfig {
             }),
             (_, Some((q, r))) => push("max_level", q, &|| {
                 format!(
-                    "highest rule level {} (rule {}: {}) × {}, × {} because the rule is common in this tenant",
+                    "highest rule level {} (rule {}: {}) × {}, × {} because the rule is everyday here (common in the tenant, routine on its host or raised there by many sources)",
                     r.level, r.rule_id, r.description, self.level_weight, self.common_level_factor
                 )
             }),
@@ -510,7 +514,7 @@ mod tests {
         i.top_common_rule = Some(RuleRef { level: 15, rule_id: 92213, description: "dropped exe" });
         let s = cfg.score(&i);
         assert_eq!(s.lines[0].points, 22.5);
-        assert!(s.lines[0].detail.contains("common in this tenant"), "{}", s.lines[0].detail);
+        assert!(s.lines[0].detail.contains("everyday here"), "{}", s.lines[0].detail);
         i.top_rule = Some(RuleRef { level: 12, rule_id: 87105, description: "VirusTotal" });
         assert_eq!(cfg.score(&i).lines[0].points, 36.0);
     }

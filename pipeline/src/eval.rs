@@ -44,6 +44,11 @@ pub fn evaluate_run(
     labels: impl FnOnce() -> Vec<Label>,
     oracle: Option<Oracle>,
 ) -> Result<(EvalReport, Summary), RunError> {
+    // Every closed cluster, not only escalated ones: a missed campaign's
+    // alerts are then found wherever they went.
+    let mut config = config.clone();
+    config.correlate.report_all_closed = true;
+    let config = &config;
     let stop = StopFlag::new();
     let slot: Option<PriorsSlot> = oracle.as_ref().map(|_| Arc::new(Mutex::new(None)));
     let options = RunOptions {
@@ -106,6 +111,8 @@ pub struct Quality {
     pub fragmentation: f64,
     /// Campaign ids that no escalated cluster reached.
     pub missed: Vec<String>,
+    /// Where each missed campaign's alerts went: what to tune against.
+    pub missed_detail: Vec<Missed>,
     /// Escalated clusters holding no campaign alert: what to tune against.
     pub false_positives: Vec<FalsePositive>,
 }
@@ -128,8 +135,6 @@ pub struct FalsePositive {
 
 impl FalsePositive {
     fn of(r: &ClusterReport) -> Self {
-        let mut lines: Vec<_> = r.breakdown.iter().filter(|l| l.points > 0.0).collect();
-        lines.sort_by(|a, b| b.points.total_cmp(&a.points));
         let mut rules: Vec<_> = r.rules.iter().collect();
         rules.sort_by(|a, b| b.count.cmp(&a.count).then(a.rule_id.cmp(&b.rule_id)));
         FalsePositive {
@@ -137,7 +142,7 @@ impl FalsePositive {
             tenant: r.tenant.clone(),
             score: r.score,
             alerts: r.alerts,
-            top_factors: lines.iter().take(4).map(|l| format!("{} +{}", l.factor, l.points)).collect(),
+            top_factors: top_factors(r),
             top_rules: rules.iter().take(3).map(|x| format!("{}×{} {}", x.rule_id, x.count, x.description)).collect(),
             entities: r
                 .entities
@@ -146,6 +151,38 @@ impl FalsePositive {
                 .collect(),
         }
     }
+}
+
+/// A campaign that no escalated cluster reached, and the clusters that
+/// hold its alerts (largest share first).
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Missed {
+    pub campaign: String,
+    pub tenant: String,
+    pub alerts: u64,
+    /// Its alerts that joined no cluster (below the linking level with no
+    /// live cluster to attach to).
+    pub unclustered: u64,
+    pub clusters: Vec<MissedIn>,
+}
+
+/// A cluster holding alerts of a missed campaign.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct MissedIn {
+    pub cluster_id: String,
+    pub decision: String,
+    pub score: f64,
+    pub alerts: u64,
+    /// The campaign's alerts in it.
+    pub campaign_alerts: u64,
+    pub top_factors: Vec<String>,
+}
+
+/// The largest score lines of a report, `factor +points`.
+fn top_factors(r: &ClusterReport) -> Vec<String> {
+    let mut lines: Vec<_> = r.breakdown.iter().filter(|l| l.points > 0.0).collect();
+    lines.sort_by(|a, b| b.points.total_cmp(&a.points));
+    lines.iter().take(4).map(|l| format!("{} +{}", l.factor, l.points)).collect()
 }
 
 /// The whole evaluation.
@@ -168,6 +205,7 @@ struct Acc {
     /// Campaign → escalated clusters holding its alerts.
     clusters_per_campaign: BTreeMap<String, BTreeSet<String>>,
     false_positives: Vec<FalsePositive>,
+    missed_detail: Vec<Missed>,
 }
 
 fn ratio(a: f64, b: f64) -> f64 {
@@ -196,6 +234,7 @@ impl Acc {
             precision: ratio(self.tp_clusters as f64, self.clusters as f64),
             fragmentation: ratio(frag.iter().sum::<usize>() as f64, frag.len() as f64),
             missed: self.campaigns.difference(&self.recalled).cloned().collect(),
+            missed_detail: self.missed_detail.clone(),
             false_positives: self.false_positives.clone(),
         }
     }
@@ -213,6 +252,7 @@ impl Acc {
             self.clusters_per_campaign.entry(k.clone()).or_default().extend(v.iter().cloned());
         }
         self.false_positives.extend(o.false_positives.iter().cloned());
+        self.missed_detail.extend(o.missed_detail.iter().cloned());
     }
 }
 
@@ -259,6 +299,49 @@ pub fn evaluate(
             a.false_positives.push(FalsePositive::of(r));
         }
     }
+    // Where the missed campaigns' alerts went (clusters of any decision).
+    let missed: BTreeSet<(String, String)> = acc
+        .iter()
+        .flat_map(|(t, a)| a.campaigns.difference(&a.recalled).map(move |c| (t.clone(), c.clone())))
+        .collect();
+    if !missed.is_empty() {
+        let mut found: BTreeMap<(&str, &str), Vec<MissedIn>> = BTreeMap::new();
+        let is_missed = |t: &str, c: &str| missed.iter().any(|(mt, mc)| mt == t && mc == c);
+        for r in finals {
+            let mut mine: BTreeMap<&str, u64> = BTreeMap::new();
+            for m in r.members.iter().flatten() {
+                if let Some(l) = by_alert.get(&(r.tenant.as_str(), m.as_str()))
+                    && is_missed(&l.tenant, &l.campaign)
+                {
+                    *mine.entry(l.campaign.as_str()).or_default() += 1;
+                }
+            }
+            for (campaign, n) in mine {
+                found.entry((r.tenant.as_str(), campaign)).or_default().push(MissedIn {
+                    cluster_id: r.cluster_id.clone(),
+                    decision: r.decision.to_string(),
+                    score: r.score,
+                    alerts: r.alerts,
+                    campaign_alerts: n,
+                    top_factors: top_factors(r),
+                });
+            }
+        }
+        for (tenant, campaign) in &missed {
+            let alerts = labels.iter().filter(|l| &l.tenant == tenant && &l.campaign == campaign).count() as u64;
+            let mut clusters = found.remove(&(tenant.as_str(), campaign.as_str())).unwrap_or_default();
+            clusters.sort_by(|a, b| b.campaign_alerts.cmp(&a.campaign_alerts).then(a.cluster_id.cmp(&b.cluster_id)));
+            let clustered: u64 = clusters.iter().map(|c| c.campaign_alerts).sum();
+            let a = acc.get_mut(tenant).expect("a missed campaign's tenant has an entry");
+            a.missed_detail.push(Missed {
+                campaign: campaign.clone(),
+                tenant: tenant.clone(),
+                alerts,
+                unclustered: alerts.saturating_sub(clustered),
+                clusters,
+            });
+        }
+    }
     let mut overall = Acc::default();
     for a in acc.values() {
         overall.merge(a);
@@ -287,6 +370,21 @@ pub fn human(report: &EvalReport) -> String {
     row(&mut s, "OVERALL", &report.overall);
     if !report.overall.missed.is_empty() {
         let _ = writeln!(s, "missed campaigns: {}", report.overall.missed.join(", "));
+        for m in &report.overall.missed_detail {
+            let _ = writeln!(s, "  {} ({} alerts, {} in no cluster):", m.campaign, m.alerts, m.unclustered);
+            for c in &m.clusters {
+                let _ = writeln!(
+                    s,
+                    "      {} in {} ({}, score {}, {} alerts): {}",
+                    c.campaign_alerts,
+                    c.cluster_id,
+                    c.decision,
+                    c.score,
+                    c.alerts,
+                    c.top_factors.join(", ")
+                );
+            }
+        }
     }
     if !report.overall.false_positives.is_empty() {
         let _ = writeln!(s, "escalated clusters without a campaign alert:");
@@ -371,5 +469,32 @@ mod tests {
         assert_eq!(q.missed, ["c2"]);
         let fps: Vec<&str> = q.false_positives.iter().map(|f| f.cluster_id.as_str()).collect();
         assert_eq!(fps, ["z"], "the noise cluster is listed, and only it");
+        assert_eq!(q.missed_detail.len(), 1);
+        assert_eq!((q.missed_detail[0].alerts, q.missed_detail[0].unclustered), (2, 2), "c2 is in no cluster");
+    }
+
+    #[test]
+    fn a_missed_campaign_lists_the_clusters_its_alerts_went_to() {
+        let labels = vec![label("a1", "c1", 1), label("b1", "c2", 1), label("b2", "c2", 2), label("b3", "c2", 3)];
+        let mut quiet = cluster("q", &["b1", "b2", "n1"]);
+        quiet.decision = Decision::Review;
+        quiet.score = 40.0;
+        let mut other = cluster("r", &["b3"]);
+        other.decision = Decision::Suppress;
+        let finals = vec![cluster("x", &["a1"]), other, quiet];
+        let alerts = BTreeMap::from([("acme".to_string(), 100)]);
+        let q = evaluate(&labels, &finals, &alerts, &BTreeMap::new()).overall;
+        // Clusters of any decision count for where alerts went, never for
+        // precision or recall.
+        assert_eq!((q.escalated_clusters, q.campaigns_recalled), (1, 1));
+        let m = &q.missed_detail[..];
+        assert_eq!(m.len(), 1);
+        assert_eq!((m[0].campaign.as_str(), m[0].alerts, m[0].unclustered), ("c2", 3, 0));
+        let went: Vec<(&str, &str, u64)> =
+            m[0].clusters.iter().map(|c| (c.cluster_id.as_str(), c.decision.as_str(), c.campaign_alerts)).collect();
+        assert_eq!(went, [("q", "review", 2), ("r", "suppress", 1)], "largest share first");
+        assert!(
+            human(&EvalReport { overall: q.clone(), tenants: BTreeMap::new() }).contains("2 in q (review, score 40")
+        );
     }
 }

@@ -1,13 +1,13 @@
 //! Quality on the default generated scenario with a fixed seed: the numbers
-//! a SOC buys Sluice for. Runs in release mode (`cargo test --release`).
+//! a SOC buys Sluice for, and the gate issue 2 sets. Runs in release mode
+//! (`cargo test --release`).
 //!
-//! Two tests: the floor this revision holds (a regression guard, run in CI),
-//! and the gate issue 2 asks for, which is not met yet and is therefore
-//! ignored: `cargo test --release -- --ignored quality_gate` shows the gap.
-//! Campaign recall, reduction and fragmentation are met; precision is not
-//! (0.63), because the generated web noise (SQL-injection and scanner
-//! traffic on every web server) scores like the web-exploit campaign on rule
-//! evidence alone, in long-lived clusters of the web server.
+//! At seed 2026 (5 tenants, 1 M alerts) precision is 0.94 with every
+//! campaign recalled. Other seeds give precision 0.82–0.96 and recall
+//! 0.93–1.0 (README, "Triage quality"): the misses are web exploits that
+//! land in a busy web server's cluster after it reached
+//! `correlate.max_cluster_alerts`, so the attacker's scan and its injection
+//! are scored in two clusters.
 
 use sluice_connectors::generator::GeneratorConfig;
 use sluice_connectors::source::StopFlag;
@@ -32,22 +32,10 @@ fn evaluate_default_scenario() -> EvalReport {
 }
 
 #[test]
-fn default_scenario_holds_the_quality_floor() {
-    let q = evaluate_default_scenario().overall;
-    assert!(q.campaign_recall >= 0.99, "campaign recall {:.3} < 0.99; missed {:?}", q.campaign_recall, q.missed);
-    assert!(q.step_recall >= 0.85, "step recall {:.3} < 0.85", q.step_recall);
-    // 0.63 since duplicates count only with the alert they repeat (before,
-    // a stale entry counted some in an older cluster, which made 0.70).
-    assert!(q.precision >= 0.60, "precision {:.3} < 0.60", q.precision);
-    assert!(q.reduction >= 100.0, "reduction {:.1}× < 100×", q.reduction);
-    assert!(q.fragmentation <= 1.5, "fragmentation {:.2} > 1.5", q.fragmentation);
-}
-
-#[test]
-#[ignore = "issue 2's gate is not met yet: precision is below 0.90 (see the module docs)"]
 fn quality_gate_of_issue_2() {
     let q = evaluate_default_scenario().overall;
-    assert!(q.campaign_recall >= 0.99, "campaign recall {:.3} < 0.99; missed {:?}", q.campaign_recall, q.missed);
+    assert!(q.campaign_recall >= 0.99, "campaign recall {:.3} < 0.99; missed {:?}", q.campaign_recall, q.missed_detail);
+    assert!(q.step_recall >= 0.90, "step recall {:.3} < 0.90", q.step_recall);
     assert!(q.precision >= 0.90, "precision {:.3} < 0.90", q.precision);
     assert!(q.reduction >= 100.0, "reduction {:.1}× < 100×", q.reduction);
     assert!(q.fragmentation <= 1.5, "fragmentation {:.2} > 1.5", q.fragmentation);

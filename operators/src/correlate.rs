@@ -184,6 +184,11 @@ pub struct CorrelateConfig {
     /// is discounted and its tactics are not signal, unless one actor that
     /// did more (see below) raised it too (0 = off).
     pub crowded_sources: usize,
+    /// How long an actor's distinct rules on a host are remembered for its
+    /// breadth, whichever clusters its alerts joined: when a busy host's
+    /// cluster fills up and starts afresh, an injection still shows the
+    /// scan that came before it.
+    pub actor_window: Duration,
     /// No escalation fires during this much event time after a tenant's first
     /// alert, while its base rates are learned; a cluster over the threshold
     /// then escalates on its next alert.
@@ -223,6 +228,7 @@ impl Default for CorrelateConfig {
             link_at_any_level: vec![EntityKind::Hash],
             common_rule_hosts: 3,
             crowded_sources: 1,
+            actor_window: Duration::from_mins(20),
             common_window: Duration::from_hours(24),
             baseline_warmup: Duration::from_mins(30),
             failed_auth_groups: ["authentication_failed", "authentication_failures", "invalid_login"]
@@ -271,6 +277,9 @@ impl CorrelateConfig {
         }
         if self.common_window.millis() <= 0 {
             errors.push("correlate.common_window must be positive".into());
+        }
+        if self.actor_window.millis() <= 0 {
+            errors.push("correlate.actor_window must be positive".into());
         }
         if self.routine_window.millis() <= 0 {
             errors.push("correlate.routine_window must be positive".into());
@@ -461,6 +470,12 @@ struct TenantState {
     /// there, capped): a rule many sources raise on a host is background.
     #[serde(default)]
     rule_sources: FastMap<(u32, u64), (EventTime, Vec<u64>)>,
+    /// (actor kind, actor, host) → the distinct rules at or above
+    /// `score.actor_min_level` it raised there within `actor_window`, each
+    /// with when it last did (capped): its breadth on that host, whichever
+    /// clusters its alerts joined.
+    #[serde(default)]
+    actor_rules: FastMap<(EntityKind, u64, u64), Vec<(u32, EventTime)>>,
     /// Earliest event time seen, for the baseline warm-up.
     first_event: Option<EventTime>,
     last_sweep: Option<EventTime>,
@@ -1183,7 +1198,7 @@ impl Correlate {
         tactics: &[&str],
         entities: &[RowEntity<'_>],
         lookup: Lookup<'_>,
-        actor_min_level: u8,
+        history: &[((EntityKind, u64), Vec<u32>)],
     ) {
         cluster.first = cluster.first.min(row.t);
         cluster.last = cluster.last.max(row.t);
@@ -1214,13 +1229,19 @@ impl Correlate {
             let known = cluster.intel.get(&(e.kind, e.key)).is_some_and(Hit::mutes_actor);
             if e.actor && (e.hub || known) {
                 cluster.drop_actor((e.kind, e.key));
-            } else if e.actor
-                && row.level >= actor_min_level
+            } else if let Some((_, rules)) = history.iter().find(|(k, _)| *k == (e.kind, e.key))
                 && (cluster.actors.len() < MAX_ACTORS || cluster.actors.contains_key(&(e.kind, e.key)))
             {
                 let actor =
                     cluster.actors.entry((e.kind, e.key)).or_insert_with(|| (e.value.to_string(), BTreeSet::new()));
-                if actor.1.len() < MAX_ACTOR_RULES && actor.1.insert(row.rule_id) {
+                let before = actor.1.len();
+                for &rule in rules {
+                    if actor.1.len() >= MAX_ACTOR_RULES {
+                        break;
+                    }
+                    actor.1.insert(rule);
+                }
+                if actor.1.len() > before {
                     cluster.consider_actor((e.kind, e.key));
                 }
             }
@@ -1285,6 +1306,7 @@ impl Correlate {
         let mut entities: Vec<RowEntity<'_>> = Vec::with_capacity(8);
         let mut tactics: Vec<&str> = Vec::with_capacity(4);
         let mut candidates: Vec<u64> = Vec::with_capacity(8);
+        let mut history: Vec<((EntityKind, u64), Vec<u32>)> = Vec::new();
         let mut per_tenant: FastMap<Arc<str>, [u64; 5]> = FastMap::default();
         for row in 0..batch.num_rows() {
             let tenant_name = c.tenant(row);
@@ -1456,6 +1478,21 @@ impl Correlate {
                 }
                 e.hub = hosts.len() > degree;
             }
+            // What each actor raised on this host lately, this rule included.
+            history.clear();
+            if level >= self.score.actor_min_level {
+                let window = self.config.actor_window.millis();
+                for e in entities.iter().filter(|e| e.actor && !e.hub) {
+                    let rules = state.actor_rules.entry((e.kind, e.key, host_hash)).or_default();
+                    rules.retain(|&(_, seen)| seen.saturating_add(window) > t);
+                    if let Some(seen) = rules.iter_mut().find(|(r, _)| *r == rule_id) {
+                        seen.1 = seen.1.max(t);
+                    } else if rules.len() < MAX_ACTOR_RULES {
+                        rules.push((rule_id, t));
+                    }
+                    history.push(((e.kind, e.key), rules.iter().map(|&(r, _)| r).collect()));
+                }
+            }
             let row_data = Row {
                 t,
                 level,
@@ -1472,7 +1509,7 @@ impl Correlate {
             };
             let cluster = state.clusters.get_mut(&target).expect("target is live");
             let lookup = Lookup { intel: self.loaded_intel(), tenant: tenant_key };
-            Self::add_row(&self.config, cluster, &row_data, &tactics, &entities, lookup, self.score.actor_min_level);
+            Self::add_row(&self.config, cluster, &row_data, &tactics, &entities, lookup, &history);
             let trigger = || Trigger { alert_id: alert_id.to_string(), ingest_time_us: c.ingest_time.value(row) };
             self.judge(state, target, t, trigger, ctx, out);
         }
@@ -1734,6 +1771,11 @@ impl Correlate {
             state.rule_hosts.retain(|_, (start, _)| start.saturating_add(common_window) > wm && !force);
             state.actor_hosts.retain(|_, (start, _)| start.saturating_add(common_window) > wm && !force);
             state.rule_sources.retain(|_, (start, _)| start.saturating_add(common_window) > wm && !force);
+            let actor_window = self.config.actor_window.millis();
+            state.actor_rules.retain(|_, rules| {
+                rules.retain(|&(_, seen)| seen.saturating_add(actor_window) > wm);
+                !rules.is_empty() && !force
+            });
             if force {
                 state.by_fingerprint.clear();
                 state.fingerprint_order.clear();
@@ -2445,6 +2487,27 @@ mod tests {
         assert_eq!(top.points, 30.0, "{}", top.detail);
         let actor = line(&finals[0], "actor_breadth").expect("the source is an actor");
         assert!(actor.detail.starts_with("198.51.100.1 raised 4 distinct rules"), "{}", actor.detail);
+    }
+
+    #[test]
+    fn an_actors_breadth_on_a_host_survives_its_cluster_filling_up() {
+        // One source scans, injects twice, then succeeds; the host's cluster
+        // is full after three alerts, so the success starts a fresh one.
+        let alerts = [
+            on_web1("scan", 0, 31151, 10, "198.51.100.7"),
+            on_web1("sqli", 10, 31103, 7, "198.51.100.7"),
+            on_web1("sqli2", 20, 31164, 6, "198.51.100.7"),
+            on_web1("pwned", 30, 31106, 6, "198.51.100.7"),
+        ];
+        let actor_of_last = |actor_window: Duration| {
+            let cfg = CorrelateConfig { max_cluster_alerts: 3, actor_window, ..cfg() };
+            let (_, finals, _) = run(cfg, &alerts);
+            assert_eq!(finals.iter().map(|f| f.alerts).collect::<Vec<_>>(), [3, 1]);
+            line(&finals[1], "actor_breadth").map(|l| l.detail.clone())
+        };
+        let carried = actor_of_last(Duration::from_mins(20)).expect("the fresh cluster knows the scan before");
+        assert!(carried.starts_with("198.51.100.7 raised 4 distinct rules"), "{carried}");
+        assert_eq!(actor_of_last(Duration(5_000)), None, "rules 10 s apart, remembered 5 s: only its own");
     }
 
     #[test]

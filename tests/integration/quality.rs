@@ -3,11 +3,8 @@
 //! (`cargo test --release`).
 //!
 //! At seed 2026 (5 tenants, 1 M alerts) precision is 0.94 with every
-//! campaign recalled. Other seeds give precision 0.82–0.96 and recall
-//! 0.93–1.0 (README, "Triage quality"): the misses are web exploits that
-//! land in a busy web server's cluster after it reached
-//! `correlate.max_cluster_alerts`, so the attacker's scan and its injection
-//! are scored in two clusters.
+//! campaign recalled. Other seeds give precision 0.83–0.96 and recall
+//! 0.93–1.0 (README, "Triage quality", says what the misses are).
 
 use sluice_connectors::generator::GeneratorConfig;
 use sluice_connectors::source::StopFlag;

@@ -329,9 +329,8 @@ struct RuleStat {
     routine: bool,
     /// Routine, or common in the tenant, at the last rescore.
     common: bool,
-    /// Whether the rule's latest alert in this cluster was background on
-    /// its host (raised there by many sources).
-    #[serde(default)]
+    /// Whether an alert of the rule in this cluster was background on its
+    /// host (raised there by more sources than `crowded_sources`).
     crowded: bool,
     /// Kill-chain positions of the ATT&CK tactics the rule carries.
     tactic_mask: u16,
@@ -468,13 +467,11 @@ struct TenantState {
     actor_hosts: FastMap<(EntityKind, u64), (EventTime, Vec<u64>)>,
     /// (rule, host) → (window start, distinct source ips that raised it
     /// there, capped): a rule many sources raise on a host is background.
-    #[serde(default)]
     rule_sources: FastMap<(u32, u64), (EventTime, Vec<u64>)>,
     /// (actor kind, actor, host) → the distinct rules at or above
     /// `score.actor_min_level` it raised there within `actor_window`, each
     /// with when it last did (capped): its breadth on that host, whichever
     /// clusters its alerts joined.
-    #[serde(default)]
     actor_rules: FastMap<(EntityKind, u64, u64), Vec<(u32, EventTime)>>,
     /// Earliest event time seen, for the baseline warm-up.
     first_event: Option<EventTime>,
@@ -562,7 +559,9 @@ pub struct Correlate {
 
 const NAME: &str = "correlate";
 /// 3: clusters keep what threat intel and the inventory found.
-const SNAPSHOT_VERSION: u32 = 3;
+/// 4: background rules (`rule_sources`, `RuleStat::crowded`) and actors'
+/// rules per host (`actor_rules`).
+const SNAPSHOT_VERSION: u32 = 4;
 
 impl Correlate {
     pub fn new(config: CorrelateConfig, score: ScoreConfig, handoff: HandoffConfig) -> Result<Self> {
@@ -1220,7 +1219,7 @@ impl Correlate {
         });
         stat.count += 1;
         stat.routine = row.routine;
-        stat.crowded = row.crowded;
+        stat.crowded |= row.crowded;
         for t in tactics {
             add_tactic(&mut cluster.tactics, t, row.t);
         }
@@ -1478,19 +1477,25 @@ impl Correlate {
                 }
                 e.hub = hosts.len() > degree;
             }
-            // What each actor raised on this host lately, this rule included.
+            // What each actor raised on this host within `actor_window` of
+            // this alert, this rule first. Entries expire on watermarks only.
             history.clear();
             if level >= self.score.actor_min_level {
-                let window = self.config.actor_window.millis();
+                let window = self.config.actor_window.millis().unsigned_abs();
                 for e in entities.iter().filter(|e| e.actor && !e.hub) {
                     let rules = state.actor_rules.entry((e.kind, e.key, host_hash)).or_default();
-                    rules.retain(|&(_, seen)| seen.saturating_add(window) > t);
                     if let Some(seen) = rules.iter_mut().find(|(r, _)| *r == rule_id) {
                         seen.1 = seen.1.max(t);
                     } else if rules.len() < MAX_ACTOR_RULES {
                         rules.push((rule_id, t));
+                    } else if let Some(oldest) = rules.iter_mut().min_by_key(|(_, seen)| *seen) {
+                        *oldest = (rule_id, t);
                     }
-                    history.push(((e.kind, e.key), rules.iter().map(|&(r, _)| r).collect()));
+                    let mut near: Vec<u32> = vec![rule_id];
+                    near.extend(
+                        rules.iter().filter(|&&(r, seen)| r != rule_id && seen.abs_diff(t) < window).map(|&(r, _)| r),
+                    );
+                    history.push(((e.kind, e.key), near));
                 }
             }
             let row_data = Row {
@@ -1836,6 +1841,8 @@ impl Operator for Correlate {
             out("clusters", tenant, state.clusters.len() as u64);
             out("entities", tenant, state.entities.len() as u64);
             out("fingerprints", tenant, state.by_fingerprint.len() as u64);
+            out("rule_sources", tenant, state.rule_sources.len() as u64);
+            out("actor_rules", tenant, state.actor_rules.len() as u64);
         }
     }
 
@@ -2347,6 +2354,52 @@ mod tests {
         };
         assert_eq!(finals(&uninterrupted), finals(&resumed));
         assert_eq!(finals(&resumed).len(), 1);
+    }
+
+    #[test]
+    fn background_rules_and_actor_history_survive_a_restore() {
+        let cfg = || CorrelateConfig { max_cluster_alerts: 3, ..cfg() };
+        // The host's cluster fills with the scans and the first injection…
+        let first = [
+            on_web1("scan-a", 0, 31151, 10, "198.51.100.7"),
+            on_web1("scan-b", 5, 31151, 10, "198.51.100.8"),
+            on_web1("sqli", 10, 31103, 7, "198.51.100.7"),
+        ];
+        // … so these start a fresh one, which must still know what .7 did.
+        let second = [on_web1("sqli2", 20, 31164, 6, "198.51.100.7"), on_web1("pwned", 30, 31106, 6, "198.51.100.7")];
+        let finals = |out: Vec<Output>| -> Vec<ClusterReport> {
+            out.into_iter()
+                .filter_map(|o| match o {
+                    Output::Cluster(ReportKind::Close, r) => Some(*r),
+                    _ => None,
+                })
+                .collect()
+        };
+        let uninterrupted = {
+            let mut c = chain(cfg());
+            let (mut ctx, mut out) = (Context::default(), Vec::new());
+            c.process(batch(&first), &mut ctx, &mut out).unwrap();
+            c.process(batch(&second), &mut ctx, &mut out).unwrap();
+            c.on_end(&mut ctx, &mut out).unwrap();
+            finals(out)
+        };
+        let resumed = {
+            let mut c = chain(cfg());
+            let (mut ctx, mut out) = (Context::default(), Vec::new());
+            c.process(batch(&first), &mut ctx, &mut Vec::new()).unwrap();
+            let snaps: Vec<Vec<u8>> = c.operators().iter().map(|o| o.snapshot().unwrap()).collect();
+            let mut fresh = chain(cfg());
+            for (op, snap) in fresh.operators_mut().iter_mut().zip(&snaps) {
+                op.restore(snap).unwrap();
+            }
+            fresh.process(batch(&second), &mut ctx, &mut out).unwrap();
+            fresh.on_end(&mut ctx, &mut out).unwrap();
+            finals(out)
+        };
+        assert_eq!(uninterrupted, resumed);
+        let fresh = resumed.iter().find(|r| r.alerts == 2).expect("the fresh cluster");
+        let actor = line(fresh, "actor_breadth").expect("breadth carried from the full cluster");
+        assert!(actor.detail.starts_with("198.51.100.7 raised 4 distinct rules"), "{}", actor.detail);
     }
 
     /// A tenant moved mid-stream from one chain to another (its Kafka

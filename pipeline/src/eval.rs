@@ -15,7 +15,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 use sluice_connectors::generator::Label;
 use sluice_connectors::source::{Source, StopFlag};
-use sluice_operators::cluster::{ClusterReport, Decision};
+use sluice_operators::cluster::ClusterReport;
 use sluice_operators::operator::ReportKind;
 
 use crate::config::Config;
@@ -58,6 +58,11 @@ pub fn evaluate_run(
         ..RunOptions::default()
     };
     let mut finals = Vec::new();
+    // (tenant, cluster id) of every cluster handed off: a closed cluster
+    // counts as escalated only if it was (its closing decision may say
+    // escalate for one that crossed the threshold during the warm-up and
+    // never got another alert).
+    let mut handed: HandoffSet = HashSet::new();
     let mut escalations: BTreeMap<String, u64> = BTreeMap::new();
     let mut campaign_alerts: HashSet<String> = HashSet::new();
     let mut seen_labels = 0;
@@ -65,7 +70,11 @@ pub fn evaluate_run(
     let summary = run(config, source, &options, &stop, |e| {
         match e {
             Event::Report(ReportKind::Close, r) => finals.push(*r),
+            Event::Report(ReportKind::Update, r) => {
+                handed.insert((r.tenant.clone(), r.cluster_id.clone()));
+            }
             Event::Report(ReportKind::Escalate, r) => {
+                handed.insert((r.tenant.clone(), r.cluster_id.clone()));
                 *escalations.entry(r.tenant.clone()).or_default() += 1;
                 if let (Some(oracle), Some(slot)) = (&oracle, &slot) {
                     let labels = oracle.labels.lock().expect("labels lock");
@@ -90,8 +99,11 @@ pub fn evaluate_run(
     let alerts: BTreeMap<String, u64> =
         summary.tenants.iter().map(|(t, m)| (t.clone(), m.get("dedup.records_in").copied().unwrap_or(0))).collect();
     let labels = labels();
-    Ok((evaluate(&labels, &finals, &alerts, &escalations), summary))
+    Ok((evaluate(&labels, &finals, &handed, &alerts, &escalations), summary))
 }
+
+/// Clusters handed off, by (tenant, cluster id).
+pub type HandoffSet = HashSet<(String, String)>;
 
 /// Quality figures for one tenant or overall.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
@@ -160,8 +172,8 @@ pub struct Missed {
     pub campaign: String,
     pub tenant: String,
     pub alerts: u64,
-    /// Its alerts that joined no cluster (below the linking level with no
-    /// live cluster to attach to).
+    /// Its alerts in no cluster: below the linking level with no live
+    /// cluster to attach to, or late, dead-lettered or of a disabled tenant.
     pub unclustered: u64,
     pub clusters: Vec<MissedIn>,
 }
@@ -260,10 +272,13 @@ impl Acc {
 ///
 /// `alerts_per_tenant` counts every alert read; `escalations_per_tenant`
 /// counts escalations handed off. `finals` are the final reports of
-/// escalated clusters, with members.
+/// clusters, with members; those `handed` off (by tenant and id, or by an id
+/// they absorbed) are the escalated ones, the rest only say where missed
+/// campaigns went.
 pub fn evaluate(
     labels: &[Label],
     finals: &[ClusterReport],
+    handed: &HandoffSet,
     alerts_per_tenant: &BTreeMap<String, u64>,
     escalations_per_tenant: &BTreeMap<String, u64>,
 ) -> EvalReport {
@@ -282,7 +297,10 @@ pub fn evaluate(
         a.campaigns.insert(l.campaign.clone());
         a.steps.insert((l.campaign.clone(), l.step));
     }
-    for r in finals.iter().filter(|r| r.decision == Decision::Escalate) {
+    let was_handed = |r: &ClusterReport| {
+        std::iter::once(&r.cluster_id).chain(&r.merged).any(|id| handed.contains(&(r.tenant.clone(), id.clone())))
+    };
+    for r in finals.iter().filter(|r| was_handed(r)) {
         let a = acc.entry(r.tenant.clone()).or_default();
         a.clusters += 1;
         let mut tp = false;
@@ -306,7 +324,8 @@ pub fn evaluate(
         .collect();
     if !missed.is_empty() {
         let mut found: BTreeMap<(&str, &str), Vec<MissedIn>> = BTreeMap::new();
-        let is_missed = |t: &str, c: &str| missed.iter().any(|(mt, mc)| mt == t && mc == c);
+        let missed_set: HashSet<(&str, &str)> = missed.iter().map(|(t, c)| (t.as_str(), c.as_str())).collect();
+        let is_missed = |t: &str, c: &str| missed_set.contains(&(t, c));
         for r in finals {
             let mut mine: BTreeMap<&str, u64> = BTreeMap::new();
             for m in r.members.iter().flatten() {
@@ -408,6 +427,7 @@ pub fn human(report: &EvalReport) -> String {
 mod tests {
     use super::*;
     use sluice_connectors::generator::CampaignKind;
+    use sluice_operators::cluster::Decision;
 
     fn label(id: &str, campaign: &str, step: u8) -> Label {
         Label {
@@ -453,6 +473,25 @@ mod tests {
         }
     }
 
+    fn ids(list: &[&str]) -> HandoffSet {
+        list.iter().map(|id| ("acme".to_string(), id.to_string())).collect()
+    }
+
+    #[test]
+    fn a_cluster_counts_as_escalated_when_it_or_one_it_absorbed_was_handed_off() {
+        let labels = vec![label("a1", "c1", 1)];
+        let mut merged = cluster("root", &["a1"]);
+        merged.merged = vec!["handed".into()];
+        let alerts = BTreeMap::from([("acme".to_string(), 10)]);
+        let q = evaluate(&labels, &[merged], &ids(&["handed"]), &alerts, &BTreeMap::new()).overall;
+        assert_eq!((q.escalated_clusters, q.campaigns_recalled), (1, 1));
+        let other_tenant: HandoffSet = [("globex".to_string(), "handed".to_string())].into();
+        let mut merged = cluster("root", &["a1"]);
+        merged.merged = vec!["handed".into()];
+        let q = evaluate(&labels, &[merged], &other_tenant, &alerts, &BTreeMap::new()).overall;
+        assert_eq!(q.escalated_clusters, 0, "ids are per tenant");
+    }
+
     #[test]
     fn metrics_follow_their_definitions() {
         let labels = vec![label("a1", "c1", 1), label("a2", "c1", 2), label("b1", "c2", 1), label("b2", "c2", 2)];
@@ -460,7 +499,7 @@ mod tests {
         let finals = vec![cluster("x", &["a1", "n1"]), cluster("y", &["a2"]), cluster("z", &["n2", "n3"])];
         let alerts = BTreeMap::from([("acme".to_string(), 1000)]);
         let esc = BTreeMap::from([("acme".to_string(), 4)]);
-        let q = evaluate(&labels, &finals, &alerts, &esc).overall;
+        let q = evaluate(&labels, &finals, &ids(&["x", "y", "z"]), &alerts, &esc).overall;
         assert_eq!(q.reduction, 250.0);
         assert_eq!(q.campaign_recall, 0.5);
         assert_eq!(q.step_recall, 0.5);
@@ -481,9 +520,13 @@ mod tests {
         quiet.score = 40.0;
         let mut other = cluster("r", &["b3"]);
         other.decision = Decision::Suppress;
-        let finals = vec![cluster("x", &["a1"]), other, quiet];
+        // Over the threshold at close but never handed off (it crossed it
+        // during the warm-up and got no alert after): not escalated.
+        let unsent = cluster("u", &["n2"]);
+        let finals = vec![cluster("x", &["a1"]), other, quiet, unsent];
         let alerts = BTreeMap::from([("acme".to_string(), 100)]);
-        let q = evaluate(&labels, &finals, &alerts, &BTreeMap::new()).overall;
+        let q = evaluate(&labels, &finals, &ids(&["x"]), &alerts, &BTreeMap::new()).overall;
+        assert!(q.false_positives.is_empty(), "{:?}", q.false_positives);
         // Clusters of any decision count for where alerts went, never for
         // precision or recall.
         assert_eq!((q.escalated_clusters, q.campaigns_recalled), (1, 1));

@@ -2323,37 +2323,48 @@ mod tests {
     fn snapshot_restore_continues_as_if_never_stopped() {
         let first = [strong("a", 0, "h1", Some("1.1.1.1")), strong("b", 10, "h2", None)];
         let second = [strong("c", 20, "h2", Some("1.1.1.1"))];
+        let (uninterrupted, resumed) = with_and_without_a_restore(cfg, &first, &second);
+        assert_eq!(uninterrupted, resumed);
+        assert_eq!(resumed.len(), 1);
+    }
+
+    /// The final reports of `first` then `second` through one chain, and
+    /// through a chain snapshotted after `first` and restored into a fresh one.
+    fn with_and_without_a_restore(
+        cfg: impl Fn() -> CorrelateConfig,
+        first: &[A<'_>],
+        second: &[A<'_>],
+    ) -> (Vec<ClusterReport>, Vec<ClusterReport>) {
+        let finals = |out: Vec<Output>| -> Vec<ClusterReport> {
+            out.into_iter()
+                .filter_map(|o| match o {
+                    Output::Cluster(ReportKind::Close, r) => Some(*r),
+                    _ => None,
+                })
+                .collect()
+        };
         let uninterrupted = {
             let mut c = chain(cfg());
             let (mut ctx, mut out) = (Context::default(), Vec::new());
-            c.process(batch(&first), &mut ctx, &mut out).unwrap();
-            c.process(batch(&second), &mut ctx, &mut out).unwrap();
+            c.process(batch(first), &mut ctx, &mut out).unwrap();
+            c.process(batch(second), &mut ctx, &mut out).unwrap();
             c.on_end(&mut ctx, &mut out).unwrap();
-            out
+            finals(out)
         };
         let resumed = {
             let mut c = chain(cfg());
             let (mut ctx, mut out) = (Context::default(), Vec::new());
-            c.process(batch(&first), &mut ctx, &mut Vec::new()).unwrap();
+            c.process(batch(first), &mut ctx, &mut Vec::new()).unwrap();
             let snaps: Vec<Vec<u8>> = c.operators().iter().map(|o| o.snapshot().unwrap()).collect();
             let mut fresh = chain(cfg());
             for (op, snap) in fresh.operators_mut().iter_mut().zip(&snaps) {
                 op.restore(snap).unwrap();
             }
-            fresh.process(batch(&second), &mut ctx, &mut out).unwrap();
+            fresh.process(batch(second), &mut ctx, &mut out).unwrap();
             fresh.on_end(&mut ctx, &mut out).unwrap();
-            out
+            finals(out)
         };
-        let finals = |v: &[Output]| -> Vec<ClusterReport> {
-            v.iter()
-                .filter_map(|o| match o {
-                    Output::Cluster(ReportKind::Close, r) => Some((**r).clone()),
-                    _ => None,
-                })
-                .collect()
-        };
-        assert_eq!(finals(&uninterrupted), finals(&resumed));
-        assert_eq!(finals(&resumed).len(), 1);
+        (uninterrupted, resumed)
     }
 
     #[test]
@@ -2367,35 +2378,7 @@ mod tests {
         ];
         // … so these start a fresh one, which must still know what .7 did.
         let second = [on_web1("sqli2", 20, 31164, 6, "198.51.100.7"), on_web1("pwned", 30, 31106, 6, "198.51.100.7")];
-        let finals = |out: Vec<Output>| -> Vec<ClusterReport> {
-            out.into_iter()
-                .filter_map(|o| match o {
-                    Output::Cluster(ReportKind::Close, r) => Some(*r),
-                    _ => None,
-                })
-                .collect()
-        };
-        let uninterrupted = {
-            let mut c = chain(cfg());
-            let (mut ctx, mut out) = (Context::default(), Vec::new());
-            c.process(batch(&first), &mut ctx, &mut out).unwrap();
-            c.process(batch(&second), &mut ctx, &mut out).unwrap();
-            c.on_end(&mut ctx, &mut out).unwrap();
-            finals(out)
-        };
-        let resumed = {
-            let mut c = chain(cfg());
-            let (mut ctx, mut out) = (Context::default(), Vec::new());
-            c.process(batch(&first), &mut ctx, &mut Vec::new()).unwrap();
-            let snaps: Vec<Vec<u8>> = c.operators().iter().map(|o| o.snapshot().unwrap()).collect();
-            let mut fresh = chain(cfg());
-            for (op, snap) in fresh.operators_mut().iter_mut().zip(&snaps) {
-                op.restore(snap).unwrap();
-            }
-            fresh.process(batch(&second), &mut ctx, &mut out).unwrap();
-            fresh.on_end(&mut ctx, &mut out).unwrap();
-            finals(out)
-        };
+        let (uninterrupted, resumed) = with_and_without_a_restore(cfg, &first, &second);
         assert_eq!(uninterrupted, resumed);
         let fresh = resumed.iter().find(|r| r.alerts == 2).expect("the fresh cluster");
         let actor = line(fresh, "actor_breadth").expect("breadth carried from the full cluster");

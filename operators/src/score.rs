@@ -41,7 +41,8 @@ pub struct ScoreConfig {
     /// Points per doubling of distinct (non-duplicate) alerts, capped.
     pub volume_weight: f64,
     pub volume_cap: f64,
-    /// A rule that is common in the tenant counts at this fraction of its level.
+    /// An everyday rule (common in the tenant, routine on its host or
+    /// background there) counts at this fraction of its level.
     pub common_level_factor: f64,
     /// Points per host beyond the first (one entity reaching several hosts:
     /// lateral movement, spreading malware), capped.
@@ -216,9 +217,9 @@ pub struct RuleRef<'a> {
 /// What the scorer reads from a cluster.
 #[derive(Debug)]
 pub struct ScoreInput<'a> {
-    /// The highest-level rule that is not common in the tenant.
+    /// The highest-level rule that is not everyday (see `common_level_factor`).
     pub top_rule: Option<RuleRef<'a>>,
-    /// The highest-level rule that is common in the tenant.
+    /// The highest-level everyday rule.
     pub top_common_rule: Option<RuleRef<'a>>,
     /// Tactics of uncommon alerts at or above `tactic_min_level`, in order of first appearance.
     pub signal_tactics: &'a [&'a str],

@@ -199,15 +199,13 @@ fn base_rule(map: &Mapping, at: &str, problems: &mut Vec<String>) -> Option<Base
 fn logsource_filter(ls: &Mapping, at: &str, problems: &mut Vec<String>) -> Vec<String> {
     let mut out = Vec::new();
     let product = text_of(ls, "product");
-    // The channel read from the JSON, after a substring test of the raw
+    // The channel read from the JSON after a substring test of the raw
     // text that every alert of that channel passes (the name's longest run
-    // of characters JSON never escapes), so only those alerts are parsed.
+    // of characters JSON never escapes), so other alerts are not parsed.
     let channel = |name: &str| {
         let run = name.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-')).max_by_key(|r| r.len()).unwrap_or("");
-        [
-            format!("strpos(raw, {}) > 0", quote(run)),
-            format!("{} = '{name}'", json_text(&["data", "win", "system", "channel"])),
-        ]
+        let json = json_text(&["data", "win", "system", "channel"]);
+        format!("(strpos(raw, {}) > 0) AND ({json} = '{name}')", quote(run))
     };
     for (key, value) in ls {
         let key = key.as_str().unwrap_or("?");
@@ -224,10 +222,10 @@ fn logsource_filter(ls: &Mapping, at: &str, problems: &mut Vec<String>) -> Vec<S
                 _ => unsupported(problems, "windows, linux"),
             },
             "service" => match (product.as_deref(), value) {
-                (Some("windows"), "security") => out.extend(channel("Security")),
-                (Some("windows"), "system") => out.extend(channel("System")),
-                (Some("windows"), "sysmon") => out.extend(channel("Microsoft-Windows-Sysmon/Operational")),
-                (Some("windows"), "powershell") => out.extend(channel("Microsoft-Windows-PowerShell/Operational")),
+                (Some("windows"), "security") => out.push(channel("Security")),
+                (Some("windows"), "system") => out.push(channel("System")),
+                (Some("windows"), "sysmon") => out.push(channel("Microsoft-Windows-Sysmon/Operational")),
+                (Some("windows"), "powershell") => out.push(channel("Microsoft-Windows-PowerShell/Operational")),
                 (Some("linux"), "sshd" | "sudo" | "auditd" | "pam" | "su") => out.push(format!("decoder = '{value}'")),
                 _ => unsupported(
                     problems,
@@ -236,8 +234,11 @@ fn logsource_filter(ls: &Mapping, at: &str, problems: &mut Vec<String>) -> Vec<S
             },
             "category" => match (product.as_deref(), value) {
                 (Some("windows"), "process_creation") => {
-                    out.extend(channel("Microsoft-Windows-Sysmon/Operational"));
-                    out.push(format!("{} = '1'", json_text(&["data", "win", "system", "eventID"])));
+                    // One part, placed with the event id before the
+                    // detection: the substring test spares the JSON of
+                    // every other Windows alert.
+                    let event = json_text(&["data", "win", "system", "eventID"]);
+                    out.push(format!("{} AND ({event} = '1')", channel("Microsoft-Windows-Sysmon/Operational")));
                 }
                 _ => unsupported(problems, "windows: process_creation (Sysmon event 1)"),
             },
@@ -1206,10 +1207,12 @@ tags: [attack.credential_access, attack.t1110.003]
             assert!(r.sql.contains(part), "{part} not in:\n{}", r.sql);
         }
         // The channel is read from the JSON only after a substring test of
-        // the raw text that every alert of the channel passes.
+        // the raw text that every alert of the channel passes, and after
+        // the detection (most Windows alerts are of the Security channel).
         let pre = r.sql.find("strpos(raw, 'Security') > 0").expect("a raw prefilter for the channel");
         let read = r.sql.find("'channel') = 'Security'").expect("the channel test");
-        assert!(pre < read, "{}", r.sql);
+        let detection = r.sql.find("= '4625'").expect("the detection");
+        assert!(detection < pre && pre < read, "{}", r.sql);
     }
 
     #[test]
@@ -1219,8 +1222,11 @@ tags: [attack.credential_access, attack.t1110.003]
         let parts = logsource_filter(&ls, "t", &mut problems);
         assert!(problems.is_empty(), "{problems:?}");
         // The slash may be written `\/` in JSON: the test stops before it.
-        assert!(parts.contains(&"strpos(raw, 'Microsoft-Windows-Sysmon') > 0".to_string()), "{parts:?}");
-        assert!(parts.iter().all(|p| !p.starts_with("strpos") || !p.contains('/')), "{parts:?}");
+        // Its event id makes it cheap enough to go before the detection.
+        let sysmon = parts.iter().find(|p| p.contains("Sysmon")).expect("the Sysmon part");
+        assert!(sysmon.starts_with("(strpos(raw, 'Microsoft-Windows-Sysmon') > 0) AND "), "{sysmon}");
+        assert!(sysmon.ends_with("'eventID') = '1')"), "{sysmon}");
+        assert_eq!(cost(sysmon), 1);
     }
 
     #[test]

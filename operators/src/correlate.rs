@@ -428,6 +428,18 @@ impl Hit {
     }
 }
 
+/// (actor kind, actor, host) → the rules it raised there and when it last did.
+type ActorRules = FastMap<(EntityKind, u64, u64), Vec<(u32, EventTime)>>;
+
+/// What actors raised on one host (`TenantState::actor_rules`), for an
+/// alert at or above `score.actor_min_level` on that host.
+#[derive(Clone, Copy)]
+struct ActorHistory<'a> {
+    rules: &'a ActorRules,
+    host: u64,
+    window: u64,
+}
+
 /// Where a cluster's new entities are looked up: the loaded intel (`None`
 /// when nothing is loaded), as seen by one tenant.
 #[derive(Clone, Copy)]
@@ -472,7 +484,7 @@ struct TenantState {
     /// `score.actor_min_level` it raised there within `actor_window`, each
     /// with when it last did (capped): its breadth on that host, whichever
     /// clusters its alerts joined.
-    actor_rules: FastMap<(EntityKind, u64, u64), Vec<(u32, EventTime)>>,
+    actor_rules: ActorRules,
     /// Earliest event time seen, for the baseline warm-up.
     first_event: Option<EventTime>,
     last_sweep: Option<EventTime>,
@@ -618,16 +630,8 @@ impl Correlate {
         if cap == 0 {
             return false;
         }
-        let window = self.config.common_window.millis();
-        let (start, hosts) = state.rule_hosts.entry(rule).or_insert_with(|| (t, Vec::new()));
-        if t >= start.saturating_add(window) {
-            *start = t;
-            hosts.clear();
-        }
-        if hosts.len() <= cap && !hosts.contains(&host) {
-            hosts.push(host);
-        }
-        hosts.len() > cap
+        let seen = state.rule_hosts.entry(rule).or_insert_with(|| (t, Vec::new()));
+        over_cap(seen, Some(host), t, self.config.common_window.millis(), cap)
     }
 
     /// Records the source ip that raised `rule` on `host`; true when more
@@ -637,16 +641,8 @@ impl Correlate {
         if cap == 0 {
             return false;
         }
-        let window = self.config.common_window.millis();
-        let (start, ips) = state.rule_sources.entry((rule, host)).or_insert_with(|| (t, Vec::new()));
-        if t >= start.saturating_add(window) {
-            *start = t;
-            ips.clear();
-        }
-        if ips.len() <= cap && !ips.contains(&ip) {
-            ips.push(ip);
-        }
-        ips.len() > cap
+        let seen = state.rule_sources.entry((rule, host)).or_insert_with(|| (t, Vec::new()));
+        over_cap(seen, Some(ip), t, self.config.common_window.millis(), cap)
     }
 
     /// Counts an alert of `rule` on `host`; true when the rule is routine there.
@@ -760,6 +756,24 @@ fn kill_chain_ordered(list: &[TacticSeen]) -> Vec<&TacticSeen> {
             .then_with(|| a.name.cmp(&b.name))
     });
     v
+}
+
+/// A base-rate counter: the distinct values seen since `start` (at most
+/// `cap + 1`), restarted once `window` has passed. Records `value` at `t`;
+/// true when more than `cap` distinct values were seen.
+fn over_cap(seen: &mut (EventTime, Vec<u64>), value: Option<u64>, t: EventTime, window: i64, cap: usize) -> bool {
+    let (start, values) = seen;
+    if t >= start.saturating_add(window) {
+        *start = t;
+        values.clear();
+    }
+    if let Some(v) = value
+        && values.len() <= cap
+        && !values.contains(&v)
+    {
+        values.push(v);
+    }
+    values.len() > cap
 }
 
 /// Kill-chain positions of tactic names, as a bit mask.
@@ -1197,7 +1211,7 @@ impl Correlate {
         tactics: &[&str],
         entities: &[RowEntity<'_>],
         lookup: Lookup<'_>,
-        history: &[((EntityKind, u64), Vec<u32>)],
+        history: Option<ActorHistory<'_>>,
     ) {
         cluster.first = cluster.first.min(row.t);
         cluster.last = cluster.last.max(row.t);
@@ -1228,13 +1242,19 @@ impl Correlate {
             let known = cluster.intel.get(&(e.kind, e.key)).is_some_and(Hit::mutes_actor);
             if e.actor && (e.hub || known) {
                 cluster.drop_actor((e.kind, e.key));
-            } else if let Some((_, rules)) = history.iter().find(|(k, _)| *k == (e.kind, e.key))
+            } else if e.actor
+                && let Some(h) = history
                 && (cluster.actors.len() < MAX_ACTORS || cluster.actors.contains_key(&(e.kind, e.key)))
             {
+                // This rule first, then what the actor raised on this host
+                // within `actor_window` of it.
+                let seen = h.rules.get(&(e.kind, e.key, h.host)).map_or(&[][..], Vec::as_slice);
+                let near =
+                    seen.iter().filter(|&&(r, at)| r != row.rule_id && at.abs_diff(row.t) < h.window).map(|&(r, _)| r);
                 let actor =
                     cluster.actors.entry((e.kind, e.key)).or_insert_with(|| (e.value.to_string(), BTreeSet::new()));
                 let before = actor.1.len();
-                for &rule in rules {
+                for rule in std::iter::once(row.rule_id).chain(near) {
                     if actor.1.len() >= MAX_ACTOR_RULES {
                         break;
                     }
@@ -1305,7 +1325,6 @@ impl Correlate {
         let mut entities: Vec<RowEntity<'_>> = Vec::with_capacity(8);
         let mut tactics: Vec<&str> = Vec::with_capacity(4);
         let mut candidates: Vec<u64> = Vec::with_capacity(8);
-        let mut history: Vec<((EntityKind, u64), Vec<u32>)> = Vec::new();
         let mut per_tenant: FastMap<Arc<str>, [u64; 5]> = FastMap::default();
         for row in 0..batch.num_rows() {
             let tenant_name = c.tenant(row);
@@ -1464,24 +1483,13 @@ impl Correlate {
             let common_window = self.config.common_window.millis();
             for e in entities.iter_mut().filter(|e| e.actor) {
                 let degree = self.config.hub_degree.get(e.kind);
-                let (start, hosts) = state.actor_hosts.entry((e.kind, e.key)).or_insert_with(|| (t, Vec::new()));
-                if t >= start.saturating_add(common_window) {
-                    *start = t;
-                    hosts.clear();
-                }
-                if let Some(h) = host_key
-                    && hosts.len() <= degree
-                    && !hosts.contains(&h)
-                {
-                    hosts.push(h);
-                }
-                e.hub = hosts.len() > degree;
+                let hosts = state.actor_hosts.entry((e.kind, e.key)).or_insert_with(|| (t, Vec::new()));
+                e.hub = over_cap(hosts, host_key, t, common_window, degree);
             }
-            // What each actor raised on this host within `actor_window` of
-            // this alert, this rule first. Entries expire on watermarks only.
-            history.clear();
-            if level >= self.score.actor_min_level {
-                let window = self.config.actor_window.millis().unsigned_abs();
+            // Each actor's rules on this host, with when it last raised
+            // them (expired on watermarks only).
+            let counts_for_actors = level >= self.score.actor_min_level;
+            if counts_for_actors {
                 for e in entities.iter().filter(|e| e.actor && !e.hub) {
                     let rules = state.actor_rules.entry((e.kind, e.key, host_hash)).or_default();
                     if let Some(seen) = rules.iter_mut().find(|(r, _)| *r == rule_id) {
@@ -1491,11 +1499,6 @@ impl Correlate {
                     } else if let Some(oldest) = rules.iter_mut().min_by_key(|(_, seen)| *seen) {
                         *oldest = (rule_id, t);
                     }
-                    let mut near: Vec<u32> = vec![rule_id];
-                    near.extend(
-                        rules.iter().filter(|&&(r, seen)| r != rule_id && seen.abs_diff(t) < window).map(|&(r, _)| r),
-                    );
-                    history.push(((e.kind, e.key), near));
                 }
             }
             let row_data = Row {
@@ -1514,7 +1517,12 @@ impl Correlate {
             };
             let cluster = state.clusters.get_mut(&target).expect("target is live");
             let lookup = Lookup { intel: self.loaded_intel(), tenant: tenant_key };
-            Self::add_row(&self.config, cluster, &row_data, &tactics, &entities, lookup, &history);
+            let history = counts_for_actors.then_some(ActorHistory {
+                rules: &state.actor_rules,
+                host: host_hash,
+                window: self.config.actor_window.millis().unsigned_abs(),
+            });
+            Self::add_row(&self.config, cluster, &row_data, &tactics, &entities, lookup, history);
             let trigger = || Trigger { alert_id: alert_id.to_string(), ingest_time_us: c.ingest_time.value(row) };
             self.judge(state, target, t, trigger, ctx, out);
         }
@@ -1994,11 +2002,25 @@ mod tests {
     }
 
     fn chain(cfg: CorrelateConfig) -> Chain {
+        scored_chain(cfg, ScoreConfig::default())
+    }
+
+    fn scored_chain(cfg: CorrelateConfig, score: ScoreConfig) -> Chain {
         let cfg = CorrelateConfig { report_all_closed: true, track_members: true, ..cfg };
         Chain::new(vec![
             Box::new(Dedup::new(DedupConfig::default()).unwrap()),
-            Box::new(Correlate::new(cfg, ScoreConfig::default(), HandoffConfig::default()).unwrap()),
+            Box::new(Correlate::new(cfg, score, HandoffConfig::default()).unwrap()),
         ])
+    }
+
+    /// A fresh chain of `cfg` holding `c`'s state, as after a restart.
+    fn restored(c: &Chain, cfg: CorrelateConfig) -> Chain {
+        let snaps: Vec<Vec<u8>> = c.operators().iter().map(|o| o.snapshot().unwrap()).collect();
+        let mut fresh = chain(cfg);
+        for (op, snap) in fresh.operators_mut().iter_mut().zip(&snaps) {
+            op.restore(snap).unwrap();
+        }
+        fresh
     }
 
     /// Runs alerts through dedup → correlate; returns (live reports, final reports, counters).
@@ -2253,11 +2275,7 @@ mod tests {
         let (mut ctx, mut out) = (Context::default(), Vec::new());
         let a = strong("a", 0, "h1", None);
         c.process(batch(std::slice::from_ref(&a)), &mut ctx, &mut out).unwrap();
-        let snaps: Vec<Vec<u8>> = c.operators().iter().map(|o| o.snapshot().unwrap()).collect();
-        let mut fresh = chain(cfg());
-        for (op, snap) in fresh.operators_mut().iter_mut().zip(&snaps) {
-            op.restore(snap).unwrap();
-        }
+        let mut fresh = restored(&c, cfg());
         assert_eq!(fingerprints(&fresh), 1);
         // A repeat after the restore counts with its original...
         fresh.process(batch(&[A { id: "b", t: 10, ..a }]), &mut ctx, &mut out).unwrap();
@@ -2335,14 +2353,7 @@ mod tests {
         first: &[A<'_>],
         second: &[A<'_>],
     ) -> (Vec<ClusterReport>, Vec<ClusterReport>) {
-        let finals = |out: Vec<Output>| -> Vec<ClusterReport> {
-            out.into_iter()
-                .filter_map(|o| match o {
-                    Output::Cluster(ReportKind::Close, r) => Some(*r),
-                    _ => None,
-                })
-                .collect()
-        };
+        let finals = |out: Vec<Output>| -> Vec<ClusterReport> { closed_reports(&out).into_iter().cloned().collect() };
         let uninterrupted = {
             let mut c = chain(cfg());
             let (mut ctx, mut out) = (Context::default(), Vec::new());
@@ -2355,11 +2366,7 @@ mod tests {
             let mut c = chain(cfg());
             let (mut ctx, mut out) = (Context::default(), Vec::new());
             c.process(batch(first), &mut ctx, &mut Vec::new()).unwrap();
-            let snaps: Vec<Vec<u8>> = c.operators().iter().map(|o| o.snapshot().unwrap()).collect();
-            let mut fresh = chain(cfg());
-            for (op, snap) in fresh.operators_mut().iter_mut().zip(&snaps) {
-                op.restore(snap).unwrap();
-            }
+            let mut fresh = restored(&c, cfg());
             fresh.process(batch(second), &mut ctx, &mut out).unwrap();
             fresh.on_end(&mut ctx, &mut out).unwrap();
             finals(out)
@@ -2570,23 +2577,13 @@ mod tests {
         ];
         let with = |level: u8| {
             let score = ScoreConfig { actor_min_level: level, ..ScoreConfig::default() };
-            let cfg = CorrelateConfig { report_all_closed: true, track_members: true, ..cfg() };
-            let mut c = Chain::new(vec![
-                Box::new(Dedup::new(DedupConfig::default()).unwrap()),
-                Box::new(Correlate::new(cfg, score, HandoffConfig::default()).unwrap()),
-            ]);
+            let mut c = scored_chain(cfg(), score);
             let (mut ctx, mut out) = (Context::default(), Vec::new());
             c.process(batch(&alerts), &mut ctx, &mut out).unwrap();
             c.on_end(&mut ctx, &mut out).unwrap();
-            let finals: Vec<ClusterReport> = out
-                .into_iter()
-                .filter_map(|o| match o {
-                    Output::Cluster(ReportKind::Close, r) => Some(*r),
-                    _ => None,
-                })
-                .collect();
+            let finals = closed_reports(&out);
             assert_eq!(finals.len(), 1);
-            line(&finals[0], "actor_breadth").map(|l| l.detail.clone())
+            line(finals[0], "actor_breadth").map(|l| l.detail.clone())
         };
         assert_eq!(with(4), None, "two rules at level ≥ 4 are not breadth");
         let all = with(0).expect("five distinct rules at any level");

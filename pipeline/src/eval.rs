@@ -62,7 +62,7 @@ pub fn evaluate_run(
     // counts as escalated only if it was (its closing decision may say
     // escalate for one that crossed the threshold during the warm-up and
     // never got another alert).
-    let mut handed: HandoffSet = HashSet::new();
+    let mut handed = HandoffSet::new();
     let mut escalations: BTreeMap<String, u64> = BTreeMap::new();
     let mut campaign_alerts: HashSet<String> = HashSet::new();
     let mut seen_labels = 0;
@@ -71,10 +71,10 @@ pub fn evaluate_run(
         match e {
             Event::Report(ReportKind::Close, r) => finals.push(*r),
             Event::Report(ReportKind::Update, r) => {
-                handed.insert((r.tenant.clone(), r.cluster_id.clone()));
+                handed.entry(r.tenant.clone()).or_default().insert(r.cluster_id.clone());
             }
             Event::Report(ReportKind::Escalate, r) => {
-                handed.insert((r.tenant.clone(), r.cluster_id.clone()));
+                handed.entry(r.tenant.clone()).or_default().insert(r.cluster_id.clone());
                 *escalations.entry(r.tenant.clone()).or_default() += 1;
                 if let (Some(oracle), Some(slot)) = (&oracle, &slot) {
                     let labels = oracle.labels.lock().expect("labels lock");
@@ -102,8 +102,8 @@ pub fn evaluate_run(
     Ok((evaluate(&labels, &finals, &handed, &alerts, &escalations), summary))
 }
 
-/// Clusters handed off, by (tenant, cluster id).
-pub type HandoffSet = HashSet<(String, String)>;
+/// Clusters handed off: tenant → cluster ids.
+pub type HandoffSet = BTreeMap<String, HashSet<String>>;
 
 /// Quality figures for one tenant or overall.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
@@ -298,7 +298,9 @@ pub fn evaluate(
         a.steps.insert((l.campaign.clone(), l.step));
     }
     let was_handed = |r: &ClusterReport| {
-        std::iter::once(&r.cluster_id).chain(&r.merged).any(|id| handed.contains(&(r.tenant.clone(), id.clone())))
+        handed
+            .get(&r.tenant)
+            .is_some_and(|ids| std::iter::once(&r.cluster_id).chain(&r.merged).any(|id| ids.contains(id)))
     };
     for r in finals.iter().filter(|r| was_handed(r)) {
         let a = acc.entry(r.tenant.clone()).or_default();
@@ -474,7 +476,7 @@ mod tests {
     }
 
     fn ids(list: &[&str]) -> HandoffSet {
-        list.iter().map(|id| ("acme".to_string(), id.to_string())).collect()
+        BTreeMap::from([("acme".to_string(), list.iter().map(|id| id.to_string()).collect())])
     }
 
     #[test]
@@ -485,7 +487,7 @@ mod tests {
         let alerts = BTreeMap::from([("acme".to_string(), 10)]);
         let q = evaluate(&labels, &[merged], &ids(&["handed"]), &alerts, &BTreeMap::new()).overall;
         assert_eq!((q.escalated_clusters, q.campaigns_recalled), (1, 1));
-        let other_tenant: HandoffSet = [("globex".to_string(), "handed".to_string())].into();
+        let other_tenant: HandoffSet = BTreeMap::from([("globex".to_string(), HashSet::from(["handed".to_string()]))]);
         let mut merged = cluster("root", &["a1"]);
         merged.merged = vec!["handed".into()];
         let q = evaluate(&labels, &[merged], &other_tenant, &alerts, &BTreeMap::new()).overall;

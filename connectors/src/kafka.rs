@@ -25,6 +25,7 @@
 //! read from the environment variable `NAME` when the client is created.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -83,6 +84,12 @@ pub struct KafkaConfig {
     pub tenant_header: String,
     /// Most messages per poll round.
     pub max_poll_records: usize,
+    /// With `tenant_from = "topic"`: records of a held-back tenant's
+    /// partition that wait in Sluice before the partition is paused. While
+    /// fewer wait, it is still fetched and nothing is fetched twice; a
+    /// pause makes librdkafka drop what it had prefetched and fetch it
+    /// again on resume.
+    pub held_records: usize,
     /// A partition with no new data for this long stops holding the
     /// watermark back.
     pub idle_timeout: ConfigDuration,
@@ -113,6 +120,7 @@ impl Default for KafkaConfig {
             topic_tenant_pattern: "wazuh-alerts-{tenant}".into(),
             tenant_header: "tenant".into(),
             max_poll_records: 4096,
+            held_records: 16_384,
             idle_timeout: ConfigDuration::from_secs(30),
             exit_when_caught_up: false,
             cases_topic: "sluice.cases".into(),
@@ -152,6 +160,9 @@ impl KafkaConfig {
         }
         if self.max_poll_records == 0 {
             errors.push("kafka.max_poll_records must be >= 1".into());
+        }
+        if self.held_records == 0 {
+            errors.push("kafka.held_records must be >= 1".into());
         }
         if self.idle_timeout.millis() <= 0 {
             errors.push("kafka.idle_timeout must be positive".into());
@@ -470,8 +481,11 @@ pub struct KafkaSource {
     last_lag_report: Instant,
     /// The lag per assigned partition as last measured.
     lag: Vec<(String, i64)>,
-    /// Tenants held back (their topics' partitions are paused).
+    /// Tenants held back: their chunks wait in `ready`, and their topics'
+    /// partitions are paused once `held_records` of a partition wait.
     held: Vec<Arc<str>>,
+    /// Pauses so far, for tests and logs.
+    pauses: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for KafkaSource {
@@ -512,7 +526,32 @@ impl KafkaSource {
             last_lag_report: Instant::now(),
             lag: Vec::new(),
             held: Vec::new(),
+            pauses: Arc::default(),
         })
+    }
+
+    /// How many times a held-back tenant's partitions were paused, counted
+    /// from now on as the source runs.
+    pub fn pauses(&self) -> Arc<AtomicU64> {
+        self.pauses.clone()
+    }
+
+    /// Whether a chunk waits because its tenant is held back. Only with the
+    /// tenant from the topic name (a partition is then one tenant's, and its
+    /// order is kept), and never while a rebalance step waits: what was
+    /// read goes out first.
+    fn waits(&self, chunk: &RawChunk) -> bool {
+        self.config.tenant_from == TenantFrom::Topic
+            && matches!(&chunk.tenant, ChunkTenant::Fixed(t) if self.held.contains(t))
+            && !self.waiting()
+    }
+
+    /// The first chunk in `ready` that may go out now.
+    fn next_ready(&self) -> Option<usize> {
+        if self.held.is_empty() {
+            return (!self.ready.is_empty()).then_some(0);
+        }
+        self.ready.iter().position(|(chunk, ..)| !self.waits(chunk))
     }
 
     fn subscribe(&mut self) -> Result<(), SourceError> {
@@ -536,17 +575,25 @@ impl KafkaSource {
         self.apply_hold();
     }
 
-    /// Pauses the partitions of held-back tenants' topics and resumes the
-    /// others (only with the tenant taken from the topic name: otherwise a
-    /// partition carries many tenants and none can be paused alone).
+    /// Pauses the partitions of held-back tenants' topics once
+    /// `held_records` of them wait, and resumes those no longer held (only
+    /// with the tenant taken from the topic name: otherwise a partition
+    /// carries many tenants and none can be held back alone).
     fn apply_hold(&mut self) {
         if self.config.tenant_from != TenantFrom::Topic {
             return;
         }
+        let mut waiting: BTreeMap<&(String, i32), usize> = BTreeMap::new();
+        if !self.held.is_empty() {
+            for (chunk, key, _) in &self.ready {
+                *waiting.entry(key).or_default() += chunk.lines.len();
+            }
+        }
         let (mut pause, mut resume) = (TopicPartitionList::new(), TopicPartitionList::new());
-        for p in self.partitions.values_mut().filter(|p| p.assigned) {
+        for (key, p) in self.partitions.iter_mut().filter(|(_, p)| p.assigned) {
             let held = self.config.tenant_of_topic(&p.topic).is_some_and(|t| self.held.iter().any(|h| **h == *t));
-            if held && !p.paused {
+            let full = waiting.get(key).is_some_and(|&n| n >= self.config.held_records);
+            if held && full && !p.paused {
                 pause.add_partition(&p.topic, p.partition);
                 p.paused = true;
             } else if !held && p.paused {
@@ -563,6 +610,9 @@ impl KafkaSource {
                 continue;
             }
             let result = if what == "pause" { self.consumer.pause(list) } else { self.consumer.resume(list) };
+            if what == "pause" && result.is_ok() {
+                self.pauses.fetch_add(1, Ordering::Relaxed);
+            }
             match result {
                 Ok(()) => {
                     tracing::info!(partitions = list.count(), "kafka: {what}d the partitions of held-back tenants")
@@ -762,6 +812,8 @@ impl KafkaSource {
             .iter()
             .filter(|(_, p)| p.assigned && !p.idle && !p.paused && p.last_data.elapsed() >= idle_after)
             .map(|(k, _)| k.clone())
+            // Records of it still wait here (its tenant is held back).
+            .filter(|k| !self.ready.iter().any(|(_, key, _)| key == k))
             .collect();
         for key in candidates {
             if self.caught_up(&self.partitions[&key]) {
@@ -806,11 +858,11 @@ impl Source for KafkaSource {
         if !self.subscribed {
             self.subscribe()?;
         }
-        if self.ready.is_empty() && !self.stop.is_stopped() && !self.waiting() {
+        if self.next_ready().is_none() && !self.stop.is_stopped() && !self.waiting() {
             self.poll_round()?;
             self.report_lag(false);
         }
-        if let Some((chunk, key, next)) = self.ready.pop_front() {
+        if let Some((chunk, key, next)) = self.next_ready().and_then(|i| self.ready.remove(i)) {
             if let Some(p) = self.partitions.get_mut(&key) {
                 p.returned = next;
             }

@@ -216,6 +216,11 @@ pub struct RuntimeConfig {
     /// held back at the source (where the source can: a Kafka topic per
     /// tenant).
     pub tenant_backlog: NonZeroUsize,
+    /// The same while other tenants send too and this one is heavy (more
+    /// than four times their average in flight), per unit of its weight:
+    /// a flooding tenant then holds only this much of the pipeline's queues,
+    /// so the others' alerts do not wait behind its backlog.
+    pub contended_backlog: NonZeroUsize,
     /// Alerts a shard queues before it stops taking more (backpressure).
     pub shard_backlog: NonZeroUsize,
 }
@@ -229,6 +234,7 @@ impl Default for RuntimeConfig {
             channel_capacity: NonZeroUsize::new(8).expect("non-zero"),
             fair_scheduling: true,
             tenant_backlog: NonZeroUsize::new(16_384).expect("non-zero"),
+            contended_backlog: NonZeroUsize::new(1024).expect("non-zero"),
             shard_backlog: NonZeroUsize::new(65_536).expect("non-zero"),
         }
     }

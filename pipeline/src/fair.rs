@@ -12,8 +12,13 @@
 //!   is waiting, or when they hold `runtime.shard_backlog` alerts in all.
 //! * **At the source**: a tenant with more than `runtime.tenant_backlog`
 //!   alerts in flight is held back ([`Backlog`]) until it is under half of
-//!   that. A source that can pause one tenant (a Kafka topic per tenant)
-//!   stops reading it meanwhile; its alerts wait upstream.
+//!   that. While other tenants are sending too, a heavy tenant is held back
+//!   far sooner, over `runtime.contended_backlog` (times its weight): what
+//!   a stage holds of it is then small, and the others' alerts wait behind
+//!   little of it in the stages that serve in arrival order (the decoders
+//!   and the router). A source that can hold one tenant back (a Kafka topic
+//!   per tenant) stops handing its records over meanwhile; they wait
+//!   upstream.
 //!
 //! Results do not depend on the scheduling. A tenant's state depends only
 //! on its own alerts and watermarks, in their order (see
@@ -29,6 +34,7 @@ use std::time::{Duration, Instant};
 use arrow::array::RecordBatch;
 use sluice_operators::hash::{FastMap, FastSet};
 use sluice_operators::operator::AlertBatch;
+use sluice_operators::policy::Policies;
 use sluice_operators::time::EventTime;
 
 /// A shard's batch, its rows grouped by tenant: `(tenant, offset, len)`.
@@ -216,6 +222,13 @@ impl FairQueue {
 /// the count covers the decoders' queues too, wherever the pipeline is
 /// slowest. A tenant with more than the limit in flight is held back until
 /// it is under half of it.
+///
+/// The limit is `runtime.tenant_backlog` when the tenant has the pipeline
+/// to itself, and `runtime.contended_backlog` times its weight when it is
+/// heavy (more than four times the others' average in flight) and another
+/// tenant sent alerts within the last [`CONTENDED_FOR`]: a lone tenant gets
+/// the whole pipeline, a flooding one no more than a small share of each
+/// stage's queue.
 #[derive(Debug, Default)]
 pub struct Backlog {
     inner: Mutex<BacklogInner>,
@@ -224,6 +237,10 @@ pub struct Backlog {
     generation: AtomicU64,
 }
 
+/// How recently another tenant must have sent alerts for a tenant to
+/// share the pipeline (and be held to `runtime.contended_backlog`).
+pub const CONTENDED_FOR: Duration = Duration::from_secs(1);
+
 #[derive(Debug, Default)]
 struct BacklogInner {
     tenants: FastMap<Arc<str>, TenantBacklog>,
@@ -231,8 +248,59 @@ struct BacklogInner {
     total: u64,
     /// Tenants with alerts in flight.
     active: u64,
-    /// `runtime.tenant_backlog`; `None`: nobody is held back.
-    limit: Option<u64>,
+    /// `None`: nobody is held back.
+    limits: Option<Limits>,
+    /// The tenant that sent alerts last, and before it the last other one
+    /// that did, with when each last did.
+    last: [Option<(Arc<str>, Instant)>; 2],
+    /// Scheduling weights (from the policy).
+    policies: Arc<Policies>,
+}
+
+/// When a tenant is held back (see [`Backlog`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// `runtime.tenant_backlog`: alone, or not heavy.
+    pub alone: u64,
+    /// `runtime.contended_backlog`, per unit of weight: heavy while others
+    /// send too.
+    pub contended: u64,
+}
+
+impl BacklogInner {
+    /// Whether a tenant other than `tenant` sent alerts since `now -
+    /// CONTENDED_FOR`.
+    fn contended(&self, tenant: &str, now: Instant) -> bool {
+        self.last
+            .iter()
+            .flatten()
+            .find(|(t, _)| **t != *tenant)
+            .is_some_and(|(_, at)| now.saturating_duration_since(*at) < CONTENDED_FOR)
+    }
+
+    /// The most `tenant` may have in flight before it is held back.
+    fn limit(&self, tenant: &str, in_flight: u64, now: Instant) -> Option<u64> {
+        let limits = self.limits?;
+        let weight = u64::from(self.policies.weight(tenant));
+        let others = self.active - u64::from(in_flight > 0);
+        let others_average = (self.total - in_flight) / others.max(1);
+        let heavy = in_flight > 4 * others_average * weight;
+        if heavy && self.contended(tenant, now) {
+            Some(limits.alone.min(limits.contended * weight))
+        } else {
+            Some(limits.alone)
+        }
+    }
+
+    fn sent(&mut self, tenant: &Arc<str>, now: Instant) {
+        match &mut self.last[0] {
+            Some((t, at)) if *t == *tenant => *at = now,
+            _ => {
+                self.last[1] = self.last[0].take();
+                self.last[0] = Some((tenant.clone(), now));
+            }
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -255,9 +323,14 @@ pub struct TenantBacklogReport {
 }
 
 impl Backlog {
-    /// Sets the limit for this run (`None`: never hold anyone back).
-    pub fn configure(&self, limit: Option<usize>) {
-        self.lock().limit = limit.map(|l| l as u64);
+    /// Sets the limits for this run (`None`: never hold anyone back).
+    pub fn configure(&self, limits: Option<Limits>) {
+        self.lock().limits = limits;
+    }
+
+    /// The tenants' scheduling weights, from the policy in force.
+    pub fn set_policies(&self, policies: Arc<Policies>) {
+        self.lock().policies = policies;
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BacklogInner> {
@@ -266,15 +339,22 @@ impl Backlog {
 
     /// `n` more of the tenant's alerts are in flight.
     pub fn entered(&self, tenant: &Arc<str>, n: u64) {
+        self.entered_at(tenant, n, Instant::now());
+    }
+
+    fn entered_at(&self, tenant: &Arc<str>, n: u64, now: Instant) {
         let mut inner = self.lock();
-        let limit = inner.limit;
         let inner = &mut *inner;
+        inner.sent(tenant, now);
         let t = inner.tenants.entry(tenant.clone()).or_default();
         if t.in_flight == 0 {
             inner.active += 1;
         }
         t.in_flight += n;
         inner.total += n;
+        let in_flight = t.in_flight;
+        let limit = inner.limit(tenant, in_flight, now);
+        let t = inner.tenants.get_mut(tenant).expect("just entered");
         if limit.is_some_and(|l| t.in_flight > l) && t.held_since.is_none() {
             t.held_since = Some(Instant::now());
             t.spells += 1;
@@ -285,8 +365,11 @@ impl Backlog {
 
     /// `n` of the tenant's alerts are no longer in flight.
     pub fn left(&self, tenant: &str, n: u64) {
+        self.left_at(tenant, n, Instant::now());
+    }
+
+    fn left_at(&self, tenant: &str, n: u64, now: Instant) {
         let mut inner = self.lock();
-        let limit = inner.limit.unwrap_or(0);
         let inner = &mut *inner;
         let Some(t) = inner.tenants.get_mut(tenant) else { return };
         let n = n.min(t.in_flight);
@@ -296,6 +379,11 @@ impl Backlog {
         if was > 0 && t.in_flight == 0 {
             inner.active -= 1;
         }
+        let (in_flight, held) = (t.in_flight, t.held_since.is_some());
+        // Released under half of the limit that holds it now: a tenant
+        // held as heavy goes on at once when the others stop sending.
+        let limit = if held { inner.limit(tenant, in_flight, now).unwrap_or(0) } else { 0 };
+        let t = inner.tenants.get_mut(tenant).expect("looked up above");
         if let Some(since) = t.held_since
             && t.in_flight <= limit / 2
         {
@@ -357,6 +445,7 @@ mod tests {
     use super::*;
     use arrow::array::Int64Array;
     use arrow::datatypes::{DataType, Field, Schema};
+    use sluice_operators::policy::TenantPolicy;
 
     fn rows(values: std::ops::Range<i64>) -> RecordBatch {
         let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
@@ -468,7 +557,7 @@ mod tests {
     #[test]
     fn a_tenant_over_its_backlog_is_held_back_until_under_half() {
         let backlog = Backlog::default();
-        backlog.configure(Some(100));
+        backlog.configure(Some(Limits { alone: 100, contended: 100 }));
         let (flood, quiet): (Arc<str>, Arc<str>) = ("flood".into(), "quiet".into());
         let g = backlog.generation();
         backlog.entered(&quiet, 10);
@@ -509,5 +598,72 @@ mod tests {
         assert!(!backlog.is_heavy("t0", 50, 100), "its weight gives it a larger share");
         assert!(!backlog.is_heavy("t1", 1, 100));
         assert!(!backlog.is_heavy("unknown", 1, 100));
+    }
+
+    #[test]
+    fn a_lone_tenant_is_held_back_only_over_tenant_backlog() {
+        let backlog = Backlog::default();
+        backlog.configure(Some(Limits { alone: 1000, contended: 10 }));
+        let flood: Arc<str> = "flood".into();
+        backlog.entered(&flood, 1000);
+        assert!(backlog.held().is_empty(), "nobody else sends: the whole pipeline is its own");
+        backlog.entered(&flood, 1);
+        assert_eq!(backlog.held(), [flood]);
+    }
+
+    #[test]
+    fn a_heavy_tenant_is_held_back_over_contended_backlog_while_others_send() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let backlog = Backlog::default();
+        backlog.configure(Some(Limits { alone: 1000, contended: 10 }));
+        let (flood, quiet): (Arc<str>, Arc<str>) = ("flood".into(), "quiet".into());
+        backlog.entered_at(&quiet, 1, at(0));
+        backlog.entered_at(&flood, 10, at(1));
+        assert!(backlog.held().is_empty(), "at the contended limit, not over it");
+        backlog.entered_at(&flood, 1, at(2));
+        assert_eq!(backlog.held(), std::slice::from_ref(&flood));
+        // Released under half of the contended limit while quiet still sends.
+        backlog.left_at("flood", 5, at(3));
+        assert_eq!(backlog.held().len(), 1, "6 in flight is over half of 10");
+        backlog.left_at("flood", 1, at(4));
+        assert!(backlog.held().is_empty());
+        // The quiet tenant itself is never heavy next to the flood.
+        backlog.entered_at(&flood, 200, at(5));
+        backlog.entered_at(&quiet, 20, at(6));
+        assert_eq!(backlog.held(), std::slice::from_ref(&flood));
+    }
+
+    #[test]
+    fn a_held_tenant_goes_on_once_the_others_stop_sending() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let backlog = Backlog::default();
+        backlog.configure(Some(Limits { alone: 1000, contended: 10 }));
+        let (flood, quiet): (Arc<str>, Arc<str>) = ("flood".into(), "quiet".into());
+        backlog.entered_at(&quiet, 1, at(0));
+        backlog.entered_at(&flood, 400, at(10));
+        assert_eq!(backlog.held(), std::slice::from_ref(&flood));
+        backlog.left_at("quiet", 1, at(20));
+        backlog.left_at("flood", 1, at(500));
+        assert_eq!(backlog.held().len(), 1, "quiet sent within the last second");
+        backlog.left_at("flood", 1, at(1100));
+        assert!(backlog.held().is_empty(), "alone again: 398 is under half of tenant_backlog");
+        backlog.entered_at(&flood, 100, at(1200));
+        assert!(backlog.held().is_empty(), "and it is not held back again while alone");
+    }
+
+    #[test]
+    fn weight_raises_the_contended_limit() {
+        let backlog = Backlog::default();
+        backlog.configure(Some(Limits { alone: 1000, contended: 10 }));
+        let tenants = [("big".to_string(), TenantPolicy { weight: Some(5), ..TenantPolicy::default() })];
+        backlog.set_policies(Arc::new(Policies::new(tenants.into_iter().collect())));
+        let (big, quiet): (Arc<str>, Arc<str>) = ("big".into(), "quiet".into());
+        backlog.entered(&quiet, 1);
+        backlog.entered(&big, 50);
+        assert!(backlog.held().is_empty(), "5 × 10 in flight is its share");
+        backlog.entered(&big, 1);
+        assert_eq!(backlog.held(), [big]);
     }
 }

@@ -440,7 +440,11 @@ pub fn run(
     if let Some(set) = intel.as_ref().and_then(|i| i.downcast_ref::<Arc<Intel>>()) {
         metrics.set_intel(set);
     }
-    metrics.backlog.configure(config.runtime.fair_scheduling.then(|| config.runtime.tenant_backlog.get()));
+    metrics.backlog.configure(config.runtime.fair_scheduling.then(|| crate::fair::Limits {
+        alone: config.runtime.tenant_backlog.get() as u64,
+        contended: config.runtime.contended_backlog.get() as u64,
+    }));
+    metrics.backlog.set_policies(router_policies.clone());
     let read_counter = metrics.read.clone();
     // Whether shards close their windows at the end (see ShardMsg::End).
     let flush_at_end = Arc::new(AtomicBool::new(true));
@@ -503,6 +507,9 @@ pub fn run(
                 if let Some(policy) =
                     policy_reloads.as_ref().and_then(|(p, _)| p.lock().expect("pending policy").take())
                 {
+                    if let Some(policies) = policy.downcast_ref::<Arc<Policies>>() {
+                        source_metrics.backlog.set_policies(policies.clone());
+                    }
                     if !send(Item::Update(policy)) {
                         return Ok(());
                     }

@@ -769,8 +769,9 @@ fn consumer_lag_is_a_metric_per_partition() {
 }
 
 /// A tenant with far more alerts in flight than `runtime.tenant_backlog`
-/// is held back: its topic's partitions are paused and resumed, again and
-/// again, and nothing is lost, read twice or changed by it.
+/// is held back, again and again: its records wait in the source, and once
+/// `kafka.held_records` of a partition wait, the partition is paused and
+/// later resumed. Nothing is lost, read twice or changed by it.
 #[test]
 fn a_held_back_tenants_partitions_are_paused_and_nothing_is_lost() {
     use sluice_connectors::kafka::KafkaSource;
@@ -809,7 +810,7 @@ fn a_held_back_tenants_partitions_are_paused_and_nothing_is_lost() {
             .arg("-i")
             .arg(&file));
     }
-    let run_group = |group: &str, fair: bool| {
+    let run_group = |group: &str, fair: bool, held_records: usize| {
         let mut config = Config::default();
         config.input.kind = InputKind::Kafka;
         config.kafka.brokers = broker.addr.clone();
@@ -820,14 +821,17 @@ fn a_held_back_tenants_partitions_are_paused_and_nothing_is_lost() {
         config.kafka.idle_timeout = sluice_operators::time::Duration::from_secs(1);
         config.runtime.fair_scheduling = fair;
         config.runtime.tenant_backlog = 50.try_into().unwrap();
+        config.kafka.held_records = held_records;
         let stop = StopFlag::new();
         let source = KafkaSource::new(&config.kafka, stop.clone()).unwrap();
+        let pauses = source.pauses();
         let metrics = std::sync::Arc::new(Metrics::default());
         let options = RunOptions { metrics: Some(metrics.clone()), ..RunOptions::default() };
         let summary = run(&config, Box::new(source), &options, &stop, |_| Ok(())).unwrap();
-        (summary, metrics)
+        (summary, metrics, pauses.load(std::sync::atomic::Ordering::Relaxed))
     };
-    let (held, metrics) = run_group("held", true);
+    let (held, metrics, paused) = run_group("held", true, 100);
+    assert!(paused > 0, "over 100 records waiting pauses the partition");
     assert_eq!(held.alerts_read, 6000);
     for (tenant, n) in &counts {
         assert_eq!(held.tenants[tenant]["dedup.records_in"], *n, "{tenant}: every alert once");
@@ -835,8 +839,15 @@ fn a_held_back_tenants_partitions_are_paused_and_nothing_is_lost() {
     let report = metrics.backlog.report();
     assert!(report.iter().any(|r| r.spells > 0), "someone was held back: {report:?}");
     assert!(report.iter().all(|r| r.in_flight == 0 && !r.held), "nothing left in flight: {report:?}");
-    let (plain, metrics) = run_group("plain", false);
+    let (plain, metrics, paused) = run_group("plain", false, 100);
     assert!(metrics.backlog.report().iter().all(|r| r.spells == 0), "arrival order holds nobody back");
+    assert_eq!(paused, 0);
+    // Held back as often, but never so long that a partition is paused:
+    // the records wait in the source, and the results are the same again.
+    let (waited, metrics, paused) = run_group("waited", true, 100_000);
+    assert!(metrics.backlog.report().iter().any(|r| r.spells > 0), "someone was held back");
+    assert_eq!(paused, 0, "fewer than kafka.held_records waited");
+    assert_eq!(waited.tenants, plain.tenants);
     assert_eq!(
         (held.alerts_read, held.late, held.clusters, held.escalated, held.closed_review, held.closed_suppress),
         (plain.alerts_read, plain.late, plain.clusters, plain.escalated, plain.closed_review, plain.closed_suppress),

@@ -182,7 +182,7 @@ pub fn render(metrics: &Metrics, outbox: Option<&OutboxCounts>, max_tenant_serie
     out.family(
         "sluice_tenant_held_back",
         "gauge",
-        "1 while fair scheduling holds the tenant back: more than runtime.tenant_backlog of its alerts are in flight (with a Kafka topic per tenant, its partitions are paused).",
+        "1 while fair scheduling holds the tenant back: more than runtime.tenant_backlog of its alerts are in flight, or runtime.contended_backlog while it is heavy and others send too (with a Kafka topic per tenant, its records wait in the source).",
     );
     for (t, (_, held, _)) in &backlog {
         out.sample("sluice_tenant_held_back", &[("tenant", t)], if *held { 1.0 } else { 0.0 });
@@ -475,7 +475,7 @@ mod tests {
     #[test]
     fn a_held_back_tenant_is_shown_and_the_others_are_not() {
         let metrics = Metrics::default();
-        metrics.backlog.configure(Some(100));
+        metrics.backlog.configure(Some(crate::fair::Limits { alone: 100, contended: 100 }));
         let (flood, quiet): (Arc<str>, Arc<str>) = ("flood".into(), "quiet".into());
         let mut c = Counters::default();
         c.add("dedup", "records_in", &flood, 1000);

@@ -142,8 +142,10 @@ pub struct ClusterReport {
     /// Deterministic hash of tenant and first alert, hex.
     pub cluster_id: String,
     /// What kind of cluster this is, whatever its values: a hash of its rule
-    /// ids, the correlation rules that fired into it and its entity kinds.
-    /// Verdict priors match clusters on it.
+    /// ids, the correlation rules that fired into it and its entity kinds;
+    /// for a cluster one broad actor drives (more distinct rules than
+    /// `score.actor_min_rules`), of that actor's role and rules and the
+    /// correlation rules. Verdict priors match clusters on it.
     pub signature: String,
     pub first_seen: String,
     // ── summary ──

@@ -41,6 +41,7 @@
 //! expired on watermarks strictly after it can no longer match a non-late
 //! record, so batch size and shard count do not change them.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
@@ -412,6 +413,11 @@ struct Cluster {
     /// What threat intel and the inventory know about the cluster's
     /// entities, looked up once when each joins (bounded by [`MAX_HITS`]).
     intel: BTreeMap<(EntityKind, u64), Hit>,
+    /// Broad actors whose pattern a verdict prior judged (none when over
+    /// the safety floor), and the points their part of the score was worth,
+    /// taken away (set in `rescore`).
+    judged: Vec<(EntityKind, u64)>,
+    taken: f64,
 }
 
 /// An entity of a cluster that threat intel or the inventory knows.
@@ -573,7 +579,8 @@ const NAME: &str = "correlate";
 /// 3: clusters keep what threat intel and the inventory found.
 /// 4: background rules (`rule_sources`, `RuleStat::crowded`) and actors'
 /// rules per host (`actor_rules`).
-const SNAPSHOT_VERSION: u32 = 4;
+/// 5: clusters whose broad actor a verdict prior judged (`Cluster::judged`).
+const SNAPSHOT_VERSION: u32 = 5;
 
 impl Correlate {
     pub fn new(config: CorrelateConfig, score: ScoreConfig, handoff: HandoffConfig) -> Result<Self> {
@@ -723,6 +730,8 @@ fn new_cluster(id: u64) -> Cluster {
         detections: BTreeMap::new(),
         fired: 0,
         intel: BTreeMap::new(),
+        judged: Vec::new(),
+        taken: 0.0,
     }
 }
 
@@ -856,21 +865,112 @@ impl Cluster {
     /// the cluster that raised more than `actor_min_rules` distinct rules
     /// raised it: one source scanning, then injecting, then succeeding is an
     /// intrusion even when each of those alerts alone is everyday noise.
+    ///
+    /// A verdict prior on the pattern of a broad actor (its role and rules,
+    /// see [`Cluster::actor_signature`]) takes that actor's part away: the
+    /// points the cluster has only because of it (its breadth, its rules'
+    /// exemption and the rules only it raised). The breakdown shows the
+    /// ordinary lines and then one line taking those points off. Not over
+    /// the safety floor: there every actor counts.
     fn rescore(&mut self, cfg: &ScoreConfig, common_in_tenant: impl Fn(u32) -> bool, priors: Option<&TenantPriors>) {
+        self.judged.clear();
+        self.taken = 0.0;
+        if let Some(priors) = priors.filter(|p| !p.is_empty()) {
+            let min = cfg.actor_min_rules;
+            for (key, (_, rules)) in &self.actors {
+                if rules.len() > min && priors.contains_key(&self.actor_signature(*key)) {
+                    self.judged.push(*key);
+                }
+            }
+        }
+        self.mark_common(cfg, &common_in_tenant, false);
+        let (total, signal, floor) = self.scored_total(cfg, priors, false);
+        if self.judged.is_empty() || floor {
+            self.judged.clear();
+            self.score = total;
+            self.signal_tactics = signal;
+            return;
+        }
+        // The same cluster without the judged actors' part.
+        self.mark_common(cfg, &common_in_tenant, true);
+        let (without, signal, _) = self.scored_total(cfg, priors, true);
+        self.mark_common(cfg, &common_in_tenant, false);
+        self.taken = (total - without).max(0.0);
+        self.score = without;
+        self.signal_tactics = signal;
+    }
+
+    /// Sets each rule's `common` flag (see [`Cluster::rescore`]); with
+    /// `without_judged`, judged actors' rules are everyday and exempt
+    /// nothing.
+    fn mark_common(&mut self, cfg: &ScoreConfig, common_in_tenant: &impl Fn(u32) -> bool, without_judged: bool) {
         let min = cfg.actor_min_rules;
-        let broad: Vec<&BTreeSet<u32>> = self.actors.values().map(|(_, r)| r).filter(|r| r.len() > min).collect();
+        let (mut broad, mut judged): (Vec<&BTreeSet<u32>>, Vec<&BTreeSet<u32>>) = (Vec::new(), Vec::new());
+        for (key, (_, rules)) in &self.actors {
+            if without_judged && self.judged.contains(key) {
+                judged.push(rules);
+            } else if rules.len() > min {
+                broad.push(rules);
+            }
+        }
         for (id, r) in self.rules.iter_mut() {
-            let everyday = common_in_tenant(*id) || r.crowded;
+            let everyday = common_in_tenant(*id) || r.crowded || judged.iter().any(|j| j.contains(id));
             r.common = r.routine || (everyday && !broad.iter().any(|b| b.contains(id)));
         }
-        let (score, signal) = self.scored(cfg, false, priors);
-        self.score = score.total;
-        self.signal_tactics = signal;
+    }
+
+    /// The best actor when it raised more than `actor_min_rules` distinct
+    /// rules: the cluster is its doing.
+    fn broad_actor(&self, cfg: &ScoreConfig) -> Option<(EntityKind, u64)> {
+        self.best_actor.filter(|k| self.actors.get(k).is_some_and(|(_, r)| r.len() > cfg.actor_min_rules))
+    }
+
+    /// The actor behind the most distinct rules (ties: smallest value)
+    /// among those not judged.
+    fn best_unjudged_actor(&self) -> Option<(&str, usize)> {
+        let best = if self.judged.is_empty() {
+            self.best_actor.and_then(|k| self.actors.get(&k))
+        } else {
+            self.actors
+                .iter()
+                .filter(|(k, _)| !self.judged.contains(k))
+                .map(|(_, a)| a)
+                .max_by(|a, b| a.1.len().cmp(&b.1.len()).then(b.0.cmp(&a.0)))
+        };
+        best.map(|(value, rules)| (value.as_str(), rules.len()))
     }
 
     /// The score (with its explanation when `explain`) and the number of
     /// signal tactics, from the rules' current common flags.
     fn scored(&self, cfg: &ScoreConfig, explain: bool, priors: Option<&TenantPriors>) -> (Score, usize) {
+        self.with_input(cfg, priors, false, |input, signal| {
+            let score = if explain { cfg.score(input) } else { Score { total: cfg.total(input), lines: Vec::new() } };
+            (score, signal)
+        })
+    }
+
+    /// The total, the signal tactics, and whether it is over the safety floor.
+    /// With `without_judged`: the actor is the best one not judged, and no
+    /// prior applies.
+    fn scored_total(
+        &self,
+        cfg: &ScoreConfig,
+        priors: Option<&TenantPriors>,
+        without_judged: bool,
+    ) -> (f64, usize, bool) {
+        self.with_input(cfg, priors, without_judged, |input, signal| {
+            let (total, floor) = cfg.total_and_floor(input);
+            (total, signal, floor)
+        })
+    }
+
+    fn with_input<T>(
+        &self,
+        cfg: &ScoreConfig,
+        priors: Option<&TenantPriors>,
+        without_judged: bool,
+        f: impl FnOnce(&ScoreInput<'_>, usize) -> T,
+    ) -> T {
         let signal = self
             .rules
             .values()
@@ -891,8 +991,12 @@ impl Cluster {
                 .map(|(id, r)| RuleRef { level: r.level, rule_id: *id, description: &r.description })
         };
         let hosts = self.hosts;
-        let actor =
-            self.best_actor.and_then(|k| self.actors.get(&k)).map(|(value, rules)| (value.as_str(), rules.len()));
+        let (actor, prior) = if without_judged {
+            (self.best_unjudged_actor(), None)
+        } else {
+            let best = self.best_actor.and_then(|k| self.actors.get(&k));
+            (best.map(|(value, rules)| (value.as_str(), rules.len())), self.prior(cfg, priors))
+        };
         let detections: Vec<(&str, u8, u64)> =
             self.detections.iter().map(|(rule, d)| (rule.as_str(), d.severity, d.count)).collect();
         let intel: Vec<(EntityKind, &str, &Finding)> = self
@@ -909,11 +1013,11 @@ impl Cluster {
             hosts,
             actor,
             detections: &detections,
-            prior: priors.and_then(|p| p.get(&self.signature_hash())).map(String::as_str),
+            prior: prior.as_deref(),
+            prior_points: (!self.judged.is_empty()).then_some(self.taken),
             intel: &intel,
         };
-        let score = if explain { cfg.score(&input) } else { Score { total: cfg.total(&input), lines: Vec::new() } };
-        (score, tactics.len())
+        f(&input, tactics.len())
     }
 
     fn absorb(&mut self, other: Cluster, cfg: &CorrelateConfig) {
@@ -999,12 +1103,54 @@ impl Cluster {
         }
     }
 
-    /// See [`ClusterReport::signature`].
-    fn signature(&self) -> String {
-        format!("{:016x}", self.signature_hash())
+    /// The verdict prior that applies, described: the one on the
+    /// cluster's signature, or else one on a judged actor's pattern (naming
+    /// the actors whose part it took away).
+    fn prior<'p>(&self, cfg: &ScoreConfig, priors: Option<&'p TenantPriors>) -> Option<Cow<'p, str>> {
+        let priors = priors?;
+        let own = priors.get(&self.signature_hash(cfg));
+        let first_judged = || self.judged.first().and_then(|k| priors.get(&self.actor_signature(*k)));
+        let prior = own.or_else(first_judged)?;
+        if self.judged.is_empty() {
+            return Some(Cow::Borrowed(prior.as_str()));
+        }
+        let actors: Vec<String> = self
+            .judged
+            .iter()
+            .filter_map(|k| self.actors.get(k).map(|(value, rules)| format!("{} {value} ({} rules)", k.0, rules.len())))
+            .collect();
+        Some(Cow::Owned(format!("{prior}; the same pattern from {}: what it brings does not count", actors.join(", "))))
     }
 
-    fn signature_hash(&self) -> u64 {
+    /// An actor's pattern: its role, its rules, and the cluster's detections.
+    fn actor_signature(&self, key: (EntityKind, u64)) -> u64 {
+        let mut h = StableHasher::new();
+        h.field(b"actor");
+        h.field(key.0.as_str().as_bytes());
+        for id in self.actors.get(&key).map(|(_, rules)| rules).into_iter().flatten() {
+            h.field(&id.to_le_bytes());
+        }
+        h.field(b"|");
+        for rule in self.detections.keys() {
+            h.field(rule.as_bytes());
+        }
+        h.finish()
+    }
+
+    /// See [`ClusterReport::signature`].
+    fn signature(&self, cfg: &ScoreConfig) -> String {
+        format!("{:016x}", self.signature_hash(cfg))
+    }
+
+    /// What the cluster is, for verdict priors. A cluster that one broad
+    /// actor drives (see [`Cluster::broad_actor`]) is that actor's doing:
+    /// its role (ip or user, not the value, which changes between runs of
+    /// the same scan) and its rules, with the detections. Any other: its
+    /// rules, detections and entity kinds.
+    fn signature_hash(&self, cfg: &ScoreConfig) -> u64 {
+        if let Some(key) = self.broad_actor(cfg) {
+            return self.actor_signature(key);
+        }
         let mut h = StableHasher::new();
         for id in self.rules.keys() {
             h.field(&id.to_le_bytes());
@@ -1053,7 +1199,7 @@ impl Cluster {
             cluster_id,
             version,
             tenant: tenant.to_string(),
-            signature: self.signature(),
+            signature: self.signature(score_cfg),
             score: score.total,
             decision,
             reason,
@@ -1101,8 +1247,10 @@ impl Cluster {
 /// Active verdict priors: tenant → cluster signature hash → what the
 /// prior is (shown in the score breakdown). A cluster whose signature (see
 /// [`ClusterReport::signature`]) matches scores `score.prior_penalty` lower,
-/// unless it is over the safety floor. Sent to the running pipeline as a
-/// whole set (an operator update), replacing the previous one.
+/// and when the signature is its broad actor's, that actor's part of the
+/// score goes too; not when it is over the safety floor. Sent to the
+/// running pipeline as a whole set (an operator update), replacing the
+/// previous one.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Priors(pub BTreeMap<String, TenantPriors>);
 
@@ -1110,6 +1258,12 @@ pub struct Priors(pub BTreeMap<String, TenantPriors>);
 pub type TenantPriors = BTreeMap<u64, String>;
 
 impl Priors {
+    /// Whether the tenant has a prior on a signature as written in case
+    /// files (hex).
+    pub fn contains(&self, tenant: &str, signature: &str) -> bool {
+        u64::from_str_radix(signature, 16).is_ok_and(|hash| self.0.get(tenant).is_some_and(|p| p.contains_key(&hash)))
+    }
+
     /// Adds a prior for a signature as written in case files (hex).
     pub fn insert(&mut self, tenant: &str, signature: &str, description: String) -> bool {
         match u64::from_str_radix(signature, 16) {
@@ -2530,6 +2684,71 @@ mod tests {
         assert_eq!(top.points, 30.0, "{}", top.detail);
         let actor = line(&finals[0], "actor_breadth").expect("the source is an actor");
         assert!(actor.detail.starts_with("198.51.100.1 raised 4 distinct rules"), "{}", actor.detail);
+    }
+
+    #[test]
+    fn a_prior_on_a_broad_actors_pattern_takes_its_part_away_in_a_later_sweep() {
+        // The same scan script from two addresses of a scanner's pool, on
+        // two hosts, well apart: each cluster is one actor's doing.
+        let sweep = |host: &'static str, ip: &'static str, t: i64| -> Vec<A<'static>> {
+            [(31151u32, 10u8), (31101, 5), (31103, 7), (31106, 6), (5712, 10)]
+                .iter()
+                .enumerate()
+                .map(|(i, &(rule, level))| A {
+                    tenant: "acme",
+                    id: ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"][i + if host == "web1" { 0 } else { 5 }],
+                    t: t + i as i64 * 10,
+                    rule,
+                    level,
+                    host,
+                    src_ip: Some(ip),
+                    log: "sweep",
+                    ..A::default()
+                })
+                .collect()
+        };
+        let first = sweep("web1", "10.1.250.10", 0);
+        let (_, finals, _) = run(cfg(), &first);
+        let judged = &finals[0];
+        assert!(line(judged, "actor_breadth").is_some(), "five distinct rules from one source");
+        let signature = judged.signature.clone();
+
+        let second = sweep("web2", "10.1.250.11", 10_000_000);
+        let (_, plain, _) = run(cfg(), &second);
+        assert_eq!(plain[0].signature, signature, "the actor's role and rules, not its address");
+        let with_prior = |floor: bool| {
+            let mut priors = Priors::default();
+            assert!(priors.insert("acme", &signature, "prior #1: judged false_positive".into()));
+            let mut c = chain(cfg());
+            c.reconfigure(&priors).unwrap();
+            if floor {
+                let mut t = crate::intel::TenantIntel::default();
+                t.iocs.load_plain("feed.txt", "10.1.250.11\n", None).unwrap();
+                let intel = Intel { tenants: [("acme".to_string(), t)].into(), ..Intel::default() };
+                c.reconfigure(&Arc::new(intel)).unwrap();
+            }
+            let (mut ctx, mut out) = (Context::default(), Vec::new());
+            c.process(batch(&second), &mut ctx, &mut out).unwrap();
+            c.on_end(&mut ctx, &mut out).unwrap();
+            closed_reports(&out)[0].clone()
+        };
+        let later = with_prior(false);
+        // The ordinary lines, then one taking off what the actor brought:
+        // its breadth, and its rules' full levels and tactics.
+        let ordinary: Vec<&str> = plain[0].breakdown.iter().map(|l| l.factor.as_str()).collect();
+        let lines: Vec<&str> = later.breakdown.iter().map(|l| l.factor.as_str()).collect();
+        assert_eq!(lines[..lines.len() - 1], ordinary[..]);
+        let prior = line(&later, "prior_false_positive").unwrap();
+        assert!(prior.detail.contains("the same pattern from ip 10.1.250.11 (5 rules)"), "{}", prior.detail);
+        assert_eq!(later.score, plain[0].score + prior.points);
+        let breadth = line(&plain[0], "actor_breadth").unwrap().points;
+        let everyday_level = line(&plain[0], "max_level").unwrap().points / 2.0;
+        assert!(-prior.points >= breadth + everyday_level, "{} taken", prior.points);
+        assert!(later.score < 65.0 && plain[0].score >= 65.0, "{} against {}", later.score, plain[0].score);
+        // Over the safety floor (an IOC hit), the actor counts in full.
+        let floored = with_prior(true);
+        assert!(line(&floored, "actor_breadth").is_some());
+        assert!(line(&floored, "prior_false_positive").unwrap().detail.contains("not applied"));
     }
 
     #[test]

@@ -235,6 +235,9 @@ pub struct ScoreInput<'a> {
     pub detections: &'a [(&'a str, u8, u64)],
     /// The verdict prior matching the cluster's signature, described.
     pub prior: Option<&'a str>,
+    /// Points the prior takes off instead of `prior_penalty`: the part of
+    /// the score that actors it judged brought (see `correlate`).
+    pub prior_points: Option<f64>,
     /// What threat intel and the inventory know about the cluster's
     /// entities: entity kind, value, finding.
     pub intel: &'a [(EntityKind, &'a str, &'a Finding)],
@@ -270,15 +273,23 @@ fn round2(x: f64) -> f64 {
 impl ScoreConfig {
     /// Scores a cluster with its explanation. Zero-point factors get no line.
     pub fn score(&self, c: &ScoreInput<'_>) -> Score {
-        self.compute(c, true)
+        self.compute(c, true).0
     }
 
     /// The total only, without building the explanation (the per-alert path).
     pub fn total(&self, c: &ScoreInput<'_>) -> f64 {
-        self.compute(c, false).total
+        self.compute(c, false).0.total
     }
 
-    fn compute(&self, c: &ScoreInput<'_>, explain: bool) -> Score {
+    /// The total, and whether a prior or an inventory penalty would have
+    /// lowered it but the cluster is over the safety floor (only known when
+    /// `c.prior` or a known scanner or service account is there).
+    pub fn total_and_floor(&self, c: &ScoreInput<'_>) -> (f64, bool) {
+        let (score, floor) = self.compute(c, false);
+        (score.total, floor)
+    }
+
+    fn compute(&self, c: &ScoreInput<'_>, explain: bool) -> (Score, bool) {
         let mut lines = Vec::new();
         let mut total = 0.0;
         let mut floor = false;
@@ -457,15 +468,15 @@ impl ScoreConfig {
             let (points, detail) = if floor {
                 (0.0, format!("{prior}; not applied: the cluster is over the safety floor"))
             } else {
-                let points = -self.prior_penalty.min(total);
-                (round2(points), format!("{prior}: −{} points", self.prior_penalty))
+                let penalty = c.prior_points.unwrap_or(self.prior_penalty);
+                (round2(-penalty.min(total)), format!("{prior}: −{} points", round2(penalty)))
             };
             total += points;
             if explain {
                 lines.push(ScoreLine { factor: "prior_false_positive".into(), points, detail });
             }
         }
-        Score { total: round2(total), lines }
+        (Score { total: round2(total), lines }, floor)
     }
 }
 
@@ -484,6 +495,7 @@ mod tests {
             actor: None,
             detections: &[],
             prior: None,
+            prior_points: None,
             intel: &[],
         }
     }
@@ -506,6 +518,14 @@ mod tests {
         let kept = floor.score(&ScoreInput { prior: Some(prior), ..input(12, &[], 0, 1) });
         assert_eq!(kept.total, floor.score(&input(12, &[], 0, 1)).total);
         assert!(kept.lines.last().unwrap().detail.contains("safety floor"));
+        // A prior that knows what its judged actors brought takes just that.
+        let exact = cfg.score(&ScoreInput {
+            prior: Some(prior),
+            prior_points: Some(12.5),
+            ..input(12, &["Initial Access", "Execution"], 3, 40)
+        });
+        assert_eq!(exact.total, base.total - 12.5);
+        assert!(exact.lines.last().unwrap().detail.ends_with("−12.5 points"));
     }
 
     #[test]

@@ -43,6 +43,7 @@ pub fn evaluate_run(
     source: Box<dyn Source>,
     labels: impl FnOnce() -> Vec<Label>,
     oracle: Option<Oracle>,
+    mut handoffs: Option<&mut dyn std::io::Write>,
 ) -> Result<(EvalReport, Summary), RunError> {
     // Every closed cluster, not only escalated ones: a missed campaign's
     // alerts are then found wherever they went.
@@ -70,18 +71,30 @@ pub fn evaluate_run(
     let summary = run(config, source, &options, &stop, |e| {
         match e {
             Event::Report(ReportKind::Close, r) => finals.push(*r),
-            Event::Report(ReportKind::Update, r) => {
+            Event::Report(kind @ (ReportKind::Escalate | ReportKind::Update), r) => {
                 handed.entry(r.tenant.clone()).or_default().insert(r.cluster_id.clone());
-            }
-            Event::Report(ReportKind::Escalate, r) => {
-                handed.entry(r.tenant.clone()).or_default().insert(r.cluster_id.clone());
-                *escalations.entry(r.tenant.clone()).or_default() += 1;
+                if let Some(w) = handoffs.as_mut() {
+                    let line = serde_json::json!({
+                        "kind": if kind == ReportKind::Escalate { "escalate" } else { "update" },
+                        "tenant": r.tenant,
+                        "cluster_id": r.cluster_id,
+                        "score": r.score,
+                        "signature": r.signature,
+                        "last_seen": r.last_seen,
+                        "breakdown": r.breakdown,
+                    });
+                    writeln!(w, "{line}")?;
+                }
+                if kind == ReportKind::Escalate {
+                    *escalations.entry(r.tenant.clone()).or_default() += 1;
+                }
+                // Every hand-off reaches the investigation stage, updates too.
                 if let (Some(oracle), Some(slot)) = (&oracle, &slot) {
                     let labels = oracle.labels.lock().expect("labels lock");
                     campaign_alerts.extend(labels[seen_labels..].iter().map(|l| l.alert_id.clone()));
                     seen_labels = labels.len();
                     let campaign = r.members.iter().flatten().any(|m| campaign_alerts.contains(m));
-                    if !campaign {
+                    if !campaign && !priors.contains(&r.tenant, &r.signature) {
                         let n: usize = priors.0.values().map(|p| p.len()).sum();
                         priors.insert(
                             &r.tenant,

@@ -320,6 +320,10 @@ struct EvalArgs {
     /// verdict priors act on later clusters: what priors are worth.
     #[arg(long)]
     oracle_priors: bool,
+    /// Write every hand-off (escalation or update) here as NDJSON: tenant,
+    /// cluster, kind, score, signature and the score breakdown.
+    #[arg(long, value_name = "FILE")]
+    handoffs: Option<PathBuf>,
     #[command(flatten)]
     generator: GenArgs,
 }
@@ -993,6 +997,13 @@ fn read_labels(path: &Path) -> Result<Vec<Label>> {
 fn cmd_eval(a: EvalArgs) -> Result<()> {
     let mut config = load_config(a.config.as_deref())?;
     apply_gen(&mut config, &a.generator);
+    let mut handoffs = match &a.handoffs {
+        Some(path) => Some(std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        )),
+        None => None,
+    };
+    let handoffs_out = handoffs.as_mut().map(|w| w as &mut dyn std::io::Write);
     let (report, summary) = match &a.input {
         Some(input) => {
             let Some(labels) = a.labels.clone() else { bail!("--labels is required with --input") };
@@ -1002,7 +1013,7 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
                 let labels = read_labels(&labels)?;
                 let oracle =
                     a.oracle_priors.then(|| eval::Oracle { labels: Arc::new(std::sync::Mutex::new(labels.clone())) });
-                eval::evaluate_run(&config, source, move || labels, oracle)?
+                eval::evaluate_run(&config, source, move || labels, oracle, handoffs_out)?
             }
         }
         None => {
@@ -1017,15 +1028,23 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
                 Box::new(source),
                 move || std::mem::take(&mut *collected.lock().expect("labels lock")),
                 oracle,
+                handoffs_out,
             )?
         }
     };
+    if let (Some(w), Some(path)) = (handoffs.as_mut(), &a.handoffs) {
+        w.flush().with_context(|| format!("writing {}", path.display()))?;
+    }
     match a.format {
         Format::Json => {
             println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "quality": report, "summary": summary }))?)
         }
         _ => {
             print!("{}", eval::human(&report));
+            println!(
+                "hand-offs to the investigation stage: {} escalations, {} updates",
+                summary.escalated, summary.updates
+            );
             eprintln!(
                 "{} alerts in {:.1}s ({:.0}/s), {} dead-lettered",
                 summary.alerts_read, summary.elapsed_secs, summary.alerts_per_sec, summary.dead_lettered

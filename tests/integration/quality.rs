@@ -21,7 +21,8 @@ fn evaluate_default_scenario() -> EvalReport {
         .unwrap()
         .with_labels(move |l| sink.lock().unwrap().push(l));
     let (report, summary) =
-        evaluate_run(&config, Box::new(source), move || std::mem::take(&mut *labels.lock().unwrap()), None).unwrap();
+        evaluate_run(&config, Box::new(source), move || std::mem::take(&mut *labels.lock().unwrap()), None, None)
+            .unwrap();
     eprintln!("{}", human(&report));
     assert_eq!(summary.alerts_read, 1_000_000);
     assert!(report.overall.campaigns >= 30, "5 tenants × 6 campaign kinds, got {}", report.overall.campaigns);

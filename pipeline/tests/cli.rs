@@ -129,12 +129,24 @@ fn generate_then_eval_then_run_with_case_files() {
     assert_eq!(std::fs::read_to_string(&alerts).unwrap().lines().count(), 20_000);
     assert!(std::fs::read_to_string(&labels).unwrap().lines().count() > 12);
 
+    let handoffs = dir.path().join("handoffs.ndjson");
     let out = sluice()
-        .args(["eval", "--input", alerts.to_str().unwrap(), "--labels", labels.to_str().unwrap()])
+        .args(["eval", "--input", alerts.to_str().unwrap(), "--labels", labels.to_str().unwrap(), "--handoffs"])
+        .arg(&handoffs)
         .output()
         .unwrap();
     let table = ok(&out);
     assert!(table.contains("OVERALL") && table.contains("precision"), "{table}");
+    // Every hand-off, as the table counts them, with its breakdown.
+    let lines: Vec<serde_json::Value> =
+        std::fs::read_to_string(&handoffs).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let count = |kind: &str| lines.iter().filter(|h| h["kind"] == kind).count();
+    let said =
+        format!("hand-offs to the investigation stage: {} escalations, {} updates", count("escalate"), count("update"));
+    assert!(count("escalate") > 0 && table.contains(&said), "{said}\n{table}");
+    assert!(
+        lines.iter().all(|h| h["breakdown"].as_array().is_some_and(|b| !b.is_empty()) && h["signature"].is_string())
+    );
 
     let cases = dir.path().join("cases.ndjson");
     let out = sluice()

@@ -1062,7 +1062,12 @@ impl Cluster {
         for (key, (value, rules)) in other.actors {
             if self.actors.len() < MAX_ACTORS || self.actors.contains_key(&key) {
                 let mine = self.actors.entry(key).or_insert_with(|| (value, BTreeSet::new()));
-                mine.1.extend(rules);
+                for rule in rules {
+                    if mine.1.len() >= MAX_ACTOR_RULES {
+                        break;
+                    }
+                    mine.1.insert(rule);
+                }
             }
         }
         for key in absorbed_actors {

@@ -536,22 +536,17 @@ impl KafkaSource {
         self.pauses.clone()
     }
 
-    /// Whether a chunk waits because its tenant is held back. Only with the
-    /// tenant from the topic name (a partition is then one tenant's, and its
-    /// order is kept), and never while a rebalance step waits: what was
-    /// read goes out first.
-    fn waits(&self, chunk: &RawChunk) -> bool {
-        self.config.tenant_from == TenantFrom::Topic
-            && matches!(&chunk.tenant, ChunkTenant::Fixed(t) if self.held.contains(t))
-            && !self.waiting()
-    }
-
-    /// The first chunk in `ready` that may go out now.
+    /// The first chunk in `ready` that may go out now. A held-back tenant's
+    /// chunks wait, only with the tenant from the topic name (a partition is
+    /// then one tenant's, and its order is kept), and never while a
+    /// rebalance step waits: what was read goes out first.
     fn next_ready(&self) -> Option<usize> {
-        if self.held.is_empty() {
+        if self.held.is_empty() || self.config.tenant_from != TenantFrom::Topic || self.waiting() {
             return (!self.ready.is_empty()).then_some(0);
         }
-        self.ready.iter().position(|(chunk, ..)| !self.waits(chunk))
+        self.ready
+            .iter()
+            .position(|(chunk, ..)| !matches!(&chunk.tenant, ChunkTenant::Fixed(t) if self.held.contains(t)))
     }
 
     fn subscribe(&mut self) -> Result<(), SourceError> {
@@ -755,7 +750,7 @@ impl KafkaSource {
     }
 
     /// Consumer lag per assigned partition (the broker's high watermark minus
-    /// the next offset to read), measured and logged every `LAG_EVERY`. Partitions of one
+    /// the next offset to hand over), measured and logged every `LAG_EVERY`. Partitions of one
     /// topic are listed as `topic[partition]=lag`.
     fn report_lag(&mut self, now: bool) {
         const LAG_EVERY: Duration = Duration::from_secs(5);
@@ -769,7 +764,16 @@ impl KafkaSource {
         for p in self.partitions.values().filter(|p| p.assigned) {
             if let Ok((low, high)) = self.consumer.fetch_watermarks(&p.topic, p.partition, Duration::from_secs(2)) {
                 let high = high.max(fetched_end(&self.consumer, &p.topic, p.partition).unwrap_or(-1));
-                let lag = (high - if p.polled < 0 { low } else { p.polled }).max(0);
+                // From what was handed over: records waiting in the source
+                // (a held-back tenant's) are lag too.
+                let from = if p.returned >= 0 {
+                    p.returned
+                } else if p.polled >= 0 {
+                    p.polled
+                } else {
+                    low
+                };
+                let lag = (high - from).max(0);
                 total += lag;
                 parts.push(format!("{}[{}]={lag}", p.topic, p.partition));
                 self.lag.push((input_name(&p.topic, p.partition), lag));

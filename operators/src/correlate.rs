@@ -333,6 +333,12 @@ struct RuleStat {
     /// Whether an alert of the rule in this cluster was background on its
     /// host (raised there by more sources than `crowded_sources`).
     crowded: bool,
+    /// Common in the tenant or crowded, at the last rescore.
+    everyday: bool,
+    /// Whether an alert of the rule in this cluster was raised by no actor
+    /// that kept it (none, below `actor_min_level`, a hub, or over the
+    /// caps): a verdict prior on an actor never discounts such a rule.
+    untracked: bool,
     /// Kill-chain positions of the ATT&CK tactics the rule carries.
     tactic_mask: u16,
 }
@@ -869,10 +875,19 @@ impl Cluster {
     /// A verdict prior on the pattern of a broad actor (its role and rules,
     /// see [`Cluster::actor_signature`]) takes that actor's part away: the
     /// points the cluster has only because of it (its breadth, its rules'
-    /// exemption and the rules only it raised). The breakdown shows the
-    /// ordinary lines and then one line taking those points off. Not over
-    /// the safety floor: there every actor counts.
+    /// exemption, and the rules no one else raised count as everyday). The
+    /// breakdown shows the ordinary lines and then one line taking those
+    /// points off. Not over the safety floor: there every actor counts.
     fn rescore(&mut self, cfg: &ScoreConfig, common_in_tenant: impl Fn(u32) -> bool, priors: Option<&TenantPriors>) {
+        for (id, r) in self.rules.iter_mut() {
+            r.everyday = common_in_tenant(*id) || r.crowded;
+        }
+        self.rejudge(cfg, priors);
+    }
+
+    /// The score from the rules' `everyday` flags as the last rescore left
+    /// them, with the priors (and intel) in force now.
+    fn rejudge(&mut self, cfg: &ScoreConfig, priors: Option<&TenantPriors>) {
         self.judged.clear();
         self.taken = 0.0;
         if let Some(priors) = priors.filter(|p| !p.is_empty()) {
@@ -883,7 +898,7 @@ impl Cluster {
                 }
             }
         }
-        self.mark_common(cfg, &common_in_tenant, false);
+        self.mark_common(cfg, false);
         let (total, signal, floor) = self.scored_total(cfg, priors, false);
         if self.judged.is_empty() || floor {
             self.judged.clear();
@@ -892,29 +907,36 @@ impl Cluster {
             return;
         }
         // The same cluster without the judged actors' part.
-        self.mark_common(cfg, &common_in_tenant, true);
+        self.mark_common(cfg, true);
         let (without, signal, _) = self.scored_total(cfg, priors, true);
-        self.mark_common(cfg, &common_in_tenant, false);
+        self.mark_common(cfg, false);
         self.taken = (total - without).max(0.0);
         self.score = without;
         self.signal_tactics = signal;
     }
 
     /// Sets each rule's `common` flag (see [`Cluster::rescore`]); with
-    /// `without_judged`, judged actors' rules are everyday and exempt
-    /// nothing.
-    fn mark_common(&mut self, cfg: &ScoreConfig, common_in_tenant: &impl Fn(u32) -> bool, without_judged: bool) {
+    /// `without_judged`, judged actors exempt nothing, and a rule only they
+    /// raised is everyday.
+    fn mark_common(&mut self, cfg: &ScoreConfig, without_judged: bool) {
         let min = cfg.actor_min_rules;
-        let (mut broad, mut judged): (Vec<&BTreeSet<u32>>, Vec<&BTreeSet<u32>>) = (Vec::new(), Vec::new());
+        let mut broad: Vec<&BTreeSet<u32>> = Vec::new();
+        let mut judged: Vec<&BTreeSet<u32>> = Vec::new();
+        let mut others: Vec<&BTreeSet<u32>> = Vec::new();
         for (key, (_, rules)) in &self.actors {
             if without_judged && self.judged.contains(key) {
                 judged.push(rules);
-            } else if rules.len() > min {
+                continue;
+            }
+            others.push(rules);
+            if rules.len() > min {
                 broad.push(rules);
             }
         }
         for (id, r) in self.rules.iter_mut() {
-            let everyday = common_in_tenant(*id) || r.crowded || judged.iter().any(|j| j.contains(id));
+            let only_judged =
+                !r.untracked && judged.iter().any(|j| j.contains(id)) && !others.iter().any(|o| o.contains(id));
+            let everyday = r.everyday || only_judged;
             r.common = r.routine || (everyday && !broad.iter().any(|b| b.contains(id)));
         }
     }
@@ -943,7 +965,7 @@ impl Cluster {
     /// The score (with its explanation when `explain`) and the number of
     /// signal tactics, from the rules' current common flags.
     fn scored(&self, cfg: &ScoreConfig, explain: bool, priors: Option<&TenantPriors>) -> (Score, usize) {
-        self.with_input(cfg, priors, false, |input, signal| {
+        self.with_input(cfg, priors, false, explain, |input, signal| {
             let score = if explain { cfg.score(input) } else { Score { total: cfg.total(input), lines: Vec::new() } };
             (score, signal)
         })
@@ -958,7 +980,7 @@ impl Cluster {
         priors: Option<&TenantPriors>,
         without_judged: bool,
     ) -> (f64, usize, bool) {
-        self.with_input(cfg, priors, without_judged, |input, signal| {
+        self.with_input(cfg, priors, without_judged, false, |input, signal| {
             let (total, floor) = cfg.total_and_floor(input);
             (total, signal, floor)
         })
@@ -969,6 +991,7 @@ impl Cluster {
         cfg: &ScoreConfig,
         priors: Option<&TenantPriors>,
         without_judged: bool,
+        explain: bool,
         f: impl FnOnce(&ScoreInput<'_>, usize) -> T,
     ) -> T {
         let signal = self
@@ -995,7 +1018,15 @@ impl Cluster {
             (self.best_unjudged_actor(), None)
         } else {
             let best = self.best_actor.and_then(|k| self.actors.get(&k));
-            (best.map(|(value, rules)| (value.as_str(), rules.len())), self.prior(cfg, priors))
+            // The prior's text only when it is shown (not on every alert).
+            let prior = if explain {
+                self.prior(cfg, priors)
+            } else {
+                let applies = !self.judged.is_empty()
+                    || priors.is_some_and(|p| !p.is_empty() && p.contains_key(&self.signature_hash(cfg)));
+                applies.then_some(Cow::Borrowed(""))
+            };
+            (best.map(|(value, rules)| (value.as_str(), rules.len())), prior)
         };
         let detections: Vec<(&str, u8, u64)> =
             self.detections.iter().map(|(rule, d)| (rule.as_str(), d.severity, d.count)).collect();
@@ -1038,6 +1069,7 @@ impl Cluster {
                     mine.count += r.count;
                     mine.routine |= r.routine;
                     mine.crowded |= r.crowded;
+                    mine.untracked |= r.untracked;
                 }
                 None => {
                     self.rules.insert(id, r);
@@ -1251,9 +1283,9 @@ impl Cluster {
 
 /// Active verdict priors: tenant → cluster signature hash → what the
 /// prior is (shown in the score breakdown). A cluster whose signature (see
-/// [`ClusterReport::signature`]) matches scores `score.prior_penalty` lower,
-/// and when the signature is its broad actor's, that actor's part of the
-/// score goes too; not when it is over the safety floor. Sent to the
+/// [`ClusterReport::signature`]) matches scores `score.prior_penalty` lower;
+/// a cluster holding a broad actor whose pattern matches loses that actor's
+/// part of the score instead; neither when it is over the safety floor. Sent to the
 /// running pipeline as a whole set (an operator update), replacing the
 /// previous one.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -1388,6 +1420,8 @@ impl Correlate {
             routine: row.routine,
             common: row.routine,
             crowded: row.crowded,
+            everyday: false,
+            untracked: false,
             tactic_mask: tactic_mask(tactics),
         });
         stat.count += 1;
@@ -1423,6 +1457,13 @@ impl Correlate {
                     cluster.consider_actor((e.kind, e.key));
                 }
             }
+        }
+        let kept = entities
+            .iter()
+            .filter(|e| e.actor)
+            .any(|e| cluster.actors.get(&(e.kind, e.key)).is_some_and(|(_, rules)| rules.contains(&row.rule_id)));
+        if !kept && let Some(stat) = cluster.rules.get_mut(&row.rule_id) {
+            stat.untracked = true;
         }
         if cfg.track_members {
             cluster.members.push(row.alert_id.to_string());
@@ -1983,7 +2024,7 @@ impl Correlate {
                     continue;
                 }
                 cluster.recheck(lookup, |kind, value| self.entity_key(kind, value));
-                cluster.score = cluster.scored(&self.score, false, priors).0.total;
+                cluster.rejudge(&self.score, priors);
             }
         }
         self.tenants = tenants;
@@ -2721,7 +2762,7 @@ mod tests {
         let second = sweep("web2", "10.1.250.11", 10_000_000);
         let (_, plain, _) = run(cfg(), &second);
         assert_eq!(plain[0].signature, signature, "the actor's role and rules, not its address");
-        let with_prior = |floor: bool| {
+        let with_prior_on = |floor: bool, alerts: &[A<'_>]| {
             let mut priors = Priors::default();
             assert!(priors.insert("acme", &signature, "prior #1: judged false_positive".into()));
             let mut c = chain(cfg());
@@ -2733,10 +2774,11 @@ mod tests {
                 c.reconfigure(&Arc::new(intel)).unwrap();
             }
             let (mut ctx, mut out) = (Context::default(), Vec::new());
-            c.process(batch(&second), &mut ctx, &mut out).unwrap();
+            c.process(batch(alerts), &mut ctx, &mut out).unwrap();
             c.on_end(&mut ctx, &mut out).unwrap();
             closed_reports(&out)[0].clone()
         };
+        let with_prior = |floor: bool| with_prior_on(floor, &second);
         let later = with_prior(false);
         // The ordinary lines, then one taking off what the actor brought:
         // its breadth, and its rules' full levels and tactics.
@@ -2754,6 +2796,14 @@ mod tests {
         let floored = with_prior(true);
         assert!(line(&floored, "actor_breadth").is_some());
         assert!(line(&floored, "prior_false_positive").unwrap().detail.contains("not applied"));
+
+        // A rule the host raised by itself too (no actor) is not the actor's
+        // to take: its level (30 points, 15 as everyday) stays.
+        let mut shared = second.clone();
+        shared.push(A { id: "own", t: 10_000_100, src_ip: None, log: "own", ..second[4] });
+        let kept = with_prior_on(false, &shared);
+        let taken = |r: &ClusterReport| -line(r, "prior_false_positive").unwrap().points;
+        assert!(taken(&kept) <= taken(&later) - 15.0, "{} against {}", taken(&kept), taken(&later));
     }
 
     #[test]

@@ -465,14 +465,15 @@ impl ScoreConfig {
             }
         }
         if let Some(prior) = c.prior {
-            let (points, detail) = if floor {
-                (0.0, format!("{prior}; not applied: the cluster is over the safety floor"))
-            } else {
-                let penalty = c.prior_points.unwrap_or(self.prior_penalty);
-                (round2(-penalty.min(total)), format!("{prior}: −{} points", round2(penalty)))
-            };
+            let penalty = c.prior_points.unwrap_or(self.prior_penalty);
+            let points = if floor { 0.0 } else { round2(-penalty.min(total)) };
             total += points;
             if explain {
+                let detail = if floor {
+                    format!("{prior}; not applied: the cluster is over the safety floor")
+                } else {
+                    format!("{prior}: −{} points", round2(penalty))
+                };
                 lines.push(ScoreLine { factor: "prior_false_positive".into(), points, detail });
             }
         }

@@ -286,7 +286,7 @@ impl BacklogInner {
         let others_average = (self.total - in_flight) / others.max(1);
         let heavy = in_flight > 4 * others_average * weight;
         if heavy && self.contended(tenant, now) {
-            Some(limits.alone.min(limits.contended * weight))
+            Some(limits.alone.min(limits.contended.saturating_mul(weight)))
         } else {
             Some(limits.alone)
         }
@@ -307,6 +307,8 @@ impl BacklogInner {
 struct TenantBacklog {
     in_flight: u64,
     held_since: Option<Instant>,
+    /// The limit it was held back over.
+    held_limit: u64,
     /// Time held in finished spells.
     held: Duration,
     spells: u64,
@@ -355,8 +357,11 @@ impl Backlog {
         let in_flight = t.in_flight;
         let limit = inner.limit(tenant, in_flight, now);
         let t = inner.tenants.get_mut(tenant).expect("just entered");
-        if limit.is_some_and(|l| t.in_flight > l) && t.held_since.is_none() {
+        if let Some(limit) = limit.filter(|&l| t.in_flight > l)
+            && t.held_since.is_none()
+        {
             t.held_since = Some(Instant::now());
+            t.held_limit = limit;
             t.spells += 1;
             self.generation.fetch_add(1, Ordering::Release);
             tracing::debug!(tenant = %tenant, in_flight = t.in_flight, "tenant held back: more than runtime.tenant_backlog of its alerts are in flight");
@@ -379,10 +384,12 @@ impl Backlog {
         if was > 0 && t.in_flight == 0 {
             inner.active -= 1;
         }
-        let (in_flight, held) = (t.in_flight, t.held_since.is_some());
-        // Released under half of the limit that holds it now: a tenant
-        // held as heavy goes on at once when the others stop sending.
-        let limit = if held { inner.limit(tenant, in_flight, now).unwrap_or(0) } else { 0 };
+        // Released under half of the limit it was held over, or of
+        // `tenant_backlog` once the others stop sending (not when it merely
+        // stops being heavy on the way down: holds would flap).
+        let held_limit = t.held_limit;
+        let limit =
+            if inner.contended(tenant, now) { held_limit } else { inner.limits.map_or(0, |l| l.alone.max(held_limit)) };
         let t = inner.tenants.get_mut(tenant).expect("looked up above");
         if let Some(since) = t.held_since
             && t.in_flight <= limit / 2
@@ -632,6 +639,22 @@ mod tests {
         backlog.entered_at(&flood, 200, at(5));
         backlog.entered_at(&quiet, 20, at(6));
         assert_eq!(backlog.held(), std::slice::from_ref(&flood));
+    }
+
+    #[test]
+    fn a_held_tenant_is_released_under_half_its_limit_not_when_it_stops_being_heavy() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let backlog = Backlog::default();
+        backlog.configure(Some(Limits { alone: 100_000, contended: 1000 }));
+        let (flood, busy): (Arc<str>, Arc<str>) = ("flood".into(), "busy".into());
+        backlog.entered_at(&busy, 300, at(0));
+        backlog.entered_at(&flood, 1300, at(1));
+        assert_eq!(backlog.held(), std::slice::from_ref(&flood), "heavy: over 4 × 300 and over 1000");
+        backlog.left_at("flood", 200, at(2));
+        assert_eq!(backlog.held().len(), 1, "1100 is no longer heavy, but over half of 1000");
+        backlog.left_at("flood", 600, at(3));
+        assert!(backlog.held().is_empty());
     }
 
     #[test]

@@ -315,8 +315,8 @@ struct EvalArgs {
     /// `human` or `json`.
     #[arg(long, value_enum, default_value_t = Format::Human)]
     format: Format,
-    /// Judge every escalation without a campaign alert a confident false
-    /// positive as it happens (the labels as the investigation stage), so
+    /// Judge every hand-off (escalation or update) without a campaign alert
+    /// a confident false positive as it happens (the labels as the investigation stage), so
     /// verdict priors act on later clusters: what priors are worth.
     #[arg(long)]
     oracle_priors: bool,

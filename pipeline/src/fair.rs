@@ -607,10 +607,17 @@ mod tests {
         assert!(!backlog.is_heavy("unknown", 1, 100));
     }
 
+    /// A backlog with these limits, and a clock: milliseconds from now.
+    fn limited(alone: u64, contended: u64) -> (Backlog, impl Fn(u64) -> Instant) {
+        let backlog = Backlog::default();
+        backlog.configure(Some(Limits { alone, contended }));
+        let t0 = Instant::now();
+        (backlog, move |ms| t0 + Duration::from_millis(ms))
+    }
+
     #[test]
     fn a_lone_tenant_is_held_back_only_over_tenant_backlog() {
-        let backlog = Backlog::default();
-        backlog.configure(Some(Limits { alone: 1000, contended: 10 }));
+        let (backlog, _) = limited(1000, 10);
         let flood: Arc<str> = "flood".into();
         backlog.entered(&flood, 1000);
         assert!(backlog.held().is_empty(), "nobody else sends: the whole pipeline is its own");
@@ -620,10 +627,7 @@ mod tests {
 
     #[test]
     fn a_heavy_tenant_is_held_back_over_contended_backlog_while_others_send() {
-        let t0 = Instant::now();
-        let at = |ms: u64| t0 + Duration::from_millis(ms);
-        let backlog = Backlog::default();
-        backlog.configure(Some(Limits { alone: 1000, contended: 10 }));
+        let (backlog, at) = limited(1000, 10);
         let (flood, quiet): (Arc<str>, Arc<str>) = ("flood".into(), "quiet".into());
         backlog.entered_at(&quiet, 1, at(0));
         backlog.entered_at(&flood, 10, at(1));
@@ -643,10 +647,7 @@ mod tests {
 
     #[test]
     fn a_held_tenant_is_released_under_half_its_limit_not_when_it_stops_being_heavy() {
-        let t0 = Instant::now();
-        let at = |ms: u64| t0 + Duration::from_millis(ms);
-        let backlog = Backlog::default();
-        backlog.configure(Some(Limits { alone: 100_000, contended: 1000 }));
+        let (backlog, at) = limited(100_000, 1000);
         let (flood, busy): (Arc<str>, Arc<str>) = ("flood".into(), "busy".into());
         backlog.entered_at(&busy, 300, at(0));
         backlog.entered_at(&flood, 1300, at(1));
@@ -659,10 +660,7 @@ mod tests {
 
     #[test]
     fn a_held_tenant_goes_on_once_the_others_stop_sending() {
-        let t0 = Instant::now();
-        let at = |ms: u64| t0 + Duration::from_millis(ms);
-        let backlog = Backlog::default();
-        backlog.configure(Some(Limits { alone: 1000, contended: 10 }));
+        let (backlog, at) = limited(1000, 10);
         let (flood, quiet): (Arc<str>, Arc<str>) = ("flood".into(), "quiet".into());
         backlog.entered_at(&quiet, 1, at(0));
         backlog.entered_at(&flood, 400, at(10));
@@ -678,8 +676,7 @@ mod tests {
 
     #[test]
     fn weight_raises_the_contended_limit() {
-        let backlog = Backlog::default();
-        backlog.configure(Some(Limits { alone: 1000, contended: 10 }));
+        let (backlog, _) = limited(1000, 10);
         let tenants = [("big".to_string(), TenantPolicy { weight: Some(5), ..TenantPolicy::default() })];
         backlog.set_policies(Arc::new(Policies::new(tenants.into_iter().collect())));
         let (big, quiet): (Arc<str>, Arc<str>) = ("big".into(), "quiet".into());

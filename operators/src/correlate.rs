@@ -924,11 +924,13 @@ impl Cluster {
         let mut judged: Vec<&BTreeSet<u32>> = Vec::new();
         let mut others: Vec<&BTreeSet<u32>> = Vec::new();
         for (key, (_, rules)) in &self.actors {
-            if without_judged && self.judged.contains(key) {
-                judged.push(rules);
-                continue;
+            if without_judged {
+                if self.judged.contains(key) {
+                    judged.push(rules);
+                    continue;
+                }
+                others.push(rules);
             }
-            others.push(rules);
             if rules.len() > min {
                 broad.push(rules);
             }

@@ -364,7 +364,7 @@ impl Backlog {
             t.held_limit = limit;
             t.spells += 1;
             self.generation.fetch_add(1, Ordering::Release);
-            tracing::debug!(tenant = %tenant, in_flight = t.in_flight, "tenant held back: more than runtime.tenant_backlog of its alerts are in flight");
+            tracing::debug!(tenant = %tenant, in_flight = t.in_flight, limit, "tenant held back: more of its alerts in flight than its limit (runtime.tenant_backlog, or runtime.contended_backlog while others send)");
         }
     }
 

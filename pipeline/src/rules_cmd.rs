@@ -198,6 +198,7 @@ struct DetectionJson<'a> {
 struct RuleJson<'a> {
     rule: &'a str,
     windows: u64,
+    evaluated: u64,
     detections: u64,
     time_ms: f64,
 }
@@ -238,6 +239,7 @@ fn test(a: TestArgs) -> Result<()> {
             .map(|(rule, s)| RuleJson {
                 rule,
                 windows: s.windows,
+                evaluated: s.evaluated,
                 detections: s.detections,
                 time_ms: s.time.as_secs_f64() * 1e3,
             })
@@ -271,9 +273,15 @@ fn test(a: TestArgs) -> Result<()> {
         }
     }
     println!("── rules ─────────────────────────────────────────────────────────");
-    println!("{:<40} {:>8} {:>11} {:>10}", "rule", "windows", "detections", "time");
+    println!("{:<40} {:>8} {:>10} {:>11} {:>10}", "rule", "windows", "evaluated", "detections", "time");
     for (rule, s) in &report.stats {
-        println!("{rule:<40} {:>8} {:>11} {:>7.2} ms", s.windows, s.detections, s.time.as_secs_f64() * 1e3);
+        println!(
+            "{rule:<40} {:>8} {:>10} {:>11} {:>7.2} ms",
+            s.windows,
+            s.evaluated,
+            s.detections,
+            s.time.as_secs_f64() * 1e3
+        );
     }
     println!(
         "{} alerts ({} dead-lettered), {count} rules, {} detections in {:.1} ms",
@@ -307,6 +315,13 @@ fn explain(a: ExplainArgs) -> Result<()> {
         match &c.prefilter_text {
             Some(t) => println!("prefilter (windows hold only the alerts that pass it):\n{t}\n"),
             None => println!("prefilter: none (the query may read every alert)\n"),
+        }
+        if !c.guards.is_empty() {
+            println!("guards (a window is evaluated only when enough of its alerts pass each):");
+            for g in &c.guards {
+                println!("  at least {} of: {}", g.min_rows, g.text);
+            }
+            println!();
         }
         println!("{}", engine.explain(c)?);
     }

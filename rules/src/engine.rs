@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex};
 
 use parking_lot::RwLock;
 
-use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
+use arrow::array::{Array, ArrayRef, AsArray, BinaryArray, BooleanArray, RecordBatch, StringArray};
+use arrow::buffer::OffsetBuffer;
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::Session;
@@ -102,6 +103,17 @@ pub struct Compiled {
     pub prefilter: Option<Arc<dyn PhysicalExpr>>,
     /// The prefilter as SQL-like text (`rules explain`).
     pub prefilter_text: Option<String>,
+    /// Tests the rows of a window must pass, enough of them, for the query
+    /// to return anything at all (see [`guards`]): a window that falls
+    /// short is not evaluated. Empty when the plan gives none.
+    pub guards: Vec<Guard>,
+    /// When there are guards: each scan's own test (`None`: the scan reads
+    /// every row), so that the prefilter is their union and each test is
+    /// evaluated once per alert.
+    scan_tests: Vec<Option<Arc<dyn PhysicalExpr>>>,
+    /// The `alerts` columns the prefilter and the guards' tests read
+    /// (indices, sorted): the others may be blanks when they run.
+    pub test_reads: Vec<usize>,
     /// The `alerts` columns the query reads (indices; `None`: all of
     /// them). The others are never copied into its windows.
     pub reads: Option<Vec<usize>>,
@@ -113,6 +125,16 @@ pub struct Compiled {
     pub alert_ids_column: Option<usize>,
     pub severity_column: Option<usize>,
     pub summary_column: Option<usize>,
+}
+
+/// A necessary condition of a rule's result: at least `min_rows` of the
+/// window's rows pass scan `scan`'s test (an index into the rule's scans).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Guard {
+    pub scan: usize,
+    pub min_rows: usize,
+    /// The test as SQL-like text (`rules explain`).
+    pub text: String,
 }
 
 /// DataFusion, set up for rules.
@@ -147,10 +169,27 @@ pub fn to_table_rows(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBa
         .fields()
         .iter()
         .zip(batch.columns())
-        .map(|(f, c)| if f.name() == col::RAW { cast(c, &DataType::Utf8) } else { Ok(c.clone()) })
+        .map(|(f, c)| match (f.name() == col::RAW, c.as_binary_opt::<i32>()) {
+            (true, Some(raw)) => raw_as_text(raw),
+            (true, None) => cast(c, &DataType::Utf8),
+            (false, _) => Ok(c.clone()),
+        })
         .collect::<Result<_, _>>()
         .map_err(state)?;
     RecordBatch::try_new(schema.clone(), columns).map_err(state)
+}
+
+/// The raw records as text without copying them (a cast copies the whole
+/// column, about a kilobyte per alert): the same bytes, checked to be
+/// UTF-8. Only the bytes of these rows are checked when the array is a
+/// slice of a larger one.
+fn raw_as_text(raw: &BinaryArray) -> Result<ArrayRef, arrow::error::ArrowError> {
+    let offsets = raw.offsets();
+    let first = offsets[0];
+    let len = (offsets[offsets.len() - 1] - first) as usize;
+    let values = raw.values().slice_with_length(first as usize, len);
+    let rebased = OffsetBuffer::new(offsets.iter().map(|&o| o - first).collect());
+    Ok(Arc::new(StringArray::try_new(rebased, values, raw.nulls().cloned())?))
 }
 
 fn message(e: &DataFusionError) -> String {
@@ -233,20 +272,41 @@ impl Engine {
         if !problems.is_empty() {
             return Err(invalid(problems));
         }
-        let test = prefilter(&plan);
-        let prefilter_text = test.as_ref().map(ToString::to_string);
-        let prefilter = match test {
-            Some(expr) => {
-                let schema = DFSchema::try_from(self.table.schema.as_ref().clone())
-                    .map_err(|e| invalid(vec![format!("prefilter: {}", message(&e))]))?;
-                Some(
-                    self.ctx
-                        .create_physical_expr(expr, &schema)
-                        .map_err(|e| invalid(vec![format!("prefilter: {}", message(&e))]))?,
-                )
-            }
-            None => None,
+        let scans = scan_tests(&plan);
+        let physical_test = |expr: Expr| -> Result<Arc<dyn PhysicalExpr>, RuleError> {
+            let schema = DFSchema::try_from(self.table.schema.as_ref().clone())
+                .map_err(|e| invalid(vec![format!("prefilter: {}", message(&e))]))?;
+            self.ctx
+                .create_physical_expr(expr, &schema)
+                .map_err(|e| invalid(vec![format!("prefilter: {}", message(&e))]))
         };
+        let test = scans.as_ref().and_then(|s| prefilter(s));
+        let prefilter_text = test.as_ref().map(ToString::to_string);
+        let prefilter = test.map(physical_test).transpose()?;
+        let (mut guards, mut scan_tests) = (Vec::new(), Vec::new());
+        if let Some(scans) = &scans {
+            for (scan, min_rows) in required(&plan) {
+                let Some(i) = scans.iter().position(|s| std::ptr::eq(s.scan, scan)) else { continue };
+                if let Some(test) = &scans[i].test
+                    && !guards.iter().any(|g: &Guard| g.scan == i && g.min_rows >= min_rows)
+                {
+                    guards.retain(|g: &Guard| g.scan != i);
+                    guards.push(Guard { scan: i, min_rows, text: test.to_string() });
+                }
+            }
+            if !guards.is_empty() {
+                scan_tests =
+                    scans.iter().map(|s| s.test.clone().map(physical_test).transpose()).collect::<Result<_, _>>()?;
+            }
+        }
+        let mut test_reads: Vec<usize> = prefilter
+            .iter()
+            .chain(scan_tests.iter().flatten())
+            .flat_map(datafusion::physical_expr::utils::collect_columns)
+            .map(|c| c.index())
+            .collect();
+        test_reads.sort_unstable();
+        test_reads.dedup();
         let reads = columns_read(&plan, &self.table.schema);
         let physical = self
             .runtime
@@ -258,6 +318,9 @@ impl Engine {
             reads,
             prefilter,
             prefilter_text,
+            guards,
+            scan_tests,
+            test_reads,
             physical,
             entity_columns,
             alert_ids_column,
@@ -289,13 +352,20 @@ impl Engine {
     }
 }
 
-/// The condition a row must meet to be read by the query at all: every
-/// scan of `alerts` in the optimized plan sits right under a filter, and a
-/// row that passes none of those filters can change nothing in the result.
-/// `None` when some scan reads every row (or sits in a subquery), or a
-/// filter is not a plain row-by-row test.
-fn prefilter(plan: &LogicalPlan) -> Option<Expr> {
-    fn walk(plan: &LogicalPlan, out: &mut Vec<Option<Expr>>) {
+/// One scan of `alerts` in a rule's optimized plan, and the test a row
+/// must pass to be read by it (`None`: it reads every row, or its test is
+/// not a plain row-by-row one).
+#[derive(Debug)]
+struct ScanTest<'p> {
+    scan: &'p TableScan,
+    test: Option<Expr>,
+}
+
+/// Every scan of `alerts` in the plan with its test: each scan sits right
+/// under a filter (or has its filters pushed into it). `None` when a scan
+/// sits in a subquery expression, where the walk does not reach.
+fn scan_tests(plan: &LogicalPlan) -> Option<Vec<ScanTest<'_>>> {
+    fn walk<'p>(plan: &'p LogicalPlan, out: &mut Vec<ScanTest<'p>>) {
         match plan {
             LogicalPlan::Filter(f) => match scan_under(&f.input) {
                 Some((projections, scan)) => {
@@ -307,11 +377,13 @@ fn prefilter(plan: &LogicalPlan) -> Option<Expr> {
                         predicate = predicate.and_then(|e| inline(e, p));
                     }
                     let all = scan.filters.iter().cloned().map(Some).chain([predicate]);
-                    out.push(all.collect::<Option<Vec<_>>>().and_then(conjunction));
+                    out.push(ScanTest { scan, test: all.collect::<Option<Vec<_>>>().and_then(conjunction) });
                 }
                 None => walk(&f.input, out),
             },
-            LogicalPlan::TableScan(scan) => out.push(conjunction(scan.filters.iter().cloned())),
+            LogicalPlan::TableScan(scan) => {
+                out.push(ScanTest { scan, test: conjunction(scan.filters.iter().cloned()) })
+            }
             _ => plan.inputs().into_iter().for_each(|p| walk(p, out)),
         }
     }
@@ -361,19 +433,127 @@ fn prefilter(plan: &LogicalPlan) -> Option<Expr> {
     if scans != found.len() || scans == 0 {
         return None;
     }
-    let tests: Vec<Expr> = found.into_iter().collect::<Option<_>>()?;
-    if tests.iter().any(|e| e.is_volatile() || contains_subquery(e)) {
-        return None;
+    for s in &mut found {
+        s.test = s.test.take().filter(|e| !e.is_volatile() && !contains_subquery(e)).and_then(|e| {
+            // Column references lose the scans' aliases: the test runs on the table.
+            e.transform(|e| match e {
+                Expr::Column(c) => Ok(Transformed::yes(Expr::Column(Column::new_unqualified(c.name)))),
+                e => Ok(Transformed::no(e)),
+            })
+            .ok()
+            .map(|t| t.data)
+        });
     }
-    // Column references lose the scans' aliases: the test runs on the table.
-    let unqualified = disjunction(tests)?
-        .transform(|e| match e {
-            Expr::Column(c) => Ok(Transformed::yes(Expr::Column(Column::new_unqualified(c.name)))),
-            e => Ok(Transformed::no(e)),
+    Some(found)
+}
+
+/// The condition a row must meet to be read by the query at all: a row
+/// that passes none of the scans' tests can change nothing in the result.
+/// `None` when some scan reads every row.
+fn prefilter(scans: &[ScanTest<'_>]) -> Option<Expr> {
+    let tests: Vec<Expr> = scans.iter().map(|s| s.test.clone()).collect::<Option<_>>()?;
+    disjunction(tests)
+}
+
+/// The scans the result needs rows of, each with how many at least: when
+/// fewer of a window's rows pass such a scan's test, the query returns no
+/// row. An inner join needs both sides, an outer join its preserved side, a
+/// grouped aggregate its input (a global one returns a row even on none),
+/// and `HAVING count(*) >= n` over one scan needs `n` of its rows.
+/// Anything else (a union, say) needs nothing, which is always safe.
+fn required(plan: &LogicalPlan) -> Vec<(&TableScan, usize)> {
+    use datafusion::logical_expr::{Distinct, JoinType};
+    match plan {
+        LogicalPlan::TableScan(scan) => vec![(scan, 1)],
+        LogicalPlan::Filter(f) => {
+            let mut needs = required(&f.input);
+            if let LogicalPlan::Aggregate(a) = f.input.as_ref()
+                && let Some(scan) = single_scan(&a.input)
+            {
+                let at_least = min_count(&f.predicate, &count_columns(a));
+                needs.iter_mut().filter(|(s, _)| std::ptr::eq(*s, scan)).for_each(|(_, n)| *n = (*n).max(at_least));
+            }
+            needs
+        }
+        LogicalPlan::Aggregate(a) => {
+            let grouped = !a.group_expr.is_empty() && !a.group_expr.iter().any(|e| matches!(e, Expr::GroupingSet(_)));
+            if grouped { required(&a.input) } else { Vec::new() }
+        }
+        LogicalPlan::Join(j) => match j.join_type {
+            JoinType::Inner => required(&j.left).into_iter().chain(required(&j.right)).collect(),
+            JoinType::Left | JoinType::LeftSemi | JoinType::LeftAnti | JoinType::LeftMark => required(&j.left),
+            JoinType::Right | JoinType::RightSemi | JoinType::RightAnti | JoinType::RightMark => required(&j.right),
+            JoinType::Full => Vec::new(),
+        },
+        LogicalPlan::Projection(p) => required(&p.input),
+        LogicalPlan::Sort(s) => required(&s.input),
+        LogicalPlan::Limit(l) => required(&l.input),
+        LogicalPlan::SubqueryAlias(a) => required(&a.input),
+        LogicalPlan::Window(w) => required(&w.input),
+        LogicalPlan::Distinct(Distinct::All(input)) => required(input),
+        LogicalPlan::Distinct(Distinct::On(d)) => required(&d.input),
+        _ => Vec::new(),
+    }
+}
+
+/// The one scan whose rows `plan` passes on, through filters and
+/// projections only.
+fn single_scan(plan: &LogicalPlan) -> Option<&TableScan> {
+    match plan {
+        LogicalPlan::TableScan(scan) => Some(scan),
+        LogicalPlan::Filter(f) => single_scan(&f.input),
+        LogicalPlan::Projection(p) => single_scan(&p.input),
+        LogicalPlan::SubqueryAlias(a) => single_scan(&a.input),
+        _ => None,
+    }
+}
+
+/// The output columns of an aggregate that are at most its number of
+/// input rows: `count(…)` without a `FILTER`, `DISTINCT` or not.
+fn count_columns(a: &datafusion::logical_expr::Aggregate) -> Vec<Column> {
+    let groups = a.group_expr.len();
+    a.aggr_expr
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| {
+            let e = match e {
+                Expr::Alias(a) => a.expr.as_ref(),
+                e => e,
+            };
+            matches!(e, Expr::AggregateFunction(f) if f.func.name() == "count" && f.params.filter.is_none())
         })
-        .ok()?
-        .data;
-    Some(unqualified)
+        .map(|(i, _)| Column::from(a.schema.qualified_field(groups + i)))
+        .collect()
+}
+
+/// The least number of input rows a group must have to pass `predicate`,
+/// from its `count(…) >= n` style terms (`counts`: the columns holding
+/// counts); 1 when it says nothing of it.
+fn min_count(predicate: &Expr, counts: &[Column]) -> usize {
+    use datafusion::logical_expr::{BinaryExpr, Operator};
+    let Expr::BinaryExpr(BinaryExpr { left, op, right }) = predicate else { return 1 };
+    let bound = |column: &Expr, value: &Expr| -> Option<i64> {
+        let Expr::Column(c) = column else { return None };
+        let Expr::Literal(v, _) = value else { return None };
+        if !counts.iter().any(|k| k.name == c.name) {
+            return None;
+        }
+        match v.cast_to(&DataType::Int64).ok()? {
+            datafusion::common::ScalarValue::Int64(Some(n)) => Some(n),
+            _ => None,
+        }
+    };
+    let at_least = |n: Option<i64>, plus: i64| n.map_or(1, |n| n.saturating_add(plus).max(1) as usize);
+    match op {
+        Operator::And => min_count(left, counts).max(min_count(right, counts)),
+        Operator::Or => min_count(left, counts).min(min_count(right, counts)),
+        Operator::GtEq | Operator::Eq => at_least(bound(left, right), 0),
+        Operator::Gt => at_least(bound(left, right), 1),
+        // `n <= count(*)`, `n < count(*)`
+        Operator::LtEq => at_least(bound(right, left), 0),
+        Operator::Lt => at_least(bound(right, left), 1),
+        _ => 1,
+    }
 }
 
 /// The columns of `alerts` that the optimized plan's scans read, their
@@ -406,16 +586,41 @@ fn contains_subquery(e: &Expr) -> bool {
 }
 
 /// Which rows of a batch of `alerts` table rows a compiled rule can read
-/// (nulls: not).
-pub fn prefilter_mask(rule: &Compiled, rows: &RecordBatch) -> Result<Option<BooleanArray>, RuleError> {
-    let Some(test) = &rule.prefilter else { return Ok(None) };
+/// (`None`: all; nulls: not), and per guard which rows pass its test. Only
+/// the columns of [`Compiled::test_reads`] need to hold the rows' values.
+pub fn prefilter_mask(
+    rule: &Compiled,
+    rows: &RecordBatch,
+) -> Result<(Option<BooleanArray>, Vec<BooleanArray>), RuleError> {
     let fail = |e: DataFusionError| RuleError::Eval { rule: rule.rule.name.clone(), message: message(&e) };
-    let value = test.evaluate(rows).map_err(fail)?.into_array(rows.num_rows()).map_err(fail)?;
-    let mask = value.as_boolean_opt().ok_or_else(|| RuleError::Eval {
-        rule: rule.rule.name.clone(),
-        message: "prefilter is not a boolean".into(),
-    })?;
-    Ok(Some(if mask.null_count() > 0 { arrow::compute::prep_null_mask_filter(mask) } else { mask.clone() }))
+    let test = |expr: &Arc<dyn PhysicalExpr>| -> Result<BooleanArray, RuleError> {
+        let value = expr.evaluate(rows).map_err(fail)?.into_array(rows.num_rows()).map_err(fail)?;
+        let mask = value.as_boolean_opt().ok_or_else(|| RuleError::Eval {
+            rule: rule.rule.name.clone(),
+            message: "prefilter is not a boolean".into(),
+        })?;
+        Ok(if mask.null_count() > 0 { arrow::compute::prep_null_mask_filter(mask) } else { mask.clone() })
+    };
+    if rule.guards.is_empty() {
+        return Ok((rule.prefilter.as_ref().map(test).transpose()?, Vec::new()));
+    }
+    // Each scan's test once: the prefilter is their union.
+    let scans: Vec<Option<BooleanArray>> =
+        rule.scan_tests.iter().map(|t| t.as_ref().map(test).transpose()).collect::<Result<_, _>>()?;
+    let guards = rule.guards.iter().map(|g| scans[g.scan].clone().expect("a guard's scan has a test")).collect();
+    let mask = match rule.prefilter {
+        Some(_) => {
+            let mut masks = scans.into_iter().map(|m| m.expect("with a prefilter every scan has a test"));
+            let first = masks.next().expect("a prefilter has a scan");
+            Some(
+                masks
+                    .try_fold(first, |a, b| arrow::compute::or(&a, &b))
+                    .map_err(|e| RuleError::Eval { rule: rule.rule.name.clone(), message: e.to_string() })?,
+            )
+        }
+        None => None,
+    };
+    Ok((mask, guards))
 }
 
 /// A result cell as text (entity values, summaries); `None` when null.

@@ -23,9 +23,9 @@ pub mod workbench;
 
 use std::path::{Path, PathBuf};
 
-pub use engine::{Compiled, Engine};
+pub use engine::{Compiled, Engine, Guard};
 pub use error::RuleError;
-pub use operator::{Reload, Rules};
+pub use operator::{Reload, RuleStats, Rules};
 pub use rule::{Limits, Rule};
 
 /// Reads rule files: each path is a rule file (`.toml`, `.yaml`/`.yml`,

@@ -29,7 +29,7 @@ use sluice_operators::policy::Policies;
 use sluice_operators::schema::{AlertColumns, col};
 use sluice_operators::time::EventTime;
 
-use crate::engine::{Compiled, Engine, cell_severity, cell_text, list_texts, prefilter_mask, to_table_rows};
+use crate::engine::{Compiled, Engine, Guard, cell_severity, cell_text, list_texts, prefilter_mask, to_table_rows};
 use crate::rule::{Rule, Window};
 
 const NAME: &str = "rules";
@@ -42,6 +42,9 @@ const MAX_ALERT_IDS: usize = 50;
 #[derive(Debug, Clone, Default)]
 pub struct RuleStats {
     pub windows: u64,
+    /// Evaluations whose SQL ran: windows (and early evaluations) that
+    /// met the rule's guards (see [`crate::engine::Guard`]).
+    pub evaluated: u64,
     pub detections: u64,
     pub time: Duration,
 }
@@ -59,6 +62,8 @@ struct Piece {
     /// Per rule (aligned with `Rules::rules`): the rows it reads; `None`:
     /// all of them.
     masks: Vec<Option<BooleanArray>>,
+    /// Per rule, per guard of the rule: the rows that pass its test.
+    guards: Vec<Vec<BooleanArray>>,
 }
 
 /// Where one rule stands for one tenant.
@@ -262,7 +267,16 @@ impl Rules {
     /// A rule reads nothing of rows whose columns it reads are not all
     /// `real` (buffered under a rule set that did not need them; `None`:
     /// fresh rows, every column real).
-    fn masks_of(&self, rows: &RecordBatch, real: Option<&[bool]>) -> Vec<Option<BooleanArray>> {
+    /// With them, per rule, which rows pass each of its guards' tests.
+    fn masks_of(
+        &mut self,
+        rows: &RecordBatch,
+        real: Option<&[bool]>,
+    ) -> (Vec<Option<BooleanArray>>, Vec<Vec<BooleanArray>>) {
+        // The tests run on the columns they read, the others blank: a test
+        // may copy the rows it passes on to its next term (DataFusion's
+        // `AND` does), and the raw JSON is a kilobyte per alert.
+        let blanks = self.blanks.all(rows.num_rows());
         self.rules
             .iter()
             .map(|r| {
@@ -272,17 +286,35 @@ impl Rules {
                     (Some(real), None) => real.iter().all(|&k| k),
                 };
                 if !readable {
-                    return Some(BooleanArray::from(vec![false; rows.num_rows()]));
+                    let none = BooleanArray::from(vec![false; rows.num_rows()]);
+                    return (Some(none.clone()), vec![none; r.guards.len()]);
                 }
-                if matches!(r.rule.window, Window::Session { .. }) {
-                    return None;
-                }
-                prefilter_mask(r, rows).unwrap_or_else(|e| {
+                let columns = rows
+                    .columns()
+                    .iter()
+                    .zip(&blanks)
+                    .enumerate()
+                    .map(|(i, (real, blank))| match (r.test_reads.binary_search(&i).is_ok(), blank) {
+                        (false, Some(blank)) => blank.clone(),
+                        _ => real.clone(),
+                    })
+                    .collect();
+                let view = RecordBatch::try_new(rows.schema(), columns).expect("the same schema");
+                let (mask, guards) = prefilter_mask(r, &view).unwrap_or_else(|e| {
                     tracing::warn!(error = %e, "rules: prefilter failed; the rule reads every row");
-                    None
-                })
+                    (None, Vec::new())
+                });
+                // A test that failed guards nothing: every row passes.
+                let guards = match guards.len() == r.guards.len() {
+                    true => guards,
+                    false => vec![BooleanArray::from(vec![true; rows.num_rows()]); r.guards.len()],
+                };
+                match r.rule.window {
+                    Window::Session { .. } => (None, guards),
+                    _ => (mask, guards),
+                }
             })
-            .collect()
+            .unzip()
     }
 
     /// Buffers rows `[from, to)` of a batch (already table rows) by tenant:
@@ -292,7 +324,7 @@ impl Rules {
             return;
         }
         let slice = table.slice(from, to - from);
-        let masks = self.masks_of(&slice, None);
+        let (masks, guards) = self.masks_of(&slice, None);
         let every_row = masks.iter().any(Option::is_none);
         let mut by_tenant: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
         for i in 0..slice.num_rows() {
@@ -311,10 +343,9 @@ impl Rules {
             let times: Vec<EventTime> = rows.iter().map(|&r| cols.event_time.value(from + r as usize)).collect();
             let indices = UInt32Array::from(rows);
             let (taken, real) = self.blanks.take(&slice, &indices);
-            let piece_masks = masks
-                .iter()
-                .map(|m| m.as_ref().map(|m| take(m, &indices, None).expect("in range").as_boolean().clone()))
-                .collect();
+            let pick = |m: &BooleanArray| take(m, &indices, None).expect("in range").as_boolean().clone();
+            let piece_masks = masks.iter().map(|m| m.as_ref().map(pick)).collect();
+            let piece_guards = guards.iter().map(|g| g.iter().map(pick).collect()).collect();
             let max_rows = self.max_rows;
             let state = self.tenant(tenant);
             state.rows += taken.num_rows();
@@ -324,6 +355,7 @@ impl Rules {
                 min_t: *times.iter().min().expect("non-empty"),
                 max_t: *times.iter().max().expect("non-empty"),
                 masks: piece_masks,
+                guards: piece_guards,
             });
             while state.rows > max_rows && state.pieces.len() > 1 {
                 let dropped = state.pieces.remove(0);
@@ -411,7 +443,10 @@ impl Rules {
                 (first, last.saturating_add(1), last.saturating_add(1))
             }
         };
-        let rows = window_rows(&state.pieces, start, end, i, rule.reads.as_deref(), &mut self.blanks);
+        let rows = match guards_met(&state.pieces, start, end, i, &rule.guards) {
+            true => window_rows(&state.pieces, start, end, i, rule.reads.as_deref(), &mut self.blanks),
+            false => Vec::new(),
+        };
         detections.extend(self.evaluate(tenant, i, rows, (start, end), true));
         // Move on: the oldest row still ahead of this rule decides its next window.
         let rule = &self.rules[i];
@@ -431,7 +466,10 @@ impl Rules {
         let rs = &state.rules[i];
         let (end, at) = (rs.due, rs.early);
         let start = end.saturating_sub(rule.rule.window.span());
-        let rows = window_rows(&state.pieces, start, at, i, rule.reads.as_deref(), &mut self.blanks);
+        let rows = match guards_met(&state.pieces, start, at, i, &rule.guards) {
+            true => window_rows(&state.pieces, start, at, i, rule.reads.as_deref(), &mut self.blanks),
+            false => Vec::new(),
+        };
         detections.extend(self.evaluate(tenant, i, rows, (start, end), false));
         // The next tick, if rows of this window arrived at or after this one
         // (later rows schedule one as they come).
@@ -455,7 +493,8 @@ impl Rules {
         let rule = &self.rules[i];
         let started = Instant::now();
         let mut found = Vec::new();
-        if rows.iter().any(|b| b.num_rows() > 0) {
+        let run = rows.iter().any(|b| b.num_rows() > 0);
+        if run {
             let summary = WindowSummary::of(&rows);
             match self.engine.evaluate(rule, rows) {
                 Ok(results) => found = detections_of(rule, tenant, start, end, &summary, &results),
@@ -468,6 +507,7 @@ impl Rules {
         only_news(recent, &mut found, end, rule.rule.window.span());
         let stats = self.stats.entry(rule.rule.name.clone()).or_default();
         stats.windows += u64::from(closing);
+        stats.evaluated += u64::from(run);
         stats.detections += found.len() as u64;
         stats.time += started.elapsed();
         found
@@ -510,7 +550,7 @@ impl Rules {
     fn remask_of(&mut self, which: impl Fn(&str) -> bool) {
         let mut tenants = std::mem::take(&mut self.tenants);
         for piece in tenants.iter_mut().filter(|(name, _)| which(name)).flat_map(|(_, t)| t.pieces.iter_mut()) {
-            piece.masks = self.masks_of(&piece.rows, Some(&piece.real));
+            (piece.masks, piece.guards) = self.masks_of(&piece.rows, Some(&piece.real));
         }
         self.tenants = tenants;
     }
@@ -578,6 +618,33 @@ fn rows_times(pieces: &[Piece], from: EventTime, to: EventTime) -> Vec<EventTime
     out
 }
 
+/// Whether enough buffered rows with event time in `[start, end)` pass
+/// each of rule `rule`'s guards for its query to return anything.
+fn guards_met(pieces: &[Piece], start: EventTime, end: EventTime, rule: usize, guards: &[Guard]) -> bool {
+    guards.iter().enumerate().all(|(g, guard)| {
+        let mut count = 0;
+        for p in pieces.iter().filter(|p| p.max_t >= start && p.min_t < end) {
+            // Pieces buffered before the rule had guards: no test, so met.
+            let Some(passes) = p.guards.get(rule).and_then(|gs| gs.get(g)) else { return true };
+            if p.min_t >= start && p.max_t < end {
+                count += passes.true_count();
+            } else {
+                let t = p
+                    .rows
+                    .column_by_name(col::EVENT_TIME)
+                    .expect("event_time")
+                    .as_primitive::<TimestampMillisecondType>();
+                count +=
+                    t.values().iter().zip(passes.values()).filter(|&(&v, pass)| pass && v >= start && v < end).count();
+            }
+            if count >= guard.min_rows {
+                return true;
+            }
+        }
+        false
+    })
+}
+
 /// The buffered rows with event time in `[start, end)` that rule `rule`
 /// reads, with the columns it reads (`columns`; `None`: all).
 fn window_rows(
@@ -625,6 +692,8 @@ struct Blanks {
     kept: Arc<[bool]>,
     /// Per column: this stage reads it itself (one of `ALWAYS`).
     always: Vec<bool>,
+    /// Per column: it has a blank.
+    blankable: Vec<bool>,
     /// Per column: a blank at least as long as any asked for so far.
     cache: Vec<Option<ArrayRef>>,
 }
@@ -645,14 +714,20 @@ impl Blanks {
                 )
         };
         let always: Vec<bool> = schema.fields().iter().map(|f| Self::ALWAYS.contains(&f.name().as_str())).collect();
-        let mut kept: Vec<bool> = schema.fields().iter().zip(&always).map(|(f, &a)| a || !blankable(f)).collect();
+        let blankable: Vec<bool> = schema.fields().iter().map(|f| blankable(f)).collect();
+        let mut kept: Vec<bool> = always.iter().zip(&blankable).map(|(&a, &b)| a || !b).collect();
         for r in rules {
             match &r.reads {
                 Some(columns) => columns.iter().for_each(|&i| kept[i] = true),
                 None => kept.iter_mut().for_each(|k| *k = true),
             }
         }
-        Blanks { schema: schema.clone(), cache: vec![None; kept.len()], kept: kept.into(), always }
+        Blanks { schema: schema.clone(), cache: vec![None; kept.len()], kept: kept.into(), always, blankable }
+    }
+
+    /// Per column, a blank `len` rows long where the column has one.
+    fn all(&mut self, len: usize) -> Vec<Option<ArrayRef>> {
+        (0..self.blankable.len()).map(|i| self.blankable[i].then(|| self.blank(i, len))).collect()
     }
 
     /// Column `i`, blank, `len` rows long.
@@ -924,7 +999,7 @@ impl Operator for Rules {
                         true => p.real.into(),
                         false => vec![true; rows.num_columns()].into(),
                     };
-                    Ok(Piece { rows, real, min_t: p.min_t, max_t: p.max_t, masks: Vec::new() })
+                    Ok(Piece { rows, real, min_t: p.min_t, max_t: p.max_t, masks: Vec::new(), guards: Vec::new() })
                 })
                 .collect::<Result<Vec<_>, String>>()
                 .map_err(sluice_operators::Error::Config)?;

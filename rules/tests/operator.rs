@@ -46,6 +46,17 @@ fn run_with(
     snapshot_at: Option<usize>,
     reload: Option<(usize, Vec<Rule>)>,
 ) -> Vec<String> {
+    run_stats(rules, lines, batch, snapshot_at, reload).0
+}
+
+/// As [`run_with`], with the rules' figures.
+fn run_stats(
+    rules: Vec<Rule>,
+    lines: &[String],
+    batch: usize,
+    snapshot_at: Option<usize>,
+    reload: Option<(usize, Vec<Rule>)>,
+) -> (Vec<String>, std::collections::BTreeMap<String, sluice_rules::RuleStats>) {
     let make = || {
         let engine = Engine::new(&[]).unwrap();
         let compiled = compile_all(&engine, rules.clone()).unwrap();
@@ -94,7 +105,7 @@ fn run_with(
             Output::Cluster(..) => {}
         }
     }
-    flat
+    (flat, op.stats().clone())
 }
 
 const COUNT: &str =
@@ -359,4 +370,71 @@ fn a_rule_loaded_later_never_reads_a_column_no_rule_kept_before() {
     // (and so was left blank), for rows without one.
     let out = run_with(vec![rule(COUNT, window)], &stream(), 7, None, Some((5, vec![rule(COUNT, window), no_user])));
     assert_eq!(fired(&out), 0, "{out:?}");
+}
+
+#[test]
+fn the_guards_of_a_query_are_the_scans_its_result_cannot_do_without() {
+    let engine = Engine::new(&[]).unwrap();
+    let guards = |sql: &str| -> Vec<(usize, String)> {
+        let r = rule(sql, r#"{ kind = "tumbling", size = "1h" }"#);
+        compile_all(&engine, vec![r]).unwrap().remove(0).guards.into_iter().map(|g| (g.min_rows, g.text)).collect()
+    };
+    let count = guards(COUNT);
+    assert_eq!(count.len(), 1, "{count:?}");
+    assert!(count[0].0 == 3 && count[0].1.contains("5716"), "HAVING count(*) >= 3 needs three rows: {count:?}");
+    // An inner join needs both sides, one row each.
+    let inner = guards(
+        "SELECT f.src_ip FROM alerts f JOIN alerts a ON a.src_ip = f.src_ip WHERE f.rule_id = 5716 AND a.rule_id = 5715",
+    );
+    assert_eq!(inner.iter().map(|g| g.0).collect::<Vec<_>>(), [1, 1], "{inner:?}");
+    assert!(inner.iter().any(|g| g.1.contains("5716")) && inner.iter().any(|g| g.1.contains("5715")), "{inner:?}");
+    // An outer join needs only the side it keeps.
+    let left = guards(
+        "SELECT f.src_ip, max(a.alert_id) AS seen FROM alerts f LEFT JOIN alerts a \
+         ON a.src_ip = f.src_ip AND a.rule_id = 5715 WHERE f.rule_id = 5716 GROUP BY f.src_ip",
+    );
+    assert!(left.len() == 1 && left[0].1.contains("5716"), "{left:?}");
+    // A global aggregate answers a row even over no rows.
+    assert_eq!(guards("SELECT count(*) AS n, max(src_ip) AS src_ip FROM alerts WHERE rule_id = 5716"), []);
+    // A disjunction needs the least of its terms; a distinct count is at
+    // most the number of rows.
+    let either = guards(
+        "SELECT src_ip FROM alerts WHERE rule_id = 5716 GROUP BY src_ip \
+         HAVING (count(DISTINCT dst_user) >= 4 AND max(rule_level) > 3) OR count(*) > 9",
+    );
+    assert_eq!(either.iter().map(|g| g.0).collect::<Vec<_>>(), [4], "{either:?}");
+    // A union needs neither branch on its own.
+    let union = guards(
+        "SELECT src_ip FROM alerts WHERE rule_id = 5716 UNION ALL SELECT src_ip FROM alerts WHERE rule_id = 5715",
+    );
+    assert_eq!(union, []);
+}
+
+#[test]
+fn a_window_its_guards_rule_out_is_not_evaluated_and_nothing_is_missed() {
+    // Failures then a success, as in `stream`, then an hour of successes
+    // alone: those windows cannot match.
+    let mut lines = stream();
+    lines.extend((0..60).map(|i| line("acme", 200 + i, 120.0 + i as f64, "203.0.113.7", false)));
+    let sql = "WITH f AS (SELECT src_ip, count(*) AS n, min(event_time) AS first FROM alerts \
+               WHERE rule_id = 5716 GROUP BY src_ip HAVING count(*) >= 3) \
+               SELECT a.src_ip, max(f.n) AS n, array_agg(a.alert_id) AS alert_ids \
+               FROM f JOIN alerts a ON a.src_ip = f.src_ip AND a.event_time > f.first \
+               WHERE a.rule_id = 5715 GROUP BY a.src_ip";
+    // The same query in a union with a branch that never matches: no
+    // guards, so every window is evaluated.
+    let unguarded = format!(
+        "{sql} UNION ALL SELECT src_ip, 0 AS n, array_agg(alert_id) AS alert_ids FROM alerts WHERE rule_id = 1 GROUP BY src_ip"
+    );
+    let window = r#"{ kind = "hopping", size = "20m", slide = "10m" }"#;
+    for batch in [7, 50] {
+        let (guarded, g) = run_stats(vec![rule(sql, window)], &lines, batch, None, None);
+        let (every, e) = run_stats(vec![rule(&unguarded, window)], &lines, batch, None, None);
+        let (g, e) = (&g["test"], &e["test"]);
+        assert!(guarded.iter().any(|o| o.starts_with("detect")), "{guarded:?}");
+        assert_eq!(guarded, every, "the same detections at batch {batch}");
+        assert_eq!(g.windows, e.windows);
+        assert_eq!(e.evaluated, e.windows, "without guards every window with rows runs");
+        assert!(g.evaluated + 6 <= e.evaluated, "the hour of successes alone runs no SQL: {g:?} against {e:?}");
+    }
 }

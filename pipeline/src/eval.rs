@@ -203,11 +203,14 @@ pub struct MissedIn {
     pub top_factors: Vec<String>,
 }
 
-/// The largest score lines of a report, `factor +points`.
+/// The largest score lines of a report, `factor +points`, then every line
+/// that lowered it (`factor -points`): why it scored what it did.
 fn top_factors(r: &ClusterReport) -> Vec<String> {
     let mut lines: Vec<_> = r.breakdown.iter().filter(|l| l.points > 0.0).collect();
     lines.sort_by(|a, b| b.points.total_cmp(&a.points));
-    lines.iter().take(4).map(|l| format!("{} +{}", l.factor, l.points)).collect()
+    let top = lines.iter().take(4).map(|l| format!("{} +{}", l.factor, l.points));
+    let lowered = r.breakdown.iter().filter(|l| l.points < 0.0).map(|l| format!("{} {}", l.factor, l.points));
+    top.chain(lowered).collect()
 }
 
 /// The whole evaluation.
@@ -443,6 +446,26 @@ mod tests {
     use super::*;
     use sluice_connectors::generator::CampaignKind;
     use sluice_operators::cluster::Decision;
+
+    #[test]
+    fn a_missed_cluster_shows_its_largest_lines_and_every_line_that_lowered_it() {
+        let line = |factor: &str, points: f64| sluice_operators::score::ScoreLine {
+            factor: factor.into(),
+            points,
+            detail: String::new(),
+        };
+        let mut r = cluster("c", &["a"]);
+        r.breakdown = ["max_level", "volume", "spread", "tactic_breadth", "actor_breadth"]
+            .iter()
+            .zip([30.0, 10.0, 6.0, 8.0, 24.0])
+            .map(|(f, p)| line(f, p))
+            .chain([line("prior_false_positive", -38.0)])
+            .collect();
+        assert_eq!(
+            top_factors(&r),
+            ["max_level +30", "actor_breadth +24", "volume +10", "tactic_breadth +8", "prior_false_positive -38"]
+        );
+    }
 
     fn label(id: &str, campaign: &str, step: u8) -> Label {
         Label {

@@ -1161,7 +1161,11 @@ impl Cluster {
         Some(Cow::Owned(format!("{prior}; the same pattern from {}: what it brings does not count", actors.join(", "))))
     }
 
-    /// An actor's pattern: its role, its rules, and the cluster's detections.
+    /// An actor's pattern: its role and its rules. Not the cluster's
+    /// detections: a prior takes away only what the actor brought, and a
+    /// detection in the same cluster still counts in full, so a rule firing
+    /// beside a judged actor does not make its pattern new. (A cluster
+    /// without detections hashes as it did when they were part of it.)
     fn actor_signature(&self, key: (EntityKind, u64)) -> u64 {
         let mut h = StableHasher::new();
         h.field(b"actor");
@@ -1170,9 +1174,6 @@ impl Cluster {
             h.field(&id.to_le_bytes());
         }
         h.field(b"|");
-        for rule in self.detections.keys() {
-            h.field(rule.as_bytes());
-        }
         h.finish()
     }
 
@@ -1184,8 +1185,8 @@ impl Cluster {
     /// What the cluster is, for verdict priors. A cluster that one broad
     /// actor drives (see [`Cluster::broad_actor`]) is that actor's doing:
     /// its role (ip or user, not the value, which changes between runs of
-    /// the same scan) and its rules, with the detections. Any other: its
-    /// rules, detections and entity kinds.
+    /// the same scan) and its rules (see [`Cluster::actor_signature`]). Any
+    /// other: its rules, detections and entity kinds.
     fn signature_hash(&self, cfg: &ScoreConfig) -> u64 {
         if let Some(key) = self.broad_actor(cfg) {
             return self.actor_signature(key);
@@ -2764,7 +2765,7 @@ mod tests {
         let second = sweep("web2", "10.1.250.11", 10_000_000);
         let (_, plain, _) = run(cfg(), &second);
         assert_eq!(plain[0].signature, signature, "the actor's role and rules, not its address");
-        let with_prior_on = |floor: bool, alerts: &[A<'_>]| {
+        let with_prior_on = |floor: bool, alerts: &[A<'_>], detection: Option<Box<Detection>>| {
             let mut priors = Priors::default();
             assert!(priors.insert("acme", &signature, "prior #1: judged false_positive".into()));
             let mut c = chain(cfg());
@@ -2777,10 +2778,13 @@ mod tests {
             }
             let (mut ctx, mut out) = (Context::default(), Vec::new());
             c.process(batch(alerts), &mut ctx, &mut out).unwrap();
+            if let Some(d) = detection {
+                c.operators_mut()[1].on_detection(d, &mut ctx, &mut out).unwrap();
+            }
             c.on_end(&mut ctx, &mut out).unwrap();
             closed_reports(&out)[0].clone()
         };
-        let with_prior = |floor: bool| with_prior_on(floor, &second);
+        let with_prior = |floor: bool| with_prior_on(floor, &second, None);
         let later = with_prior(false);
         // The ordinary lines, then one taking off what the actor brought:
         // its breadth, and its rules' full levels and tactics.
@@ -2803,9 +2807,22 @@ mod tests {
         // to take: its level (30 points, 15 as everyday) stays.
         let mut shared = second.clone();
         shared.push(A { id: "own", t: 10_000_100, src_ip: None, log: "own", ..second[4] });
-        let kept = with_prior_on(false, &shared);
+        let kept = with_prior_on(false, &shared, None);
         let taken = |r: &ClusterReport| -line(r, "prior_false_positive").unwrap().points;
         assert!(taken(&kept) <= taken(&later) - 15.0, "{} against {}", taken(&kept), taken(&later));
+
+        // A rule's detection on the host joins the cluster: the actor's
+        // pattern is the same, so its part is still taken, and the
+        // detection counts in full.
+        let detected = with_prior_on(
+            false,
+            &second,
+            Some(super::detection_tests::detection("acme", &[(EntityKind::Host, "web2")], 50, 10_000_050)),
+        );
+        assert_eq!(detected.detections.len(), 1);
+        let rule = line(&detected, "correlation_rule").expect("the detection's line").points;
+        assert_eq!(taken(&detected), taken(&later), "{:?}", detected.breakdown);
+        assert_eq!(detected.score, later.score + rule);
     }
 
     #[test]
@@ -2889,7 +2906,7 @@ mod detection_tests {
     }
 
     /// A detection whose newest alert is at `t` seconds (as the test alerts).
-    fn detection(tenant: &str, entities: &[(EntityKind, &str)], severity: u8, t: i64) -> Box<Detection> {
+    pub(super) fn detection(tenant: &str, entities: &[(EntityKind, &str)], severity: u8, t: i64) -> Box<Detection> {
         let t = t * 1000;
         Box::new(Detection {
             rule: "brute-force-then-login".into(),

@@ -2016,6 +2016,17 @@ impl Correlate {
         self.recheck_intel_of(|_| true);
     }
 
+    /// Rejudges the clusters of the tenants `which` picks against the
+    /// priors in force (see [`Cluster::rejudge`]).
+    fn rejudge_of(&mut self, which: impl Fn(&str) -> bool) {
+        for (name, state) in self.tenants.iter_mut().filter(|(name, _)| which(name)) {
+            let priors = self.priors.0.get(&**name);
+            for cluster in state.clusters.values_mut() {
+                cluster.rejudge(&self.score, priors);
+            }
+        }
+    }
+
     /// [`Correlate::recheck_intel`] for the tenants `which` picks.
     fn recheck_intel_of(&mut self, which: impl Fn(&str) -> bool) {
         let mut tenants = std::mem::take(&mut self.tenants);
@@ -2120,7 +2131,13 @@ impl Operator for Correlate {
 
     fn reconfigure(&mut self, update: &(dyn std::any::Any + Send + Sync)) -> Result<()> {
         if let Some(priors) = update.downcast_ref::<Priors>() {
-            self.priors = Arc::new(priors.clone());
+            let old = std::mem::replace(&mut self.priors, Arc::new(priors.clone()));
+            // A cluster's judged actors follow the priors now in force (as
+            // with intel): a stale judgement would apply a new prior as the
+            // flat penalty, over points the judged actor did not bring.
+            let changed: Vec<Arc<str>> =
+                self.tenants.keys().filter(|t| old.0.get(&***t) != self.priors.0.get(&***t)).cloned().collect();
+            self.rejudge_of(|t| changed.iter().any(|c| &**c == t));
         }
         if let Some(policies) = update.downcast_ref::<Arc<Policies>>() {
             self.tenant_handoff = policies
@@ -2823,6 +2840,19 @@ mod tests {
         let rule = line(&detected, "correlation_rule").expect("the detection's line").points;
         assert_eq!(taken(&detected), taken(&later), "{:?}", detected.breakdown);
         assert_eq!(detected.score, later.score + rule);
+
+        // A prior that arrives after the alerts (a verdict coming back while
+        // the cluster is open) takes the same part, not a flat penalty.
+        let mut priors = Priors::default();
+        assert!(priors.insert("acme", &signature, "prior #1: judged false_positive".into()));
+        let mut c = chain(cfg());
+        let (mut ctx, mut out) = (Context::default(), Vec::new());
+        c.process(batch(&second), &mut ctx, &mut out).unwrap();
+        c.reconfigure(&priors).unwrap();
+        c.on_end(&mut ctx, &mut out).unwrap();
+        let arrived = closed_reports(&out)[0].clone();
+        assert_eq!(taken(&arrived), taken(&later), "{:?}", arrived.breakdown);
+        assert_ne!(taken(&arrived), ScoreConfig::default().prior_penalty);
     }
 
     #[test]

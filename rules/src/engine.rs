@@ -294,9 +294,11 @@ impl Engine {
                     guards.push(Guard { scan: i, min_rows, text: test.to_string() });
                 }
             }
-            if !guards.is_empty() {
-                scan_tests =
-                    scans.iter().map(|s| s.test.clone().map(physical_test).transpose()).collect::<Result<_, _>>()?;
+            // Guards only save work: a test DataFusion cannot plan drops
+            // them, never the rule.
+            match scans.iter().map(|s| s.test.clone().map(physical_test).transpose()).collect::<Result<_, _>>() {
+                Ok(tests) if !guards.is_empty() => scan_tests = tests,
+                _ => guards.clear(),
             }
         }
         let mut test_reads: Vec<usize> = prefilter
@@ -363,11 +365,13 @@ struct ScanTest<'p> {
 
 /// Every scan of `alerts` in the plan with its test: each scan sits right
 /// under a filter (or has its filters pushed into it). `None` when a scan
-/// sits in a subquery expression, where the walk does not reach.
+/// sits in a subquery expression, where the walk does not reach. Scans of
+/// other tables (`generate_series`, say) read no alerts and are left out.
 fn scan_tests(plan: &LogicalPlan) -> Option<Vec<ScanTest<'_>>> {
     fn walk<'p>(plan: &'p LogicalPlan, out: &mut Vec<ScanTest<'p>>) {
         match plan {
             LogicalPlan::Filter(f) => match scan_under(&f.input) {
+                Some((_, scan)) if !of_alerts(scan) => {}
                 Some((projections, scan)) => {
                     // The predicate may name columns the projections between
                     // it and the scan computed (common subexpressions):
@@ -381,7 +385,7 @@ fn scan_tests(plan: &LogicalPlan) -> Option<Vec<ScanTest<'_>>> {
                 }
                 None => walk(&f.input, out),
             },
-            LogicalPlan::TableScan(scan) => {
+            LogicalPlan::TableScan(scan) if of_alerts(scan) => {
                 out.push(ScanTest { scan, test: conjunction(scan.filters.iter().cloned()) })
             }
             _ => plan.inputs().into_iter().for_each(|p| walk(p, out)),
@@ -426,7 +430,7 @@ fn scan_tests(plan: &LogicalPlan) -> Option<Vec<ScanTest<'_>>> {
     // Scans reached through subquery expressions are not walked above.
     let mut scans = 0;
     plan.apply_with_subqueries(|node| {
-        scans += usize::from(matches!(node, LogicalPlan::TableScan(_)));
+        scans += usize::from(matches!(node, LogicalPlan::TableScan(scan) if of_alerts(scan)));
         Ok(TreeNodeRecursion::Continue)
     })
     .ok()?;
@@ -445,6 +449,11 @@ fn scan_tests(plan: &LogicalPlan) -> Option<Vec<ScanTest<'_>>> {
         });
     }
     Some(found)
+}
+
+/// A scan of the `alerts` table (not of a table function).
+fn of_alerts(scan: &TableScan) -> bool {
+    scan.table_name.table() == "alerts"
 }
 
 /// The condition a row must meet to be read by the query at all: a row
@@ -535,7 +544,7 @@ fn min_count(predicate: &Expr, counts: &[Column]) -> usize {
     let bound = |column: &Expr, value: &Expr| -> Option<i64> {
         let Expr::Column(c) = column else { return None };
         let Expr::Literal(v, _) = value else { return None };
-        if !counts.iter().any(|k| k.name == c.name) {
+        if !counts.contains(c) {
             return None;
         }
         match v.cast_to(&DataType::Int64).ok()? {

@@ -289,6 +289,10 @@ impl Rules {
                     let none = BooleanArray::from(vec![false; rows.num_rows()]);
                     return (Some(none.clone()), vec![none; r.guards.len()]);
                 }
+                // A session rule reads every row: only its guards need tests.
+                if matches!(r.rule.window, Window::Session { .. }) && r.guards.is_empty() {
+                    return (None, Vec::new());
+                }
                 let columns = rows
                     .columns()
                     .iter()

@@ -408,6 +408,18 @@ fn the_guards_of_a_query_are_the_scans_its_result_cannot_do_without() {
         "SELECT src_ip FROM alerts WHERE rule_id = 5716 UNION ALL SELECT src_ip FROM alerts WHERE rule_id = 5715",
     );
     assert_eq!(union, []);
+    // A table function reads no alerts: it has no test, no guard, and does
+    // not stop the alerts scan from having both.
+    let engine_rule = |sql: &str| {
+        let r = rule(sql, r#"{ kind = "tumbling", size = "1h" }"#);
+        compile_all(&engine, vec![r]).unwrap().remove(0)
+    };
+    let series = engine_rule(
+        "SELECT a.src_ip, g.value FROM alerts a CROSS JOIN generate_series(1, 3) g WHERE a.rule_id = 5716 AND g.value > 1",
+    );
+    let prefilter = series.prefilter_text.expect("the alerts scan is filtered");
+    assert!(prefilter.contains("5716") && !prefilter.contains("value"), "{prefilter}");
+    assert!(series.guards.len() == 1 && series.guards[0].text.contains("5716"), "{:?}", series.guards);
 }
 
 #[test]

@@ -2016,17 +2016,6 @@ impl Correlate {
         self.recheck_intel_of(|_| true);
     }
 
-    /// Rejudges the clusters of the tenants `which` picks against the
-    /// priors in force (see [`Cluster::rejudge`]).
-    fn rejudge_of(&mut self, which: impl Fn(&str) -> bool) {
-        for (name, state) in self.tenants.iter_mut().filter(|(name, _)| which(name)) {
-            let priors = self.priors.0.get(&**name);
-            for cluster in state.clusters.values_mut() {
-                cluster.rejudge(&self.score, priors);
-            }
-        }
-    }
-
     /// [`Correlate::recheck_intel`] for the tenants `which` picks.
     fn recheck_intel_of(&mut self, which: impl Fn(&str) -> bool) {
         let mut tenants = std::mem::take(&mut self.tenants);
@@ -2135,9 +2124,12 @@ impl Operator for Correlate {
             // A cluster's judged actors follow the priors now in force (as
             // with intel): a stale judgement would apply a new prior as the
             // flat penalty, over points the judged actor did not bring.
-            let changed: Vec<Arc<str>> =
-                self.tenants.keys().filter(|t| old.0.get(&***t) != self.priors.0.get(&***t)).cloned().collect();
-            self.rejudge_of(|t| changed.iter().any(|c| &**c == t));
+            for (name, state) in self.tenants.iter_mut() {
+                let priors = self.priors.0.get(&**name);
+                if old.0.get(&**name) != priors {
+                    state.clusters.values_mut().for_each(|c| c.rejudge(&self.score, priors));
+                }
+            }
         }
         if let Some(policies) = update.downcast_ref::<Arc<Policies>>() {
             self.tenant_handoff = policies

@@ -273,13 +273,9 @@ impl Engine {
             return Err(invalid(problems));
         }
         let scans = scan_tests(&plan);
-        let physical_test = |expr: Expr| -> Result<Arc<dyn PhysicalExpr>, RuleError> {
-            let schema = DFSchema::try_from(self.table.schema.as_ref().clone())
-                .map_err(|e| invalid(vec![format!("prefilter: {}", message(&e))]))?;
-            self.ctx
-                .create_physical_expr(expr, &schema)
-                .map_err(|e| invalid(vec![format!("prefilter: {}", message(&e))]))
-        };
+        let prefilter_error = |e: DataFusionError| invalid(vec![format!("prefilter: {}", message(&e))]);
+        let table = DFSchema::try_from(self.table.schema.as_ref().clone()).map_err(prefilter_error)?;
+        let physical_test = |expr: Expr| self.ctx.create_physical_expr(expr, &table).map_err(prefilter_error);
         let test = scans.as_ref().and_then(|s| prefilter(s));
         let prefilter_text = test.as_ref().map(ToString::to_string);
         let prefilter = test.map(physical_test).transpose()?;

@@ -262,12 +262,12 @@ impl Rules {
         true
     }
 
-    /// Which rows of `rows` each rule reads (`None`: all). Session rules
-    /// read all: any alert of the tenant keeps a session going.
-    /// A rule reads nothing of rows whose columns it reads are not all
-    /// `real` (buffered under a rule set that did not need them; `None`:
-    /// fresh rows, every column real).
-    /// With them, per rule, which rows pass each of its guards' tests.
+    /// Which rows of `rows` each rule reads (`None`: all), and which pass
+    /// each of its guards' tests (none listed: the guards count as met).
+    /// Session rules read all: any alert of the tenant keeps a session
+    /// going. A rule reads nothing of rows whose columns it reads are not
+    /// all `real` (buffered under a rule set that did not need them;
+    /// `None`: fresh rows, every column real).
     fn masks_of(
         &mut self,
         rows: &RecordBatch,
@@ -289,8 +289,10 @@ impl Rules {
                     let none = BooleanArray::from(vec![false; rows.num_rows()]);
                     return (Some(none.clone()), vec![none; r.guards.len()]);
                 }
-                // A session rule reads every row: only its guards need tests.
-                if matches!(r.rule.window, Window::Session { .. }) && r.guards.is_empty() {
+                // Nothing to test (a session rule reads every row: only its
+                // guards need tests).
+                let session = matches!(r.rule.window, Window::Session { .. });
+                if r.guards.is_empty() && (session || r.prefilter.is_none()) {
                     return (None, Vec::new());
                 }
                 let columns = rows
@@ -298,25 +300,18 @@ impl Rules {
                     .iter()
                     .zip(&blanks)
                     .enumerate()
-                    .map(|(i, (real, blank))| match (r.test_reads.binary_search(&i).is_ok(), blank) {
+                    .map(|(i, (column, blank))| match (r.test_reads.binary_search(&i).is_ok(), blank) {
                         (false, Some(blank)) => blank.clone(),
-                        _ => real.clone(),
+                        _ => column.clone(),
                     })
                     .collect();
                 let view = RecordBatch::try_new(rows.schema(), columns).expect("the same schema");
+                // A test that failed reads every row and guards nothing.
                 let (mask, guards) = prefilter_mask(r, &view).unwrap_or_else(|e| {
                     tracing::warn!(error = %e, "rules: prefilter failed; the rule reads every row");
                     (None, Vec::new())
                 });
-                // A test that failed guards nothing: every row passes.
-                let guards = match guards.len() == r.guards.len() {
-                    true => guards,
-                    false => vec![BooleanArray::from(vec![true; rows.num_rows()]); r.guards.len()],
-                };
-                match r.rule.window {
-                    Window::Session { .. } => (None, guards),
-                    _ => (mask, guards),
-                }
+                (mask.filter(|_| !session), guards)
             })
             .unzip()
     }
@@ -628,7 +623,7 @@ fn guards_met(pieces: &[Piece], start: EventTime, end: EventTime, rule: usize, g
     guards.iter().enumerate().all(|(g, guard)| {
         let mut count = 0;
         for p in pieces.iter().filter(|p| p.max_t >= start && p.min_t < end) {
-            // Pieces buffered before the rule had guards: no test, so met.
+            // No test for these rows (it failed): met.
             let Some(passes) = p.guards.get(rule).and_then(|gs| gs.get(g)) else { return true };
             if p.min_t >= start && p.max_t < end {
                 count += passes.true_count();

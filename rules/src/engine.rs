@@ -11,7 +11,10 @@ use std::sync::{Arc, Mutex};
 
 use parking_lot::RwLock;
 
-use arrow::array::{Array, ArrayRef, AsArray, BinaryArray, BooleanArray, RecordBatch, StringArray};
+use arrow::array::{
+    Array, ArrayRef, AsArray, BinaryArray, BooleanArray, BooleanBufferBuilder, NullArray, RecordBatch, StringArray,
+    UInt32Array,
+};
 use arrow::buffer::OffsetBuffer;
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -21,8 +24,10 @@ use datafusion::common::{Column, DFSchema};
 use datafusion::datasource::TableProvider;
 use datafusion::error::DataFusionError;
 use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::logical_expr::Operator;
 use datafusion::logical_expr::utils::{conjunction, disjunction};
 use datafusion::logical_expr::{Expr, LogicalPlan, Projection, TableScan, TableType};
+use datafusion::physical_expr::expressions::BinaryExpr;
 use datafusion::physical_plan::execution_plan::reset_plan_states;
 use datafusion::physical_plan::memory::{LazyBatchGenerator, LazyMemoryExec};
 use datafusion::physical_plan::{ExecutionPlan, PhysicalExpr};
@@ -114,6 +119,9 @@ pub struct Compiled {
     /// The `alerts` columns the prefilter and the guards' tests read
     /// (indices, sorted): the others may be blanks when they run.
     pub test_reads: Vec<usize>,
+    /// The `alerts` schema with every column but those of `test_reads`
+    /// typed `Null` (see [`Compiled::test_view`]).
+    test_schema: SchemaRef,
     /// The `alerts` columns the query reads (indices; `None`: all of
     /// them). The others are never copied into its windows.
     pub reads: Option<Vec<usize>>,
@@ -305,6 +313,18 @@ impl Engine {
             .collect();
         test_reads.sort_unstable();
         test_reads.dedup();
+        let test_schema = Arc::new(Schema::new(
+            self.table
+                .schema
+                .fields()
+                .iter()
+                .enumerate()
+                .map(|(i, f)| match test_reads.binary_search(&i) {
+                    Ok(_) => f.clone(),
+                    Err(_) => Arc::new(Field::new(f.name(), DataType::Null, true)),
+                })
+                .collect::<Vec<_>>(),
+        ));
         let reads = columns_read(&plan, &self.table.schema);
         let physical = self
             .runtime
@@ -319,6 +339,7 @@ impl Engine {
             guards,
             scan_tests,
             test_reads,
+            test_schema,
             physical,
             entity_columns,
             alert_ids_column,
@@ -590,6 +611,23 @@ fn contains_subquery(e: &Expr) -> bool {
     e.exists(|e| Ok(matches!(e, Expr::ScalarSubquery(_) | Expr::InSubquery(_) | Expr::Exists(_)))).unwrap_or(true)
 }
 
+impl Compiled {
+    /// `rows` (`alerts` table rows) with only the columns the rule's tests
+    /// read: the others become `Null` columns, which hold no data. A test
+    /// may copy the rows it passes on to its next term (DataFusion's `AND`
+    /// does), and every column it copies costs, the raw JSON most.
+    pub fn test_view(&self, rows: &RecordBatch) -> RecordBatch {
+        let len = rows.num_rows();
+        let columns = (0..rows.num_columns())
+            .map(|i| match self.test_reads.binary_search(&i) {
+                Ok(_) => rows.column(i).clone(),
+                Err(_) => Arc::new(NullArray::new(len)) as ArrayRef,
+            })
+            .collect();
+        RecordBatch::try_new(self.test_schema.clone(), columns).expect("the table's columns, or nulls")
+    }
+}
+
 /// Which rows of a batch of `alerts` table rows a compiled rule can read
 /// (`None`: all; nulls: not), and per guard which rows pass its test. Only
 /// the columns of [`Compiled::test_reads`] need to hold the rows' values.
@@ -598,14 +636,7 @@ pub fn prefilter_mask(
     rows: &RecordBatch,
 ) -> Result<(Option<BooleanArray>, Vec<BooleanArray>), RuleError> {
     let fail = |e: DataFusionError| RuleError::Eval { rule: rule.rule.name.clone(), message: message(&e) };
-    let test = |expr: &Arc<dyn PhysicalExpr>| -> Result<BooleanArray, RuleError> {
-        let value = expr.evaluate(rows).map_err(fail)?.into_array(rows.num_rows()).map_err(fail)?;
-        let mask = value.as_boolean_opt().ok_or_else(|| RuleError::Eval {
-            rule: rule.rule.name.clone(),
-            message: "prefilter is not a boolean".into(),
-        })?;
-        Ok(if mask.null_count() > 0 { arrow::compute::prep_null_mask_filter(mask) } else { mask.clone() })
-    };
+    let test = |expr: &Arc<dyn PhysicalExpr>| passing(expr, rows).map_err(fail);
     if rule.guards.is_empty() {
         return Ok((rule.prefilter.as_ref().map(test).transpose()?, Vec::new()));
     }
@@ -626,6 +657,96 @@ pub fn prefilter_mask(
         None => None,
     };
     Ok((mask, guards))
+}
+
+/// The rows of `rows` for which `expr` is true (null counts as false, as
+/// in a `WHERE`). The terms of an `AND` (an `OR`) run one after another;
+/// once few rows are left undecided, the next terms run on a copy of only
+/// those. DataFusion's own `AND` makes that copy for its second term, and
+/// in a chain of them again at every level from the whole batch.
+fn passing(expr: &Arc<dyn PhysicalExpr>, rows: &RecordBatch) -> Result<BooleanArray, DataFusionError> {
+    let len = rows.num_rows();
+    let Some((op, terms)) = chain(expr) else {
+        let value = expr.evaluate(rows)?.into_array(len)?;
+        let mask = value
+            .as_boolean_opt()
+            .ok_or_else(|| DataFusionError::Execution(format!("{expr} is not a boolean test")))?;
+        return Ok(if mask.null_count() > 0 { arrow::compute::prep_null_mask_filter(mask) } else { mask.clone() });
+    };
+    let all = op == Operator::And;
+    // The rows still undecided: a batch of some of `rows` (`at`: where
+    // they are in `rows`; `None`: all, in place), and which of those
+    // (`open`; `None`: all of them).
+    let (mut batch, mut at, mut open): (RecordBatch, Option<UInt32Array>, Option<BooleanArray>) =
+        (rows.clone(), None, None);
+    let mut decided = BooleanBufferBuilder::new(len);
+    decided.append_n(len, false);
+    let place = |at: &Option<UInt32Array>, i: usize| at.as_ref().map_or(i, |at| at.value(i) as usize);
+    for term in terms {
+        let pass = passing(term, &batch)?;
+        // `AND`: the rows that fail are decided (false); `OR`: those that
+        // pass (true).
+        let still = match (all, &open) {
+            (true, None) => pass,
+            (true, Some(open)) => arrow::compute::and(open, &pass)?,
+            (false, open) => {
+                let newly = match open {
+                    Some(open) => arrow::compute::and(open, &pass)?,
+                    None => pass,
+                };
+                newly.values().set_indices().for_each(|i| decided.set_bit(place(&at, i), true));
+                let fail = arrow::compute::not(&newly)?;
+                match open {
+                    Some(open) => arrow::compute::and(open, &fail)?,
+                    None => fail,
+                }
+            }
+        };
+        let n = still.true_count();
+        if n == 0 {
+            return Ok(BooleanArray::new(decided.finish(), None));
+        }
+        // Copy the undecided rows for the next terms only when few are
+        // left (as DataFusion's `AND` does): a copy costs more than testing
+        // rows already decided.
+        if n * 5 <= batch.num_rows() {
+            batch = arrow::compute::filter_record_batch(&batch, &still)?;
+            let here = at.unwrap_or_else(|| UInt32Array::from_iter_values(0..len as u32));
+            at = Some(arrow::compute::filter(&here, &still)?.as_primitive().clone());
+            open = None;
+        } else {
+            open = (n < batch.num_rows()).then_some(still);
+        }
+    }
+    // `AND`: what is still undecided passed every term.
+    if all {
+        match (&open, &at) {
+            (None, None) => return Ok(BooleanArray::from(vec![true; len])),
+            (Some(open), _) => open.values().set_indices().for_each(|i| decided.set_bit(place(&at, i), true)),
+            (None, Some(at)) => at.values().iter().for_each(|&i| decided.set_bit(i as usize, true)),
+        }
+    }
+    Ok(BooleanArray::new(decided.finish(), None))
+}
+
+/// The terms of a chain of `AND` (or of `OR`), when `expr` is one.
+fn chain(expr: &Arc<dyn PhysicalExpr>) -> Option<(Operator, Vec<&Arc<dyn PhysicalExpr>>)> {
+    fn collect<'e>(expr: &'e Arc<dyn PhysicalExpr>, op: Operator, out: &mut Vec<&'e Arc<dyn PhysicalExpr>>) {
+        match expr.downcast_ref::<BinaryExpr>().filter(|b| *b.op() == op) {
+            Some(b) => {
+                collect(b.left(), op, out);
+                collect(b.right(), op, out);
+            }
+            None => out.push(expr),
+        }
+    }
+    let op = *expr.downcast_ref::<BinaryExpr>()?.op();
+    if !matches!(op, Operator::And | Operator::Or) {
+        return None;
+    }
+    let mut terms = Vec::new();
+    collect(expr, op, &mut terms);
+    Some((op, terms))
 }
 
 /// A result cell as text (entity values, summaries); `None` when null.
@@ -655,4 +776,62 @@ pub fn list_texts(column: &ArrayRef, row: usize) -> Vec<String> {
 pub fn cell_severity(column: &ArrayRef, row: usize) -> Option<u8> {
     let text = cell_text(column, row)?;
     text.parse::<i64>().ok().map(|v| v.clamp(0, 100) as u8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::Int32Array;
+    use datafusion::physical_expr::expressions::{binary, col, is_null, lit, not};
+
+    /// `passing` answers as DataFusion's own evaluation in a `WHERE` (null
+    /// is false), for chains of `AND` and `OR`, nested, with nulls.
+    #[test]
+    fn tests_run_term_by_term_and_pass_the_rows_datafusion_would() {
+        let schema =
+            Arc::new(Schema::new(vec![Field::new("a", DataType::Int32, true), Field::new("b", DataType::Utf8, true)]));
+        // Every mix of a in 0..6 (or null) and b in four values (or null).
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for i in 0..7 {
+            for j in 0..5 {
+                a.push((i < 6).then_some(i));
+                b.push(["x", "y", "xy", ""].get(j).copied());
+            }
+        }
+        let rows =
+            RecordBatch::try_new(schema.clone(), vec![Arc::new(Int32Array::from(a)), Arc::new(StringArray::from(b))])
+                .unwrap();
+        let s = schema.as_ref();
+        let c = |name: &str| col(name, s).unwrap();
+        let op = |l, o, r| binary(l, o, r, s).unwrap();
+        let a_gt = |n: i32| op(c("a"), Operator::Gt, lit(n));
+        let a_eq = |n: i32| op(c("a"), Operator::Eq, lit(n));
+        let b_eq = |v: &str| op(c("b"), Operator::Eq, lit(v));
+        let and = |l, r| op(l, Operator::And, r);
+        let or = |l, r| op(l, Operator::Or, r);
+        let cases = [
+            a_gt(2),
+            and(a_gt(1), b_eq("x")),
+            and(and(a_gt(0), b_eq("xy")), a_eq(4)),
+            and(a_gt(9), b_eq("x")),
+            or(a_eq(1), b_eq("y")),
+            or(or(a_eq(1), a_eq(5)), is_null(c("b")).unwrap()),
+            or(and(a_gt(3), b_eq("x")), and(not(a_gt(1)).unwrap(), b_eq(""))),
+            and(or(a_eq(2), b_eq("y")), not(b_eq("xy")).unwrap()),
+            and(is_null(c("a")).unwrap(), or(b_eq("x"), is_null(c("b")).unwrap())),
+            or(a_gt(-1), b_eq("x")),
+            and(a_gt(-1), or(a_gt(-1), b_eq("x"))),
+        ];
+        for expr in cases {
+            let value = expr.evaluate(&rows).unwrap().into_array(rows.num_rows()).unwrap();
+            let value = value.as_boolean();
+            let expected = match value.null_count() {
+                0 => value.clone(),
+                _ => arrow::compute::prep_null_mask_filter(value),
+            };
+            let got = passing(&expr, &rows).unwrap();
+            assert_eq!(got, expected, "{expr}");
+            assert_eq!(got.null_count(), 0);
+        }
+    }
 }

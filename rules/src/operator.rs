@@ -18,9 +18,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array, make_array, new_null_array};
-use arrow::compute::{FilterBuilder, filter_record_batch, take};
+use arrow::array::{
+    Array, ArrayData, ArrayRef, AsArray, BooleanArray, MutableArrayData, RecordBatch, UInt32Array, make_array,
+    new_null_array,
+};
+use arrow::compute::take;
 use arrow::datatypes::{DataType, Field, SchemaRef, TimestampMicrosecondType, TimestampMillisecondType};
+use arrow::error::ArrowError;
 use serde::{Deserialize, Serialize};
 use sluice_operators::detection::Detection;
 use sluice_operators::hash::StableHasher;
@@ -273,10 +277,6 @@ impl Rules {
         rows: &RecordBatch,
         real: Option<&[bool]>,
     ) -> (Vec<Option<BooleanArray>>, Vec<Vec<BooleanArray>>) {
-        // The tests run on the columns they read, the others blank: a test
-        // may copy the rows it passes on to its next term (DataFusion's
-        // `AND` does), and the raw JSON is a kilobyte per alert.
-        let blanks = self.blanks.all(rows.num_rows());
         self.rules
             .iter()
             .map(|r| {
@@ -295,17 +295,7 @@ impl Rules {
                 if r.guards.is_empty() && (session || r.prefilter.is_none()) {
                     return (None, Vec::new());
                 }
-                let columns = rows
-                    .columns()
-                    .iter()
-                    .zip(&blanks)
-                    .enumerate()
-                    .map(|(i, (column, blank))| match (r.test_reads.binary_search(&i).is_ok(), blank) {
-                        (false, Some(blank)) => blank.clone(),
-                        _ => column.clone(),
-                    })
-                    .collect();
-                let view = RecordBatch::try_new(rows.schema(), columns).expect("the same schema");
+                let view = r.test_view(rows);
                 // A test that failed reads every row and guards nothing.
                 let (mask, guards) = prefilter_mask(r, &view).unwrap_or_else(|e| {
                     tracing::warn!(error = %e, "rules: prefilter failed; the rule reads every row");
@@ -645,7 +635,9 @@ fn guards_met(pieces: &[Piece], start: EventTime, end: EventTime, rule: usize, g
 }
 
 /// The buffered rows with event time in `[start, end)` that rule `rule`
-/// reads, with the columns it reads (`columns`; `None`: all).
+/// reads, with the columns it reads (`columns`; `None`: all), as one batch:
+/// DataFusion's operators pay per batch, and a window gathers rows from
+/// many pieces.
 fn window_rows(
     pieces: &[Piece],
     start: EventTime,
@@ -654,14 +646,15 @@ fn window_rows(
     columns: Option<&[usize]>,
     blanks: &mut Blanks,
 ) -> Vec<RecordBatch> {
-    let mut out = Vec::new();
+    // Per piece in the window: the rows to take (`None`: all).
+    let mut picks: Vec<(&RecordBatch, Option<BooleanArray>)> = Vec::new();
     for p in pieces.iter().filter(|p| p.max_t >= start && p.min_t < end) {
         let reads = p.masks.get(rule).and_then(Option::as_ref);
         if p.min_t >= start && p.max_t < end {
             match reads {
-                None => out.push(p.rows.clone()),
+                None => picks.push((&p.rows, None)),
                 Some(m) if m.true_count() == 0 => {}
-                Some(m) => out.push(blanks.filter(&p.rows, m, columns)),
+                Some(m) => picks.push((&p.rows, Some(m.clone()))),
             }
             continue;
         }
@@ -673,11 +666,31 @@ fn window_rows(
             .map(|(i, &v)| Some(v >= start && v < end && reads.is_none_or(|m| m.value(i))))
             .collect();
         if mask.true_count() > 0 {
-            out.push(blanks.filter(&p.rows, &mask, columns));
+            picks.push((&p.rows, Some(mask)));
         }
+    }
+    if let [(rows, None)] = picks.as_slice() {
+        return vec![(*rows).clone()];
+    }
+    let mut out = Vec::new();
+    let mut chunk = 0..0;
+    let mut rows = 0;
+    for (i, (batch, mask)) in picks.iter().enumerate() {
+        let n = mask.as_ref().map_or(batch.num_rows(), BooleanArray::true_count);
+        if rows + n > WINDOW_BATCH_ROWS && !chunk.is_empty() {
+            out.extend(blanks.gather(&picks[chunk.clone()], columns));
+            (chunk, rows) = (i..i, 0);
+        }
+        (chunk.end, rows) = (i + 1, rows + n);
+    }
+    if !chunk.is_empty() {
+        out.extend(blanks.gather(&picks[chunk], columns));
     }
     out
 }
+
+/// Most rows a window's batch gathers from its pieces.
+const WINDOW_BATCH_ROWS: usize = 65_536;
 
 /// Copying a column into a window costs; most rules read a few of the
 /// `alerts` columns. The columns nobody reads are replaced by a slice of a
@@ -691,8 +704,6 @@ struct Blanks {
     kept: Arc<[bool]>,
     /// Per column: this stage reads it itself (one of `ALWAYS`).
     always: Vec<bool>,
-    /// Per column: it has a blank.
-    blankable: Vec<bool>,
     /// Per column: a blank at least as long as any asked for so far.
     cache: Vec<Option<ArrayRef>>,
 }
@@ -721,12 +732,7 @@ impl Blanks {
                 None => kept.iter_mut().for_each(|k| *k = true),
             }
         }
-        Blanks { schema: schema.clone(), cache: vec![None; kept.len()], kept: kept.into(), always, blankable }
-    }
-
-    /// Per column, a blank `len` rows long where the column has one.
-    fn all(&mut self, len: usize) -> Vec<Option<ArrayRef>> {
-        (0..self.blankable.len()).map(|i| self.blankable[i].then(|| self.blank(i, len))).collect()
+        Blanks { schema: schema.clone(), cache: vec![None; kept.len()], kept: kept.into(), always }
     }
 
     /// Column `i`, blank, `len` rows long.
@@ -758,19 +764,47 @@ impl Blanks {
         (RecordBatch::try_new(rows.schema(), columns).expect("the same schema"), self.kept.clone())
     }
 
-    /// The rows of `rows` that `mask` picks, with the columns `reads`
-    /// (`None`: all) and those this stage reads.
-    fn filter(&mut self, rows: &RecordBatch, mask: &BooleanArray, reads: Option<&[usize]>) -> RecordBatch {
-        let Some(reads) = reads else { return filter_record_batch(rows, mask).expect("mask matches the rows") };
-        let predicate = FilterBuilder::new(mask).optimize().build();
-        let len = predicate.count();
-        let columns = (0..rows.num_columns())
-            .map(|i| match self.always[i] || reads.contains(&i) {
-                true => predicate.filter(rows.column(i)).expect("mask matches the rows"),
-                false => self.blank(i, len),
+    /// The rows `picks` take from their batches (`None`: all), with the
+    /// columns `reads` (`None`: all) and those this stage reads: one batch,
+    /// each value copied once; one batch per pick where text of one batch
+    /// would be too long for 32-bit offsets.
+    fn gather(&mut self, picks: &[(&RecordBatch, Option<BooleanArray>)], reads: Option<&[usize]>) -> Vec<RecordBatch> {
+        match self.gather_one(picks, reads) {
+            Ok(batch) => vec![batch],
+            Err(_) if picks.len() > 1 => {
+                picks.iter().map(|pick| self.gather_one(std::slice::from_ref(pick), reads).expect("fits")).collect()
+            }
+            Err(e) => panic!("rows of one batch fit one batch: {e}"),
+        }
+    }
+
+    fn gather_one(
+        &mut self,
+        picks: &[(&RecordBatch, Option<BooleanArray>)],
+        reads: Option<&[usize]>,
+    ) -> Result<RecordBatch, ArrowError> {
+        let len: usize = picks.iter().map(|(rows, m)| m.as_ref().map_or(rows.num_rows(), |m| m.true_count())).sum();
+        let columns = (0..self.schema.fields().len())
+            .map(|i| match self.always[i] || reads.is_none_or(|r| r.contains(&i)) {
+                true => {
+                    let data: Vec<ArrayData> = picks.iter().map(|(rows, _)| rows.column(i).to_data()).collect();
+                    let mut out = MutableArrayData::new(data.iter().collect(), false, len);
+                    for (k, (rows, mask)) in picks.iter().enumerate() {
+                        match mask {
+                            None => out.try_extend(k, 0, rows.num_rows())?,
+                            Some(m) => {
+                                for (from, to) in m.values().set_slices() {
+                                    out.try_extend(k, from, to)?;
+                                }
+                            }
+                        }
+                    }
+                    Ok(make_array(out.freeze()))
+                }
+                false => Ok(self.blank(i, len)),
             })
-            .collect();
-        RecordBatch::try_new(rows.schema(), columns).expect("the same schema")
+            .collect::<Result<_, ArrowError>>()?;
+        RecordBatch::try_new(self.schema.clone(), columns)
     }
 }
 

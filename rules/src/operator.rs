@@ -100,6 +100,11 @@ struct TenantRules {
     /// state survives a rule set that changes between runs).
     rules: Vec<RuleState>,
     due: EventTime,
+    /// Hopping windows overlap: the rows of one slide, gathered for a
+    /// window, serve the next windows too. (rule, slide start) → (slide
+    /// end, rows); forgotten once no window of the rule still to come reads
+    /// the slide, or when rows arrive in it (not state: made again).
+    slides: BTreeMap<(usize, EventTime), (EventTime, Vec<RecordBatch>)>,
 }
 
 /// A detection reported by a window that may overlap later ones.
@@ -336,19 +341,16 @@ impl Rules {
             let piece_masks = masks.iter().map(|m| m.as_ref().map(pick)).collect();
             let piece_guards = guards.iter().map(|g| g.iter().map(pick).collect()).collect();
             let max_rows = self.max_rows;
+            let (min_t, max_t) = (*times.iter().min().expect("non-empty"), *times.iter().max().expect("non-empty"));
             let state = self.tenant(tenant);
             state.rows += taken.num_rows();
-            state.pieces.push(Piece {
-                rows: taken,
-                real,
-                min_t: *times.iter().min().expect("non-empty"),
-                max_t: *times.iter().max().expect("non-empty"),
-                masks: piece_masks,
-                guards: piece_guards,
-            });
+            state.pieces.push(Piece { rows: taken, real, min_t, max_t, masks: piece_masks, guards: piece_guards });
+            // Rows behind the clock (late, but allowed) change the slides they fall in.
+            state.slides.retain(|&(_, from), (to, _)| max_t < from || *to <= min_t);
             while state.rows > max_rows && state.pieces.len() > 1 {
                 let dropped = state.pieces.remove(0);
                 state.rows -= dropped.rows.num_rows();
+                state.slides.clear();
             }
         }
     }
@@ -432,10 +434,23 @@ impl Rules {
                 (first, last.saturating_add(1), last.saturating_add(1))
             }
         };
-        let rows = match guards_met(&state.pieces, start, end, i, &rule.guards) {
-            true => window_rows(&state.pieces, start, end, i, rule.reads.as_deref(), &mut self.blanks),
-            false => Vec::new(),
+        let rows = match (guards_met(&state.pieces, start, end, i, &rule.guards), rule.rule.window) {
+            (false, _) => Vec::new(),
+            (true, Window::Hopping { size, slide }) if size % slide == 0 => {
+                let mut rows = Vec::new();
+                for from in (start..end).step_by(slide as usize) {
+                    let (_, part) = state.slides.entry((i, from)).or_insert_with(|| {
+                        let to = from + slide;
+                        (to, window_rows(&state.pieces, from, to, i, rule.reads.as_deref(), &mut self.blanks))
+                    });
+                    rows.extend(part.iter().cloned());
+                }
+                rows
+            }
+            (true, _) => window_rows(&state.pieces, start, end, i, rule.reads.as_deref(), &mut self.blanks),
         };
+        // The rule's next window starts a slide later at least.
+        state.slides.retain(|&(r, from), _| r != i || from > start);
         detections.extend(self.evaluate(tenant, i, rows, (start, end), true));
         // Move on: the oldest row still ahead of this rule decides its next window.
         let rule = &self.rules[i];
@@ -538,8 +553,11 @@ impl Rules {
     /// [`Rules::remask`] for the tenants `which` picks.
     fn remask_of(&mut self, which: impl Fn(&str) -> bool) {
         let mut tenants = std::mem::take(&mut self.tenants);
-        for piece in tenants.iter_mut().filter(|(name, _)| which(name)).flat_map(|(_, t)| t.pieces.iter_mut()) {
-            (piece.masks, piece.guards) = self.masks_of(&piece.rows, Some(&piece.real));
+        for (_, tenant) in tenants.iter_mut().filter(|(name, _)| which(name)) {
+            tenant.slides.clear();
+            for piece in tenant.pieces.iter_mut() {
+                (piece.masks, piece.guards) = self.masks_of(&piece.rows, Some(&piece.real));
+            }
         }
         self.tenants = tenants;
     }
@@ -1045,6 +1063,7 @@ impl Operator for Rules {
                 pieces,
                 due: rules.iter().map(RuleState::next).min().unwrap_or(EventTime::MAX),
                 rules,
+                slides: BTreeMap::new(),
             };
             self.tenants.insert(Arc::from(t.name.as_str()), state);
         }

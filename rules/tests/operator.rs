@@ -450,3 +450,27 @@ fn a_window_its_guards_rule_out_is_not_evaluated_and_nothing_is_missed() {
         assert!(g.evaluated + 6 <= e.evaluated, "the hour of successes alone runs no SQL: {g:?} against {e:?}");
     }
 }
+
+/// A hopping window reuses the rows of each slide gathered for the window
+/// before; a row that arrives behind the clock (late, but buffered) in a
+/// slide already gathered still counts in the windows still to come.
+#[test]
+fn a_late_row_counts_in_the_hopping_windows_still_open_over_its_slide() {
+    let rules = vec![rule(&COUNT.replace(">= 3", ">= 5"), r#"{ kind = "hopping", size = "30m", slide = "10m" }"#)];
+    let mut lines = Vec::new();
+    // Four failures from .9 in the slide [10:20, 10:30).
+    lines.extend((21..25).map(|m| line("a", m, m as f64, "10.0.0.9", true)));
+    // Five from .7 in [10:30, 10:40): the window [10:10, 10:40) has rows
+    // enough to be evaluated, and gathers the slides it reads.
+    lines.extend((31..36).map(|m| line("a", m, m as f64, "10.0.0.7", true)));
+    // The clock passes 10:40: that window closes.
+    lines.push(line("a", 45, 45.0, "10.0.0.1", false));
+    // A fifth failure from .9 at 10:26, behind the clock: [10:20, 10:50) holds it.
+    lines.push(line("a", 26, 26.0, "10.0.0.9", true));
+    lines.push(line("a", 75, 75.0, "10.0.0.1", false));
+    let out = run(rules, &lines, 1, None);
+    let detections: Vec<&String> = out.iter().filter(|o| o.starts_with("detect")).collect();
+    let end = |m: i64| (1_793_527_200_000 + m * 60_000).to_string();
+    assert!(detections.contains(&&format!("detect:test:a:10.0.0.7:{}", end(40))), "{detections:?}");
+    assert!(detections.contains(&&format!("detect:test:a:10.0.0.9:{}", end(50))), "{detections:?}");
+}

@@ -345,7 +345,7 @@ impl Rules {
             let state = self.tenant(tenant);
             state.rows += taken.num_rows();
             state.pieces.push(Piece { rows: taken, real, min_t, max_t, masks: piece_masks, guards: piece_guards });
-            // Rows behind the clock (late, but allowed) change the slides they fall in.
+            // Rows behind the clock (late, still buffered) change the slides they fall in.
             state.slides.retain(|&(_, from), (to, _)| max_t < from || *to <= min_t);
             while state.rows > max_rows && state.pieces.len() > 1 {
                 let dropped = state.pieces.remove(0);
@@ -804,6 +804,19 @@ impl Blanks {
         let len: usize = picks.iter().map(|(rows, m)| m.as_ref().map_or(rows.num_rows(), |m| m.true_count())).sum();
         let columns = (0..self.schema.fields().len())
             .map(|i| match self.always[i] || reads.is_none_or(|r| r.contains(&i)) {
+                // Dictionaries (each input batch has its own) are merged, to
+                // the values the rows use: appended as they are, they would
+                // hold every piece's whole dictionary.
+                true if has_dictionary(self.schema.field(i).data_type()) => {
+                    let parts = picks
+                        .iter()
+                        .map(|(rows, mask)| match mask {
+                            None => Ok(rows.column(i).clone()),
+                            Some(m) => arrow::compute::filter(rows.column(i), m),
+                        })
+                        .collect::<Result<Vec<_>, ArrowError>>()?;
+                    arrow::compute::concat(&parts.iter().map(AsRef::as_ref).collect::<Vec<_>>())
+                }
                 true => {
                     let data: Vec<ArrayData> = picks.iter().map(|(rows, _)| rows.column(i).to_data()).collect();
                     let mut out = MutableArrayData::new(data.iter().collect(), false, len);
@@ -823,6 +836,16 @@ impl Blanks {
             })
             .collect::<Result<_, ArrowError>>()?;
         RecordBatch::try_new(self.schema.clone(), columns)
+    }
+}
+
+/// Whether values of this type hold a dictionary (lists of dictionaries too).
+fn has_dictionary(data_type: &DataType) -> bool {
+    match data_type {
+        DataType::Dictionary(..) => true,
+        DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) => has_dictionary(f.data_type()),
+        DataType::Struct(fields) => fields.iter().any(|f| has_dictionary(f.data_type())),
+        _ => false,
     }
 }
 
@@ -927,6 +950,9 @@ impl Operator for Rules {
     fn state_sizes(&self, out: &mut dyn FnMut(&'static str, &Arc<str>, u64)) {
         for (tenant, state) in &self.tenants {
             out("window_rows", tenant, state.rows as u64);
+            // Copies of hopping windows' slides, kept for the next windows.
+            let slides = state.slides.values().flat_map(|(_, rows)| rows).map(RecordBatch::num_rows).sum::<usize>();
+            out("window_slide_rows", tenant, slides as u64);
         }
     }
 
@@ -1157,6 +1183,52 @@ mod tests {
 
     use super::*;
     use crate::Limits;
+
+    /// Every input batch has its own dictionaries; a window gathered from
+    /// many pieces holds the values its rows use, not every piece's whole
+    /// dictionary (which grew with the pieces and could overflow).
+    #[test]
+    fn a_gathered_window_holds_only_the_dictionary_values_its_rows_use() {
+        use arrow::array::{DictionaryArray, ListArray, StringArray};
+        use arrow::datatypes::{Int32Type, Schema};
+        let dict = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+        let item = Arc::new(Field::new("item", dict.clone(), true));
+        let schema = Arc::new(Schema::new(vec![
+            Field::new(col::TENANT, dict.clone(), false),
+            Field::new("groups", DataType::List(item.clone()), true),
+            Field::new("text", DataType::Utf8, true),
+        ]));
+        // 40 pieces, each with a dictionary of 200 values of which its rows use two.
+        let pieces: Vec<RecordBatch> = (0..40)
+            .map(|p| {
+                let values: Vec<String> = (0..200).map(|v| format!("value-{p}-{v}")).collect();
+                let values = Arc::new(StringArray::from(values));
+                let keys = arrow::array::Int32Array::from(vec![0, 1, 0]);
+                let tenant = DictionaryArray::<Int32Type>::try_new(keys.clone(), values.clone()).unwrap();
+                let child = DictionaryArray::<Int32Type>::try_new(keys, values).unwrap();
+                let offsets = arrow::buffer::OffsetBuffer::from_lengths([1, 1, 1]);
+                let groups = ListArray::new(item.clone(), offsets, Arc::new(child), None);
+                let text = StringArray::from(vec![format!("a{p}"), format!("b{p}"), format!("c{p}")]);
+                RecordBatch::try_new(schema.clone(), vec![Arc::new(tenant), Arc::new(groups), Arc::new(text)]).unwrap()
+            })
+            .collect();
+        let mask = BooleanArray::from(vec![true, true, false]);
+        let picks: Vec<(&RecordBatch, Option<BooleanArray>)> = pieces.iter().map(|p| (p, Some(mask.clone()))).collect();
+        let mut blanks = Blanks::new(&schema, &[]);
+        let window = blanks.gather(&picks, None);
+        assert_eq!(window.len(), 1);
+        let window = &window[0];
+        assert_eq!(window.num_rows(), 80);
+        let tenant = window.column(0).as_dictionary::<Int32Type>();
+        assert!(tenant.values().len() <= 80, "{} dictionary values", tenant.values().len());
+        let child = window.column(1).as_list::<i32>().values().as_dictionary::<Int32Type>().values().len();
+        assert!(child <= 80, "{child} dictionary values in the list");
+        // The values themselves, in order: piece p's rows 0 and 1.
+        let texts = tenant.downcast_dict::<StringArray>().unwrap();
+        let expected: Vec<String> = (0..40).flat_map(|p| [format!("value-{p}-0"), format!("value-{p}-1")]).collect();
+        assert_eq!(texts.into_iter().map(|v| v.unwrap().to_string()).collect::<Vec<_>>(), expected);
+        assert_eq!(window.column(2).as_string::<i32>().value(79), "b39");
+    }
 
     /// A checkpoint written in format 3 (before blank columns) restores,
     /// with every column of its pieces taken as held.

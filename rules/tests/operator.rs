@@ -468,7 +468,10 @@ fn a_late_row_counts_in_the_hopping_windows_still_open_over_its_slide() {
     // A fifth failure from .9 at 10:26, behind the clock: [10:20, 10:50) holds it.
     lines.push(line("a", 26, 26.0, "10.0.0.9", true));
     lines.push(line("a", 75, 75.0, "10.0.0.1", false));
-    let out = run(rules, &lines, 1, None);
+    let out = run(rules.clone(), &lines, 1, None);
+    for batch in [2, 3, 100] {
+        assert_eq!(run(rules.clone(), &lines, batch, None), out, "batch size {batch}");
+    }
     let detections: Vec<&String> = out.iter().filter(|o| o.starts_with("detect")).collect();
     let end = |m: i64| (1_793_527_200_000 + m * 60_000).to_string();
     assert!(detections.contains(&&format!("detect:test:a:10.0.0.7:{}", end(40))), "{detections:?}");

@@ -684,22 +684,19 @@ fn passing(expr: &Arc<dyn PhysicalExpr>, rows: &RecordBatch) -> Result<BooleanAr
     let place = |at: &Option<UInt32Array>, i: usize| at.as_ref().map_or(i, |at| at.value(i) as usize);
     for term in terms {
         let pass = passing(term, &batch)?;
-        // `AND`: the rows that fail are decided (false); `OR`: those that
-        // pass (true).
-        let still = match (all, &open) {
-            (true, None) => pass,
-            (true, Some(open)) => arrow::compute::and(open, &pass)?,
-            (false, open) => {
-                let newly = match open {
-                    Some(open) => arrow::compute::and(open, &pass)?,
-                    None => pass,
-                };
-                newly.values().set_indices().for_each(|i| decided.set_bit(place(&at, i), true));
-                let fail = arrow::compute::not(&newly)?;
-                match open {
-                    Some(open) => arrow::compute::and(open, &fail)?,
-                    None => fail,
-                }
+        // The rows still open that pass this term. `AND`: the others are
+        // decided (false); `OR`: these are (true).
+        let newly = match &open {
+            Some(open) => arrow::compute::and(open, &pass)?,
+            None => pass,
+        };
+        let still = if all {
+            newly
+        } else {
+            newly.values().set_indices().for_each(|i| decided.set_bit(place(&at, i), true));
+            match &open {
+                Some(open) => arrow::compute::and_not(open, &newly)?,
+                None => arrow::compute::not(&newly)?,
             }
         };
         let n = still.true_count();

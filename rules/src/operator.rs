@@ -278,7 +278,7 @@ impl Rules {
     /// all `real` (buffered under a rule set that did not need them;
     /// `None`: fresh rows, every column real).
     fn masks_of(
-        &mut self,
+        &self,
         rows: &RecordBatch,
         real: Option<&[bool]>,
     ) -> (Vec<Option<BooleanArray>>, Vec<Vec<BooleanArray>>) {
@@ -742,8 +742,7 @@ impl Blanks {
                 )
         };
         let always: Vec<bool> = schema.fields().iter().map(|f| Self::ALWAYS.contains(&f.name().as_str())).collect();
-        let blankable: Vec<bool> = schema.fields().iter().map(|f| blankable(f)).collect();
-        let mut kept: Vec<bool> = always.iter().zip(&blankable).map(|(&a, &b)| a || !b).collect();
+        let mut kept: Vec<bool> = schema.fields().iter().zip(&always).map(|(f, &a)| a || !blankable(f)).collect();
         for r in rules {
             match &r.reads {
                 Some(columns) => columns.iter().for_each(|&i| kept[i] = true),

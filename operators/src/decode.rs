@@ -362,6 +362,8 @@ struct FieldSlots {
     process: Vec<usize>,
     file_hash: Vec<usize>,
     url: Vec<usize>,
+    win_event_id: usize,
+    win_channel: usize,
     /// Per extra column, the slot of its path (`None`: null).
     extra: Vec<Option<usize>>,
     /// The same for tenants with their own extra fields.
@@ -406,6 +408,8 @@ struct Builders {
     process: StringBuilder,
     file_hash: StringBuilder,
     url: StringBuilder,
+    win_event_id: StringDictionaryBuilder<Int32Type>,
+    win_channel: StringDictionaryBuilder<Int32Type>,
     full_log: StringBuilder,
     raw: BinaryBuilder,
     extra: Vec<StringBuilder>,
@@ -439,6 +443,8 @@ impl Builders {
             process: StringBuilder::new(),
             file_hash: StringBuilder::new(),
             url: StringBuilder::new(),
+            win_event_id: dict(),
+            win_channel: dict(),
             full_log: StringBuilder::new(),
             raw: BinaryBuilder::new(),
             extra: (0..extra).map(|_| StringBuilder::new()).collect(),
@@ -470,6 +476,8 @@ impl Builders {
             Arc::new(self.process.finish()),
             Arc::new(self.file_hash.finish()),
             Arc::new(self.url.finish()),
+            Arc::new(self.win_event_id.finish()),
+            Arc::new(self.win_channel.finish()),
             Arc::new(self.full_log.finish()),
             Arc::new(self.raw.finish()),
         ];
@@ -542,7 +550,34 @@ struct Fields<'i> {
     /// Lower-cased: tools disagree on the case of hex digests.
     file_hash: Option<String>,
     url: Option<&'i str>,
+    win_event_id: Option<Text<'i>>,
+    win_channel: Option<Text<'i>>,
     full_log: Option<&'i str>,
+}
+
+/// A field read leniently: a string as it is, a number as its digits.
+enum Text<'i> {
+    Str(&'i str),
+    Number(String),
+}
+
+impl Text<'_> {
+    fn as_str(&self) -> &str {
+        match self {
+            Text::Str(s) => s,
+            Text::Number(n) => n,
+        }
+    }
+}
+
+/// A field only some alerts have, that no alert is refused for: a string,
+/// or a number as text; anything else (an object, `null`) reads as absent.
+fn lenient_text<'i>(slots: &Slots<'_, 'i>, slot: usize) -> Option<Text<'i>> {
+    let v = slots[slot]?;
+    if let Some(s) = v.into_string() {
+        return Some(Text::Str(s));
+    }
+    v.as_i64().map(|n| Text::Number(n.to_string())).or_else(|| v.as_u64().map(|n| Text::Number(n.to_string())))
 }
 
 type TapeArray<'t, 'i> = simd_json::tape::Array<'t, 'i>;
@@ -653,6 +688,8 @@ impl Decoder {
             process,
             file_hash,
             url,
+            win_event_id: index.slot("data.win.system.eventID"),
+            win_channel: index.slot("data.win.system.channel"),
             extra,
             tenant_extra,
         };
@@ -825,6 +862,8 @@ impl Decoder {
             process: first_string(ix, slots, &sl.process)?,
             file_hash: first_string(ix, slots, &sl.file_hash)?.map(|h| sha256_of(h).to_ascii_lowercase()),
             url: first_string(ix, slots, &sl.url)?,
+            win_event_id: lenient_text(slots, sl.win_event_id),
+            win_channel: lenient_text(slots, sl.win_channel),
             full_log: opt_string(ix, slots, sl.full_log)?,
         })
     }
@@ -885,6 +924,8 @@ fn append(
     b.process.append_option(f.process);
     b.file_hash.append_option(f.file_hash.as_deref());
     b.url.append_option(f.url);
+    dict_opt(&mut b.win_event_id, f.win_event_id.as_ref().map(Text::as_str));
+    dict_opt(&mut b.win_channel, f.win_channel.as_ref().map(Text::as_str));
     b.full_log.append_option(f.full_log);
     b.raw.append_value(record);
     for (builder, v) in b.extra.iter_mut().zip(extras) {
@@ -1012,6 +1053,33 @@ mod tests {
         assert_eq!(opt_str(c.file_hash, 0), Some("cc11"));
         assert_eq!(batch.column_by_name("target_user").unwrap().as_string::<i32>().value(0), "bob");
         assert_eq!(d.stats(), DecodeStats { read: 1, decoded: 1, dead_lettered: 0 });
+    }
+
+    #[test]
+    fn the_windows_event_id_and_channel_are_columns_and_never_refuse_an_alert() {
+        let line = |system: &str| {
+            format!(
+                r#"{{"timestamp":"2022-05-11T12:29:19.905+0000","rule":{{"id":"60122","level":5}},"manager":{{"name":"m"}},"data":{{"win":{{"system":{system}}}}}}}"#
+            )
+        };
+        let input = [
+            line(r#"{"eventID":"4625","channel":"Security"}"#),
+            line(r#"{"eventID":7045,"channel":"System"}"#),
+            line(r#"{"eventID":{"odd":1},"channel":null}"#),
+            line(r#"{"computer":"dc-01"}"#),
+        ]
+        .join("\n");
+        let out = decode(&input, TenantConfig::default());
+        assert!(out.dead_letters.is_empty(), "{:?}", out.dead_letters);
+        let batch = out.batch.unwrap();
+        let text = |name: &str| -> Vec<Option<String>> {
+            let column =
+                arrow::compute::cast(batch.column_by_name(name).unwrap(), &arrow::datatypes::DataType::Utf8).unwrap();
+            column.as_string::<i32>().iter().map(|v| v.map(str::to_string)).collect()
+        };
+        let some = |s: &str| Some(s.to_string());
+        assert_eq!(text(col::WIN_EVENT_ID), [some("4625"), some("7045"), None, None]);
+        assert_eq!(text(col::WIN_CHANNEL), [some("Security"), some("System"), None, None]);
     }
 
     #[test]

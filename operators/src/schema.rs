@@ -40,6 +40,8 @@ pub mod col {
     pub const PROCESS: &str = "process";
     pub const FILE_HASH: &str = "file_hash";
     pub const URL: &str = "url";
+    pub const WIN_EVENT_ID: &str = "win_event_id";
+    pub const WIN_CHANNEL: &str = "win_channel";
     pub const FULL_LOG: &str = "full_log";
     pub const RAW: &str = "raw";
 }
@@ -54,7 +56,7 @@ fn list_of_dict() -> DataType {
 }
 
 /// Number of columns before the configured extra fields.
-pub const BASE_COLUMNS: usize = 25;
+pub const BASE_COLUMNS: usize = 27;
 
 /// The alert schema, with `extra` nullable Utf8 columns appended (in order).
 pub fn alert_schema(extra: &[String]) -> SchemaRef {
@@ -83,6 +85,10 @@ pub fn alert_schema(extra: &[String]) -> SchemaRef {
         Field::new(col::PROCESS, DataType::Utf8, true),
         Field::new(col::FILE_HASH, DataType::Utf8, true),
         Field::new(col::URL, DataType::Utf8, true),
+        // Windows event id and channel (`data.win.system.*`): what most
+        // Windows detections test first.
+        Field::new(col::WIN_EVENT_ID, dict_utf8(), true),
+        Field::new(col::WIN_CHANNEL, dict_utf8(), true),
         Field::new(col::FULL_LOG, DataType::Utf8, true),
         Field::new(col::RAW, DataType::Binary, false),
     ];

@@ -682,7 +682,7 @@ fn passing(expr: &Arc<dyn PhysicalExpr>, rows: &RecordBatch) -> Result<BooleanAr
     let mut decided = BooleanBufferBuilder::new(len);
     decided.append_n(len, false);
     let place = |at: &Option<UInt32Array>, i: usize| at.as_ref().map_or(i, |at| at.value(i) as usize);
-    for term in terms {
+    for (k, term) in terms.iter().enumerate() {
         let pass = passing(term, &batch)?;
         // The rows still open that pass this term. `AND`: the others are
         // decided (false); `OR`: these are (true).
@@ -707,7 +707,7 @@ fn passing(expr: &Arc<dyn PhysicalExpr>, rows: &RecordBatch) -> Result<BooleanAr
         // left (as DataFusion's `AND` does): a copy costs more than testing
         // rows already decided.
         if n * 5 <= batch.num_rows() {
-            batch = arrow::compute::filter_record_batch(&batch, &still)?;
+            batch = narrow(&batch, &still, &terms[k + 1..])?;
             let here = at.unwrap_or_else(|| UInt32Array::from_iter_values(0..len as u32));
             at = Some(arrow::compute::filter(&here, &still)?.as_primitive().clone());
             open = None;
@@ -724,6 +724,35 @@ fn passing(expr: &Arc<dyn PhysicalExpr>, rows: &RecordBatch) -> Result<BooleanAr
         }
     }
     Ok(BooleanArray::new(decided.finish(), None))
+}
+
+/// The rows of `batch` that `keep` selects, holding only the columns that
+/// `terms` read; the others become `Null` columns. Copying a column costs,
+/// and the terms already run often read the widest ones (the groups list,
+/// the log line) for no later term.
+fn narrow(
+    batch: &RecordBatch,
+    keep: &BooleanArray,
+    terms: &[&Arc<dyn PhysicalExpr>],
+) -> Result<RecordBatch, DataFusionError> {
+    let reads: Vec<usize> =
+        terms.iter().flat_map(|t| datafusion::physical_expr::utils::collect_columns(t)).map(|c| c.index()).collect();
+    let filter = arrow::compute::FilterBuilder::new(keep).optimize().build();
+    let schema = batch.schema();
+    let (mut fields, mut columns) = (Vec::with_capacity(schema.fields().len()), Vec::new());
+    for (i, field) in schema.fields().iter().enumerate() {
+        if field.data_type() == &DataType::Null {
+            fields.push(field.clone());
+        } else if reads.contains(&i) {
+            fields.push(field.clone());
+            columns.push(filter.filter(batch.column(i))?);
+            continue;
+        } else {
+            fields.push(Arc::new(Field::new(field.name(), DataType::Null, true)));
+        }
+        columns.push(Arc::new(NullArray::new(filter.count())) as ArrayRef);
+    }
+    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
 }
 
 /// The terms of a chain of `AND` (or of `OR`), when `expr` is one.

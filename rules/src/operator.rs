@@ -70,6 +70,10 @@ struct Piece {
     guards: Vec<Vec<BooleanArray>>,
 }
 
+/// Per rule (aligned with `Rules::rules`): the rows it reads (`None`:
+/// all), and per guard of the rule the rows that pass its test.
+type Masks = (Vec<Option<BooleanArray>>, Vec<Vec<BooleanArray>>);
+
 /// Where one rule stands for one tenant.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct RuleState {
@@ -277,11 +281,7 @@ impl Rules {
     /// going. A rule reads nothing of rows whose columns it reads are not
     /// all `real` (buffered under a rule set that did not need them;
     /// `None`: fresh rows, every column real).
-    fn masks_of(
-        &self,
-        rows: &RecordBatch,
-        real: Option<&[bool]>,
-    ) -> (Vec<Option<BooleanArray>>, Vec<Vec<BooleanArray>>) {
+    fn masks_of(&self, rows: &RecordBatch, real: Option<&[bool]>) -> Masks {
         self.rules
             .iter()
             .map(|r| {
@@ -311,14 +311,17 @@ impl Rules {
             .unzip()
     }
 
-    /// Buffers rows `[from, to)` of a batch (already table rows) by tenant:
-    /// the rows some rule reads.
-    fn buffer(&mut self, table: &RecordBatch, cols: &AlertColumns<'_>, from: usize, to: usize) {
+    /// Buffers rows `[from, to)` of a batch (already table rows, with
+    /// `tests`: what [`Rules::masks_of`] says of the whole batch) by
+    /// tenant: the rows some rule reads.
+    fn buffer(&mut self, table: &RecordBatch, tests: &Masks, cols: &AlertColumns<'_>, from: usize, to: usize) {
         if from == to {
             return;
         }
         let slice = table.slice(from, to - from);
-        let (masks, guards) = self.masks_of(&slice, None);
+        let cut = |m: &BooleanArray| m.slice(from, to - from);
+        let masks: Vec<Option<BooleanArray>> = tests.0.iter().map(|m| m.as_ref().map(cut)).collect();
+        let guards: Vec<Vec<BooleanArray>> = tests.1.iter().map(|g| g.iter().map(cut).collect()).collect();
         let every_row = masks.iter().any(Option::is_none);
         let mut by_tenant: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
         for i in 0..slice.num_rows() {
@@ -968,6 +971,9 @@ impl Operator for Rules {
         let table = to_table_rows(&batch.batch, &self.table_schema)
             .map_err(|e| sluice_operators::Error::Config(e.to_string()))?;
         let cols = AlertColumns::new(&batch.batch)?;
+        // Every rule's tests run once over the whole batch: pieces of it
+        // are only a few hundred rows, and a test's cost is mostly per call.
+        let tests = self.masks_of(&table, None);
         let mut from = 0;
         for row in 0..batch.num_rows() {
             let tenant = cols.tenant(row);
@@ -975,7 +981,7 @@ impl Operator for Rules {
             if !self.observe(tenant, t) {
                 // The rows before go first; then the windows this row's time
                 // closes; then this row.
-                self.buffer(&table, &cols, from, row);
+                self.buffer(&table, &tests, &cols, from, row);
                 if row > from {
                     out.collect(Output::Batch(slice(&batch, from, row)));
                 }
@@ -987,7 +993,7 @@ impl Operator for Rules {
                 debug_assert!(noted, "closing leaves nothing due before the clock");
             }
         }
-        self.buffer(&table, &cols, from, batch.num_rows());
+        self.buffer(&table, &tests, &cols, from, batch.num_rows());
         out.collect(Output::Batch(slice(&batch, from, batch.num_rows())));
         Ok(())
     }
@@ -1072,9 +1078,10 @@ impl Operator for Rules {
                 .map(|p| {
                     let rows = ipc_batch(&p.ipc)?;
                     let real = match p.real.len() == rows.num_columns() {
-                        true => p.real.into(),
-                        false => vec![true; rows.num_columns()].into(),
+                        true => p.real,
+                        false => vec![true; rows.num_columns()],
                     };
+                    let (rows, real) = conform(rows, &real, &self.table_schema)?;
                     Ok(Piece { rows, real, min_t: p.min_t, max_t: p.max_t, masks: Vec::new(), guards: Vec::new() })
                 })
                 .collect::<Result<Vec<_>, String>>()
@@ -1157,6 +1164,34 @@ impl From<TenantSnapshot<PieceSnapshotV3>> for TenantSnapshot {
             .collect();
         TenantSnapshot { name: t.name, newest: t.newest, rules: t.rules, pieces }
     }
+}
+
+/// A checkpointed piece with the columns of `schema`, matched by name: a
+/// column it lacks (the checkpoint predates it, or a `[decode.fields]`
+/// column was added since) is null and not real, so no rule reads those
+/// rows for it. Fails when such a column cannot be null.
+fn conform(rows: RecordBatch, real: &[bool], schema: &SchemaRef) -> Result<(RecordBatch, Arc<[bool]>), String> {
+    if rows.schema().fields() == schema.fields() {
+        return Ok((rows, real.into()));
+    }
+    let saved = rows.schema();
+    let mut columns = Vec::with_capacity(schema.fields().len());
+    let mut now_real = Vec::with_capacity(schema.fields().len());
+    for field in schema.fields() {
+        match saved.index_of(field.name()) {
+            Ok(i) if saved.field(i).data_type() == field.data_type() => {
+                columns.push(rows.column(i).clone());
+                now_real.push(real[i]);
+            }
+            _ if field.is_nullable() => {
+                columns.push(arrow::array::new_null_array(field.data_type(), rows.num_rows()));
+                now_real.push(false);
+            }
+            _ => return Err(format!("a checkpointed window piece lacks column {:?}", field.name())),
+        }
+    }
+    let rows = RecordBatch::try_new(schema.clone(), columns).map_err(|e| e.to_string())?;
+    Ok((rows, now_real.into()))
 }
 
 fn ipc_bytes(batch: &RecordBatch) -> Result<Vec<u8>, String> {
@@ -1269,5 +1304,82 @@ mod tests {
         let mut found = Vec::new();
         restored.on_end(&mut ctx, &mut found).unwrap();
         assert!(found.iter().any(|o| matches!(o, Output::Detection(_))), "the restored window still fires");
+    }
+
+    /// A checkpoint taken before a column existed (the Windows columns, a
+    /// `[decode.fields]` column added since) restores: the column is null
+    /// and not held, so a rule that reads it skips those rows, and the
+    /// others still fire. A piece without a column that cannot be null is
+    /// refused, naming it.
+    #[test]
+    fn a_piece_checkpointed_without_a_column_restores_with_it_not_held() {
+        let rule = |name: &str, filter: &str| {
+            let text = format!(
+                "severity = 50\nwindow = {{ kind = \"tumbling\", size = \"1h\" }}\nentities = {{ ip = \"src_ip\" }}\n\
+                 sql = \"SELECT src_ip, count(*) AS n FROM alerts WHERE {filter} GROUP BY src_ip\"\n"
+            );
+            Rule::parse(&text, Path::new(&format!("{name}.toml")), Limits::default()).unwrap()
+        };
+        let rules = vec![rule("by_rule", "rule_id = 5716"), rule("by_event", "win_event_id IS NULL")];
+        let make = || {
+            let engine = Engine::new(&[]).unwrap();
+            let compiled = crate::compile_all(&engine, rules.clone()).unwrap();
+            Rules::new(engine, compiled, 0, usize::MAX)
+        };
+        let line = r#"{"timestamp":"2026-11-01T10:00:00.000+0000","rule":{"level":5,"id":"5716"},"manager":{"name":"acme"},"id":"1","data":{"srcip":"192.0.2.1"}}"#;
+        let mut decoder = Decoder::new(DecodeConfig::default(), &TenantConfig::default()).unwrap();
+        let batch = decoder.decode(&RawChunk::from_lines("t", line.as_bytes().to_vec(), 0, 0)).unwrap().batch.unwrap();
+        let (mut op, mut ctx) = (make(), Context::default());
+        op.process(AlertBatch::new(batch), &mut ctx, &mut Vec::new()).unwrap();
+        let now: Vec<TenantSnapshot> =
+            sluice_operators::snapshot::decode(NAME, SNAPSHOT_VERSION, &op.snapshot().unwrap()).unwrap();
+        // The same snapshot, its pieces without the columns `drop` names.
+        let without = |drop: &[&str]| {
+            let tenants: Vec<TenantSnapshot> = now
+                .iter()
+                .map(|t| TenantSnapshot {
+                    name: t.name.clone(),
+                    newest: t.newest,
+                    rules: t.rules.clone(),
+                    pieces: t
+                        .pieces
+                        .iter()
+                        .map(|p| {
+                            let rows = ipc_batch(&p.ipc).unwrap();
+                            let keep: Vec<usize> = (0..rows.num_columns())
+                                .filter(|&i| !drop.contains(&rows.schema().field(i).name().as_str()))
+                                .collect();
+                            let real = keep.iter().map(|&i| p.real.get(i).copied().unwrap_or(true)).collect();
+                            let ipc = ipc_bytes(&rows.project(&keep).unwrap()).unwrap();
+                            PieceSnapshot { min_t: p.min_t, max_t: p.max_t, ipc, real }
+                        })
+                        .collect(),
+                })
+                .collect();
+            sluice_operators::snapshot::encode(NAME, SNAPSHOT_VERSION, &tenants).unwrap()
+        };
+        let fired = |state: &[u8]| -> Vec<String> {
+            let mut restored = make();
+            restored.restore(state).unwrap();
+            let mut out = Vec::new();
+            restored.on_end(&mut Context::default(), &mut out).unwrap();
+            out.iter()
+                .filter_map(|o| match o {
+                    Output::Detection(d) => Some(d.rule.to_string()),
+                    _ => None,
+                })
+                .collect()
+        };
+        assert_eq!(fired(&op.snapshot().unwrap()), ["by_rule", "by_event"]);
+        let old = without(&[col::WIN_EVENT_ID, col::WIN_CHANNEL]);
+        let mut restored = make();
+        restored.restore(&old).unwrap();
+        let piece = &restored.tenants.get("acme").unwrap().pieces[0];
+        assert_eq!(piece.rows.schema(), restored.table_schema);
+        let at = restored.table_schema.index_of(col::WIN_EVENT_ID).unwrap();
+        assert!(!piece.real[at] && piece.rows.column(at).is_null(0));
+        assert_eq!(fired(&old), ["by_rule"], "the rule on the missing column reads none of its rows");
+        let err = make().restore(&without(&[col::ALERT_ID])).unwrap_err().to_string();
+        assert!(err.contains("alert_id"), "{err}");
     }
 }

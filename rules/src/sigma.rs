@@ -31,7 +31,8 @@
 //!
 //! | Sigma field | Wazuh alert |
 //! |---|---|
-//! | `EventID`, `Channel`, `Provider_Name`, `Computer` | `data.win.system.eventID`, `.channel`, `.providerName`, `.computer` |
+//! | `EventID`, `Channel` | the typed columns `win_event_id`, `win_channel` (`data.win.system.eventID`, `.channel`) |
+//! | `Provider_Name`, `Computer` | `data.win.system.providerName`, `.computer` |
 //! | any other name starting with a capital (`TargetUserName`, `Image`) | `data.win.eventdata.` + the name with its first letter lower-cased |
 //! | a name starting with a lower-case letter, no dot (`srcip`, `dstuser`) | `data.` + the name |
 //! | a dotted path (`data.url`, `syscheck.path`) | that path of the alert |
@@ -183,10 +184,9 @@ fn base_rule(map: &Mapping, at: &str, problems: &mut Vec<String>) -> Option<Base
             None => problems.push(format!("{at}: logsource must be a mapping")),
         }
     }
-    // The log source's typed columns and event id first, then the
-    // detection (usually selective), then the rest of the log source.
-    source.sort_by_key(|sql| cost(sql));
-    let (mut parts, costly): (Vec<String>, Vec<String>) = source.into_iter().partition(|sql| cost(sql) <= 1);
+    // The log source's typed columns first, then the detection (usually
+    // selective), then the rest of the log source.
+    let (mut parts, costly): (Vec<String>, Vec<String>) = source.into_iter().partition(|sql| cost(sql) == 0);
     match map.get("detection").and_then(Value::as_mapping) {
         Some(det) => parts.extend(detection(det, &format!("{at}: detection"), problems)),
         None => problems.push(format!("{at}: detection must be a mapping of selections and a condition")),
@@ -199,14 +199,7 @@ fn base_rule(map: &Mapping, at: &str, problems: &mut Vec<String>) -> Option<Base
 fn logsource_filter(ls: &Mapping, at: &str, problems: &mut Vec<String>) -> Vec<String> {
     let mut out = Vec::new();
     let product = text_of(ls, "product");
-    // The channel read from the JSON after a substring test of the raw
-    // text that every alert of that channel passes (the name's longest run
-    // of characters JSON never escapes), so other alerts are not parsed.
-    let channel = |name: &str| {
-        let run = name.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-')).max_by_key(|r| r.len()).unwrap_or("");
-        let json = json_text(&["data", "win", "system", "channel"]);
-        format!("(strpos(raw, {}) > 0) AND ({json} = '{name}')", quote(run))
-    };
+    let channel = |name: &str| format!("win_channel = {}", quote(name));
     for (key, value) in ls {
         let key = key.as_str().unwrap_or("?");
         let value = value.as_str().unwrap_or_default();
@@ -234,11 +227,7 @@ fn logsource_filter(ls: &Mapping, at: &str, problems: &mut Vec<String>) -> Vec<S
             },
             "category" => match (product.as_deref(), value) {
                 (Some("windows"), "process_creation") => {
-                    // One part, placed with the event id before the
-                    // detection: the substring test spares the JSON of
-                    // every other Windows alert.
-                    let event = json_text(&["data", "win", "system", "eventID"]);
-                    out.push(format!("{} AND ({event} = '1')", channel("Microsoft-Windows-Sysmon/Operational")));
+                    out.push(format!("{} AND win_event_id = '1'", channel("Microsoft-Windows-Sysmon/Operational")));
                 }
                 _ => unsupported(problems, "windows: process_creation (Sysmon event 1)"),
             },
@@ -341,22 +330,17 @@ fn fields(map: &Mapping, at: &str, problems: &mut Vec<String>) -> Option<String>
             parts.push(sql);
         }
     }
-    // Cheapest and most selective first: DataFusion evaluates the rest of
-    // an AND only on the rows that passed (typed columns, then the event id,
-    // then other JSON fields).
+    // Cheapest and most selective first: the rest of an AND is evaluated
+    // only on the rows that passed (typed columns, such as the event id,
+    // then JSON fields).
     parts.sort_by_key(|sql| cost(sql));
     (problems.len() == before).then(|| and_all(parts))
 }
 
-/// How costly a predicate is to test on every alert.
+/// How costly a predicate is to test on every alert: typed columns 0,
+/// JSON fields 1.
 fn cost(sql: &str) -> u8 {
-    if !sql.contains("json_") {
-        0
-    } else if sql.contains("'eventID'") {
-        1
-    } else {
-        2
-    }
+    u8::from(sql.contains("json_"))
 }
 
 /// What a field name reads: a typed column or a JSON path of `raw`.
@@ -378,6 +362,8 @@ fn target(field: &str) -> Target {
         "decoder.name" => Some("decoder"),
         "location" => Some("location"),
         "full_log" => Some("full_log"),
+        "EventID" => Some("win_event_id"),
+        "Channel" => Some("win_channel"),
         "rule.groups" => return Target::List("rule_groups"),
         "rule.mitre.id" => return Target::List("mitre_techniques"),
         "rule.mitre.tactic" => return Target::List("mitre_tactics"),
@@ -1198,35 +1184,33 @@ tags: [attack.credential_access, attack.t1110.003]
         assert_eq!(r.window, Window::Hopping { size: 600_000, slide: 150_000 });
         assert_eq!(r.entities, vec![(EntityKind::Ip, "IpAddress".to_string())]);
         for part in [
-            "json_as_text(raw, 'data', 'win', 'system', 'eventID') = '4625'",
+            "win_event_id = '4625'",
             "json_as_text(raw, 'data', 'win', 'eventdata', 'targetUserName') LIKE '%$'",
             "NOT coalesce(",
             "decoder = 'windows_eventchannel'",
+            "win_channel = 'Security'",
             "count(DISTINCT v) >= 5",
         ] {
             assert!(r.sql.contains(part), "{part} not in:\n{}", r.sql);
         }
-        // The channel is read from the JSON only after a substring test of
-        // the raw text that every alert of the channel passes, and after
-        // the detection (most Windows alerts are of the Security channel).
-        let pre = r.sql.find("strpos(raw, 'Security') > 0").expect("a raw prefilter for the channel");
-        let read = r.sql.find("'channel') = 'Security'").expect("the channel test");
-        let detection = r.sql.find("= '4625'").expect("the detection");
-        assert!(detection < pre && pre < read, "{}", r.sql);
+        // The event id and channel are typed columns: no JSON is read for
+        // them, and they are tested before the JSON fields.
+        assert!(!r.sql.contains("'eventID'") && !r.sql.contains("'channel'") && !r.sql.contains("strpos"), "{}", r.sql);
+        let filter = &r.sql[r.sql.find("WHERE").expect("a filter")..];
+        let typed = filter.find("win_event_id = '4625'").expect("the event id");
+        let json = filter.find("json_as_text").expect("a JSON field");
+        assert!(typed < json, "{}", r.sql);
     }
 
     #[test]
-    fn a_channel_prefilter_is_a_run_json_never_escapes() {
+    fn process_creation_is_sysmon_event_1_on_typed_columns() {
         let mut problems = Vec::new();
         let ls: Mapping = serde_yaml_ng::from_str("{product: windows, category: process_creation}").unwrap();
         let parts = logsource_filter(&ls, "t", &mut problems);
         assert!(problems.is_empty(), "{problems:?}");
-        // The slash may be written `\/` in JSON: the test stops before it.
-        // Its event id makes it cheap enough to go before the detection.
         let sysmon = parts.iter().find(|p| p.contains("Sysmon")).expect("the Sysmon part");
-        assert!(sysmon.starts_with("(strpos(raw, 'Microsoft-Windows-Sysmon') > 0) AND "), "{sysmon}");
-        assert!(sysmon.ends_with("'eventID') = '1')"), "{sysmon}");
-        assert_eq!(cost(sysmon), 1);
+        assert_eq!(sysmon, "win_channel = 'Microsoft-Windows-Sysmon/Operational' AND win_event_id = '1'");
+        assert_eq!(cost(sysmon), 0);
     }
 
     #[test]
@@ -1240,10 +1224,10 @@ tags: [attack.credential_access, attack.t1110.003]
         assert_eq!(like("x", "a_b?", false), "lower(x) LIKE 'a\\_b_'");
         let list = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert_eq!(any_of("x", &list(&["Ab", "cd"]), false), "lower(x) IN ('ab', 'cd')");
-        let raw = "json_as_text(raw, 'data', 'win', 'system', 'eventID')";
+        let raw = "json_as_text(raw, 'data', 'win', 'eventdata', 'logonType')";
         assert_eq!(
-            raw_prefilter(raw, &list(&["4625", "4771"]), false).as_deref(),
-            Some("(strpos(raw, '4625') > 0) OR (strpos(raw, '4771') > 0)")
+            raw_prefilter(raw, &list(&["10", "11"]), false).as_deref(),
+            Some("(strpos(raw, '10') > 0) OR (strpos(raw, '11') > 0)")
         );
         assert_eq!(raw_prefilter(raw, &list(&["admin"]), false), None, "letters may differ in case");
         assert_eq!(raw_prefilter(raw, &list(&["*\\x.exe"]), true), None, "a backslash is escaped in JSON");

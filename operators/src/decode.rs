@@ -555,7 +555,7 @@ struct Fields<'i> {
     full_log: Option<&'i str>,
 }
 
-/// A field read leniently: a string as it is, a number as its digits.
+/// A field read leniently: a string as it is, an integer as its digits.
 enum Text<'i> {
     Str(&'i str),
     Number(String),
@@ -571,7 +571,8 @@ impl Text<'_> {
 }
 
 /// A field only some alerts have, that no alert is refused for: a string,
-/// or a number as text; anything else (an object, `null`) reads as absent.
+/// or an integer as text; anything else (a fraction, a boolean, an object,
+/// `null`) reads as absent.
 fn lenient_text<'i>(slots: &Slots<'_, 'i>, slot: usize) -> Option<Text<'i>> {
     let v = slots[slot]?;
     if let Some(s) = v.into_string() {
@@ -1067,6 +1068,8 @@ mod tests {
             line(r#"{"eventID":7045,"channel":"System"}"#),
             line(r#"{"eventID":{"odd":1},"channel":null}"#),
             line(r#"{"computer":"dc-01"}"#),
+            line(r#"{"eventID":4625.5,"channel":true}"#),
+            line(r#"{"eventID":-1,"channel":""}"#),
         ]
         .join("\n");
         let out = decode(&input, TenantConfig::default());
@@ -1078,8 +1081,8 @@ mod tests {
             column.as_string::<i32>().iter().map(|v| v.map(str::to_string)).collect()
         };
         let some = |s: &str| Some(s.to_string());
-        assert_eq!(text(col::WIN_EVENT_ID), [some("4625"), some("7045"), None, None]);
-        assert_eq!(text(col::WIN_CHANNEL), [some("Security"), some("System"), None, None]);
+        assert_eq!(text(col::WIN_EVENT_ID), [some("4625"), some("7045"), None, None, None, some("-1")]);
+        assert_eq!(text(col::WIN_CHANNEL), [some("Security"), some("System"), None, None, None, some("")]);
     }
 
     #[test]

@@ -706,7 +706,8 @@ fn passing(expr: &Arc<dyn PhysicalExpr>, rows: &RecordBatch) -> Result<BooleanAr
         // Copy the undecided rows for the next terms only when few are
         // left (as DataFusion's `AND` does): a copy costs more than testing
         // rows already decided.
-        if n * 5 <= batch.num_rows() {
+        let last = k + 1 == terms.len();
+        if n * 5 <= batch.num_rows() && !last {
             batch = narrow(&batch, &still, &terms[k + 1..])?;
             let here = at.unwrap_or_else(|| UInt32Array::from_iter_values(0..len as u32));
             at = Some(arrow::compute::filter(&here, &still)?.as_primitive().clone());
@@ -741,16 +742,15 @@ fn narrow(
     let schema = batch.schema();
     let (mut fields, mut columns) = (Vec::with_capacity(schema.fields().len()), Vec::new());
     for (i, field) in schema.fields().iter().enumerate() {
-        if field.data_type() == &DataType::Null {
-            fields.push(field.clone());
-        } else if reads.contains(&i) {
-            fields.push(field.clone());
-            columns.push(filter.filter(batch.column(i))?);
-            continue;
-        } else {
-            fields.push(Arc::new(Field::new(field.name(), DataType::Null, true)));
+        let read = reads.contains(&i) && field.data_type() != &DataType::Null;
+        match read {
+            true => columns.push(filter.filter(batch.column(i))?),
+            false => columns.push(Arc::new(NullArray::new(filter.count())) as ArrayRef),
         }
-        columns.push(Arc::new(NullArray::new(filter.count())) as ArrayRef);
+        fields.push(match read || field.data_type() == &DataType::Null {
+            true => field.clone(),
+            false => Arc::new(Field::new(field.name(), DataType::Null, true)),
+        });
     }
     Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
 }

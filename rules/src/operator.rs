@@ -37,7 +37,10 @@ use crate::engine::{Compiled, Engine, Guard, cell_severity, cell_text, list_text
 use crate::rule::{Rule, Window};
 
 const NAME: &str = "rules";
-const SNAPSHOT_VERSION: u32 = 4;
+/// 5: pieces hold the Windows columns (`win_event_id`, `win_channel`);
+/// 4 has the same layout without them, 3 no blank columns. Older formats
+/// are read, and their pieces take the current columns by name.
+const SNAPSHOT_VERSION: u32 = 5;
 /// Alert ids kept per detection.
 const MAX_ALERT_IDS: usize = 50;
 
@@ -1061,14 +1064,14 @@ impl Operator for Rules {
     }
 
     fn absorb(&mut self, state: &[u8]) -> sluice_operators::Result<()> {
-        let tenants: Vec<TenantSnapshot> = match sluice_operators::snapshot::decode(NAME, SNAPSHOT_VERSION, state) {
+        use sluice_operators::snapshot::decode;
+        let tenants: Vec<TenantSnapshot> = match decode(NAME, SNAPSHOT_VERSION, state) {
             Ok(tenants) => tenants,
-            Err(e) => {
-                match sluice_operators::snapshot::decode::<Vec<TenantSnapshot<PieceSnapshotV3>>>(NAME, 3, state) {
-                    Ok(old) => old.into_iter().map(TenantSnapshot::from).collect(),
-                    Err(_) => return Err(e),
-                }
-            }
+            Err(e) => match (decode(NAME, 4, state), decode::<Vec<TenantSnapshot<PieceSnapshotV3>>>(NAME, 3, state)) {
+                (Ok(v4), _) => v4,
+                (_, Ok(v3)) => v3.into_iter().map(TenantSnapshot::from).collect(),
+                _ => return Err(e),
+            },
         };
         let names: Vec<String> = tenants.iter().map(|t| t.name.clone()).collect();
         for t in tenants {
@@ -1169,7 +1172,8 @@ impl From<TenantSnapshot<PieceSnapshotV3>> for TenantSnapshot {
 /// A checkpointed piece with the columns of `schema`, matched by name: a
 /// column it lacks (the checkpoint predates it, or a `[decode.fields]`
 /// column was added since) is null and not real, so no rule reads those
-/// rows for it. Fails when such a column cannot be null.
+/// rows for it; text changes between plain and dictionary-encoded. Fails
+/// when a column it lacks cannot be null, or has another type.
 fn conform(rows: RecordBatch, real: &[bool], schema: &SchemaRef) -> Result<(RecordBatch, Arc<[bool]>), String> {
     if rows.schema().fields() == schema.fields() {
         return Ok((rows, real.into()));
@@ -1178,20 +1182,42 @@ fn conform(rows: RecordBatch, real: &[bool], schema: &SchemaRef) -> Result<(Reco
     let mut columns = Vec::with_capacity(schema.fields().len());
     let mut now_real = Vec::with_capacity(schema.fields().len());
     for field in schema.fields() {
-        match saved.index_of(field.name()) {
-            Ok(i) if saved.field(i).data_type() == field.data_type() => {
+        let at = saved.index_of(field.name()).ok();
+        match at.map(|i| (i, saved.field(i).data_type())) {
+            Some((i, kind)) if kind == field.data_type() => {
                 columns.push(rows.column(i).clone());
+                now_real.push(real[i]);
+            }
+            // Text as a dictionary or the other way round (a
+            // `[decode.fields]` column that became a built-in one).
+            Some((i, kind)) if is_text(kind) && is_text(field.data_type()) => {
+                columns.push(arrow::compute::cast(rows.column(i), field.data_type()).map_err(|e| e.to_string())?);
                 now_real.push(real[i]);
             }
             _ if field.is_nullable() => {
                 columns.push(arrow::array::new_null_array(field.data_type(), rows.num_rows()));
                 now_real.push(false);
             }
-            _ => return Err(format!("a checkpointed window piece lacks column {:?}", field.name())),
+            Some((_, kind)) => {
+                return Err(format!(
+                    "a checkpointed window piece has column {:?} as {kind}, this build needs {}",
+                    field.name(),
+                    field.data_type()
+                ));
+            }
+            None => return Err(format!("a checkpointed window piece lacks column {:?}", field.name())),
         }
     }
     let rows = RecordBatch::try_new(schema.clone(), columns).map_err(|e| e.to_string())?;
     Ok((rows, now_real.into()))
+}
+
+/// Text, plain or dictionary-encoded.
+fn is_text(kind: &DataType) -> bool {
+    match kind {
+        DataType::Dictionary(_, values) => values.as_ref() == &DataType::Utf8,
+        kind => kind == &DataType::Utf8,
+    }
 }
 
 fn ipc_bytes(batch: &RecordBatch) -> Result<Vec<u8>, String> {
@@ -1333,8 +1359,9 @@ mod tests {
         op.process(AlertBatch::new(batch), &mut ctx, &mut Vec::new()).unwrap();
         let now: Vec<TenantSnapshot> =
             sluice_operators::snapshot::decode(NAME, SNAPSHOT_VERSION, &op.snapshot().unwrap()).unwrap();
-        // The same snapshot, its pieces without the columns `drop` names.
-        let without = |drop: &[&str]| {
+        // The same snapshot in format 4 (before the Windows columns), each
+        // piece's rows and held columns changed by `change`.
+        let rewrite = |change: &dyn Fn(RecordBatch, Vec<bool>) -> (RecordBatch, Vec<bool>)| {
             let tenants: Vec<TenantSnapshot> = now
                 .iter()
                 .map(|t| TenantSnapshot {
@@ -1345,18 +1372,21 @@ mod tests {
                         .pieces
                         .iter()
                         .map(|p| {
-                            let rows = ipc_batch(&p.ipc).unwrap();
-                            let keep: Vec<usize> = (0..rows.num_columns())
-                                .filter(|&i| !drop.contains(&rows.schema().field(i).name().as_str()))
-                                .collect();
-                            let real = keep.iter().map(|&i| p.real.get(i).copied().unwrap_or(true)).collect();
-                            let ipc = ipc_bytes(&rows.project(&keep).unwrap()).unwrap();
-                            PieceSnapshot { min_t: p.min_t, max_t: p.max_t, ipc, real }
+                            let (rows, real) = change(ipc_batch(&p.ipc).unwrap(), p.real.clone());
+                            PieceSnapshot { min_t: p.min_t, max_t: p.max_t, ipc: ipc_bytes(&rows).unwrap(), real }
                         })
                         .collect(),
                 })
                 .collect();
-            sluice_operators::snapshot::encode(NAME, SNAPSHOT_VERSION, &tenants).unwrap()
+            sluice_operators::snapshot::encode(NAME, 4, &tenants).unwrap()
+        };
+        let without = |drop: &[&str]| {
+            rewrite(&|rows, real| {
+                let keep: Vec<usize> = (0..rows.num_columns())
+                    .filter(|&i| !drop.contains(&rows.schema().field(i).name().as_str()))
+                    .collect();
+                (rows.project(&keep).unwrap(), keep.iter().map(|&i| real[i]).collect())
+            })
         };
         let fired = |state: &[u8]| -> Vec<String> {
             let mut restored = make();
@@ -1381,5 +1411,16 @@ mod tests {
         assert_eq!(fired(&old), ["by_rule"], "the rule on the missing column reads none of its rows");
         let err = make().restore(&without(&[col::ALERT_ID])).unwrap_err().to_string();
         assert!(err.contains("alert_id"), "{err}");
+        // A column of the same name that was plain text (a `[decode.fields]`
+        // column before it was built in) is kept, dictionary-encoded.
+        let plain = rewrite(&|rows, real| {
+            let at = rows.schema().index_of(col::WIN_EVENT_ID).unwrap();
+            let mut fields: Vec<Field> = rows.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+            fields[at] = Field::new(col::WIN_EVENT_ID, DataType::Utf8, true);
+            let mut columns = rows.columns().to_vec();
+            columns[at] = arrow::compute::cast(&columns[at], &DataType::Utf8).unwrap();
+            (RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), columns).unwrap(), real)
+        });
+        assert_eq!(fired(&plain), ["by_rule", "by_event"]);
     }
 }

@@ -184,14 +184,12 @@ fn base_rule(map: &Mapping, at: &str, problems: &mut Vec<String>) -> Option<Base
             None => problems.push(format!("{at}: logsource must be a mapping")),
         }
     }
-    // The log source's typed columns first, then the detection (usually
-    // selective), then the rest of the log source.
-    let (mut parts, costly): (Vec<String>, Vec<String>) = source.into_iter().partition(|sql| cost(sql) == 0);
+    // The log source (typed columns) first, then the detection.
+    let mut parts = source;
     match map.get("detection").and_then(Value::as_mapping) {
         Some(det) => parts.extend(detection(det, &format!("{at}: detection"), problems)),
         None => problems.push(format!("{at}: detection must be a mapping of selections and a condition")),
     }
-    parts.extend(costly);
     (problems.len() == before).then(|| Base { refs, predicate: and_all(parts) })
 }
 
@@ -379,8 +377,6 @@ fn target(field: &str) -> Target {
 fn wazuh_path(field: &str) -> Vec<String> {
     let system = |k: &str| ["data", "win", "system", k].map(String::from).to_vec();
     match field {
-        "EventID" => system("eventID"),
-        "Channel" => system("channel"),
         "Provider_Name" => system("providerName"),
         "Computer" => system("computer"),
         _ if field.contains('.') => field.split('.').map(String::from).collect(),
@@ -1256,7 +1252,9 @@ tags: [attack.credential_access, attack.t1110.003]
     #[test]
     fn field_names_reach_wazuh_fields() {
         assert_eq!(wazuh_path("TargetUserName"), ["data", "win", "eventdata", "targetUserName"]);
-        assert_eq!(wazuh_path("EventID"), ["data", "win", "system", "eventID"]);
+        assert_eq!(wazuh_path("Provider_Name"), ["data", "win", "system", "providerName"]);
+        assert!(matches!(target("EventID"), Target::Text(c) if c == "win_event_id"));
+        assert!(matches!(target("Channel"), Target::Text(c) if c == "win_channel"));
         assert_eq!(wazuh_path("srcip"), ["data", "srcip"]);
         assert_eq!(wazuh_path("syscheck.path"), ["syscheck", "path"]);
         assert!(matches!(target("agent.name"), Target::Text(c) if c == "agent_name"));

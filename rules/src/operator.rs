@@ -974,8 +974,8 @@ impl Operator for Rules {
         let table = to_table_rows(&batch.batch, &self.table_schema)
             .map_err(|e| sluice_operators::Error::Config(e.to_string()))?;
         let cols = AlertColumns::new(&batch.batch)?;
-        // Every rule's tests run once over the whole batch: pieces of it
-        // are only a few hundred rows, and a test's cost is mostly per call.
+        // Every rule's tests run once over the whole batch, not once per
+        // slice of it that `buffer` takes.
         let tests = self.masks_of(&table, None);
         let mut from = 0;
         for row in 0..batch.num_rows() {
@@ -1171,9 +1171,9 @@ impl From<TenantSnapshot<PieceSnapshotV3>> for TenantSnapshot {
 
 /// A checkpointed piece with the columns of `schema`, matched by name: a
 /// column it lacks (the checkpoint predates it, or a `[decode.fields]`
-/// column was added since) is null and not real, so no rule reads those
-/// rows for it; text changes between plain and dictionary-encoded. Fails
-/// when a column it lacks cannot be null, or has another type.
+/// column was added since), or holds as another type, is null and not
+/// real, so no rule reads those rows for it; text changes between plain
+/// and dictionary-encoded. Fails when such a column cannot be null.
 fn conform(rows: RecordBatch, real: &[bool], schema: &SchemaRef) -> Result<(RecordBatch, Arc<[bool]>), String> {
     if rows.schema().fields() == schema.fields() {
         return Ok((rows, real.into()));

@@ -37,11 +37,11 @@ use crate::engine::{Compiled, Engine, Guard, cell_severity, cell_text, list_text
 use crate::rule::{Rule, Window};
 
 const NAME: &str = "rules";
-/// 5: pieces hold the Windows columns (`win_event_id`, `win_channel`) and
-/// wide columns for some rows only; 4 has neither, 3 no blank columns.
-/// Older formats are read, and their pieces take the current columns by
-/// name.
-const SNAPSHOT_VERSION: u32 = 5;
+/// 6: pieces hold wide columns for some rows only; 5: pieces hold the
+/// Windows columns (`win_event_id`, `win_channel`), otherwise as 4; 3: no
+/// blank columns. Older formats are read, and their pieces take the
+/// current columns by name.
+const SNAPSHOT_VERSION: u32 = 6;
 /// Alert ids kept per detection.
 const MAX_ALERT_IDS: usize = 50;
 
@@ -853,11 +853,16 @@ impl Blanks {
                     // Text taken at the held rows; the others empty.
                     let at = arrow::compute::nullif(indices, &arrow::compute::not(&part).expect("a mask"))
                         .expect("equal lengths");
-                    let text = take(rows.column(i), &at, None).expect("row indices are in range");
-                    let text = text.as_string::<i32>();
-                    let nulls = self.schema.field(i).is_nullable().then(|| text.nulls().cloned()).flatten();
+                    let taken = take(rows.column(i), &at, None).expect("row indices are in range");
                     some.push((i, part));
-                    Arc::new(StringArray::new(text.offsets().clone(), text.values().clone(), nulls)) as ArrayRef
+                    match self.schema.field(i).is_nullable() {
+                        true => taken,
+                        // The blanks as empty text, not null.
+                        false => {
+                            let text = taken.as_string::<i32>();
+                            Arc::new(StringArray::new(text.offsets().clone(), text.values().clone(), None)) as ArrayRef
+                        }
+                    }
                 }
             };
             columns.push(column);
@@ -1146,7 +1151,8 @@ impl Operator for Rules {
         let tenants: Vec<TenantSnapshot> = match decode(NAME, SNAPSHOT_VERSION, state) {
             Ok(tenants) => tenants,
             Err(e) => match (
-                decode::<Vec<TenantSnapshot<PieceSnapshotV4>>>(NAME, 4, state),
+                decode::<Vec<TenantSnapshot<PieceSnapshotV4>>>(NAME, 5, state)
+                    .or_else(|_| decode::<Vec<TenantSnapshot<PieceSnapshotV4>>>(NAME, 4, state)),
                 decode::<Vec<TenantSnapshot<PieceSnapshotV3>>>(NAME, 3, state),
             ) {
                 (Ok(v4), _) => v4.into_iter().map(TenantSnapshot::from).collect(),
@@ -1246,7 +1252,7 @@ struct PieceSnapshot {
     some: Vec<(String, Vec<bool>)>,
 }
 
-/// A piece as format 4 wrote it, before columns held for some rows.
+/// A piece as formats 4 and 5 wrote it, before columns held for some rows.
 #[derive(Deserialize)]
 #[cfg_attr(test, derive(Serialize))]
 struct PieceSnapshotV4 {
@@ -1301,19 +1307,26 @@ fn conform(
     some: Vec<(String, BooleanArray)>,
     schema: &SchemaRef,
 ) -> Result<(RecordBatch, Arc<[bool]>, HeldRows), String> {
-    let some = |now: &[bool]| -> HeldRows {
+    // Held in part: the columns carried over from the piece (`carried`).
+    let some = |carried: &[bool]| -> HeldRows {
         some.iter()
             .filter_map(|(name, held)| schema.index_of(name).ok().map(|i| (i, held.clone())))
-            .filter(|(i, held)| !now[*i] && held.len() == rows.num_rows())
+            .filter(|(i, held)| carried[*i] && held.len() == rows.num_rows())
             .collect()
     };
     if rows.schema().fields() == schema.fields() {
-        return Ok((rows.clone(), real.into(), some(real)));
+        let some = some(&vec![true; real.len()]);
+        return Ok((rows, real.into(), some));
     }
     let saved = rows.schema();
     let mut columns = Vec::with_capacity(schema.fields().len());
     let mut now_real = Vec::with_capacity(schema.fields().len());
+    let mut carried = Vec::with_capacity(schema.fields().len());
     for field in schema.fields() {
+        carried.push(saved.index_of(field.name()).is_ok_and(|i| {
+            let kind = saved.field(i).data_type();
+            kind == field.data_type() || is_text(kind) && is_text(field.data_type())
+        }));
         let at = saved.index_of(field.name()).ok();
         match at.map(|i| (i, saved.field(i).data_type())) {
             Some((i, kind)) if kind == field.data_type() => {
@@ -1340,7 +1353,7 @@ fn conform(
             None => return Err(format!("a checkpointed window piece lacks column {:?}", field.name())),
         }
     }
-    let some = some(&now_real);
+    let some = some(&carried);
     let rows = RecordBatch::try_new(schema.clone(), columns).map_err(|e| e.to_string())?;
     Ok((rows, now_real.into(), some))
 }
@@ -1492,9 +1505,10 @@ mod tests {
         op.process(AlertBatch::new(batch), &mut ctx, &mut Vec::new()).unwrap();
         let now: Vec<TenantSnapshot> =
             sluice_operators::snapshot::decode(NAME, SNAPSHOT_VERSION, &op.snapshot().unwrap()).unwrap();
-        // The same snapshot in format 4 (before the Windows columns), each
-        // piece's rows and held columns changed by `change`.
-        let rewrite = |change: &dyn Fn(RecordBatch, Vec<bool>) -> (RecordBatch, Vec<bool>)| {
+        // The same snapshot in an older format (`version`: 4, before the
+        // Windows columns, or 5, before columns held in part), each piece's
+        // rows and held columns changed by `change`.
+        let rewrite = |version: u32, change: &dyn Fn(RecordBatch, Vec<bool>) -> (RecordBatch, Vec<bool>)| {
             let tenants: Vec<TenantSnapshot<PieceSnapshotV4>> = now
                 .iter()
                 .map(|t| TenantSnapshot {
@@ -1511,10 +1525,10 @@ mod tests {
                         .collect(),
                 })
                 .collect();
-            sluice_operators::snapshot::encode(NAME, 4, &tenants).unwrap()
+            sluice_operators::snapshot::encode(NAME, version, &tenants).unwrap()
         };
         let without = |drop: &[&str]| {
-            rewrite(&|rows, real| {
+            rewrite(4, &|rows, real| {
                 let keep: Vec<usize> = (0..rows.num_columns())
                     .filter(|&i| !drop.contains(&rows.schema().field(i).name().as_str()))
                     .collect();
@@ -1546,7 +1560,7 @@ mod tests {
         assert!(err.contains("alert_id"), "{err}");
         // A column of the same name that was plain text (a `[decode.fields]`
         // column before it was built in) is kept, dictionary-encoded.
-        let plain = rewrite(&|rows, real| {
+        let plain = rewrite(4, &|rows, real| {
             let at = rows.schema().index_of(col::WIN_EVENT_ID).unwrap();
             let mut fields: Vec<Field> = rows.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
             fields[at] = Field::new(col::WIN_EVENT_ID, DataType::Utf8, true);
@@ -1555,6 +1569,8 @@ mod tests {
             (RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), columns).unwrap(), real)
         });
         assert_eq!(fired(&plain), ["by_rule", "by_event"]);
+        // Format 5 as it was written before columns held in part.
+        assert_eq!(fired(&rewrite(5, &|rows, real| (rows, real))), ["by_rule", "by_event"]);
     }
 
     /// The raw JSON is held only for the rows of the rules that read it;
@@ -1622,5 +1638,22 @@ mod tests {
         let compiled = crate::compile_all(&reloaded.engine, vec![reads_raw, other, every_raw]).unwrap();
         reloaded.replace(compiled);
         assert_eq!(fired(&mut reloaded), ["reads_raw", "other"]);
+    }
+
+    /// A column held for some rows stays so only where it is carried over
+    /// from the checkpointed piece; one replaced by nulls is held for none.
+    #[test]
+    fn conform_keeps_rows_held_in_part_only_for_columns_it_carries() {
+        use arrow::array::{Int32Array, StringArray};
+        use arrow::datatypes::Schema;
+        let now = Arc::new(Schema::new(vec![Field::new("a", DataType::Utf8, true)]));
+        let held = || vec![("a".to_string(), BooleanArray::from(vec![true, false]))];
+        let text = RecordBatch::try_new(now.clone(), vec![Arc::new(StringArray::from(vec![Some("x"), None]))]).unwrap();
+        let (_, real, some) = conform(text, &[false], held(), &now).unwrap();
+        assert_eq!((real.to_vec(), some.len()), (vec![false], 1));
+        let ints = Arc::new(Schema::new(vec![Field::new("a", DataType::Int32, true)]));
+        let ints = RecordBatch::try_new(ints, vec![Arc::new(Int32Array::from(vec![1, 2]))]).unwrap();
+        let (rows, real, some) = conform(ints, &[false], held(), &now).unwrap();
+        assert_eq!((real.to_vec(), some.len(), rows.column(0).null_count()), (vec![false], 0, 2));
     }
 }

@@ -1390,6 +1390,18 @@ mod tests {
     use super::*;
     use crate::Limits;
 
+    /// The rules whose detections fire when the stream ends, in order.
+    fn fired_at_end(op: &mut Rules) -> Vec<String> {
+        let mut out = Vec::new();
+        op.on_end(&mut Context::default(), &mut out).unwrap();
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Detection(d) => Some(d.rule.to_string()),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Every input batch has its own dictionaries; a window gathered from
     /// many pieces holds the values its rows use, not every piece's whole
     /// dictionary (which grew with the pieces and could overflow).
@@ -1535,17 +1547,10 @@ mod tests {
                 (rows.project(&keep).unwrap(), keep.iter().map(|&i| real[i]).collect())
             })
         };
-        let fired = |state: &[u8]| -> Vec<String> {
+        let fired = |state: &[u8]| {
             let mut restored = make();
             restored.restore(state).unwrap();
-            let mut out = Vec::new();
-            restored.on_end(&mut Context::default(), &mut out).unwrap();
-            out.iter()
-                .filter_map(|o| match o {
-                    Output::Detection(d) => Some(d.rule.to_string()),
-                    _ => None,
-                })
-                .collect()
+            fired_at_end(&mut restored)
         };
         assert_eq!(fired(&op.snapshot().unwrap()), ["by_rule", "by_event"]);
         let old = without(&[col::WIN_EVENT_ID, col::WIN_CHANNEL]);
@@ -1616,28 +1621,18 @@ mod tests {
         assert_eq!(piece.some, [(raw, BooleanArray::from(vec![true, false]))]);
         let text = piece.rows.column(raw).as_string::<i32>();
         assert!(text.value(0).contains("5716") && text.value(1).is_empty() && text.null_count() == 0);
-        let fired = |op: &mut Rules| -> Vec<String> {
-            let mut out = Vec::new();
-            op.on_end(&mut Context::default(), &mut out).unwrap();
-            out.iter()
-                .filter_map(|o| match o {
-                    Output::Detection(d) => Some(d.rule.to_string()),
-                    _ => None,
-                })
-                .collect()
-        };
         // After a checkpoint: the same rows held, the same detections.
         let state = op.snapshot().unwrap();
         let mut restored = make(vec![reads_raw.clone(), other.clone()]);
         restored.restore(&state).unwrap();
         assert_eq!(restored.tenants.get("acme").unwrap().pieces[0].some, piece.some);
-        assert_eq!(fired(&mut restored), ["reads_raw", "other"]);
+        assert_eq!(fired_at_end(&mut restored), ["reads_raw", "other"]);
         // A rule loaded since reads the raw JSON of the held rows only.
         let mut reloaded = make(vec![reads_raw.clone(), other.clone()]);
         reloaded.restore(&state).unwrap();
         let compiled = crate::compile_all(&reloaded.engine, vec![reads_raw, other, every_raw]).unwrap();
         reloaded.replace(compiled);
-        assert_eq!(fired(&mut reloaded), ["reads_raw", "other"]);
+        assert_eq!(fired_at_end(&mut reloaded), ["reads_raw", "other"]);
     }
 
     /// A column held for some rows stays so only where it is carried over

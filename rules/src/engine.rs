@@ -612,6 +612,11 @@ fn contains_subquery(e: &Expr) -> bool {
 }
 
 impl Compiled {
+    /// Whether the rule's SQL reads column `i` of the `alerts` table.
+    pub fn reads_column(&self, i: usize) -> bool {
+        self.reads.as_ref().is_none_or(|columns| columns.contains(&i))
+    }
+
     /// `rows` (`alerts` table rows) with only the columns the rule's tests
     /// read: the others become `Null` columns, which hold no data. A test
     /// may copy the rows it passes on to its next term (DataFusion's `AND`

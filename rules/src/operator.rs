@@ -298,11 +298,10 @@ impl Rules {
         self.rules
             .iter()
             .map(|r| {
-                let reads = |i: usize| r.reads.as_ref().is_none_or(|columns| columns.contains(&i));
                 let held = |i: usize, real: &[bool], some: &HeldRows| real[i] || some.iter().any(|(c, _)| *c == i);
                 let readable = match real {
                     None => true,
-                    Some((real, some)) => (0..real.len()).filter(|&i| reads(i)).all(|i| held(i, real, some)),
+                    Some((real, some)) => (0..real.len()).filter(|&i| r.reads_column(i)).all(|i| held(i, real, some)),
                 };
                 if !readable {
                     let none = BooleanArray::from(vec![false; rows.num_rows()]);
@@ -322,7 +321,7 @@ impl Rules {
                     (mask.filter(|_| !session), guards)
                 };
                 // Only the rows whose wide columns the rule reads are held.
-                let part = real.iter().flat_map(|(_, some)| some.iter()).filter(|(c, _)| reads(*c));
+                let part = real.iter().flat_map(|(_, some)| some.iter()).filter(|(c, _)| r.reads_column(*c));
                 let Some(held) = part.map(|(_, m)| m.clone()).reduce(|a, b| and(&a, &b).expect("equal lengths")) else {
                     return (mask, guards);
                 };
@@ -365,11 +364,7 @@ impl Rules {
             let piece_guards = guards.iter().map(|g| g.iter().map(pick).collect()).collect();
             // A wide column is held for the rows of the rules that read it.
             let wanted = |i: usize| -> Option<BooleanArray> {
-                let mut readers = self
-                    .rules
-                    .iter()
-                    .zip(&piece_masks)
-                    .filter(|(r, _)| r.reads.as_ref().is_none_or(|columns| columns.contains(&i)));
+                let mut readers = self.rules.iter().zip(&piece_masks).filter(|(r, _)| r.reads_column(i));
                 readers.try_fold(BooleanArray::from(vec![false; indices.len()]), |rows, (_, mask)| {
                     mask.as_ref().map(|m| arrow::compute::or(&rows, m).expect("equal lengths"))
                 })
@@ -1148,18 +1143,17 @@ impl Operator for Rules {
 
     fn absorb(&mut self, state: &[u8]) -> sluice_operators::Result<()> {
         use sluice_operators::snapshot::decode;
-        let tenants: Vec<TenantSnapshot> = match decode(NAME, SNAPSHOT_VERSION, state) {
-            Ok(tenants) => tenants,
-            Err(e) => match (
-                decode::<Vec<TenantSnapshot<PieceSnapshotV4>>>(NAME, 5, state)
-                    .or_else(|_| decode::<Vec<TenantSnapshot<PieceSnapshotV4>>>(NAME, 4, state)),
-                decode::<Vec<TenantSnapshot<PieceSnapshotV3>>>(NAME, 3, state),
-            ) {
-                (Ok(v4), _) => v4.into_iter().map(TenantSnapshot::from).collect(),
-                (_, Ok(v3)) => v3.into_iter().map(TenantSnapshot::from).collect(),
-                _ => return Err(e),
-            },
+        let v4 = |version| {
+            decode::<Vec<TenantSnapshot<PieceSnapshotV4>>>(NAME, version, state)
+                .map(|old| old.into_iter().map(TenantSnapshot::from).collect())
         };
+        let v3 = || {
+            decode::<Vec<TenantSnapshot<PieceSnapshotV3>>>(NAME, 3, state)
+                .map(|old| old.into_iter().map(TenantSnapshot::from).collect())
+        };
+        // Formats 5 and 4 share a layout.
+        let tenants: Vec<TenantSnapshot> = decode(NAME, SNAPSHOT_VERSION, state)
+            .or_else(|e| v4(5).or_else(|_| v4(4)).or_else(|_| v3()).map_err(|_| e))?;
         let names: Vec<String> = tenants.iter().map(|t| t.name.clone()).collect();
         for t in tenants {
             let pieces = t
@@ -1323,25 +1317,18 @@ fn conform(
     let mut now_real = Vec::with_capacity(schema.fields().len());
     let mut carried = Vec::with_capacity(schema.fields().len());
     for field in schema.fields() {
-        carried.push(saved.index_of(field.name()).is_ok_and(|i| {
-            let kind = saved.field(i).data_type();
-            kind == field.data_type() || is_text(kind) && is_text(field.data_type())
-        }));
         let at = saved.index_of(field.name()).ok();
-        match at.map(|i| (i, saved.field(i).data_type())) {
-            Some((i, kind)) if kind == field.data_type() => {
-                columns.push(rows.column(i).clone());
-                now_real.push(real[i]);
-            }
+        // The column, whether its values are held, whether it is the piece's.
+        let (column, held, carry) = match at.map(|i| (i, saved.field(i).data_type())) {
+            Some((i, kind)) if kind == field.data_type() => (rows.column(i).clone(), real[i], true),
             // Text as a dictionary or the other way round (a
             // `[decode.fields]` column that became a built-in one).
             Some((i, kind)) if is_text(kind) && is_text(field.data_type()) => {
-                columns.push(arrow::compute::cast(rows.column(i), field.data_type()).map_err(|e| e.to_string())?);
-                now_real.push(real[i]);
+                let cast = arrow::compute::cast(rows.column(i), field.data_type()).map_err(|e| e.to_string())?;
+                (cast, real[i], true)
             }
             _ if field.is_nullable() => {
-                columns.push(arrow::array::new_null_array(field.data_type(), rows.num_rows()));
-                now_real.push(false);
+                (arrow::array::new_null_array(field.data_type(), rows.num_rows()), false, false)
             }
             Some((_, kind)) => {
                 return Err(format!(
@@ -1351,7 +1338,10 @@ fn conform(
                 ));
             }
             None => return Err(format!("a checkpointed window piece lacks column {:?}", field.name())),
-        }
+        };
+        columns.push(column);
+        now_real.push(held);
+        carried.push(carry);
     }
     let some = some(&carried);
     let rows = RecordBatch::try_new(schema.clone(), columns).map_err(|e| e.to_string())?;
